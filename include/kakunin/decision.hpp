@@ -1,0 +1,154 @@
+// kakunin/decision.hpp — what Guard::check() answers: a verdict, every reason that applied, and
+// the risk score. A rejection is a value, never an exception.
+//
+//   kakunin::Decision d = guard.check(order);
+//   if (!d.allowed()) for (auto r : d.reasons) log(kakunin::to_string(r));
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "kakunin/clock.hpp"
+
+namespace kakunin {
+
+enum class Verdict : std::uint8_t {
+    allow,   ///< send it
+    warn,    ///< send it; a warning was raised (anomaly score over the warning threshold)
+    reject,  ///< do not send it
+};
+
+inline const char* to_string(Verdict v) noexcept {
+    switch (v) {
+        case Verdict::allow: return "allow";
+        case Verdict::warn: return "warn";
+        case Verdict::reject: return "reject";
+    }
+    return "unknown";
+}
+
+/// Reason codes, numbered in ranges that never get reused:
+///   1xx  state of the Guard          2xx  authority (certificate scope)
+///   3xx  RTS 6 pre-trade limits      4xx  the order itself is malformed
+///   5xx  behaviour (anomaly score)   6xx  credentials (certificate, CRL)
+enum class ReasonCode : std::uint16_t {
+    halted = 100,  ///< kill switch or automatic halt in force
+
+    instrument_not_allowed = 200,    ///< instrument not in the scope
+    counterparty_not_allowed = 201,  ///< counterparty not in the scope
+    region_not_allowed = 202,        ///< signing region not in the scope
+    outside_trading_hours = 203,     ///< order time outside every trading window (UTC)
+    max_transaction_exceeded = 204,  ///< quantity x price above max_transaction
+    currency_mismatch = 205,         ///< instrument quoted in another currency than the limit
+
+    max_order_quantity_exceeded = 300,  ///< RTS 6 Art. 15(1) maximum order volume
+    price_collar_breached = 301,        ///< RTS 6 Art. 15(1) price collar vs reference price
+    reference_price_missing = 302,      ///< a collar is set but the order has no reference price
+    order_rate_exceeded = 303,          ///< RTS 6 Art. 15(1) maximum messages per second
+    daily_notional_exceeded = 304,      ///< RTS 6 Art. 15(4) credit/market limit per UTC day
+
+    invalid_quantity = 400,         ///< quantity zero or negative
+    invalid_price = 401,            ///< price zero or negative
+    invalid_instrument = 402,       ///< not BASE_QUOTE
+    notional_overflow = 403,        ///< the notional or the day's total does not fit
+    invalid_reference_price = 404,  ///< reference price zero or negative
+};
+
+/// Every code, in numeric order. Keep in step with the enum.
+inline constexpr std::array<ReasonCode, 17> all_reason_codes = {
+    ReasonCode::halted,
+    ReasonCode::instrument_not_allowed,
+    ReasonCode::counterparty_not_allowed,
+    ReasonCode::region_not_allowed,
+    ReasonCode::outside_trading_hours,
+    ReasonCode::max_transaction_exceeded,
+    ReasonCode::currency_mismatch,
+    ReasonCode::max_order_quantity_exceeded,
+    ReasonCode::price_collar_breached,
+    ReasonCode::reference_price_missing,
+    ReasonCode::order_rate_exceeded,
+    ReasonCode::daily_notional_exceeded,
+    ReasonCode::invalid_quantity,
+    ReasonCode::invalid_price,
+    ReasonCode::invalid_instrument,
+    ReasonCode::notional_overflow,
+    ReasonCode::invalid_reference_price,
+};
+
+inline const char* to_string(ReasonCode r) noexcept {
+    switch (r) {
+        case ReasonCode::halted: return "halted";
+        case ReasonCode::instrument_not_allowed: return "instrument_not_allowed";
+        case ReasonCode::counterparty_not_allowed: return "counterparty_not_allowed";
+        case ReasonCode::region_not_allowed: return "region_not_allowed";
+        case ReasonCode::outside_trading_hours: return "outside_trading_hours";
+        case ReasonCode::max_transaction_exceeded: return "max_transaction_exceeded";
+        case ReasonCode::currency_mismatch: return "currency_mismatch";
+        case ReasonCode::max_order_quantity_exceeded: return "max_order_quantity_exceeded";
+        case ReasonCode::price_collar_breached: return "price_collar_breached";
+        case ReasonCode::reference_price_missing: return "reference_price_missing";
+        case ReasonCode::order_rate_exceeded: return "order_rate_exceeded";
+        case ReasonCode::daily_notional_exceeded: return "daily_notional_exceeded";
+        case ReasonCode::invalid_quantity: return "invalid_quantity";
+        case ReasonCode::invalid_price: return "invalid_price";
+        case ReasonCode::invalid_instrument: return "invalid_instrument";
+        case ReasonCode::notional_overflow: return "notional_overflow";
+        case ReasonCode::invalid_reference_price: return "invalid_reference_price";
+    }
+    return "unknown";
+}
+
+/// A set of reason codes in one 64-bit word (bit i = all_reason_codes[i]); iterates in numeric
+/// order. Allocation-free.
+class ReasonSet {
+public:
+    static constexpr int index_of(ReasonCode r) noexcept {
+        for (std::size_t i = 0; i < all_reason_codes.size(); ++i)
+            if (all_reason_codes[i] == r) return static_cast<int>(i);
+        return -1;
+    }
+    constexpr void add(ReasonCode r) noexcept { m_bits |= std::uint64_t{1} << index_of(r); }
+    constexpr bool contains(ReasonCode r) const noexcept { return (m_bits >> index_of(r)) & 1u; }
+    constexpr bool empty() const noexcept { return m_bits == 0; }
+    int size() const noexcept { return __builtin_popcountll(m_bits); }
+    constexpr std::uint64_t bits() const noexcept { return m_bits; }
+    constexpr void merge(ReasonSet other) noexcept { m_bits |= other.m_bits; }
+
+    class iterator {
+    public:
+        constexpr explicit iterator(std::uint64_t rest) noexcept : m_rest(rest) {}
+        ReasonCode operator*() const noexcept {
+            return all_reason_codes[static_cast<std::size_t>(__builtin_ctzll(m_rest))];
+        }
+        iterator& operator++() noexcept {
+            m_rest &= m_rest - 1;
+            return *this;
+        }
+        constexpr bool operator!=(iterator o) const noexcept { return m_rest != o.m_rest; }
+
+    private:
+        std::uint64_t m_rest;
+    };
+    constexpr iterator begin() const noexcept { return iterator(m_bits); }
+    constexpr iterator end() const noexcept { return iterator(0); }
+
+private:
+    static_assert(all_reason_codes.size() <= 64, "ReasonSet holds 64 codes");
+    std::uint64_t m_bits = 0;
+};
+
+/// Number of anomaly-score components (size, frequency, concentration, time of day, origin).
+inline constexpr std::size_t score_component_count = 5;
+
+struct Decision {
+    Verdict verdict = Verdict::reject;
+    ReasonSet reasons;
+    TimeNs ts_ns = 0;             ///< the one clock reading this check used
+    std::uint32_t score_ppm = 0;  ///< anomaly score in parts per million (0 = no baseline yet)
+    std::array<std::uint32_t, score_component_count> components_ppm{};
+
+    bool allowed() const noexcept { return verdict != Verdict::reject; }
+};
+
+}  // namespace kakunin

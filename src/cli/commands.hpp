@@ -1,0 +1,11 @@
+// The kakunin command line: each command family registers itself on the CLI11 app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace kakunin::cli {
+
+/// `kakunin replay ...` (DESIGN §6).
+void add_replay_command(CLI::App& app);
+
+}  // namespace kakunin::cli
