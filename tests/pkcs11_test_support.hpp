@@ -1,0 +1,229 @@
+// Test support for PKCS#11: a real SoftHSM2 token store in a temporary directory, and a raw
+// PKCS#11 session (independent of Pkcs11Kms) to inspect what the token really holds.
+#pragma once
+
+#include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// The test targets do not carry p11-kit's include directory; its pkcs11.h is self-contained.
+#include <p11-kit-1/p11-kit/pkcs11.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace kakunin_test {
+
+namespace fs = std::filesystem;
+
+inline constexpr const char* k_user_pin = "20261126";
+inline constexpr const char* k_so_pin = "so-20261126";
+
+inline std::string shell_quote(const std::string& s) {
+    std::string out = "'";
+    for (char c : s) {
+        if (c == '\'')
+            out += "'\\''";
+        else
+            out += c;
+    }
+    return out + "'";
+}
+
+inline std::string read_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+inline void write_bytes(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
+    std::ofstream out(p, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
+}
+
+inline void write_text(const fs::path& p, const std::string& text) {
+    std::ofstream out(p, std::ios::binary);
+    out << text;
+}
+
+struct CommandResult {
+    int exit_code = -1;
+    std::string output;  // stdout and stderr
+};
+
+/// Runs a shell command line, capturing its output through a file in `scratch`.
+inline CommandResult run_command(const std::string& command, const fs::path& scratch) {
+    const fs::path out = scratch / "command-output.txt";
+    const int status = std::system((command + " >" + shell_quote(out.string()) + " 2>&1").c_str());
+    CommandResult r;
+    r.exit_code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+    r.output = read_text(out);
+    return r;
+}
+
+inline bool on_path(const std::string& program) {
+    const char* path = std::getenv("PATH");
+    std::stringstream dirs(path != nullptr ? path : "");
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+        if (!dir.empty() && ::access((fs::path(dir) / program).c_str(), X_OK) == 0) return true;
+    }
+    return false;
+}
+
+/// The SoftHSM2 module under test: $KAKUNIN_SOFTHSM_MODULE, or Debian's location.
+inline std::string softhsm_module() {
+    const char* env = std::getenv("KAKUNIN_SOFTHSM_MODULE");
+    if (env != nullptr && *env != '\0') return env;
+    return "/usr/lib/softhsm/libsofthsm2.so";
+}
+
+/// One SoftHSM2 token directory for the whole test process. SOFTHSM2_CONF is read by the module
+/// in C_Initialize, so it is set once, before any test loads the module, and never changed.
+class SoftHsm {
+public:
+    static SoftHsm& instance() {
+        static SoftHsm s;
+        return s;
+    }
+
+    /// Fails the running test (never skips it) when SoftHSM2 is not installed.
+    void require_installed() const {
+        if (!on_path("softhsm2-util"))
+            FAIL("softhsm2-util is not installed: run scripts/test, which installs softhsm2");
+        if (!fs::exists(softhsm_module()))
+            FAIL("the SoftHSM2 module " << softhsm_module()
+                                        << " is not installed: run scripts/test, which installs "
+                                           "softhsm2 (or set KAKUNIN_SOFTHSM_MODULE)");
+        if (!m_ready) FAIL("could not prepare the SoftHSM2 token directory: " << m_problem);
+    }
+
+    /// Initialises a fresh token with a unique label derived from `name` and returns its label.
+    std::string new_token(const std::string& name) {
+        require_installed();
+        const std::string label = name + "-" + std::to_string(++m_tokens);
+        const CommandResult r = run_command(
+            "softhsm2-util --init-token --free --label " + shell_quote(label) + " --pin " +
+                shell_quote(k_user_pin) + " --so-pin " + shell_quote(k_so_pin),
+            m_dir);
+        if (r.exit_code != 0)
+            FAIL("softhsm2-util --init-token failed (exit " << r.exit_code << "): " << r.output);
+        return label;
+    }
+
+    const fs::path& dir() const noexcept { return m_dir; }
+    std::string module() const { return softhsm_module(); }
+
+    ~SoftHsm() {
+        std::error_code ec;
+        if (!m_dir.empty()) fs::remove_all(m_dir, ec);
+    }
+
+private:
+    SoftHsm() {
+        std::string templ = (fs::temp_directory_path() / "kakunin-p11-XXXXXX").string();
+        if (::mkdtemp(templ.data()) == nullptr) {
+            m_problem = "mkdtemp failed";
+            return;
+        }
+        m_dir = templ;
+        fs::create_directories(m_dir / "tokens");
+        const fs::path conf = m_dir / "softhsm2.conf";
+        write_text(conf, "directories.tokendir = " + (m_dir / "tokens").string() +
+                             "\nobjectstore.backend = file\nlog.level = ERROR\n"
+                             "slots.removable = false\n");
+        ::setenv("SOFTHSM2_CONF", conf.c_str(), 1);
+        m_ready = true;
+    }
+
+    fs::path m_dir;
+    bool m_ready = false;
+    std::string m_problem;
+    int m_tokens = 0;
+};
+
+/// What a raw PKCS#11 session sees of a private key: the token's answers, not Pkcs11Kms's.
+struct RawKeyView {
+    bool found = false;
+    CK_RV value_rv = CKR_OK;  ///< C_GetAttributeValue(CKA_VALUE)
+    CK_ULONG value_len = 0;
+    CK_BBOOL sensitive = CK_FALSE;
+    CK_BBOOL extractable = CK_TRUE;
+    CK_BBOOL token = CK_FALSE;
+    CK_BBOOL private_object = CK_FALSE;
+};
+
+/// Opens its own session on the token labelled `token`, logs in, and reads the private key
+/// labelled `key_label`. Independent of Pkcs11Kms: dlopen, C_GetFunctionList and the calls below.
+inline RawKeyView raw_inspect_private_key(const std::string& module, const std::string& token,
+                                          const std::string& pin, const std::string& key_label) {
+    RawKeyView view;
+    void* dl = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);
+    REQUIRE(dl != nullptr);
+    auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(dl, "C_GetFunctionList"));
+    REQUIRE(get_list != nullptr);
+    CK_FUNCTION_LIST_PTR f = nullptr;
+    REQUIRE(get_list(&f) == CKR_OK);
+    const CK_RV init = f->C_Initialize(nullptr);
+    REQUIRE((init == CKR_OK || init == CKR_CRYPTOKI_ALREADY_INITIALIZED));
+
+    CK_ULONG n = 0;
+    REQUIRE(f->C_GetSlotList(CK_TRUE, nullptr, &n) == CKR_OK);
+    std::vector<CK_SLOT_ID> slots(n);
+    REQUIRE(f->C_GetSlotList(CK_TRUE, slots.data(), &n) == CKR_OK);
+    CK_SLOT_ID slot = 0;
+    bool have_slot = false;
+    for (CK_ULONG i = 0; i < n; ++i) {
+        CK_TOKEN_INFO info{};
+        REQUIRE(f->C_GetTokenInfo(slots[i], &info) == CKR_OK);
+        std::string label(reinterpret_cast<const char*>(info.label), sizeof info.label);
+        while (!label.empty() && label.back() == ' ') label.pop_back();
+        if (label == token) {
+            slot = slots[i];
+            have_slot = true;
+        }
+    }
+    REQUIRE(have_slot);
+
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    REQUIRE(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &s) == CKR_OK);
+    const CK_RV login =
+        f->C_Login(s, CKU_USER, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.data())),
+                   static_cast<CK_ULONG>(pin.size()));
+    REQUIRE((login == CKR_OK || login == CKR_USER_ALREADY_LOGGED_IN));
+
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof cls},
+        {CKA_LABEL, const_cast<char*>(key_label.data()), static_cast<CK_ULONG>(key_label.size())}};
+    REQUIRE(f->C_FindObjectsInit(s, tmpl, 2) == CKR_OK);
+    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+    CK_ULONG count = 0;
+    REQUIRE(f->C_FindObjects(s, &obj, 1, &count) == CKR_OK);
+    REQUIRE(f->C_FindObjectsFinal(s) == CKR_OK);
+    view.found = count == 1;
+    if (view.found) {
+        CK_ATTRIBUTE flags[] = {{CKA_SENSITIVE, &view.sensitive, sizeof(CK_BBOOL)},
+                                {CKA_EXTRACTABLE, &view.extractable, sizeof(CK_BBOOL)},
+                                {CKA_TOKEN, &view.token, sizeof(CK_BBOOL)},
+                                {CKA_PRIVATE, &view.private_object, sizeof(CK_BBOOL)}};
+        REQUIRE(f->C_GetAttributeValue(s, obj, flags, 4) == CKR_OK);
+        std::vector<std::uint8_t> buffer(4096);
+        CK_ATTRIBUTE value = {CKA_VALUE, buffer.data(), static_cast<CK_ULONG>(buffer.size())};
+        view.value_rv = f->C_GetAttributeValue(s, obj, &value, 1);
+        view.value_len = value.ulValueLen;
+    }
+    f->C_CloseSession(s);
+    if (init == CKR_OK) f->C_Finalize(nullptr);
+    dlclose(dl);
+    return view;
+}
+
+}  // namespace kakunin_test
