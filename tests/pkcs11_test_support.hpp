@@ -149,6 +149,65 @@ private:
     int m_tokens = 0;
 };
 
+/// The module loaded and initialised by the test itself, independent of Pkcs11Kms: dlopen,
+/// C_GetFunctionList and plain PKCS#11 calls. If Pkcs11Kms already initialised the module in this
+/// process, C_Initialize says so and this leaves finalisation to it.
+class RawModule {
+public:
+    explicit RawModule(const std::string& module) {
+        m_dl = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);
+        REQUIRE(m_dl != nullptr);
+        auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(m_dl, "C_GetFunctionList"));
+        REQUIRE(get_list != nullptr);
+        REQUIRE(get_list(&m_f) == CKR_OK);
+        const CK_RV init = m_f->C_Initialize(nullptr);
+        REQUIRE((init == CKR_OK || init == CKR_CRYPTOKI_ALREADY_INITIALIZED));
+        m_finalize = init == CKR_OK;
+    }
+    ~RawModule() {
+        if (m_finalize) m_f->C_Finalize(nullptr);
+        dlclose(m_dl);
+    }
+    RawModule(const RawModule&) = delete;
+    RawModule& operator=(const RawModule&) = delete;
+
+    CK_FUNCTION_LIST_PTR f() const { return m_f; }
+
+    CK_SLOT_ID slot_of(const std::string& token) {
+        CK_ULONG n = 0;
+        REQUIRE(m_f->C_GetSlotList(CK_TRUE, nullptr, &n) == CKR_OK);
+        std::vector<CK_SLOT_ID> slots(n);
+        REQUIRE(m_f->C_GetSlotList(CK_TRUE, slots.data(), &n) == CKR_OK);
+        for (CK_ULONG i = 0; i < n; ++i) {
+            CK_TOKEN_INFO info{};
+            REQUIRE(m_f->C_GetTokenInfo(slots[i], &info) == CKR_OK);
+            std::string label(reinterpret_cast<const char*>(info.label), sizeof info.label);
+            while (!label.empty() && label.back() == ' ') label.pop_back();
+            if (label == token) return slots[i];
+        }
+        FAIL("no token labelled " << token);
+        return 0;
+    }
+
+    CK_SESSION_HANDLE open_session(const std::string& token) {
+        CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+        REQUIRE(m_f->C_OpenSession(slot_of(token), CKF_SERIAL_SESSION, nullptr, nullptr, &s) ==
+                CKR_OK);
+        return s;
+    }
+
+    CK_RV login(CK_SESSION_HANDLE s, const std::string& pin) {
+        return m_f->C_Login(s, CKU_USER,
+                            reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.data())),
+                            static_cast<CK_ULONG>(pin.size()));
+    }
+
+private:
+    void* m_dl = nullptr;
+    CK_FUNCTION_LIST_PTR m_f = nullptr;
+    bool m_finalize = false;
+};
+
 /// What a raw PKCS#11 session sees of a private key: the token's answers, not Pkcs11Kms's.
 struct RawKeyView {
     bool found = false;
@@ -161,42 +220,14 @@ struct RawKeyView {
 };
 
 /// Opens its own session on the token labelled `token`, logs in, and reads the private key
-/// labelled `key_label`. Independent of Pkcs11Kms: dlopen, C_GetFunctionList and the calls below.
+/// labelled `key_label`.
 inline RawKeyView raw_inspect_private_key(const std::string& module, const std::string& token,
                                           const std::string& pin, const std::string& key_label) {
     RawKeyView view;
-    void* dl = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);
-    REQUIRE(dl != nullptr);
-    auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(dl, "C_GetFunctionList"));
-    REQUIRE(get_list != nullptr);
-    CK_FUNCTION_LIST_PTR f = nullptr;
-    REQUIRE(get_list(&f) == CKR_OK);
-    const CK_RV init = f->C_Initialize(nullptr);
-    REQUIRE((init == CKR_OK || init == CKR_CRYPTOKI_ALREADY_INITIALIZED));
-
-    CK_ULONG n = 0;
-    REQUIRE(f->C_GetSlotList(CK_TRUE, nullptr, &n) == CKR_OK);
-    std::vector<CK_SLOT_ID> slots(n);
-    REQUIRE(f->C_GetSlotList(CK_TRUE, slots.data(), &n) == CKR_OK);
-    CK_SLOT_ID slot = 0;
-    bool have_slot = false;
-    for (CK_ULONG i = 0; i < n; ++i) {
-        CK_TOKEN_INFO info{};
-        REQUIRE(f->C_GetTokenInfo(slots[i], &info) == CKR_OK);
-        std::string label(reinterpret_cast<const char*>(info.label), sizeof info.label);
-        while (!label.empty() && label.back() == ' ') label.pop_back();
-        if (label == token) {
-            slot = slots[i];
-            have_slot = true;
-        }
-    }
-    REQUIRE(have_slot);
-
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    REQUIRE(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &s) == CKR_OK);
-    const CK_RV login =
-        f->C_Login(s, CKU_USER, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.data())),
-                   static_cast<CK_ULONG>(pin.size()));
+    RawModule raw(module);
+    CK_FUNCTION_LIST_PTR f = raw.f();
+    const CK_SESSION_HANDLE s = raw.open_session(token);
+    const CK_RV login = raw.login(s, pin);
     REQUIRE((login == CKR_OK || login == CKR_USER_ALREADY_LOGGED_IN));
 
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
@@ -221,8 +252,6 @@ inline RawKeyView raw_inspect_private_key(const std::string& module, const std::
         view.value_len = value.ulValueLen;
     }
     f->C_CloseSession(s);
-    if (init == CKR_OK) f->C_Finalize(nullptr);
-    dlclose(dl);
     return view;
 }
 

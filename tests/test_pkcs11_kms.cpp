@@ -289,6 +289,32 @@ TEST_CASE("Pkcs11Kms: keys persist on the token across instances", "[pkcs11]") {
     CHECK(category == ErrorCategory::not_found);
 }
 
+TEST_CASE("Pkcs11Kms: a lost login or session is restored on the next call", "[pkcs11]") {
+    auto& hsm = SoftHsm::instance();
+    const std::string token = hsm.new_token("relogin");
+    Pkcs11Kms kms(hsm.module(), token, k_user_pin);
+    const KeyHandle key = kms.create_key("ca", KeyAlgorithm::ecdsa_p256);
+    const auto spki = kms.public_key(key).spki_der;
+    const auto m = bytes_of("after an interruption");
+
+    RawModule raw(hsm.module());
+    SECTION("another user of the module logs out (login state is per process)") {
+        const CK_SESSION_HANDLE s = raw.open_session(token);
+        CHECK(raw.login(s, k_user_pin) == CKR_USER_ALREADY_LOGGED_IN);
+        REQUIRE(raw.f()->C_Logout(s) == CKR_OK);
+        CK_SESSION_INFO info{};
+        REQUIRE(raw.f()->C_GetSessionInfo(s, &info) == CKR_OK);
+        CHECK(info.state == CKS_RO_PUBLIC_SESSION);
+        raw.f()->C_CloseSession(s);
+        CHECK(botan_verifies(spki, KeyAlgorithm::ecdsa_p256, m, kms.sign(key, m)));
+    }
+    SECTION("every session on the token is closed under it") {
+        REQUIRE(raw.f()->C_CloseAllSessions(raw.slot_of(token)) == CKR_OK);
+        CHECK(botan_verifies(spki, KeyAlgorithm::ecdsa_p256, m, kms.sign(key, m)));
+        CHECK(kms.find_key("ca").id == key.id);
+    }
+}
+
 TEST_CASE("Pkcs11Kms: concurrent signing from 4 threads", "[pkcs11]") {
     auto& hsm = SoftHsm::instance();
     const std::string token = hsm.new_token("threads");
