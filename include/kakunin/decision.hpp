@@ -6,7 +6,9 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <string_view>
 
 #include "kakunin/clock.hpp"
@@ -117,6 +119,12 @@ public:
 
     class iterator {
     public:
+        using iterator_category = std::forward_iterator_tag;
+        using value_type = ReasonCode;
+        using difference_type = std::ptrdiff_t;
+        using pointer = const ReasonCode*;
+        using reference = ReasonCode;
+
         constexpr explicit iterator(std::uint64_t rest) noexcept : m_rest(rest) {}
         ReasonCode operator*() const noexcept {
             return all_reason_codes[static_cast<std::size_t>(__builtin_ctzll(m_rest))];
@@ -125,6 +133,12 @@ public:
             m_rest &= m_rest - 1;
             return *this;
         }
+        iterator operator++(int) noexcept {
+            iterator before = *this;
+            ++*this;
+            return before;
+        }
+        constexpr bool operator==(iterator o) const noexcept { return m_rest == o.m_rest; }
         constexpr bool operator!=(iterator o) const noexcept { return m_rest != o.m_rest; }
 
     private:
