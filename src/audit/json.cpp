@@ -1,0 +1,248 @@
+// Strict JSON helpers for the audit trail (see json.hpp).
+#include "audit/json.hpp"
+
+#include <set>
+#include <vector>
+
+#include "kakunin/error.hpp"
+
+namespace kakunin::audit_detail {
+
+namespace {
+
+bool is_ascii(std::string_view s) {
+    for (char c : s) {
+        if (static_cast<unsigned char>(c) >= 0x80) return false;
+    }
+    return true;
+}
+
+std::string quoted(std::string_view s) { return json(std::string(s)).dump(); }
+
+}  // namespace
+
+json parse_strict(std::string_view text, const std::string& what) {
+    // One parse; the callback sees member names in document order, so a stack of the names seen
+    // per open object finds duplicates (which nlohmann would otherwise resolve silently).
+    std::vector<std::set<std::string>> open;
+    std::string duplicate;
+    auto callback = [&](int, json::parse_event_t event, json& parsed) {
+        switch (event) {
+            case json::parse_event_t::object_start: open.emplace_back(); break;
+            case json::parse_event_t::array_start: open.emplace_back(); break;
+            case json::parse_event_t::object_end:
+            case json::parse_event_t::array_end: open.pop_back(); break;
+            case json::parse_event_t::key:
+                if (!open.empty() && !open.back().insert(parsed.get<std::string>()).second &&
+                    duplicate.empty()) {
+                    duplicate = parsed.get<std::string>();
+                }
+                break;
+            case json::parse_event_t::value: break;
+        }
+        return true;
+    };
+    json value;
+    try {
+        value = json::parse(text.begin(), text.end(), callback);
+    } catch (const json::exception& e) {
+        throw Error(ErrorCategory::invalid_input, what + ": malformed JSON: " + e.what());
+    }
+    if (!duplicate.empty()) {
+        throw Error(ErrorCategory::invalid_input,
+                    what + ": duplicate member name \"" + duplicate + "\"");
+    }
+    return value;
+}
+
+std::string precondition_violation(const json& value, const std::string& path) {
+    switch (value.type()) {
+        case json::value_t::number_float:
+            return path + ": floating-point number " + value.dump() +
+                   " (decimals must be strings, scores integers)";
+        case json::value_t::object:
+            for (auto it = value.begin(); it != value.end(); ++it) {
+                const std::string child = path + "." + it.key();
+                if (!is_ascii(it.key())) return child + ": member name is not ASCII";
+                std::string v = precondition_violation(it.value(), child);
+                if (!v.empty()) return v;
+            }
+            return {};
+        case json::value_t::array:
+            for (std::size_t i = 0; i < value.size(); ++i) {
+                std::string v =
+                    precondition_violation(value[i], path + "[" + std::to_string(i) + "]");
+                if (!v.empty()) return v;
+            }
+            return {};
+        default: return {};
+    }
+}
+
+RecordTemplate make_record_template(std::string_view log_id, std::string_view agent,
+                                    std::string_view cert_fp) {
+    RecordTemplate t;
+    try {
+        t.head =
+            "{\"agent\":" + quoted(agent) + ",\"cert_fp\":" + quoted(cert_fp) + ",\"event\":\"";
+        t.mid = "\",\"kind\":\"record\",\"log_id\":" + quoted(log_id) + ",\"payload\":";
+    } catch (const json::exception& e) {
+        throw Error(
+            ErrorCategory::invalid_input,
+            std::string("audit record: log_id, agent or cert_fp is not UTF-8: ") + e.what());
+    }
+    return t;
+}
+
+void build_record_text(const RecordTemplate& t, std::string_view event,
+                       std::string_view canonical_payload, std::uint64_t seq, TimeNs ts_ns,
+                       std::string& out) {
+    out += t.head;
+    out += event;
+    out += t.mid;
+    out += canonical_payload;
+    out += ",\"seq\":";
+    out += std::to_string(seq);
+    out += ",\"ts_ns\":";
+    out += std::to_string(ts_ns);
+    out += '}';
+}
+
+std::string record_line(std::string_view canonical, std::string_view sig_b64) {
+    if (sig_b64.empty()) return std::string(canonical);
+    static constexpr std::string_view ts_member = ",\"ts_ns\":";
+    const std::size_t pos = canonical.rfind(ts_member);
+    std::string line;
+    line.reserve(canonical.size() + sig_b64.size() + 10);
+    line.append(canonical.substr(0, pos));
+    line += ",\"sig\":\"";
+    line += sig_b64;
+    line += '"';
+    line.append(canonical.substr(pos));
+    return line;
+}
+
+namespace {
+
+bool fail(std::string& error, std::string message) {
+    error = std::move(message);
+    return false;
+}
+
+bool get_string(const json& j, const char* name, std::string& out, std::string& error) {
+    auto it = j.find(name);
+    if (it == j.end()) return fail(error, std::string("missing member \"") + name + "\"");
+    if (!it->is_string())
+        return fail(error, std::string("member \"") + name + "\" is not a string");
+    out = it->get<std::string>();
+    return true;
+}
+
+bool get_u64(const json& j, const char* name, std::uint64_t& out, std::string& error) {
+    auto it = j.find(name);
+    if (it == j.end()) return fail(error, std::string("missing member \"") + name + "\"");
+    if (!it->is_number_unsigned()) {
+        return fail(error, std::string("member \"") + name + "\" is not a non-negative integer");
+    }
+    out = it->get<std::uint64_t>();
+    return true;
+}
+
+bool get_i64(const json& j, const char* name, std::int64_t& out, std::string& error) {
+    auto it = j.find(name);
+    if (it == j.end()) return fail(error, std::string("missing member \"") + name + "\"");
+    if (it->is_number_unsigned()) {
+        if (it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+            return fail(error, std::string("member \"") + name + "\" is out of range");
+        }
+    } else if (!it->is_number_integer()) {
+        return fail(error, std::string("member \"") + name + "\" is not an integer");
+    }
+    out = it->get<std::int64_t>();
+    return true;
+}
+
+bool parse_record(const json& j, std::string_view line, ParsedLine& out, std::string& error) {
+    const bool has_sig = j.contains("sig");
+    if (j.size() != (has_sig ? 9u : 8u)) {
+        for (auto it = j.begin(); it != j.end(); ++it) {
+            static const std::set<std::string> known = {
+                "agent", "cert_fp", "event", "kind", "log_id", "payload", "seq", "sig", "ts_ns"};
+            if (known.count(it.key()) == 0) {
+                return fail(error, "record has unknown member \"" + it.key() + "\"");
+            }
+        }
+    }
+    AuditRecord& r = out.record;
+    if (!get_string(j, "agent", out.agent, error) ||
+        !get_string(j, "cert_fp", out.cert_fp, error) || !get_string(j, "event", r.event, error) ||
+        !get_string(j, "log_id", r.log_id, error) || !get_u64(j, "seq", r.seq, error) ||
+        !get_i64(j, "ts_ns", r.ts_ns, error)) {
+        return false;
+    }
+    if (!is_valid_audit_event(r.event)) return fail(error, "unknown event \"" + r.event + "\"");
+    if (r.log_id.empty()) return fail(error, "empty log_id");
+    auto payload = j.find("payload");
+    if (payload == j.end()) return fail(error, "missing member \"payload\"");
+    if (!payload->is_object()) return fail(error, "member \"payload\" is not an object");
+    std::string violation = precondition_violation(*payload, "payload");
+    if (!violation.empty()) return fail(error, violation);
+    r.sig.clear();
+    if (has_sig && !get_string(j, "sig", r.sig, error)) return false;
+    if (has_sig && r.sig.empty()) return fail(error, "empty \"sig\"");
+    // The stored line must be the canonical text itself, so that every tool derives the same
+    // bytes from it (this also refuses duplicate members, whitespace and escaped ASCII).
+    if (j.dump() != line) return fail(error, "line is not in canonical form (RFC 8785)");
+    if (has_sig) {
+        static constexpr std::string_view sig_member = ",\"sig\":\"";
+        const std::size_t begin = line.rfind(sig_member);
+        const std::size_t end = begin + sig_member.size() + r.sig.size() + 1;
+        r.canonical.assign(line.data(), begin);
+        r.canonical.append(line.substr(end));
+    } else {
+        r.canonical.assign(line.data(), line.size());
+    }
+    return true;
+}
+
+bool parse_checkpoint(const json& j, std::string_view line, ParsedLine& out, std::string& error) {
+    AuditCheckpoint& c = out.checkpoint;
+    std::string root_hex;
+    std::string sig_b64;
+    if (j.size() != 7) return fail(error, "checkpoint must have exactly 7 members");
+    if (!get_string(j, "log_id", c.log_id, error) || !get_u64(j, "size", c.size, error) ||
+        !get_string(j, "root", root_hex, error) || !get_i64(j, "ts_ns", c.ts_ns, error) ||
+        !get_string(j, "key_fp", c.key_fp, error) || !get_string(j, "sig", sig_b64, error)) {
+        return false;
+    }
+    try {
+        c.root = merkle_hash_from_hex(root_hex);
+        c.sig = base64_decode(sig_b64);
+    } catch (const Error& e) {
+        return fail(error, std::string("checkpoint: ") + e.what());
+    }
+    if (j.dump() != line) return fail(error, "line is not in canonical form (RFC 8785)");
+    return true;
+}
+
+}  // namespace
+
+bool parse_line(std::string_view line, ParsedLine& out, std::string& error) {
+    json j = json::parse(line.begin(), line.end(), nullptr, false);
+    if (j.is_discarded()) return fail(error, "not valid JSON");
+    if (!j.is_object()) return fail(error, "not a JSON object");
+    auto kind = j.find("kind");
+    if (kind == j.end() || !kind->is_string()) return fail(error, "missing member \"kind\"");
+    const auto& k = kind->get_ref<const std::string&>();
+    if (k == "record") {
+        out.kind = LineKind::record;
+        return parse_record(j, line, out, error);
+    }
+    if (k == "checkpoint") {
+        out.kind = LineKind::checkpoint;
+        return parse_checkpoint(j, line, out, error);
+    }
+    return fail(error, "unknown kind \"" + k + "\"");
+}
+
+}  // namespace kakunin::audit_detail

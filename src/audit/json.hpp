@@ -1,0 +1,56 @@
+// Private to src/audit: strict JSON helpers shared by the record code, the writer and the
+// verifier. nlohmann/json stays behind this header.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "kakunin/audit_record.hpp"
+
+namespace kakunin::audit_detail {
+
+using json = nlohmann::json;
+
+/// Parses `text`; throws kakunin::Error (invalid_input) for malformed JSON or a duplicate member
+/// name. `what` prefixes the message ("payload", "line 12").
+json parse_strict(std::string_view text, const std::string& what);
+
+/// Empty when `value` meets the canonical-form preconditions (no floating-point number, only
+/// ASCII member names), else a message naming the member path (under `path`).
+std::string precondition_violation(const json& value, const std::string& path);
+
+/// The fixed parts of a log's record text, escaped once.
+struct RecordTemplate {
+    std::string head;  ///< {"agent":...,"cert_fp":...,"event":"
+    std::string mid;   ///< ","kind":"record","log_id":...,"payload":
+};
+RecordTemplate make_record_template(std::string_view log_id, std::string_view agent,
+                                    std::string_view cert_fp);
+/// Appends the canonical record text to `out` (the event must already be validated, the payload
+/// canonical).
+void build_record_text(const RecordTemplate& t, std::string_view event,
+                       std::string_view canonical_payload, std::uint64_t seq, TimeNs ts_ns,
+                       std::string& out);
+
+/// The JSON Lines form of a record: `canonical` with "sig" spliced in before the last member
+/// ("ts_ns" sorts after "sig").
+std::string record_line(std::string_view canonical, std::string_view sig_b64);
+
+enum class LineKind { record, checkpoint };
+
+/// Parses and validates one line without throwing: on failure returns false and sets `error`.
+/// On success exactly one of `record` / `checkpoint` is filled according to `kind`.
+/// `leaf` receives the record's leaf hash when kind is record.
+struct ParsedLine {
+    LineKind kind = LineKind::record;
+    AuditRecord record;
+    std::string agent;
+    std::string cert_fp;
+    AuditCheckpoint checkpoint;
+};
+bool parse_line(std::string_view line, ParsedLine& out, std::string& error);
+
+}  // namespace kakunin::audit_detail

@@ -1,0 +1,344 @@
+// Offline verification of an audit log (DESIGN §5; docs/audit-format.md "Verifying a log").
+#include "kakunin/audit_verify.hpp"
+
+#include <botan/data_src.h>
+#include <botan/x509cert.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "audit/json.hpp"
+#include "audit/signature.hpp"
+#include "kakunin/error.hpp"
+
+namespace kakunin {
+
+// ---- certificates ----------------------------------------------------------------------------
+
+struct AuditCertificates::Impl {
+    std::map<std::string, audit_detail::SignatureChecker, std::less<>> keys;
+
+    std::string add(const Botan::X509_Certificate& cert) {
+        const std::vector<std::uint8_t> der = cert.BER_encode();
+        std::string fp = certificate_fingerprint(der);
+        std::unique_ptr<Botan::Public_Key> key(cert.load_subject_public_key());
+        keys.emplace(fp, audit_detail::SignatureChecker(std::move(key)));
+        return fp;
+    }
+};
+
+AuditCertificates::AuditCertificates() : m_impl(std::make_unique<Impl>()) {}
+AuditCertificates::~AuditCertificates() = default;
+AuditCertificates::AuditCertificates(AuditCertificates&&) noexcept = default;
+AuditCertificates& AuditCertificates::operator=(AuditCertificates&&) noexcept = default;
+
+std::string AuditCertificates::add_der(const std::vector<std::uint8_t>& der) {
+    std::unique_ptr<Botan::X509_Certificate> cert;
+    try {
+        cert = std::make_unique<Botan::X509_Certificate>(der);
+    } catch (const std::exception& e) {
+        throw Error(ErrorCategory::invalid_input, std::string("certificate: ") + e.what());
+    }
+    return m_impl->add(*cert);
+}
+
+void AuditCertificates::add_file(const std::string& path) {
+    std::vector<Botan::X509_Certificate> certs;
+    try {
+        Botan::DataSource_Stream src(path, true);
+        while (!src.end_of_data()) {
+            try {
+                certs.emplace_back(src);
+            } catch (const Botan::Exception&) {
+                if (certs.empty()) throw;
+                break;  // trailing text after the last PEM block
+            }
+        }
+    } catch (const Botan::Stream_IO_Error& e) {
+        throw Error(ErrorCategory::io, "certificate file " + path + ": " + e.what());
+    } catch (const std::exception& e) {
+        throw Error(ErrorCategory::invalid_input, "certificate file " + path + ": " + e.what());
+    }
+    for (const auto& c : certs) {
+        try {
+            m_impl->add(c);
+        } catch (const Error&) {
+            // A certificate whose key cannot sign audit lines (e.g. an RSA root) is not needed.
+        }
+    }
+}
+
+AuditCertificates AuditCertificates::from_directory(const std::string& dir) {
+    AuditCertificates out;
+    std::error_code ec;
+    std::filesystem::directory_iterator it(dir, ec);
+    if (ec) throw Error(ErrorCategory::io, "certificate directory " + dir + ": " + ec.message());
+    std::vector<std::string> files;
+    for (const auto& entry : it) {
+        const std::string ext = entry.path().extension().string();
+        if (entry.is_regular_file() &&
+            (ext == ".pem" || ext == ".crt" || ext == ".cer" || ext == ".der")) {
+            files.push_back(entry.path().string());
+        }
+    }
+    for (const auto& f : files) out.add_file(f);
+    return out;
+}
+
+bool AuditCertificates::contains(std::string_view fingerprint) const {
+    return m_impl->keys.find(fingerprint) != m_impl->keys.end();
+}
+
+std::size_t AuditCertificates::size() const { return m_impl->keys.size(); }
+
+bool AuditCertificates::verify(std::string_view fingerprint, const std::uint8_t* message,
+                               std::size_t size, const std::uint8_t* sig,
+                               std::size_t sig_size) const {
+    auto it = m_impl->keys.find(fingerprint);
+    return it != m_impl->keys.end() && it->second.verify(message, size, sig, sig_size);
+}
+
+bool verify_audit_signature(const PublicKeyInfo& key, const std::uint8_t* message, std::size_t size,
+                            const std::uint8_t* sig, std::size_t sig_size) {
+    const auto checker = audit_detail::SignatureChecker::from_spki(key.spki_der);
+    if (checker.algorithm() != key.algorithm) {
+        throw Error(ErrorCategory::crypto, std::string("signature: key is ") +
+                                               to_string(checker.algorithm()) + ", expected " +
+                                               to_string(key.algorithm));
+    }
+    return checker.verify(message, size, sig, sig_size);
+}
+
+const char* to_string(AuditProblem p) noexcept {
+    switch (p) {
+        case AuditProblem::none: return "none";
+        case AuditProblem::empty_log: return "empty_log";
+        case AuditProblem::malformed_line: return "malformed_line";
+        case AuditProblem::wrong_log_id: return "wrong_log_id";
+        case AuditProblem::seq_gap: return "seq_gap";
+        case AuditProblem::unknown_certificate: return "unknown_certificate";
+        case AuditProblem::bad_record_signature: return "bad_record_signature";
+        case AuditProblem::missing_record_signature: return "missing_record_signature";
+        case AuditProblem::bad_checkpoint_signature: return "bad_checkpoint_signature";
+        case AuditProblem::checkpoint_regressed: return "checkpoint_regressed";
+        case AuditProblem::checkpoint_beyond_records: return "checkpoint_beyond_records";
+        case AuditProblem::root_mismatch: return "root_mismatch";
+        case AuditProblem::not_covered: return "not_covered";
+        case AuditProblem::known_checkpoint_mismatch: return "known_checkpoint_mismatch";
+    }
+    return "unknown";
+}
+
+// ---- the verifier ----------------------------------------------------------------------------
+
+struct AuditLogVerifier::Impl {
+    Impl(const AuditCertificates& c, AuditVerifyOptions o) : certs(c), options(std::move(o)) {
+        result.log_id = options.expected_log_id;
+    }
+
+    const AuditCertificates& certs;
+    AuditVerifyOptions options;
+    AuditVerifyResult result;
+    MerkleTree tree;
+    audit_detail::ParsedLine parsed;
+    std::string error;
+    std::vector<std::uint8_t> sig;
+    std::uint64_t line_no = 0;
+    bool failed = false;
+
+    bool fail(AuditProblem p, std::uint64_t seq, const std::string& message) {
+        failed = true;
+        result.ok = false;
+        result.problem = p;
+        result.first_bad_seq = seq;
+        result.line = line_no;
+        result.message = message;
+        return false;
+    }
+
+    std::string at() const { return "line " + std::to_string(line_no) + ": "; }
+
+    bool check_log_id(const std::string& log_id, std::uint64_t seq, const char* what) {
+        if (result.log_id.empty()) result.log_id = log_id;
+        if (log_id == result.log_id) return true;
+        return fail(AuditProblem::wrong_log_id, seq,
+                    at() + what + " of log \"" + log_id + "\" in log \"" + result.log_id +
+                        "\" (seq " + std::to_string(seq) + ")");
+    }
+
+    bool record(const AuditRecord& r, const std::string& cert_fp) {
+        const std::uint64_t expected = tree.size();
+        if (!check_log_id(r.log_id, expected, "record")) return false;
+        if (r.seq != expected) {
+            return fail(AuditProblem::seq_gap, expected,
+                        at() + "expected seq " + std::to_string(expected) + ", found seq " +
+                            std::to_string(r.seq) +
+                            (r.seq > expected ? " (records missing)"
+                                              : " (record repeated or out of order)"));
+        }
+        if (!r.sig.empty()) {
+            if (!certs.contains(cert_fp)) {
+                return fail(AuditProblem::unknown_certificate, r.seq,
+                            at() + "seq " + std::to_string(r.seq) + " is signed by " + cert_fp +
+                                ", which is not among the certificates given");
+            }
+            try {
+                sig = base64_decode(r.sig);
+            } catch (const Error&) {
+                return fail(AuditProblem::malformed_line, r.seq,
+                            at() + "seq " + std::to_string(r.seq) + ": sig is not base64");
+            }
+            const auto* msg = reinterpret_cast<const std::uint8_t*>(r.canonical.data());
+            if (!certs.verify(cert_fp, msg, r.canonical.size(), sig.data(), sig.size())) {
+                return fail(AuditProblem::bad_record_signature, r.seq,
+                            at() + "seq " + std::to_string(r.seq) +
+                                ": record signature does not verify (record altered or not "
+                                "signed by " +
+                                cert_fp + ")");
+            }
+            ++result.signed_records;
+        } else if (options.require_record_signatures) {
+            return fail(AuditProblem::missing_record_signature, r.seq,
+                        at() + "seq " + std::to_string(r.seq) + " is not signed");
+        }
+        tree.append(r.leaf_hash());
+        ++result.records;
+        return true;
+    }
+
+    bool checkpoint(const AuditCheckpoint& c) {
+        const std::uint64_t from = result.covered;
+        if (!check_log_id(c.log_id, tree.size(), "checkpoint")) return false;
+        const std::string range = "[" + std::to_string(from) + ", " + std::to_string(c.size) + ")";
+        if (c.size < result.covered) {
+            return fail(AuditProblem::checkpoint_regressed, c.size,
+                        at() + "checkpoint of size " + std::to_string(c.size) +
+                            " after one of size " + std::to_string(result.covered));
+        }
+        if (!certs.contains(c.key_fp)) {
+            return fail(AuditProblem::unknown_certificate, from,
+                        at() + "checkpoint of size " + std::to_string(c.size) + " is signed by " +
+                            c.key_fp + ", which is not among the certificates given");
+        }
+        const std::string text = c.signed_text();
+        if (!certs.verify(c.key_fp, reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
+                          c.sig.data(), c.sig.size())) {
+            return fail(AuditProblem::bad_checkpoint_signature, from,
+                        at() + "checkpoint of size " + std::to_string(c.size) +
+                            ": signature does not verify, so records " + range +
+                            " are not vouched for");
+        }
+        if (c.size > tree.size()) {
+            return fail(AuditProblem::checkpoint_beyond_records, tree.size(),
+                        at() + "checkpoint covers " + std::to_string(c.size) +
+                            " records but only " + std::to_string(tree.size()) +
+                            " precede it: seq " + std::to_string(tree.size()) + " onwards missing");
+        }
+        if (tree.root(c.size) != c.root) {
+            return fail(AuditProblem::root_mismatch, from,
+                        at() + "checkpoint of size " + std::to_string(c.size) + " has root " +
+                            to_hex(c.root) + " but the records give " + to_hex(tree.root(c.size)) +
+                            ": a record in " + range + " was altered, removed or added");
+        }
+        result.covered = c.size;
+        result.root = c.root;
+        ++result.checkpoints;
+        return true;
+    }
+
+    bool add(std::string_view line) {
+        if (failed) return false;
+        ++line_no;
+        if (!audit_detail::parse_line(line, parsed, error)) {
+            return fail(AuditProblem::malformed_line, tree.size(),
+                        at() + "(after seq " + std::to_string(tree.size()) + " records) " + error);
+        }
+        if (parsed.kind == audit_detail::LineKind::record) {
+            return record(parsed.record, parsed.cert_fp);
+        }
+        return checkpoint(parsed.checkpoint);
+    }
+
+    AuditVerifyResult finish() {
+        if (failed) return result;
+        line_no = 0;
+        if (result.records == 0 && result.checkpoints == 0) {
+            fail(AuditProblem::empty_log, 0, "the log is empty");
+            return result;
+        }
+        result.uncovered_records = tree.size() - result.covered;
+        if (options.known_checkpoint) {
+            const AuditCheckpoint& k = *options.known_checkpoint;
+            const std::string text = k.signed_text();
+            if (k.log_id != result.log_id || k.size > tree.size() || tree.root(k.size) != k.root ||
+                !certs.verify(k.key_fp, reinterpret_cast<const std::uint8_t*>(text.data()),
+                              text.size(), k.sig.data(), k.sig.size())) {
+                fail(AuditProblem::known_checkpoint_mismatch, std::min(k.size, tree.size()),
+                     "the log (" + std::to_string(tree.size()) +
+                         " records) does not extend the known checkpoint of size " +
+                         std::to_string(k.size) + " with root " + to_hex(k.root));
+                return result;
+            }
+        }
+        if (result.uncovered_records != 0 && options.require_closed) {
+            fail(AuditProblem::not_covered, result.covered,
+                 "records [" + std::to_string(result.covered) + ", " + std::to_string(tree.size()) +
+                     ") are not covered by a checkpoint");
+            return result;
+        }
+        result.ok = true;
+        return result;
+    }
+};
+
+AuditLogVerifier::AuditLogVerifier(const AuditCertificates& certificates,
+                                   AuditVerifyOptions options)
+    : m_impl(std::make_unique<Impl>(certificates, std::move(options))) {}
+AuditLogVerifier::~AuditLogVerifier() = default;
+
+bool AuditLogVerifier::add_line(std::string_view line) { return m_impl->add(line); }
+AuditVerifyResult AuditLogVerifier::finish() { return m_impl->finish(); }
+
+AuditVerifyResult verify_audit_log_file(const std::string& path,
+                                        const AuditCertificates& certificates,
+                                        const AuditVerifyOptions& options) {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!f) throw Error(ErrorCategory::io, "audit log " + path + ": cannot open");
+    AuditLogVerifier v(certificates, options);
+    std::string buf(1 << 20, '\0');
+    std::string carry;
+    bool going = true;
+    while (going) {
+        const std::size_t n = std::fread(buf.data(), 1, buf.size(), f.get());
+        if (n == 0) break;
+        std::size_t start = 0;
+        for (std::size_t pos; going && (pos = std::string_view(buf.data(), n).find('\n', start)) !=
+                                           std::string_view::npos;
+             start = pos + 1) {
+            if (carry.empty()) {
+                going = v.add_line(std::string_view(buf.data() + start, pos - start));
+            } else {
+                carry.append(buf, start, pos - start);
+                going = v.add_line(carry);
+                carry.clear();
+            }
+        }
+        if (going) carry.append(buf, start, n - start);
+    }
+    if (std::ferror(f.get())) throw Error(ErrorCategory::io, "audit log " + path + ": read error");
+    if (going && !carry.empty()) v.add_line(carry);
+    return v.finish();
+}
+
+AuditVerifyResult verify_audit_lines(const std::vector<std::string>& lines,
+                                     const AuditCertificates& certificates,
+                                     const AuditVerifyOptions& options) {
+    AuditLogVerifier v(certificates, options);
+    for (const auto& l : lines) {
+        if (!v.add_line(l)) break;
+    }
+    return v.finish();
+}
+
+}  // namespace kakunin
