@@ -1,0 +1,192 @@
+// kakunin/ca.hpp — the human records that authorise an agent and the certificate authority that
+// turns an approved scope into a short-lived agent certificate (DESIGN §3, §6).
+//
+//   auto kms = std::shared_ptr<kakunin::Kms>(kakunin::SoftwareKms::open("state/keys"));
+//   auto ca = kakunin::LocalCa::init(kms, clock, {"state"});            // kakunin ca init
+//   ca->register_agent({"agent-7", "Desk 3", "BTC market making", clock.now_ns(), "Jane Roe"});
+//   auto approval = kakunin::approve_scope(*kms, "agent-7", "Jane Doe", scope, clock.now_ns());
+//   ca->record_approval(approval, scope);                              // verifies it first
+//   kakunin::AgentCertificate cert = ca->issue_for_agent("agent-7", agent_public_key_der);
+//   ca->revoke(cert.serial(), "keyCompromise: anomaly score 0.91");
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kakunin/certificate.hpp"
+#include "kakunin/clock.hpp"
+#include "kakunin/kms.hpp"
+#include "kakunin/scope.hpp"
+
+namespace kakunin {
+
+/// Who created an agent, when, and for what.
+struct AgentRegistration {
+    std::string agent_id;  ///< 1..64 of [A-Za-z0-9._-], starting with a letter or digit
+    std::string owner;
+    std::string purpose;
+    TimeNs created_at = 0;
+    std::string created_by;
+};
+
+/// Throws kakunin::Error (invalid_input) unless `agent_id` is 1..64 characters of
+/// [A-Za-z0-9._-] starting with a letter or digit (it names files and certificate subjects).
+void validate_agent_id(std::string_view agent_id);
+
+std::string to_json(const AgentRegistration& r);
+/// Throws kakunin::Error (invalid_input) naming the member.
+AgentRegistration agent_registration_from_json(std::string_view json);
+
+/// A named person's signed statement that `agent_id` may act within the scope whose canonical
+/// JSON (kakunin::to_json) hashes to `scope_sha256`.
+struct ScopeApproval {
+    std::string agent_id;
+    std::string approver;
+    TimeNs approved_at = 0;
+    std::string scope_sha256;  ///< lowercase hex SHA-256 of kakunin::to_json(scope)
+    KeyAlgorithm algorithm = KeyAlgorithm::ed25519;
+    std::vector<std::uint8_t> approver_public_key;  ///< SubjectPublicKeyInfo DER
+    std::vector<std::uint8_t> signature;  ///< approver's Kms signature of scope_approval_text
+};
+
+/// Lowercase hex SHA-256 over kakunin::to_json(scope).
+std::string scope_sha256_hex(const Scope& scope);
+/// The Kms label of a person's key: "approver:" + name.
+std::string approver_key_label(std::string_view approver);
+/// The exact bytes an approver signs (UTF-8):
+///   "kakunin-scope-approval/v1\n" agent_id "\n" approver "\n" approved_at (decimal ns) "\n"
+///   scope_sha256 "\n"
+std::string scope_approval_text(const ScopeApproval& approval);
+/// Signs an approval with the approver's key in `kms` (label approver_key_label(approver),
+/// created with `algorithm` on first use). Throws kakunin::Error (invalid_input) for an invalid
+/// scope or agent id, (kms) if signing fails.
+ScopeApproval approve_scope(Kms& kms, std::string_view agent_id, std::string_view approver,
+                            const Scope& scope, TimeNs approved_at,
+                            KeyAlgorithm algorithm = KeyAlgorithm::ed25519);
+/// True if the approval's hash matches `scope` and its signature verifies under its own public
+/// key. (Whether that key belongs to the named person is the CA's check.) Never throws.
+bool verify_scope_approval(const ScopeApproval& approval, const Scope& scope) noexcept;
+std::string to_json(const ScopeApproval& a);
+ScopeApproval scope_approval_from_json(std::string_view json);
+
+/// What a CA needs to issue one agent certificate.
+struct IssueRequest {
+    std::string agent_id;
+    Scope scope;
+    ScopeApproval approval;
+    std::vector<std::uint8_t> public_key;  ///< the agent's SubjectPublicKeyInfo DER
+    std::optional<TimeNs> not_before;      ///< default: the CA clock's now
+    std::chrono::seconds validity{0};      ///< 0: the CA's default (24 h)
+    bool simulation = false;               ///< replay certificate: subject gets OU=simulation
+};
+
+struct Revocation {
+    std::string serial;  ///< lowercase hex
+    std::string agent_id;
+    std::string reason;
+    TimeNs revoked_at = 0;
+};
+
+/// Threading: implementations take their own locks; any member may be called from any thread
+/// (the Guard's background worker calls revoke() on automatic revocation). Calls may block on
+/// the Kms and on storage. Errors throw kakunin::Error.
+class CertificateAuthority {
+public:
+    virtual ~CertificateAuthority() = default;
+
+    /// Issues a certificate, or throws kakunin::Error (unauthorised) when the approval does not
+    /// cover the request.
+    virtual AgentCertificate issue(const IssueRequest& request) = 0;
+    /// Revokes an issued certificate and publishes a new CRL. Revoking twice is a no-op.
+    /// Throws kakunin::Error (not_found) for a serial this CA did not issue.
+    virtual void revoke(std::string_view serial_hex, std::string_view reason) = 0;
+    /// The current CRL, reissued when missing or past half its lifetime.
+    virtual CertificateRevocationList current_crl() = 0;
+    virtual TrustAnchor trust_anchor() const = 0;
+
+    std::string crl_pem() { return current_crl().pem(); }
+};
+
+struct LocalCaOptions {
+    std::string state_dir;  ///< ca.pem, crl.pem, certs/, ...; empty: everything in memory
+    std::string key_label = "ca";
+    std::string oid_arc = std::string(default_oid_arc);
+    std::chrono::seconds default_validity{24 * 3600};
+    std::chrono::seconds crl_validity{3600};  ///< nextUpdate - thisUpdate
+};
+
+struct CaInitOptions {
+    KeyAlgorithm algorithm = KeyAlgorithm::ed25519;
+    std::string name = "Kakunin CA";  ///< subject CN (O=Kakunin)
+    std::chrono::seconds validity{5LL * 365 * 24 * 3600};
+};
+
+/// A CA over any Kms: the CA key stays in the Kms; every extension is built from the approved
+/// scope with X509_CA::make_cert (a request's extensions are never copied); CRLs with a short
+/// nextUpdate; state persisted in `state_dir` (one process at a time writes it).
+class LocalCa final : public CertificateAuthority {
+public:
+    /// Creates the CA key (or reuses one of the same algorithm under the label), a self-signed
+    /// CA certificate and an empty CRL. Throws kakunin::Error (invalid_state) if `state_dir`
+    /// already holds a CA.
+    static std::unique_ptr<LocalCa> init(std::shared_ptr<Kms> kms, const Clock& clock,
+                                         LocalCaOptions options, const CaInitOptions& init = {});
+    /// Opens an existing state directory. Throws kakunin::Error (not_found) without ca.pem.
+    static std::unique_ptr<LocalCa> open(std::shared_ptr<Kms> kms, const Clock& clock,
+                                         LocalCaOptions options);
+    ~LocalCa() override;
+    LocalCa(const LocalCa&) = delete;
+    LocalCa& operator=(const LocalCa&) = delete;
+
+    /// Refuses (unauthorised) unless the agent is registered, the approval names it, its hash
+    /// equals the requested scope's, its signature verifies, and its key is the approver's key
+    /// in this CA's Kms.
+    AgentCertificate issue(const IssueRequest& request) override;
+    void revoke(std::string_view serial_hex, std::string_view reason) override;
+    CertificateRevocationList current_crl() override;
+    TrustAnchor trust_anchor() const override;
+
+    /// Issues a fresh CRL now, whatever the current one's age.
+    CertificateRevocationList issue_crl();
+
+    /// Throws kakunin::Error (invalid_state) if the agent is already registered.
+    void register_agent(const AgentRegistration& registration);
+    std::optional<AgentRegistration> registration(std::string_view agent_id) const;
+
+    /// Verifies (as issue() does) and stores the approval as the agent's current scope.
+    void record_approval(const ScopeApproval& approval, const Scope& scope);
+    struct ApprovedScope {
+        ScopeApproval approval;
+        Scope scope;
+    };
+    std::optional<ApprovedScope> approved_scope(std::string_view agent_id) const;
+
+    /// Issues under the agent's current approved scope (no new approval needed for renewal).
+    AgentCertificate issue_for_agent(std::string_view agent_id,
+                                     const std::vector<std::uint8_t>& public_key,
+                                     std::chrono::seconds validity = std::chrono::seconds{0});
+
+    std::vector<Revocation> revocations() const;
+    bool is_revoked(std::string_view serial_hex) const;
+    /// Issued certificates, optionally only one agent's, oldest first.
+    std::vector<AgentCertificate> issued_certificates(std::string_view agent_id = {}) const;
+    std::optional<AgentCertificate> find_certificate(std::string_view serial_hex) const;
+    const LocalCaOptions& options() const noexcept;
+
+private:
+    struct Impl;
+    explicit LocalCa(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> m_impl;
+};
+
+/// The public key of a PKCS#10 request (PEM), after checking the request's self-signature.
+/// Nothing else in the request (subject, extensions) is used. Throws kakunin::Error
+/// (invalid_input).
+std::vector<std::uint8_t> public_key_from_csr(std::string_view pem);
+
+}  // namespace kakunin

@@ -1,0 +1,186 @@
+// Human records (registration, scope approval), their JSON form and the approval signature.
+#include <botan/data_src.h>
+#include <botan/pkcs10.h>
+
+#include <nlohmann/json.hpp>
+
+#include "crypto/encoding.hpp"
+#include "crypto/signature.hpp"
+#include "kakunin/ca.hpp"
+
+namespace kakunin {
+namespace {
+
+using json = nlohmann::json;
+
+json parse_object(std::string_view text, const std::string& what) {
+    json j;
+    try {
+        j = json::parse(text.begin(), text.end());
+    } catch (const json::parse_error& e) {
+        throw Error(ErrorCategory::invalid_input, what + ": " + e.what());
+    }
+    if (!j.is_object()) throw Error(ErrorCategory::invalid_input, what + ": not a JSON object");
+    return j;
+}
+
+std::string get_string(const json& j, const char* key, const std::string& what) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_string())
+        throw Error(ErrorCategory::invalid_input, what + "." + key + ": missing or not a string");
+    return it->get<std::string>();
+}
+
+TimeNs get_time(const json& j, const char* key, const std::string& what) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_number_integer())
+        throw Error(ErrorCategory::invalid_input, what + "." + key + ": missing or not an integer");
+    return it->get<TimeNs>();
+}
+
+void only_members(const json& j, std::initializer_list<const char*> allowed,
+                  const std::string& what) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        bool ok = false;
+        for (const char* a : allowed) ok = ok || it.key() == a;
+        if (!ok)
+            throw Error(ErrorCategory::invalid_input, what + ": unknown member '" + it.key() + "'");
+    }
+}
+
+}  // namespace
+
+void validate_agent_id(std::string_view id) {
+    bool ok = !id.empty() && id.size() <= 64;
+    for (std::size_t i = 0; ok && i < id.size(); ++i) {
+        const char c = id[i];
+        const bool alnum =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        ok = alnum || (i > 0 && (c == '.' || c == '_' || c == '-'));
+    }
+    if (!ok)
+        throw Error(ErrorCategory::invalid_input,
+                    "agent id '" + std::string(id) +
+                        "': 1..64 of [A-Za-z0-9._-], starting with a letter or digit");
+}
+
+std::string to_json(const AgentRegistration& r) {
+    json j = {{"agent_id", r.agent_id},     {"owner", r.owner},
+              {"purpose", r.purpose},       {"created_at_ns", r.created_at},
+              {"created_by", r.created_by}, {"kind", "agent-registration/v1"}};
+    return j.dump();
+}
+
+AgentRegistration agent_registration_from_json(std::string_view text) {
+    const std::string what = "agent registration";
+    const json j = parse_object(text, what);
+    only_members(j, {"agent_id", "owner", "purpose", "created_at_ns", "created_by", "kind"}, what);
+    if (get_string(j, "kind", what) != "agent-registration/v1")
+        throw Error(ErrorCategory::invalid_input, what + ".kind: expected agent-registration/v1");
+    AgentRegistration r;
+    r.agent_id = get_string(j, "agent_id", what);
+    validate_agent_id(r.agent_id);
+    r.owner = get_string(j, "owner", what);
+    r.purpose = get_string(j, "purpose", what);
+    r.created_at = get_time(j, "created_at_ns", what);
+    r.created_by = get_string(j, "created_by", what);
+    return r;
+}
+
+std::string scope_sha256_hex(const Scope& scope) { return crypto::sha256_hex(to_json(scope)); }
+
+std::string approver_key_label(std::string_view approver) {
+    return "approver:" + std::string(approver);
+}
+
+std::string scope_approval_text(const ScopeApproval& a) {
+    return "kakunin-scope-approval/v1\n" + a.agent_id + "\n" + a.approver + "\n" +
+           std::to_string(a.approved_at) + "\n" + a.scope_sha256 + "\n";
+}
+
+ScopeApproval approve_scope(Kms& kms, std::string_view agent_id, std::string_view approver,
+                            const Scope& scope, TimeNs approved_at, KeyAlgorithm algorithm) {
+    validate_agent_id(agent_id);
+    if (approver.empty() || approver.find('\n') != std::string_view::npos)
+        throw Error(ErrorCategory::invalid_input, "approver name must be one non-empty line");
+    validate(scope);
+    const KeyHandle key = kms.find_or_create_key(approver_key_label(approver), algorithm);
+    ScopeApproval a;
+    a.agent_id = std::string(agent_id);
+    a.approver = std::string(approver);
+    a.approved_at = approved_at;
+    a.scope_sha256 = scope_sha256_hex(scope);
+    const PublicKeyInfo info = kms.public_key(key);
+    a.algorithm = info.algorithm;
+    a.approver_public_key = info.spki_der;
+    a.signature = kms.sign(key, scope_approval_text(a));
+    return a;
+}
+
+bool verify_scope_approval(const ScopeApproval& a, const Scope& scope) noexcept {
+    try {
+        if (a.scope_sha256 != scope_sha256_hex(scope)) return false;
+        if (crypto::spki_algorithm(a.approver_public_key) != a.algorithm) return false;
+        return crypto::verify_signature(a.approver_public_key, scope_approval_text(a), a.signature);
+    } catch (...) {
+        return false;
+    }
+}
+
+std::string to_json(const ScopeApproval& a) {
+    json j = {{"kind", "scope-approval/v1"},
+              {"agent_id", a.agent_id},
+              {"approver", a.approver},
+              {"approved_at_ns", a.approved_at},
+              {"scope_sha256", a.scope_sha256},
+              {"algorithm", to_string(a.algorithm)},
+              {"approver_public_key", crypto::base64_encode(a.approver_public_key)},
+              {"signature", crypto::base64_encode(a.signature)}};
+    return j.dump();
+}
+
+ScopeApproval scope_approval_from_json(std::string_view text) {
+    const std::string what = "scope approval";
+    const json j = parse_object(text, what);
+    only_members(j,
+                 {"kind", "agent_id", "approver", "approved_at_ns", "scope_sha256", "algorithm",
+                  "approver_public_key", "signature"},
+                 what);
+    if (get_string(j, "kind", what) != "scope-approval/v1")
+        throw Error(ErrorCategory::invalid_input, what + ".kind: expected scope-approval/v1");
+    ScopeApproval a;
+    a.agent_id = get_string(j, "agent_id", what);
+    a.approver = get_string(j, "approver", what);
+    a.approved_at = get_time(j, "approved_at_ns", what);
+    a.scope_sha256 = get_string(j, "scope_sha256", what);
+    const std::string algorithm = get_string(j, "algorithm", what);
+    if (algorithm == "ed25519")
+        a.algorithm = KeyAlgorithm::ed25519;
+    else if (algorithm == "ecdsa-p256")
+        a.algorithm = KeyAlgorithm::ecdsa_p256;
+    else
+        throw Error(ErrorCategory::invalid_input,
+                    what + ".algorithm: '" + algorithm + "' is not ed25519 or ecdsa-p256");
+    a.approver_public_key = crypto::base64_decode(get_string(j, "approver_public_key", what),
+                                                  what + ".approver_public_key");
+    a.signature = crypto::base64_decode(get_string(j, "signature", what), what + ".signature");
+    return a;
+}
+
+std::vector<std::uint8_t> public_key_from_csr(std::string_view pem) {
+    try {
+        Botan::DataSource_Memory src(reinterpret_cast<const std::uint8_t*>(pem.data()), pem.size());
+        Botan::PKCS10_Request req(src);
+        if (!req.check_signature(req.subject_public_key()))
+            throw Error(ErrorCategory::invalid_input,
+                        "certificate request: its self-signature does not verify");
+        return req.raw_public_key();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw Error(ErrorCategory::invalid_input,
+                    std::string("certificate request: not a PKCS#10 request (") + e.what() + ")");
+    }
+}
+
+}  // namespace kakunin
