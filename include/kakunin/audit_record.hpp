@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -93,9 +94,10 @@ struct AuditCheckpoint {
 AuditCheckpoint parse_audit_checkpoint(std::string_view line);
 
 /// Who signs: a key in a Kms and the fingerprint of the certificate that carries its public key.
-/// The Kms is borrowed and must outlive every use of the signer.
+/// The Kms is borrowed and must outlive every use of the signer (a reference_wrapper, so that
+/// signers stay assignable: AuditSigner{kms, key, fp} binds it).
 struct AuditSigner {
-    Kms& kms;
+    std::reference_wrapper<Kms> kms;
     KeyHandle key;
     std::string key_fp;
 };

@@ -121,7 +121,7 @@ std::string certificate_fingerprint(const std::vector<std::uint8_t>& certificate
 }
 
 void sign_audit_record(const AuditSigner& signer, AuditRecord& record) {
-    const std::vector<std::uint8_t> sig = signer.kms.sign(signer.key, record.canonical);
+    const std::vector<std::uint8_t> sig = signer.kms.get().sign(signer.key, record.canonical);
     record.sig = base64_encode(sig.data(), sig.size());
 }
 
@@ -133,7 +133,7 @@ AuditCheckpoint sign_audit_checkpoint(const AuditSigner& signer, std::string_vie
     c.root = root;
     c.ts_ns = ts_ns;
     c.key_fp = signer.key_fp;
-    c.sig = signer.kms.sign(signer.key, c.signed_text());
+    c.sig = signer.kms.get().sign(signer.key, c.signed_text());
     return c;
 }
 

@@ -144,7 +144,7 @@ std::uint64_t AuditLogWriter::append(std::string_view event, std::string_view pa
     audit_detail::build_record_text(d.tmpl, event, payload, seq, d.clock.now_ns(), d.scratch);
     if (d.record_signer) {
         const std::vector<std::uint8_t> sig =
-            d.record_signer->kms.sign(d.record_signer->key, d.scratch);
+            d.record_signer->kms.get().sign(d.record_signer->key, d.scratch);
         d.pending += audit_detail::record_line(d.scratch, base64_encode(sig.data(), sig.size()));
     } else {
         d.pending += d.scratch;
