@@ -125,7 +125,7 @@ void check_key_round_trip(Pkcs11Kms& kms, KeyAlgorithm algorithm, const std::str
 
 }  // namespace
 
-TEST_CASE("Pkcs11Kms: ECDSA P-256 key made on the token signs, Botan and openssl verify",
+TEST_CASE("Pkcs11Kms: ECDSA P-256 key made on the token signs and Botan and openssl verify it",
           "[pkcs11]") {
     auto& hsm = SoftHsm::instance();
     const std::string token = hsm.new_token("ecdsa");
