@@ -31,6 +31,21 @@ bool is_canonical_der_ecdsa(const std::uint8_t* sig, std::size_t size) {
     return pos == size;
 }
 
+// RFC 8032 §5.1.7: the S half of an Ed25519 signature must be below the group order L, or the
+// same signature has several encodings (malleability). Botan 2 does not check this.
+bool ed25519_s_is_canonical(const std::uint8_t* sig) {
+    // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+    static constexpr std::uint8_t L[32] = {0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58,
+                                           0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+                                           0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                           0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10};
+    const std::uint8_t* s = sig + 32;
+    for (int i = 31; i >= 0; --i) {
+        if (s[i] != L[i]) return s[i] < L[i];
+    }
+    return false;  // S == L
+}
+
 }  // namespace
 
 SignatureChecker::SignatureChecker(std::unique_ptr<Botan::Public_Key> key) : m_key(std::move(key)) {
@@ -67,7 +82,9 @@ SignatureChecker SignatureChecker::from_spki(const std::vector<std::uint8_t>& sp
 
 bool SignatureChecker::verify(const std::uint8_t* message, std::size_t size,
                               const std::uint8_t* sig, std::size_t sig_size) const {
-    if (m_algorithm == KeyAlgorithm::ed25519 && sig_size != 64) return false;
+    if (m_algorithm == KeyAlgorithm::ed25519 && (sig_size != 64 || !ed25519_s_is_canonical(sig))) {
+        return false;
+    }
     if (m_algorithm == KeyAlgorithm::ecdsa_p256 && !is_canonical_der_ecdsa(sig, sig_size)) {
         return false;
     }
