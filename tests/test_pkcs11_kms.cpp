@@ -1,11 +1,13 @@
 // Pkcs11Kms against a real SoftHSM2 token created by the test in a temporary directory. Each
 // signature is checked by Botan and by the openssl command-line program, independently of the
 // token that made it.
+#include <botan/auto_rng.h>
 #include <botan/ber_dec.h>
 #include <botan/bigint.h>
 #include <botan/pem.h>
 #include <botan/pubkey.h>
 #include <botan/x509_key.h>
+#include <botan/x509self.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "kakunin/pkcs11_kms.hpp"
+#include "kms/kms_botan_key.hpp"
 #include "pkcs11_test_support.hpp"
 
 using kakunin::ErrorCategory;
@@ -385,6 +388,38 @@ TEST_CASE("Pkcs11Kms: Ed25519 on the token (CKM_EC_EDWARDS_KEY_PAIR_GEN / CKM_ED
             error_of([&] { kms.create_key("approver", KeyAlgorithm::ed25519); }, &category);
         CHECK(category == ErrorCategory::kms);
         CHECK(what.find("CKM_EC_EDWARDS_KEY_PAIR_GEN") != std::string::npos);
+    }
+}
+
+TEST_CASE("Pkcs11Kms: Botan's X.509 code signs a certificate with a key on the token", "[pkcs11]") {
+    auto& hsm = SoftHsm::instance();
+    const std::string token = hsm.new_token("x509");
+    Pkcs11Kms kms(hsm.module(), token, k_user_pin);
+    std::vector<KeyAlgorithm> algorithms = {KeyAlgorithm::ecdsa_p256};
+    if (kms.supports(KeyAlgorithm::ed25519)) algorithms.push_back(KeyAlgorithm::ed25519);
+    for (const KeyAlgorithm algorithm : algorithms) {
+        INFO("algorithm " << kakunin::to_string(algorithm));
+        const KeyHandle key =
+            kms.create_key(std::string("ca-") + kakunin::to_string(algorithm), algorithm);
+        const kakunin::kms_botan::KmsPrivateKey signer(kms, key);
+        Botan::X509_Cert_Options options("Kakunin PKCS#11 test CA/DE/Kakunin");
+        options.CA_key(0);
+        Botan::AutoSeeded_RNG rng;
+        const Botan::X509_Certificate cert =
+            Botan::X509::create_self_signed_cert(options, signer, "SHA-256", rng);
+        std::unique_ptr<Botan::Public_Key> pub(Botan::X509::load_key(kms.public_key(key).spki_der));
+        CHECK(cert.check_signature(*pub));
+        CHECK(cert.subject_public_key_info() == kms.public_key(key).spki_der);
+        CHECK(cert.is_CA_cert());
+
+        const auto pem = SoftHsm::instance().dir() / "ca.pem";
+        write_text(pem, cert.PEM_encode());
+        const std::string quoted_pem = shell_quote(pem.string());
+        const CommandResult r = run_command(
+            "openssl verify -CAfile " + quoted_pem + " " + quoted_pem, SoftHsm::instance().dir());
+        INFO("openssl: " << r.output);
+        CHECK(r.exit_code == 0);
+        CHECK(r.output.find(": OK") != std::string::npos);
     }
 }
 

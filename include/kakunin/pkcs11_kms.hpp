@@ -46,7 +46,7 @@ struct Pkcs11KeyProtection {
 class Pkcs11Kms final : public Kms {
 public:
     /// The environment variable the command-line program reads the user PIN from.
-    static constexpr const char* pin_env_var = "KAKUNIN_PKCS11_PIN";
+    static constexpr const char* pin_variable = "KAKUNIN_PKCS11_PIN";
 
     /// Loads `module_path`, finds the token labelled `token_label`, opens a read-write session
     /// and logs in with `pin`. Throws kakunin::Error (kms, or unauthorised for a bad PIN).

@@ -792,10 +792,10 @@ std::unique_ptr<Pkcs11Kms> Pkcs11Kms::open(const std::string& module_path,
 }
 
 std::string Pkcs11Kms::pin_from_env() {
-    const char* pin = std::getenv(pin_env_var);
+    const char* pin = std::getenv(pin_variable);
     if (pin == nullptr || *pin == '\0')
         throw Error(ErrorCategory::unauthorised,
-                    std::string("the PKCS#11 user PIN is not set: set ") + pin_env_var);
+                    std::string("the PKCS#11 user PIN is not set: set ") + pin_variable);
     return pin;
 }
 
