@@ -436,8 +436,14 @@ struct Pkcs11Kms::Impl {
     void open_session() {
         close_session();
         CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-        check_rv(f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
-                 "C_OpenSession", "token " + quoted(token_label));
+        CK_RV rv =
+            f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s);
+        if (rv == CKR_SLOT_ID_INVALID || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED) {
+            // A re-inserted or re-enumerated token may sit in another slot now: find it by label.
+            find_slot();
+            rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s);
+        }
+        check_rv(rv, "C_OpenSession", "token " + quoted(token_label));
         session = s;
         try {
             login();
