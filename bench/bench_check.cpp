@@ -1,0 +1,138 @@
+// Guard::check() on the hot path, and the yardstick it is measured against: one Botan Ed25519
+// signature over 64 bytes in the same run (DESIGN §7).
+#include <benchmark/benchmark.h>
+#include <botan/auto_rng.h>
+#include <botan/ed25519.h>
+#include <botan/pubkey.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "kakunin/guard.hpp"
+
+namespace kakunin::bench {
+namespace {
+
+/// The typical scope of DESIGN §7: 3 instruments, 2 counterparties, 5 windows, every RTS 6 limit.
+const char* const typical_scope = R"({
+  "version": 1,
+  "max_transaction": {"currency": "EUR", "amount": "500000.00"},
+  "instruments": ["BTC_EUR", "ETH_EUR", "SOL_EUR"],
+  "counterparties": ["exchange_a", "exchange_b"],
+  "trading_hours": [{"days": ["Mon"], "from": "07:00", "to": "20:00"},
+                    {"days": ["Tue"], "from": "07:00", "to": "20:00"},
+                    {"days": ["Wed"], "from": "07:00", "to": "20:00"},
+                    {"days": ["Thu"], "from": "07:00", "to": "20:00"},
+                    {"days": ["Fri"], "from": "07:00", "to": "20:00"}],
+  "regions": ["eu-west-1", "eu-central-1"],
+  "limits": {
+    "max_order_quantity": {"BTC_EUR": "10", "ETH_EUR": "150"},
+    "price_collar_bps": 500,
+    "max_orders_per_second": 50,
+    "max_daily_notional": {"currency": "EUR", "amount": "5000000.00"}
+  }
+})";
+
+/// Moves 100 ms per reading through Monday 07:00-20:00 UTC, then jumps a week ahead: every order
+/// stays inside the trading hours, the message rate (10/s) and the daily notional.
+class StepClock final : public Clock {
+public:
+    TimeNs now_ns() const noexcept override {
+        if (++m_step == steps_per_session) {
+            m_step = 0;
+            m_session += 7 * 86'400'000'000'000;
+        }
+        return m_session + m_step * 100'000'000;
+    }
+
+private:
+    static constexpr TimeNs steps_per_session = 13 * 3600 * 10;
+    mutable TimeNs m_session = utc(2024, 1, 8, 7, 0, 0);
+    mutable TimeNs m_step = 0;
+};
+
+Order order(bool allowed) {
+    Order o;
+    o.client_order_id = "bench-1";
+    o.instrument = "ETH_EUR";
+    o.counterparty = allowed ? "exchange_b" : "exchange_z";
+    o.side = Side::buy;
+    o.quantity = Decimal{1, 3};    // 0.001
+    o.price = Decimal{250012, 2};  // 2500.12
+    o.reference_price = Decimal{250000, 2};
+    o.region = "eu-central-1";
+    return o;
+}
+
+void run_check(benchmark::State& state, bool allowed) {
+    StepClock clock;
+    Guard guard(parse_scope_json(typical_scope), clock);
+    const Order o = order(allowed);
+    for (int i = 0; i < 1000; ++i) benchmark::DoNotOptimize(guard.check(o));  // warm
+    const auto before = allocation_count();
+    long wrong = 0;
+    for (auto _ : state) {
+        const Decision d = guard.check(o);
+        wrong += d.allowed() != allowed;
+        benchmark::DoNotOptimize(d);
+    }
+    const auto allocations = allocation_count() - before;
+    if (wrong != 0) state.SkipWithError("unexpected verdict in the benchmark loop");
+    state.counters["allocations_per_call"] =
+        static_cast<double>(allocations) / static_cast<double>(state.iterations());
+}
+
+void BM_check_allowed(benchmark::State& state) { run_check(state, true); }
+void BM_check_rejected(benchmark::State& state) { run_check(state, false); }
+
+/// Per-call latency distribution: each call timed on its own, the timer's own cost subtracted.
+void BM_check_allowed_latency(benchmark::State& state) {
+    StepClock clock;
+    Guard guard(parse_scope_json(typical_scope), clock);
+    const Order o = order(true);
+    using C = std::chrono::steady_clock;
+    constexpr std::size_t samples = 1 << 20;
+    std::vector<std::int64_t> t(samples), overhead(samples);
+    for (auto _ : state) {
+        for (std::size_t i = 0; i < samples; ++i) {
+            const auto a = C::now();
+            const auto b = C::now();
+            overhead[i] = (b - a).count();
+        }
+        for (std::size_t i = 0; i < samples; ++i) {
+            const auto a = C::now();
+            benchmark::DoNotOptimize(guard.check(o));
+            const auto b = C::now();
+            t[i] = (b - a).count();
+        }
+    }
+    std::sort(t.begin(), t.end());
+    std::sort(overhead.begin(), overhead.end());
+    const double base = static_cast<double>(overhead[samples / 2]);
+    auto at = [&](double q) {
+        return std::max(0.0,
+                        static_cast<double>(t[static_cast<std::size_t>(q * (samples - 1))]) - base);
+    };
+    state.counters["p50_ns"] = at(0.5);
+    state.counters["p99_ns"] = at(0.99);
+    state.counters["p999_ns"] = at(0.999);
+    state.counters["timer_overhead_ns"] = base;
+}
+
+void BM_ed25519_sign(benchmark::State& state) {
+    Botan::AutoSeeded_RNG rng;
+    Botan::Ed25519_PrivateKey key(rng);
+    Botan::PK_Signer signer(key, rng, "Pure");
+    std::vector<std::uint8_t> message(64, 0x5a);
+    for (auto _ : state) benchmark::DoNotOptimize(signer.sign_message(message, rng));
+}
+
+BENCHMARK(BM_check_allowed);
+BENCHMARK(BM_check_rejected);
+BENCHMARK(BM_check_allowed_latency)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ed25519_sign);
+
+}  // namespace
+}  // namespace kakunin::bench
