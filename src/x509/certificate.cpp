@@ -1,5 +1,6 @@
 // AgentCertificate, TrustAnchor, CertificateRevocationList and the chain validator built from
 // Botan's PKIX:: building blocks (x509_path_validate would refuse the critical scope extension).
+#include <botan/ber_dec.h>
 #include <botan/certstor.h>
 #include <botan/data_src.h>
 #include <botan/pem.h>
@@ -363,6 +364,43 @@ const Botan::OID& oid_of(const char* name) {
     return it->second;
 }
 
+/// True if `bits` is a SEQUENCE SIZE (1..MAX) OF elements accepted by `each`, nothing after it.
+template <class F>
+bool sequence_of(const std::vector<std::uint8_t>& bits, F each) {
+    try {
+        Botan::BER_Decoder top(bits);
+        Botan::BER_Object seq = top.get_next_object();
+        if (!seq.is_a(Botan::SEQUENCE, Botan::CONSTRUCTED) || top.more_items()) return false;
+        Botan::BER_Decoder items(seq);
+        std::size_t n = 0;
+        while (items.more_items()) {
+            if (!each(items.get_next_object())) return false;
+            ++n;
+        }
+        return n > 0;
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+/// A GeneralName whose iPAddress, if any, is 4 or 16 octets.
+bool general_name_ok(const Botan::BER_Object& o) {
+    if ((o.get_class() & Botan::CONTEXT_SPECIFIC) == 0) return false;
+    if (o.type() == Botan::ASN1_Tag(7)) return o.length() == 4 || o.length() == 16;
+    return true;
+}
+
+/// Signature algorithms accepted anywhere in a path: Ed25519, ECDSA and RSA PKCS#1 v1.5 with
+/// SHA-2.
+bool signature_algorithm_ok(const Botan::X509_Certificate& c) {
+    static const std::array<const char*, 7> allowed = {
+        "1.3.101.112",          "1.2.840.10045.4.3.2",   "1.2.840.10045.4.3.3",
+        "1.2.840.10045.4.3.4",  "1.2.840.113549.1.1.11", "1.2.840.113549.1.1.12",
+        "1.2.840.113549.1.1.13"};
+    const std::string oid = c.signature_algorithm().get_oid().to_string();
+    return std::find(allowed.begin(), allowed.end(), oid) != allowed.end();
+}
+
 /// RFC 5280 structure rules Botan does not enforce, for every certificate in the path.
 void check_profile(const Botan::X509_Certificate& c, bool is_leaf, bool is_anchor,
                    const std::string& who, Findings& f) {
@@ -389,6 +427,48 @@ void check_profile(const Botan::X509_Certificate& c, bool is_leaf, bool is_ancho
     const bool self_signed = c.is_self_signed();
     if (!(is_anchor && self_signed) && c.authority_key_id().empty())
         f.add(CertificateStatus::malformed, who + ": no authority key identifier");
+    // A trust anchor is trusted by configuration; its self-signature is not relied upon.
+    if (!(is_anchor && c.is_self_signed()) && !signature_algorithm_ok(c))
+        f.add(CertificateStatus::weak_algorithm, who + ": signature algorithm " +
+                                                     c.signature_algorithm().get_oid().to_string() +
+                                                     " not accepted");
+    if (ext.extension_set(aki)) {
+        // keyIdentifier only: [0] present, no authorityCertIssuer [1] or serial [2].
+        const bool key_id_only = sequence_of(ext.get_extension_bits(aki), [](const auto& o) {
+            return o.is_a(0, Botan::CONTEXT_SPECIFIC) && o.length() > 0;
+        });
+        if (!key_id_only)
+            f.add(CertificateStatus::malformed,
+                  who + ": authority key identifier must hold a keyIdentifier only");
+    }
+    const auto& san = oid_of("X509v3.SubjectAlternativeName");
+    if (ext.extension_set(san) && !sequence_of(ext.get_extension_bits(san), general_name_ok))
+        f.add(CertificateStatus::malformed, who + ": malformed subject alternative name");
+    const Botan::OID aia = Botan::OID::from_string("1.3.6.1.5.5.7.1.1");
+    if (ext.extension_set(aia)) {
+        if (ext.critical_extension_set(aia))
+            f.add(CertificateStatus::malformed, who + ": authority information access is critical");
+        const bool aia_ok = sequence_of(ext.get_extension_bits(aia), [](const auto& o) {
+            if (!o.is_a(Botan::SEQUENCE, Botan::CONSTRUCTED)) return false;
+            Botan::BER_Decoder d(o);
+            const Botan::BER_Object method = d.get_next_object();
+            const Botan::BER_Object location = d.get_next_object();
+            return method.is_a(Botan::OBJECT_ID, Botan::UNIVERSAL) && location.is_set() &&
+                   general_name_ok(location) && !d.more_items();
+        });
+        if (!aia_ok)
+            f.add(CertificateStatus::malformed, who + ": malformed authority information access");
+    }
+    const auto& nc = oid_of("X509v3.NameConstraints");
+    if (ext.extension_set(nc) && !ext.critical_extension_set(nc))
+        f.add(CertificateStatus::invalid_chain, who + ": name constraints not critical");
+    if (is_leaf && ext.extension_set(nc))
+        f.add(CertificateStatus::not_end_entity, who + ": name constraints in an end entity");
+    if (is_leaf) {
+        const auto* bce = ext.get_extension_object_as<Botan::Cert_Extension::Basic_Constraints>(bc);
+        if (bce != nullptr && bce->get_is_ca())
+            f.add(CertificateStatus::not_end_entity, who + ": basic constraints say CA");
+    }
     if (!is_leaf) {
         if (c.subject_key_id().empty())
             f.add(CertificateStatus::malformed,
