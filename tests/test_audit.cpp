@@ -492,3 +492,102 @@ TEST_CASE("audit: a torn tail is cut on reopen and the cut is recorded", "[audit
     CHECK(v.ok);
     CHECK(v.records == 5);
 }
+
+// ---- the fast scanner and the detailed parser must agree on every line -------------------------
+
+#include "audit/canonical_scan.hpp"
+#include "audit/json.hpp"
+
+namespace {
+
+// The reference definition: parses, meets the preconditions, and serialises back to itself.
+bool reference_canonical(const std::string& text) {
+    try {
+        const auto j = audit_detail::parse_strict(text, "t");
+        return audit_detail::precondition_violation(j, "$").empty() && j.dump() == text;
+    } catch (const Error&) {
+        return false;
+    }
+}
+
+void check_agreement(const std::string& line) {
+    audit_detail::ParsedLine fast;
+    audit_detail::ParsedLine slow;
+    std::string error;
+    const bool f = audit_detail::parse_line_fast(line, fast);
+    const bool s = audit_detail::parse_line_detailed(line, slow, error);
+    INFO("line: " << line << " / detailed says: " << error);
+    REQUIRE(f == s);
+    REQUIRE(audit_detail::is_canonical_json(line) == reference_canonical(line));
+    if (f) {
+        REQUIRE(fast.kind == slow.kind);
+        if (fast.kind == audit_detail::LineKind::record) {
+            REQUIRE(fast.canonical == slow.canonical);
+            REQUIRE(fast.record.seq == slow.record.seq);
+            REQUIRE(fast.record.ts_ns == slow.record.ts_ns);
+            REQUIRE(fast.record.log_id == slow.record.log_id);
+            REQUIRE(fast.record.event == slow.record.event);
+            REQUIRE(fast.record.sig == slow.record.sig);
+            REQUIRE(fast.agent == slow.agent);
+            REQUIRE(fast.cert_fp == slow.cert_fp);
+        } else {
+            REQUIRE(fast.checkpoint.line() == slow.checkpoint.line());
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("audit: the one-pass scanner agrees with the detailed parser on mutated lines",
+          "[audit][canonical]") {
+    AuditTestKms kms;
+    const auto id = test::make_identity(kms, "k");
+    AuditRecord signed_record = make_audit_record(
+        12, -3, "log \"7\"", "agent\\7", id.fp, audit_event::incident_opened,
+        "{\"a\":[1,-2,0,18446744073709551615,-9223372036854775808,true,false,null,{}],"
+        "\"b\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\u0001\\n\\\"\",\"c\":{\"\":[]}}");
+    sign_audit_record(id.signer(kms), signed_record);
+    MerkleTree t;
+    t.append(signed_record.leaf_hash());
+    const std::vector<std::string> seeds = {
+        signed_record.line(), signed_record.canonical,
+        sign_audit_checkpoint(id.signer(kms), "log", 1, t.root(), 5).line(),
+        make_audit_record(0, 1, "l", "a", "f", audit_event::order_allowed, "{}").line()};
+    const std::string replacements[] = {" ",
+                                        "\"",
+                                        "\\",
+                                        "0",
+                                        "9",
+                                        "-",
+                                        ".",
+                                        "e",
+                                        "}",
+                                        "]",
+                                        ",",
+                                        ":",
+                                        "a",
+                                        "u",
+                                        "\x7f",
+                                        "\x01",
+                                        "\xc3",
+                                        "\xff",
+                                        "\xed\xa0\x80",
+                                        "\\u0000",
+                                        ""};
+    std::uint64_t mutations = 0;
+    for (const auto& seed : seeds) {
+        check_agreement(seed);
+        for (std::size_t i = 0; i < seed.size(); ++i) {
+            for (const auto& r : replacements) {
+                std::string replaced = seed;
+                replaced.replace(i, 1, r);
+                check_agreement(replaced);
+                std::string inserted = seed;
+                inserted.insert(i, r);
+                check_agreement(inserted);
+                mutations += 2;
+            }
+        }
+    }
+    CHECK(mutations > 10000);
+}

@@ -1,6 +1,8 @@
 // Strict JSON helpers for the audit trail (see json.hpp).
 #include "audit/json.hpp"
 
+#include "audit/canonical_scan.hpp"
+
 #include <set>
 #include <vector>
 
@@ -189,7 +191,7 @@ bool parse_record(const json& j, std::string_view line, ParsedLine& out, std::st
     if (!violation.empty()) return fail(error, violation);
     r.sig.clear();
     if (has_sig && !get_string(j, "sig", r.sig, error)) return false;
-    if (has_sig && r.sig.empty()) return fail(error, "empty \"sig\"");
+    if (has_sig && !is_base64_text(r.sig)) return fail(error, "\"sig\" is not base64");
     // The stored line must be the canonical text itself, so that every tool derives the same
     // bytes from it (this also refuses duplicate members, whitespace and escaped ASCII).
     if (j.dump() != line) return fail(error, "line is not in canonical form (RFC 8785)");
@@ -202,6 +204,7 @@ bool parse_record(const json& j, std::string_view line, ParsedLine& out, std::st
     } else {
         r.canonical.assign(line.data(), line.size());
     }
+    out.canonical = r.canonical;
     return true;
 }
 
@@ -227,7 +230,125 @@ bool parse_checkpoint(const json& j, std::string_view line, ParsedLine& out, std
 
 }  // namespace
 
-bool parse_line(std::string_view line, ParsedLine& out, std::string& error) {
+namespace {
+
+bool hex_digest(std::string_view hex, MerkleHash& out) {
+    if (hex.size() != 64) return false;
+    for (std::size_t i = 0; i < 32; ++i) {
+        int v = 0;
+        for (int k = 0; k < 2; ++k) {
+            const char c = hex[2 * i + static_cast<std::size_t>(k)];
+            int d;
+            if (c >= '0' && c <= '9') {
+                d = c - '0';
+            } else if (c >= 'a' && c <= 'f') {
+                d = c - 'a' + 10;
+            } else {
+                return false;
+            }
+            v = v * 16 + d;
+        }
+        out[i] = static_cast<std::uint8_t>(v);
+    }
+    return true;
+}
+
+bool names_are(const CanonicalMember* m, std::size_t n,
+               std::initializer_list<std::string_view> names) {
+    if (n != names.size()) return false;
+    std::size_t i = 0;
+    for (std::string_view name : names) {
+        if (m[i++].name != name) return false;
+    }
+    return true;
+}
+
+bool is_string(std::string_view v) { return !v.empty() && v.front() == '"'; }
+
+}  // namespace
+
+bool is_base64_text(std::string_view s) {
+    if (s.empty()) return false;
+    for (char c : s) {
+        const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                        (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '=';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+namespace {}  // namespace
+
+bool parse_line_fast(std::string_view line, ParsedLine& out) {
+    CanonicalMember m[10];
+    std::size_t n = 0;
+    if (!scan_canonical_object(line, m, 10, n)) return false;
+    if (n == 8 || n == 9) {
+        const bool has_sig = n == 9;
+        if (!(has_sig ? names_are(m, n,
+                                  {"agent", "cert_fp", "event", "kind", "log_id", "payload", "seq",
+                                   "sig", "ts_ns"})
+                      : names_are(m, n,
+                                  {"agent", "cert_fp", "event", "kind", "log_id", "payload", "seq",
+                                   "ts_ns"}))) {
+            return false;
+        }
+        if (m[3].value != "\"record\"") return false;
+        AuditRecord& r = out.record;
+        if (!is_string(m[0].value) || !decode_canonical_string(m[0].value, out.agent) ||
+            !is_string(m[1].value) || !decode_canonical_string(m[1].value, out.cert_fp) ||
+            !is_string(m[2].value) || !decode_canonical_string(m[2].value, r.event) ||
+            !is_string(m[4].value) || !decode_canonical_string(m[4].value, r.log_id) ||
+            m[5].value.front() != '{' || !parse_canonical_u64(m[6].value, r.seq) ||
+            !parse_canonical_i64(m[n - 1].value, r.ts_ns)) {
+            return false;
+        }
+        if (!is_valid_audit_event(r.event) || r.log_id.empty()) return false;
+        if (has_sig) {
+            if (!is_string(m[7].value) || !decode_canonical_string(m[7].value, r.sig) ||
+                !is_base64_text(r.sig)) {
+                return false;
+            }
+            // Canonical bytes: the line without ',"sig":"..."' (the comma before the name).
+            const std::size_t cut_begin =
+                static_cast<std::size_t>(m[7].name.data() - 2 - line.data());
+            const std::size_t cut_end =
+                static_cast<std::size_t>(m[7].value.data() + m[7].value.size() - line.data());
+            r.canonical.assign(line.data(), cut_begin);
+            r.canonical.append(line.substr(cut_end));
+            out.canonical = r.canonical;
+        } else {
+            r.sig.clear();
+            out.canonical = line;  // no copy: the line is the canonical text
+        }
+        out.kind = LineKind::record;
+        return true;
+    }
+    if (n == 7 && names_are(m, n, {"key_fp", "kind", "log_id", "root", "sig", "size", "ts_ns"})) {
+        if (m[1].value != "\"checkpoint\"") return false;
+        AuditCheckpoint& c = out.checkpoint;
+        std::string root_hex;
+        std::string sig_b64;
+        if (!is_string(m[0].value) || !decode_canonical_string(m[0].value, c.key_fp) ||
+            !is_string(m[2].value) || !decode_canonical_string(m[2].value, c.log_id) ||
+            !is_string(m[3].value) || !decode_canonical_string(m[3].value, root_hex) ||
+            !hex_digest(root_hex, c.root) || !is_string(m[4].value) ||
+            !decode_canonical_string(m[4].value, sig_b64) ||
+            !parse_canonical_u64(m[5].value, c.size) || !parse_canonical_i64(m[6].value, c.ts_ns)) {
+            return false;
+        }
+        try {
+            c.sig = base64_decode(sig_b64);
+        } catch (const Error&) {
+            return false;
+        }
+        out.kind = LineKind::checkpoint;
+        return true;
+    }
+    return false;
+}
+
+bool parse_line_detailed(std::string_view line, ParsedLine& out, std::string& error) {
     json j = json::parse(line.begin(), line.end(), nullptr, false);
     if (j.is_discarded()) return fail(error, "not valid JSON");
     if (!j.is_object()) return fail(error, "not a JSON object");
@@ -243,6 +364,14 @@ bool parse_line(std::string_view line, ParsedLine& out, std::string& error) {
         return parse_checkpoint(j, line, out, error);
     }
     return fail(error, "unknown kind \"" + k + "\"");
+}
+
+bool parse_line(std::string_view line, ParsedLine& out, std::string& error) {
+    if (parse_line_fast(line, out)) return true;
+    if (!parse_line_detailed(line, out, error)) return false;
+    // The detailed path accepts only canonical text, so the scanner should have: refuse
+    // rather than let the two disagree.
+    return fail(error, "line is not in canonical form (RFC 8785)");
 }
 
 }  // namespace kakunin::audit_detail

@@ -39,6 +39,9 @@ void build_record_text(const RecordTemplate& t, std::string_view event,
 /// ("ts_ns" sorts after "sig").
 std::string record_line(std::string_view canonical, std::string_view sig_b64);
 
+/// Non-empty and only base64 characters (the `sig` of a record).
+bool is_base64_text(std::string_view s);
+
 enum class LineKind { record, checkpoint };
 
 /// Parses and validates one line without throwing: on failure returns false and sets `error`.
@@ -46,11 +49,18 @@ enum class LineKind { record, checkpoint };
 /// `leaf` receives the record's leaf hash when kind is record.
 struct ParsedLine {
     LineKind kind = LineKind::record;
-    AuditRecord record;
+    AuditRecord record;          ///< its `canonical` may be stale: use `canonical` below
+    std::string_view canonical;  ///< the record's canonical bytes (into the line or `record`)
     std::string agent;
     std::string cert_fp;
     AuditCheckpoint checkpoint;
 };
 bool parse_line(std::string_view line, ParsedLine& out, std::string& error);
+
+/// The two halves of parse_line, exposed for the differential test: the one-pass scanner over
+/// canonical text (false for anything unusual, without a message), and the nlohmann-based path
+/// that explains problems. They must accept exactly the same lines.
+bool parse_line_fast(std::string_view line, ParsedLine& out);
+bool parse_line_detailed(std::string_view line, ParsedLine& out, std::string& error);
 
 }  // namespace kakunin::audit_detail

@@ -1,6 +1,7 @@
 // Audit records and checkpoints (DESIGN §5).
 #include <botan/base64.h>
 
+#include "audit/canonical_scan.hpp"
 #include "audit/json.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/error.hpp"
@@ -34,6 +35,7 @@ bool is_valid_audit_event(std::string_view name) noexcept {
 }
 
 std::string canonical_json(std::string_view text) {
+    if (audit_detail::is_canonical_json(text)) return std::string(text);
     const audit_detail::json value = audit_detail::parse_strict(text, "JSON");
     const std::string violation = audit_detail::precondition_violation(value, "$");
     if (!violation.empty()) throw Error(ErrorCategory::invalid_input, violation);
@@ -75,6 +77,9 @@ AuditRecord parse_audit_record(std::string_view line) {
     }
     if (parsed.kind != audit_detail::LineKind::record) {
         throw Error(ErrorCategory::invalid_input, "audit record: line is a checkpoint");
+    }
+    if (parsed.canonical.data() != parsed.record.canonical.data()) {
+        parsed.record.canonical.assign(parsed.canonical.data(), parsed.canonical.size());
     }
     return std::move(parsed.record);
 }

@@ -167,7 +167,7 @@ struct AuditLogVerifier::Impl {
                         "\" (seq " + std::to_string(seq) + ")");
     }
 
-    bool record(const AuditRecord& r, const std::string& cert_fp) {
+    bool record(const AuditRecord& r, std::string_view canonical, const std::string& cert_fp) {
         const std::uint64_t expected = tree.size();
         if (!check_log_id(r.log_id, expected, "record")) return false;
         if (r.seq != expected) {
@@ -189,8 +189,8 @@ struct AuditLogVerifier::Impl {
                 return fail(AuditProblem::malformed_line, r.seq,
                             at() + "seq " + std::to_string(r.seq) + ": sig is not base64");
             }
-            const auto* msg = reinterpret_cast<const std::uint8_t*>(r.canonical.data());
-            if (!certs.verify(cert_fp, msg, r.canonical.size(), sig.data(), sig.size())) {
+            const auto* msg = reinterpret_cast<const std::uint8_t*>(canonical.data());
+            if (!certs.verify(cert_fp, msg, canonical.size(), sig.data(), sig.size())) {
                 return fail(AuditProblem::bad_record_signature, r.seq,
                             at() + "seq " + std::to_string(r.seq) +
                                 ": record signature does not verify (record altered or not "
@@ -202,7 +202,7 @@ struct AuditLogVerifier::Impl {
             return fail(AuditProblem::missing_record_signature, r.seq,
                         at() + "seq " + std::to_string(r.seq) + " is not signed");
         }
-        tree.append(r.leaf_hash());
+        tree.append(merkle_leaf_hash(canonical));
         ++result.records;
         return true;
     }
@@ -255,7 +255,7 @@ struct AuditLogVerifier::Impl {
                         at() + "(after seq " + std::to_string(tree.size()) + " records) " + error);
         }
         if (parsed.kind == audit_detail::LineKind::record) {
-            return record(parsed.record, parsed.cert_fp);
+            return record(parsed.record, parsed.canonical, parsed.cert_fp);
         }
         return checkpoint(parsed.checkpoint);
     }

@@ -76,7 +76,7 @@ struct AuditLogWriter::Impl {
                     fail("seq " + std::to_string(r.seq) + " where " + std::to_string(tree.size()) +
                          " was expected");
                 }
-                tree.append(r.leaf_hash());
+                tree.append(merkle_leaf_hash(parsed.canonical));
             } else {
                 const AuditCheckpoint& c = parsed.checkpoint;
                 if (c.log_id != options.log_id) {
