@@ -189,11 +189,39 @@ public:
         return 0;
     }
 
-    CK_SESSION_HANDLE open_session(const std::string& token) {
+    CK_SESSION_HANDLE open_session(const std::string& token, bool read_write = false) {
         CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-        REQUIRE(m_f->C_OpenSession(slot_of(token), CKF_SERIAL_SESSION, nullptr, nullptr, &s) ==
-                CKR_OK);
+        const CK_FLAGS flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
+        REQUIRE(m_f->C_OpenSession(slot_of(token), flags, nullptr, nullptr, &s) == CKR_OK);
         return s;
+    }
+
+    /// Generates a P-256 key pair as another tool might, with the protection it is told.
+    void generate_p256(CK_SESSION_HANDLE s, const std::string& label, const std::string& id,
+                       bool sensitive, bool extractable) {
+        static const std::uint8_t p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                                            0xce, 0x3d, 0x03, 0x01, 0x07};
+        CK_BBOOL yes = CK_TRUE;
+        CK_BBOOL sens = sensitive ? CK_TRUE : CK_FALSE;
+        CK_BBOOL extr = extractable ? CK_TRUE : CK_FALSE;
+        auto lbl = const_cast<char*>(label.data());
+        auto idp = const_cast<char*>(id.data());
+        CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &yes, sizeof yes},
+                              {CKA_VERIFY, &yes, sizeof yes},
+                              {CKA_LABEL, lbl, static_cast<CK_ULONG>(label.size())},
+                              {CKA_ID, idp, static_cast<CK_ULONG>(id.size())},
+                              {CKA_EC_PARAMS, const_cast<std::uint8_t*>(p256), sizeof p256}};
+        CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &yes, sizeof yes},
+                               {CKA_PRIVATE, &yes, sizeof yes},
+                               {CKA_SIGN, &yes, sizeof yes},
+                               {CKA_SENSITIVE, &sens, sizeof sens},
+                               {CKA_EXTRACTABLE, &extr, sizeof extr},
+                               {CKA_LABEL, lbl, static_cast<CK_ULONG>(label.size())},
+                               {CKA_ID, idp, static_cast<CK_ULONG>(id.size())}};
+        CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, nullptr, 0};
+        CK_OBJECT_HANDLE hpub = CK_INVALID_HANDLE;
+        CK_OBJECT_HANDLE hpriv = CK_INVALID_HANDLE;
+        REQUIRE(m_f->C_GenerateKeyPair(s, &mech, pub, 5, priv, 7, &hpub, &hpriv) == CKR_OK);
     }
 
     CK_RV login(CK_SESSION_HANDLE s, const std::string& pin) {

@@ -323,6 +323,57 @@ TEST_CASE("Pkcs11Kms: a lost login or session is restored on the next call", "[p
     }
 }
 
+TEST_CASE("Pkcs11Kms: keys made by other tools are refused when ambiguous or exportable",
+          "[pkcs11]") {
+    auto& hsm = SoftHsm::instance();
+    const std::string token = hsm.new_token("foreign");
+    {
+        RawModule raw(hsm.module());
+        const CK_SESSION_HANDLE s = raw.open_session(token, true);
+        REQUIRE(raw.login(s, k_user_pin) == CKR_OK);
+        raw.generate_p256(s, "exportable", "e1", true, true);
+        raw.generate_p256(s, "plain", "p1", false, false);
+        raw.generate_p256(s, "twice", "t1", true, false);
+        raw.generate_p256(s, "twice", "t2", true, false);
+        raw.generate_p256(s, "imported-style", "i1", true, false);
+        raw.f()->C_CloseSession(s);
+    }
+    Pkcs11Kms kms(hsm.module(), token, k_user_pin);
+    ErrorCategory category = ErrorCategory::io;
+
+    std::string what = error_of([&] { kms.find_key("exportable"); }, &category);
+    CHECK(category == ErrorCategory::kms);
+    CHECK(what.find("CKA_EXTRACTABLE=true") != std::string::npos);
+
+    what = error_of([&] { kms.find_key("plain"); }, &category);
+    CHECK(category == ErrorCategory::kms);
+    CHECK(what.find("CKA_SENSITIVE=false") != std::string::npos);
+
+    // A handle naming the exportable key directly is refused too, before anything is signed.
+    const KeyHandle direct{"exportable", "6531", KeyAlgorithm::ecdsa_p256};  // id "e1" in hex
+    what = error_of([&] { kms.sign(direct, std::string("m")); }, &category);
+    CHECK(category == ErrorCategory::kms);
+    CHECK(what.find("not sensitive and non-extractable") != std::string::npos);
+
+    what = error_of([&] { kms.find_key("twice"); }, &category);
+    CHECK(category == ErrorCategory::kms);
+    CHECK(what.find("2 private keys are labelled 'twice'") != std::string::npos);
+    // Each of the two is still usable through a handle that names its id.
+    const KeyHandle t2{"twice", "7432", KeyAlgorithm::ecdsa_p256};
+    const auto m = bytes_of("m");
+    CHECK(
+        botan_verifies(kms.public_key(t2).spki_der, KeyAlgorithm::ecdsa_p256, m, kms.sign(t2, m)));
+
+    // A protected key made by another tool is found and used like Kakunin's own.
+    const KeyHandle other = kms.find_key("imported-style");
+    CHECK(other.id == "6931");
+    CHECK(botan_verifies(kms.public_key(other).spki_der, KeyAlgorithm::ecdsa_p256, m,
+                         kms.sign(other, m)));
+    // create_key refuses labels that other tools' keys already use.
+    error_of([&] { kms.create_key("exportable", KeyAlgorithm::ecdsa_p256); }, &category);
+    CHECK(category == ErrorCategory::invalid_state);
+}
+
 TEST_CASE("Pkcs11Kms: concurrent signing from 4 threads", "[pkcs11]") {
     auto& hsm = SoftHsm::instance();
     const std::string token = hsm.new_token("threads");

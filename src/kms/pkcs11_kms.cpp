@@ -546,6 +546,23 @@ struct Pkcs11Kms::Impl {
         return out;
     }
 
+    /// Fail closed on keys made by other tools: Kakunin signs only with keys that cannot leave
+    /// the token.
+    void require_protected(CK_OBJECT_HANDLE obj, std::string_view label) {
+        const auto sensitive = scalar_attribute<CK_BBOOL>(obj, CKA_SENSITIVE);
+        const auto extractable = scalar_attribute<CK_BBOOL>(obj, CKA_EXTRACTABLE);
+        auto text = [](const std::optional<CK_BBOOL>& v) {
+            return !v ? "unknown" : (*v == CK_TRUE ? "true" : "false");
+        };
+        if (sensitive && *sensitive == CK_TRUE && extractable && *extractable == CK_FALSE) return;
+        throw Error(ErrorCategory::kms,
+                    "key " + quoted(label) + " on token " + quoted(token_label) +
+                        " is not sensitive and non-extractable (CKA_SENSITIVE=" + text(sensitive) +
+                        ", CKA_EXTRACTABLE=" + text(extractable) +
+                        "); Kakunin signs only with keys that cannot leave "
+                        "the token");
+    }
+
     KeyAlgorithm algorithm_of(CK_OBJECT_HANDLE obj, std::string_view label) {
         auto type = scalar_attribute<CK_KEY_TYPE>(obj, CKA_KEY_TYPE);
         if (!type) throw Error(ErrorCategory::kms, "key " + quoted(label) + " has no CKA_KEY_TYPE");
@@ -587,6 +604,7 @@ struct Pkcs11Kms::Impl {
             throw Error(ErrorCategory::kms, "key " + quoted(key.label) + " on token " +
                                                 quoted(token_label) + " is not " +
                                                 to_string(key.algorithm));
+        require_protected(found.front(), key.label);
         private_handles.emplace(cached_as, found.front());
         return found.front();
     }
@@ -657,14 +675,12 @@ struct Pkcs11Kms::Impl {
 
         // Fail closed: a token that silently ignored the protection attributes does not get to
         // keep a key that Kakunin would then trust.
-        const auto sensitive = scalar_attribute<CK_BBOOL>(priv_h, CKA_SENSITIVE);
-        const auto extractable = scalar_attribute<CK_BBOOL>(priv_h, CKA_EXTRACTABLE);
-        if (!sensitive || *sensitive != CK_TRUE || !extractable || *extractable != CK_FALSE) {
+        try {
+            require_protected(priv_h, label);
+        } catch (const Error& e) {
             f->C_DestroyObject(session, priv_h);
             f->C_DestroyObject(session, pub_h);
-            throw Error(ErrorCategory::kms, "token " + quoted(token_label) + " did not make key " +
-                                                quoted(label) +
-                                                " sensitive and non-extractable; key destroyed");
+            throw Error(ErrorCategory::kms, std::string(e.what()) + "; the new key was destroyed");
         }
         KeyHandle handle{std::string(label), Botan::hex_encode(id, false), algorithm};
         private_handles.emplace(cache_key(handle), priv_h);
@@ -683,6 +699,7 @@ struct Pkcs11Kms::Impl {
         const auto id = required_attribute(found.front(), CKA_ID, "CKA_ID", label);
         KeyHandle handle{std::string(label), Botan::hex_encode(id, false),
                          algorithm_of(found.front(), label)};
+        require_protected(found.front(), label);
         private_handles[cache_key(handle)] = found.front();
         return handle;
     }
