@@ -69,7 +69,9 @@ public:
     /// Generates the key pair on the token. Throws invalid_state if any key object already has
     /// this label, kms if the token lacks the algorithm's mechanisms.
     KeyHandle create_key(std::string_view label, KeyAlgorithm algorithm) override;
-    /// The private key labelled `label`; throws not_found if there is none.
+    /// The private key labelled `label`; throws not_found if there is none, kms if two private
+    /// keys carry the label or the key is extractable or not sensitive (Kakunin signs only with
+    /// keys that cannot leave the token, whoever made them).
     KeyHandle find_key(std::string_view label) override;
     /// Ed25519: 64 raw bytes. ECDSA P-256: DER ECDSA-Sig-Value over SHA-256(message).
     std::vector<std::uint8_t> sign(const KeyHandle& key, const std::uint8_t* message,
