@@ -355,6 +355,12 @@ TEST_CASE("Pkcs11Kms: keys made by other tools are refused when ambiguous or exp
     CHECK(category == ErrorCategory::kms);
     CHECK(what.find("not sensitive and non-extractable") != std::string::npos);
 
+    // key_protection reports such a key rather than refusing it.
+    const kakunin::Pkcs11KeyProtection p = kms.key_protection(direct);
+    CHECK(p.sensitive);
+    CHECK(p.extractable);
+    CHECK_FALSE(p.never_extractable);
+
     what = error_of([&] { kms.find_key("twice"); }, &category);
     CHECK(category == ErrorCategory::kms);
     CHECK(what.find("2 private keys are labelled 'twice'") != std::string::npos);

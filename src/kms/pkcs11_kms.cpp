@@ -586,7 +586,9 @@ struct Pkcs11Kms::Impl {
         }
     }
 
-    CK_OBJECT_HANDLE private_key(const KeyHandle& key) {
+    /// The private key object the handle names. The cache holds only keys that passed
+    /// require_protected(); key_protection() looks without that check so it can report.
+    CK_OBJECT_HANDLE private_key(const KeyHandle& key, bool require_protection = true) {
         const std::string cached_as = cache_key(key);
         auto cached = private_handles.find(cached_as);
         if (cached != private_handles.end()) return cached->second;
@@ -604,6 +606,7 @@ struct Pkcs11Kms::Impl {
             throw Error(ErrorCategory::kms, "key " + quoted(key.label) + " on token " +
                                                 quoted(token_label) + " is not " +
                                                 to_string(key.algorithm));
+        if (!require_protection) return found.front();
         require_protected(found.front(), key.label);
         private_handles.emplace(cached_as, found.front());
         return found.front();
@@ -774,7 +777,7 @@ struct Pkcs11Kms::Impl {
     }
 
     Pkcs11KeyProtection protection(const KeyHandle& key) {
-        const CK_OBJECT_HANDLE obj = private_key(key);
+        const CK_OBJECT_HANDLE obj = private_key(key, false);
         auto flag = [&](CK_ATTRIBUTE_TYPE t, bool absent) {
             auto v = scalar_attribute<CK_BBOOL>(obj, t);
             return v ? *v == CK_TRUE : absent;
