@@ -22,6 +22,16 @@ struct PlainTable {
 };
 constexpr PlainTable kPlain{};
 
+// Byte-wise a < b for short member names (an inline loop beats a memcmp call here).
+inline bool less(std::string_view a, std::string_view b) {
+    const std::size_t n = a.size() < b.size() ? a.size() : b.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        if (a[i] != b[i])
+            return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[i]);
+    }
+    return a.size() < b.size();
+}
+
 class Scanner {
 public:
     Scanner(const char* begin, const char* end) : m_p(begin), m_end(end) {}
@@ -72,7 +82,7 @@ public:
             for (char c : key) {
                 if (static_cast<unsigned char>(c) >= 0x80) return false;  // non-ASCII name
             }
-            if (!first && !(prev < key)) return false;  // unsorted or duplicate
+            if (!first && !less(prev, key)) return false;  // unsorted or duplicate
             if (escaped) {
                 prev_storage = key_storage;
                 prev = prev_storage;
@@ -165,7 +175,12 @@ private:
         ++m_p;
         while (m_p != m_end) {
             // Plain printable ASCII is by far the common case: skip it in a tight loop.
-            while (m_p != m_end && kPlain[static_cast<unsigned char>(*m_p)]) ++m_p;
+            {
+                const char* p = m_p;
+                const char* const e = m_end;
+                while (p != e && kPlain[static_cast<unsigned char>(*p)]) ++p;
+                m_p = p;
+            }
             if (m_p == m_end) return false;
             const unsigned char c = static_cast<unsigned char>(*m_p);
             if (c == '"') {
