@@ -591,3 +591,44 @@ TEST_CASE("audit: the one-pass scanner agrees with the detailed parser on mutate
     }
     CHECK(mutations > 10000);
 }
+
+TEST_CASE("audit: time-based checkpoints", "[audit][writer]") {
+    AuditTestKms kms;
+    const auto agent = test::make_identity(kms, "agent:a");
+    ManualClock clock(utc(2024, 1, 8));
+    MemoryAuditSink sink;
+    AuditWriterOptions opts{"a", "", "", 0};
+    opts.checkpoint_interval_ns = 500'000'000;  // 500 ms
+    AuditLogWriter log(sink, clock, agent.signer(kms), opts);
+    CHECK_FALSE(log.maybe_checkpoint());  // nothing to cover
+    log.append(audit_event::order_allowed, payload(0));
+    clock.advance(std::chrono::milliseconds(100));
+    log.append(audit_event::order_allowed, payload(1));
+    CHECK(log.checkpointed_size() == 0);
+    CHECK_FALSE(log.maybe_checkpoint());
+    clock.advance(std::chrono::milliseconds(400));
+    CHECK(log.maybe_checkpoint());  // due without a new record
+    CHECK(log.checkpointed_size() == 2);
+    CHECK_FALSE(log.maybe_checkpoint());
+    clock.advance(std::chrono::milliseconds(200));
+    log.append(audit_event::order_allowed, payload(2));
+    CHECK(log.checkpointed_size() == 2);
+    clock.advance(std::chrono::milliseconds(300));
+    log.append(audit_event::order_allowed, payload(3));  // the append itself triggers it
+    CHECK(log.checkpointed_size() == 4);
+    log.close();
+    CHECK_FALSE(log.maybe_checkpoint());
+    const auto lines = sink.lines();
+    REQUIRE(lines.size() == 6);
+    CHECK(parse_audit_checkpoint(lines[2]).ts_ns == utc(2024, 1, 8) + 500'000'000);
+}
+
+TEST_CASE("audit: a file log has one writer at a time", "[audit][sink]") {
+    TempDir dir;
+    const std::string path = dir.file("agent.jsonl");
+    auto first = std::make_unique<FileAuditSink>(path);
+    CHECK_THAT(error_of([&] { FileAuditSink second(path); }),
+               Catch::Contains("io") && Catch::Contains("already open for writing"));
+    first.reset();
+    CHECK_NOTHROW(FileAuditSink(path));
+}

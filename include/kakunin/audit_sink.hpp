@@ -102,7 +102,8 @@ struct FileAuditSinkOptions {
 /// checks its end: a last line without a trailing newline, or that is not valid JSON, is what a
 /// crash in the middle of a write leaves; it is cut off and reported through recovery() so the
 /// writer can record a `log.truncated_tail` record. A failed append is truncated back, so the file
-/// never keeps half a batch.
+/// never keeps half a batch. The file is locked (flock, exclusive) while open: a second
+/// FileAuditSink on the same file, in this or another process, throws kakunin::Error (io).
 class FileAuditSink final : public LockingAuditSink {
 public:
     explicit FileAuditSink(std::string path, FileAuditSinkOptions options = {});

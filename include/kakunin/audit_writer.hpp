@@ -30,6 +30,9 @@ struct AuditWriterOptions {
                           ///< signer's key_fp, else to the checkpoint signer's
     /// A checkpoint after every this many records (0: only checkpoint() and close()).
     std::uint64_t checkpoint_every = 1000;
+    /// A checkpoint once this much time has passed since the last one, when records are
+    /// uncovered (0: off). Checked by append() and maybe_checkpoint().
+    TimeNs checkpoint_interval_ns = 0;
 };
 
 /// Single-threaded by design: one thread (the Guard's background audit thread) owns the writer;
@@ -60,6 +63,11 @@ public:
     /// (when signing the record, nothing is queued; when signing a due checkpoint, the record
     /// stays queued as seq size()-1 and the checkpoint is retried on the next append).
     std::uint64_t append(std::string_view event, std::string_view payload_json);
+    /// Queues a checkpoint if one is due (records uncovered and `checkpoint_every` or
+    /// `checkpoint_interval_ns` reached); returns whether it did. For the owning thread to call
+    /// when idle, so that time-based checkpoints happen without new records. Throws what the
+    /// Kms throws.
+    bool maybe_checkpoint();
     /// Hands queued lines to the sink and flushes it. Throws what the sink throws.
     void flush();
     /// Queues a checkpoint over every record so far (unless the last one already covers them),

@@ -1,5 +1,6 @@
 // AuditSink helpers, the locking base class, the memory sink and the JSON Lines file sink.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -103,6 +104,14 @@ FileAuditSink::FileAuditSink(std::string path, FileAuditSinkOptions options)
     m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (m_fd < 0) throw_io("open", m_path, errno);
     try {
+        // One writer per log: a second one would interleave lines and break seq.
+        if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
+            if (errno == EWOULDBLOCK) {
+                throw Error(ErrorCategory::io,
+                            "audit file " + m_path + ": already open for writing elsewhere");
+            }
+            throw_io("lock", m_path, errno);
+        }
         if (!existed) sync_directory_of(m_path);
         struct stat st {};
         if (::fstat(m_fd, &st) != 0) throw_io("stat", m_path, errno);

@@ -28,6 +28,7 @@ struct AuditLogWriter::Impl {
     std::uint64_t durable = 0;
     std::uint64_t appended = 0;
     std::optional<AuditCheckpoint> last_checkpoint;
+    TimeNs last_checkpoint_time = 0;  ///< of the last checkpoint, or when the writer opened
     AuditSinkRecovery recovery;
     bool closed = false;
 
@@ -50,10 +51,19 @@ struct AuditLogWriter::Impl {
                                                   clock.now_ns());
         pending += c.line();
         queue_line_end();
+        last_checkpoint_time = c.ts_ns;
         last_checkpoint = std::move(c);
     }
 
     std::uint64_t checkpointed() const { return last_checkpoint ? last_checkpoint->size : 0; }
+
+    bool checkpoint_due() const {
+        const std::uint64_t uncovered = tree.size() - checkpointed();
+        if (uncovered == 0) return false;
+        if (options.checkpoint_every != 0 && uncovered >= options.checkpoint_every) return true;
+        return options.checkpoint_interval_ns > 0 &&
+               clock.now_ns() - last_checkpoint_time >= options.checkpoint_interval_ns;
+    }
 
     void replay() {
         std::uint64_t line_no = 0;
@@ -115,6 +125,7 @@ AuditLogWriter::AuditLogWriter(AuditSink& sink, const Clock& clock, AuditSigner 
     d.tmpl =
         audit_detail::make_record_template(d.options.log_id, d.options.agent, d.options.cert_fp);
     d.replay();
+    d.last_checkpoint_time = d.clock.now_ns();
     d.recovery = sink.recovery();
     if (d.recovery.tail_cut) {
         audit_detail::json payload = {{"cut_offset", d.recovery.cut_offset},
@@ -151,11 +162,15 @@ std::uint64_t AuditLogWriter::append(std::string_view event, std::string_view pa
     }
     d.tree.append(merkle_leaf_hash(d.scratch));
     d.queue_line_end();
-    if (d.options.checkpoint_every != 0 &&
-        d.tree.size() - d.checkpointed() >= d.options.checkpoint_every) {
-        d.queue_checkpoint();
-    }
+    if (d.checkpoint_due()) d.queue_checkpoint();
     return seq;
+}
+
+bool AuditLogWriter::maybe_checkpoint() {
+    Impl& d = *m_impl;
+    if (d.closed || !d.checkpoint_due()) return false;
+    d.queue_checkpoint();
+    return true;
 }
 
 void AuditLogWriter::flush() {
