@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "audit/canonical_scan.hpp"
+#include "audit/json.hpp"
 #include "audit_test_support.hpp"
 #include "kakunin/audit.hpp"
 #include "kakunin/clock.hpp"
@@ -494,9 +496,6 @@ TEST_CASE("audit: a torn tail is cut on reopen and the cut is recorded", "[audit
 }
 
 // ---- the fast scanner and the detailed parser must agree on every line -------------------------
-
-#include "audit/canonical_scan.hpp"
-#include "audit/json.hpp"
 
 namespace {
 

@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "audit/canonical_scan.hpp"
 #include "audit/json.hpp"
 #include "kakunin/error.hpp"
 
@@ -146,7 +147,14 @@ std::uint64_t AuditLogWriter::append(std::string_view event, std::string_view pa
         throw Error(ErrorCategory::invalid_input,
                     "audit record: unknown event \"" + std::string(event) + "\"");
     }
-    const std::string payload = canonical_json(payload_json);
+    // Payloads that are already canonical (the usual case: built by Kakunin) are used as they
+    // are; anything else is canonicalised, or refused with the member that prevents it.
+    std::string converted;
+    std::string_view payload = payload_json;
+    if (!audit_detail::is_canonical_json(payload_json)) {
+        converted = canonical_json(payload_json);
+        payload = converted;
+    }
     if (payload.empty() || payload.front() != '{') {
         throw Error(ErrorCategory::invalid_input, "payload: not a JSON object");
     }
