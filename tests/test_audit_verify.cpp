@@ -403,3 +403,34 @@ TEST_CASE("verify: verify_audit_signature over a Kms public key", "[audit][verif
                         Error);
     }
 }
+
+TEST_CASE("verify: one exported record with its inclusion proof", "[audit][verify]") {
+    Fixture f;
+    const auto lines = make_log(f.kms, f.agent, "agent-7", true);
+    AuditLogVerifier v(f.certs);
+    for (const auto& l : lines) REQUIRE(v.add_line(l));
+    REQUIRE(v.finish().ok);
+    const AuditCheckpoint last = parse_audit_checkpoint(lines.back());
+    for (std::uint64_t seq : {0u, 7u, 19u}) {
+        const auto proof = v.tree().inclusion_proof(seq, last.size);
+        CHECK(verify_audit_record_inclusion(lines[line_of_seq(seq)], proof, last, f.certs).empty());
+    }
+    const auto proof7 = v.tree().inclusion_proof(7, last.size);
+    CHECK_THAT(verify_audit_record_inclusion(lines[line_of_seq(8)], proof7, last, f.certs),
+               Catch::Contains("seq 8 is not included"));
+    std::string altered = lines[line_of_seq(7)];
+    edit(altered, "\"qty\":\"1.5\"", "\"qty\":\"2.5\"");
+    CHECK_THAT(verify_audit_record_inclusion(altered, proof7, last, f.certs),
+               Catch::Contains("not included"));
+    AuditCheckpoint forged = last;
+    forged.size = 21;
+    CHECK_THAT(verify_audit_record_inclusion(lines[line_of_seq(7)], proof7, forged, f.certs),
+               Catch::Contains("checkpoint signature does not verify"));
+    AuditCertificates none;
+    CHECK_THAT(verify_audit_record_inclusion(lines[line_of_seq(7)], proof7, last, none),
+               Catch::Contains("not among the certificates"));
+    // Consistency between two checkpoints of the same log.
+    const AuditCheckpoint c10 = parse_audit_checkpoint(lines[line_of_seq(10) - 1]);
+    REQUIRE(c10.size == 10);
+    CHECK(verify_consistency(10, 20, c10.root, last.root, v.tree().consistency_proof(10, 20)));
+}

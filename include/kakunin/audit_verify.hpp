@@ -122,6 +122,9 @@ public:
     bool add_line(std::string_view line);
     /// The verdict over everything fed so far.
     AuditVerifyResult finish();
+    /// The Merkle tree over the records read so far (for inclusion and consistency proofs
+    /// in an export, once the log has verified).
+    const MerkleTree& tree() const noexcept;
 
 private:
     struct Impl;
@@ -133,6 +136,14 @@ private:
 AuditVerifyResult verify_audit_log_file(const std::string& path,
                                         const AuditCertificates& certificates,
                                         const AuditVerifyOptions& options = {});
+/// Verifies one exported record on its own (docs/audit-format.md §9): the checkpoint's signature,
+/// the record's inclusion in it through `proof`, and the record's own `sig` when present. Returns
+/// an empty string when all hold, else what failed. Never throws for bad input.
+std::string verify_audit_record_inclusion(std::string_view record_line,
+                                          const std::vector<MerkleHash>& proof,
+                                          const AuditCheckpoint& checkpoint,
+                                          const AuditCertificates& certificates);
+
 /// Verifies lines held in memory (e.g. MemoryAuditSink::lines()).
 AuditVerifyResult verify_audit_lines(const std::vector<std::string>& lines,
                                      const AuditCertificates& certificates,

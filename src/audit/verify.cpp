@@ -299,6 +299,51 @@ AuditLogVerifier::~AuditLogVerifier() = default;
 
 bool AuditLogVerifier::add_line(std::string_view line) { return m_impl->add(line); }
 AuditVerifyResult AuditLogVerifier::finish() { return m_impl->finish(); }
+const MerkleTree& AuditLogVerifier::tree() const noexcept { return m_impl->tree; }
+
+std::string verify_audit_record_inclusion(std::string_view record_line,
+                                          const std::vector<MerkleHash>& proof,
+                                          const AuditCheckpoint& checkpoint,
+                                          const AuditCertificates& certificates) {
+    audit_detail::ParsedLine parsed;
+    std::string error;
+    if (!audit_detail::parse_line(record_line, parsed, error)) return "record: " + error;
+    if (parsed.kind != audit_detail::LineKind::record) return "record: the line is a checkpoint";
+    const AuditRecord& r = parsed.record;
+    if (r.log_id != checkpoint.log_id) {
+        return "record of log \"" + r.log_id + "\" against a checkpoint of log \"" +
+               checkpoint.log_id + "\"";
+    }
+    const std::string text = checkpoint.signed_text();
+    if (!certificates.contains(checkpoint.key_fp)) {
+        return "checkpoint signed by " + checkpoint.key_fp +
+               ", which is not among the certificates given";
+    }
+    if (!certificates.verify(checkpoint.key_fp, reinterpret_cast<const std::uint8_t*>(text.data()),
+                             text.size(), checkpoint.sig.data(), checkpoint.sig.size())) {
+        return "checkpoint signature does not verify";
+    }
+    if (!verify_inclusion(r.seq, checkpoint.size, merkle_leaf_hash(parsed.canonical), proof,
+                          checkpoint.root)) {
+        return "seq " + std::to_string(r.seq) + " is not included in the checkpoint of size " +
+               std::to_string(checkpoint.size) + " (record altered or wrong proof)";
+    }
+    if (!r.sig.empty()) {
+        std::vector<std::uint8_t> sig;
+        try {
+            sig = base64_decode(r.sig);
+        } catch (const Error&) {
+            return "record sig is not base64";
+        }
+        if (!certificates.verify(parsed.cert_fp,
+                                 reinterpret_cast<const std::uint8_t*>(parsed.canonical.data()),
+                                 parsed.canonical.size(), sig.data(), sig.size())) {
+            return "seq " + std::to_string(r.seq) + ": record signature does not verify with " +
+                   parsed.cert_fp;
+        }
+    }
+    return {};
+}
 
 AuditVerifyResult verify_audit_log_file(const std::string& path,
                                         const AuditCertificates& certificates,
