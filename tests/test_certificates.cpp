@@ -290,7 +290,7 @@ TEST_CASE("forged and invalid credentials are refused, each with its own reason"
                   .ok());
     }
     SECTION("a CA certificate is not an agent certificate") {
-        const auto& ca_der = pki.anchor().der();
+        const std::vector<std::uint8_t> ca_der = pki.anchor().der();
         const CertificateRevocationList crl = pki.ca->current_crl();
         CHECK_FALSE(verify_certificate(ca_der, pki.anchor(), &crl, pki.clock.now_ns()).ok());
     }

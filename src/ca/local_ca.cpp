@@ -305,9 +305,13 @@ std::unique_ptr<LocalCa> LocalCa::open(std::shared_ptr<Kms> kms, const Clock& cl
     if (!exists(impl->path("ca.pem")))
         throw Error(ErrorCategory::not_found,
                     impl->options.state_dir + " holds no CA (run 'kakunin ca init')");
-    const json config = json::parse(read_text(impl->path("ca.json")));
-    impl->options.key_label = config.at("key_label").get<std::string>();
-    impl->options.oid_arc = config.at("oid_arc").get<std::string>();
+    try {
+        const json config = json::parse(read_text(impl->path("ca.json")));
+        impl->options.key_label = config.at("key_label").get<std::string>();
+        impl->options.oid_arc = config.at("oid_arc").get<std::string>();
+    } catch (const json::exception& e) {
+        throw Error(ErrorCategory::invalid_input, impl->path("ca.json") + ": " + e.what());
+    }
     const TrustAnchor anchor = TrustAnchor::load_file(impl->path("ca.pem"));
     impl->ca_cert = anchor.impl().cert;
     impl->ca_der = anchor.der();
@@ -315,7 +319,12 @@ std::unique_ptr<LocalCa> LocalCa::open(std::shared_ptr<Kms> kms, const Clock& cl
     if (impl->kms->public_key(impl->ca_key).spki_der != impl->ca_cert->subject_public_key_info())
         throw Error(ErrorCategory::invalid_state,
                     "the Kms key '" + impl->options.key_label + "' is not the key of ca.pem");
-    impl->load();
+    try {
+        impl->load();
+    } catch (const json::exception& e) {
+        throw Error(ErrorCategory::invalid_input,
+                    impl->options.state_dir + ": malformed state file: " + e.what());
+    }
     return std::unique_ptr<LocalCa>(new LocalCa(std::move(impl)));
 }
 
@@ -436,8 +445,8 @@ void LocalCa::revoke(std::string_view serial_hex, std::string_view reason) {
     const Botan::CRL_Entry entry = crl_entry(serial, now, reason_code(reason));
     m_impl->revoked.push_back(r);
     try {
-        m_impl->save_revocations();
         m_impl->reissue_crl({entry});
+        m_impl->save_revocations();
     } catch (...) {
         m_impl->revoked.pop_back();
         throw;

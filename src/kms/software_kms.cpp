@@ -184,6 +184,12 @@ KeyHandle SoftwareKms::create_key(std::string_view label, KeyAlgorithm algorithm
     else
         key = std::make_shared<Botan::ECDSA_PrivateKey>(rng, Botan::EC_Group("secp256r1"));
 
+    // The key derivation for the file is slow: done before taking the lock signers need.
+    std::string pem;
+    if (!m_impl->directory.empty())
+        pem = Botan::PKCS8::PEM_encode_encrypted_pbkdf_iter(
+            *key, rng, m_impl->passphrase, pbkdf_iterations, "AES-256/CBC", "SHA-256");
+
     std::lock_guard<std::mutex> lock(m_impl->mutex);
     if (m_impl->keys.count(label) != 0 || m_impl->load(label) != nullptr)
         throw Error(ErrorCategory::invalid_state,
@@ -191,8 +197,6 @@ KeyHandle SoftwareKms::create_key(std::string_view label, KeyAlgorithm algorithm
     std::string id = "memory:" + std::string(label);
     if (!m_impl->directory.empty()) {
         id = file_name_for(label);
-        const std::string pem = Botan::PKCS8::PEM_encode_encrypted_pbkdf_iter(
-            *key, rng, m_impl->passphrase, pbkdf_iterations, "AES-256/CBC", "SHA-256");
         const std::string path = m_impl->path_of(label);
         // O_EXCL: two processes creating the same label cannot overwrite each other's key.
         const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
