@@ -302,6 +302,32 @@ TEST_CASE("forged and invalid credentials are refused, each with its own reason"
     }
 }
 
+TEST_CASE("no single-byte change of an issued certificate verifies", "[certificates]") {
+    for (KeyAlgorithm alg : {KeyAlgorithm::ed25519, KeyAlgorithm::ecdsa_p256}) {
+        TestPki pki(alg);
+        const AgentCertificate good = pki.issue();
+        const CertificateRevocationList crl = pki.ca->current_crl();
+        const TrustAnchor anchor = pki.anchor();
+        const auto der = good.der();
+        std::size_t malformed = 0, bad_signature = 0, other = 0;
+        for (std::size_t i = 0; i < der.size(); ++i) {
+            auto changed = der;
+            changed[i] ^= 0x01;
+            CertificateCheck r;
+            REQUIRE_NOTHROW(r = verify_certificate(changed, anchor, &crl, pki.clock.now_ns()));
+            if (r.ok()) FAIL_CHECK("byte " << i << " changed and the certificate still verifies");
+            if (r.status == CertificateStatus::malformed)
+                ++malformed;
+            else if (r.status == CertificateStatus::bad_signature)
+                ++bad_signature;
+            else
+                ++other;
+        }
+        CHECK(malformed + bad_signature + other == der.size());
+        CHECK(bad_signature > der.size() / 2);  // most bytes are signed content
+    }
+}
+
 TEST_CASE("a request's own extensions and subject are ignored by the CA", "[certificates]") {
     TestPki pki;
     // The agent asks, through its request, for a much wider scope and another name.
