@@ -17,16 +17,13 @@
 #include "crypto/signature.hpp"
 #include "kakunin/software_kms.hpp"
 #include "kms/kms_botan_key.hpp"
+#include "x509_test_support.hpp"
 
 using namespace kakunin;
 
 namespace {
 
-std::string temp_dir(const std::string& name) {
-    std::string tmpl = "/tmp/kakunin-" + name + "-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    return tmpl;
-}
+std::string temp_dir(const std::string& name) { return test::make_temp_dir(name); }
 
 std::string slurp(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

@@ -8,7 +8,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 
@@ -20,10 +22,32 @@
 
 namespace kakunin::test {
 
+/// Temporary directories made by the tests, removed when the test program exits.
+class TempDirs {
+public:
+    static TempDirs& instance() {
+        static TempDirs dirs;
+        return dirs;
+    }
+    std::string make(const std::string& name) {
+        std::string tmpl = "/tmp/kakunin-" + name + "-XXXXXX";
+        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+        std::lock_guard<std::mutex> lock(m_mutex);
+        m_dirs.push_back(tmpl);
+        return tmpl;
+    }
+    ~TempDirs() {
+        std::error_code ec;
+        for (const auto& d : m_dirs) std::filesystem::remove_all(d, ec);
+    }
+
+private:
+    std::mutex m_mutex;
+    std::vector<std::string> m_dirs;
+};
+
 inline std::string make_temp_dir(const std::string& name) {
-    std::string tmpl = "/tmp/kakunin-" + name + "-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    return tmpl;
+    return TempDirs::instance().make(name);
 }
 
 inline void write_file(const std::string& path, const std::string& content) {
