@@ -381,6 +381,18 @@ TEST_CASE("verify: a file log against a certificate directory", "[audit][verify]
     CHECK(r.ok);
     CHECK(r.records == 1000);
     CHECK(r.checkpoints == 16);
+    {
+        // A complete record without its newline is still an interrupted write.
+        std::string content;
+        std::ifstream in(path, std::ios::binary);
+        content.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        const std::string torn_path = (dir / "torn.jsonl").string();
+        std::ofstream(torn_path, std::ios::binary) << content.substr(0, content.size() - 1);
+        const auto t = verify_audit_log_file(torn_path, certs);
+        CHECK(t.problem == AuditProblem::malformed_line);
+        CHECK(t.line == 1016);
+        CHECK_THAT(t.message, Catch::Contains("without a final newline"));
+    }
     CHECK_THROWS_AS(verify_audit_log_file((dir / "missing.jsonl").string(), certs), Error);
     CHECK_THROWS_AS(AuditCertificates::from_directory((dir / "nope").string()), Error);
     std::filesystem::remove_all(dir);

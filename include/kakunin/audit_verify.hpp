@@ -120,6 +120,9 @@ public:
 
     /// One line without its newline. Returns false once a problem has been found.
     bool add_line(std::string_view line);
+    /// Bytes after the last newline of a file: a line whose write did not complete (a crash).
+    /// Always a malformed_line finding, unless a problem was found before.
+    void add_torn_tail(std::string_view tail);
     /// The verdict over everything fed so far.
     AuditVerifyResult finish();
     /// The Merkle tree over the records read so far (for inclusion and consistency proofs

@@ -298,6 +298,16 @@ AuditLogVerifier::AuditLogVerifier(const AuditCertificates& certificates,
 AuditLogVerifier::~AuditLogVerifier() = default;
 
 bool AuditLogVerifier::add_line(std::string_view line) { return m_impl->add(line); }
+
+void AuditLogVerifier::add_torn_tail(std::string_view tail) {
+    Impl& d = *m_impl;
+    if (d.failed) return;
+    ++d.line_no;
+    d.fail(AuditProblem::malformed_line, d.tree.size(),
+           d.at() + std::to_string(tail.size()) +
+               " bytes without a final newline (an interrupted write; reopening the log with the "
+               "writer cuts and records it)");
+}
 AuditVerifyResult AuditLogVerifier::finish() { return m_impl->finish(); }
 const MerkleTree& AuditLogVerifier::tree() const noexcept { return m_impl->tree; }
 
@@ -372,7 +382,7 @@ AuditVerifyResult verify_audit_log_file(const std::string& path,
         if (going) carry.append(buf, start, n - start);
     }
     if (std::ferror(f.get())) throw Error(ErrorCategory::io, "audit log " + path + ": read error");
-    if (going && !carry.empty()) v.add_line(carry);
+    if (going && !carry.empty()) v.add_torn_tail(carry);
     return v.finish();
 }
 
