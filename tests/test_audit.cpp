@@ -1,7 +1,10 @@
 // Audit records, canonical bytes, checkpoints, sinks and the log writer.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <filesystem>
 #include <fstream>
@@ -630,4 +633,27 @@ TEST_CASE("audit: a file log has one writer at a time", "[audit][sink]") {
                Catch::Contains("io") && Catch::Contains("already open for writing"));
     first.reset();
     CHECK_NOTHROW(FileAuditSink(path));
+}
+
+TEST_CASE("audit: a failed append leaves no partial batch in the file", "[audit][sink]") {
+    TempDir dir;
+    const std::string path = dir.file("agent.jsonl");
+    FileAuditSink sink(path);
+    sink.append(std::string_view("{\"a\":1}"));
+    // Make the file system refuse growth past 100 bytes: the next write is cut short, then fails.
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+    auto previous = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit small = old;
+    small.rlim_cur = 100;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+    const std::vector<std::string> batch(20, "{\"b\":2}");
+    std::string error = error_of([&] { sink.append(batch); });
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
+    std::signal(SIGXFSZ, previous);
+    CHECK_THAT(error, Catch::Contains("io") && Catch::Contains("write"));
+    CHECK(read_file(path) == "{\"a\":1}\n");
+    // The sink stays usable and appends after the last complete line.
+    sink.append(std::string_view("{\"c\":3}"));
+    CHECK(read_file(path) == "{\"a\":1}\n{\"c\":3}\n");
 }
