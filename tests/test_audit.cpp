@@ -346,9 +346,17 @@ TEST_CASE("audit: writer assigns seq, time, checkpoints and signatures", "[audit
     CHECK_THAT(r0.canonical, Catch::Contains("\"cert_fp\":\"" + agent.fp + "\""));
     const AuditCheckpoint c3 = parse_audit_checkpoint(lines[3]);
     CHECK(c3.size == 3);
-    CHECK(c3.root == log.tree().root(3));
+    MerkleTree tree;  // rebuilt from the lines, as an exporter does
+    for (const auto& l : lines) {
+        if (l.find("\"kind\":\"record\"") != std::string::npos) {
+            tree.append(parse_audit_record(l).leaf_hash());
+        }
+    }
+    CHECK(tree.size() == 7);
+    CHECK(log.root() == tree.root());
+    CHECK(c3.root == tree.root(3));
     CHECK(parse_audit_checkpoint(lines[9]).size == 7);
-    CHECK(parse_audit_checkpoint(lines[9]).root == log.tree().root());
+    CHECK(parse_audit_checkpoint(lines[9]).root == tree.root());
     CHECK(parse_audit_record(lines[8]).seq == 6);
 
     const auto certs = certs_for({&agent});
@@ -362,9 +370,9 @@ TEST_CASE("audit: writer assigns seq, time, checkpoints and signatures", "[audit
 
     // Inclusion of one record in the final checkpoint, as an auditor would check it.
     const AuditCheckpoint last = parse_audit_checkpoint(lines[9]);
-    const auto proof = log.tree().inclusion_proof(4, 7);
+    const auto proof = tree.inclusion_proof(4, 7);
     CHECK(verify_inclusion(4, 7, parse_audit_record(lines[5]).leaf_hash(), proof, last.root));
-    CHECK(verify_consistency(3, 7, c3.root, last.root, log.tree().consistency_proof(3, 7)));
+    CHECK(verify_consistency(3, 7, c3.root, last.root, tree.consistency_proof(3, 7)));
 }
 
 TEST_CASE("audit: writer rejects bad input without using a seq", "[audit][writer]") {

@@ -121,9 +121,13 @@ TEST_CASE("merkle: hashing primitives", "[merkle]") {
 
 TEST_CASE("merkle: roots of the reference tree at every size", "[merkle]") {
     MerkleTree incremental;
+    kakunin::MerkleFrontier frontier;
+    CHECK(frontier.root() == kakunin::merkle_empty_root());
     for (std::size_t i = 0; i < kLeaves.size(); ++i) {
         incremental.append(kakunin::merkle_leaf_hash(unhex(kLeaves[i])));
+        frontier.append(kakunin::merkle_leaf_hash(unhex(kLeaves[i])));
         CHECK(kakunin::to_hex(incremental.root()) == kRoots[i]);
+        CHECK(kakunin::to_hex(frontier.root()) == kRoots[i]);
     }
     const MerkleTree full = reference_tree();
     for (std::size_t n = 1; n <= 8; ++n) CHECK(kakunin::to_hex(full.root(n)) == kRoots[n - 1]);
@@ -240,9 +244,13 @@ TEST_CASE("merkle: every size and every pair agree with the naive definition", "
         t.append(leaves.back());
     }
     std::vector<MerkleHash> roots(kMax + 1);
+    kakunin::MerkleFrontier frontier;
     for (std::uint64_t n = 0; n <= kMax; ++n) {
         roots[n] = naive_mth(leaves, 0, n);
         REQUIRE(t.root(n) == roots[n]);
+        REQUIRE(frontier.size() == n);
+        REQUIRE(frontier.root() == roots[n]);
+        if (n < kMax) frontier.append(leaves[n]);
     }
     std::uint64_t inclusion_checked = 0;
     std::uint64_t consistency_checked = 0;
@@ -314,6 +322,9 @@ TEST_CASE("merkle: a large tree appends and proves in logarithmic size", "[merkl
         t.append(leaves.back());
     }
     const MerkleHash root = t.root();
+    kakunin::MerkleFrontier frontier;
+    for (const auto& l : leaves) frontier.append(l);
+    CHECK(frontier.root() == root);
     for (std::uint64_t i : {std::uint64_t{0}, std::uint64_t{65535}, n / 2, n - 1}) {
         const auto proof = t.inclusion_proof(i, n);
         CHECK(proof.size() <= 17);

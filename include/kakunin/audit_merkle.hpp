@@ -77,6 +77,23 @@ private:
     std::vector<std::vector<MerkleHash>> m_levels;
 };
 
+/// The right edge of an RFC 9162 tree: one hash per complete subtree (at most 64), enough to
+/// append and to compute the current root in O(log n) time and memory. What a long-running
+/// writer keeps; proofs need the full MerkleTree.
+class MerkleFrontier {
+public:
+    std::uint64_t size() const noexcept { return m_size; }
+    void append(const MerkleHash& leaf_hash);
+    /// Merkle Tree Hash of all leaves appended so far.
+    MerkleHash root() const;
+
+private:
+    std::uint64_t m_size = 0;
+    // m_subtrees[i] is the root of a complete subtree, largest first; their sizes are the set
+    // bits of m_size from the highest down.
+    std::vector<MerkleHash> m_subtrees;
+};
+
 /// RFC 9162 §2.1.3.2: the root implied by an inclusion proof, or false when the proof has the
 /// wrong length for (index, tree_size) or index >= tree_size.
 bool merkle_root_from_inclusion(std::uint64_t index, std::uint64_t tree_size,

@@ -109,7 +109,8 @@ struct AuditVerifyResult {
 };
 
 /// Streaming verifier: feed lines in order, then finish(). Stops at the first problem (later
-/// lines are ignored). Single-threaded.
+/// lines are ignored). Single-threaded. Keeps every complete subtree hash (about 64 bytes per
+/// record) so that it can check checkpoints of any earlier size and hand out proofs.
 class AuditLogVerifier {
 public:
     explicit AuditLogVerifier(const AuditCertificates& certificates,

@@ -87,8 +87,10 @@ public:
     /// Lines queued and not yet handed to the sink.
     std::size_t pending_lines() const noexcept;
     const std::optional<AuditCheckpoint>& last_checkpoint() const noexcept;
-    /// The Merkle tree over every record appended (proofs for export come from here).
-    const MerkleTree& tree() const noexcept;
+    /// Merkle root over every record appended so far. The writer keeps only the tree's right
+    /// edge (O(log n) memory however long the log grows); inclusion and consistency proofs come
+    /// from a MerkleTree rebuilt from the log, e.g. AuditLogVerifier::tree().
+    MerkleHash root() const;
     /// What the sink repaired at open (the writer recorded it as log.truncated_tail).
     const AuditSinkRecovery& recovery() const noexcept;
 

@@ -214,6 +214,28 @@ std::vector<MerkleHash> MerkleTree::consistency_proof(std::uint64_t size1,
     return out;
 }
 
+// ---- MerkleFrontier --------------------------------------------------------------------------
+
+void MerkleFrontier::append(const MerkleHash& leaf_hash) {
+    m_subtrees.push_back(leaf_hash);
+    // Adding one leaf carries like binary addition: each trailing set bit of the old size is a
+    // complete subtree of the same height as the new one, and the two merge.
+    for (std::uint64_t n = m_size; (n & 1) != 0; n >>= 1) {
+        const MerkleHash right = m_subtrees.back();
+        m_subtrees.pop_back();
+        m_subtrees.back() = merkle_node_hash(m_subtrees.back(), right);
+    }
+    ++m_size;
+}
+
+MerkleHash MerkleFrontier::root() const {
+    if (m_subtrees.empty()) return merkle_empty_root();
+    // MTH splits at the largest power of two, so the root folds the subtrees from the right.
+    MerkleHash r = m_subtrees.back();
+    for (std::size_t i = m_subtrees.size() - 1; i-- > 0;) r = merkle_node_hash(m_subtrees[i], r);
+    return r;
+}
+
 // ---- verification (RFC 9162 §2.1.3.2, §2.1.4.2) ----------------------------------------------
 
 bool merkle_root_from_inclusion(std::uint64_t index, std::uint64_t tree_size,

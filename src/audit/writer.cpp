@@ -25,7 +25,7 @@ struct AuditLogWriter::Impl {
     AuditWriterOptions options;
     audit_detail::RecordTemplate tmpl;
 
-    MerkleTree tree;
+    MerkleFrontier tree;
     std::uint64_t durable = 0;
     std::uint64_t appended = 0;
     std::optional<AuditCheckpoint> last_checkpoint;
@@ -94,7 +94,8 @@ struct AuditLogWriter::Impl {
                     fail("checkpoint of log \"" + c.log_id + "\" in log \"" + options.log_id +
                          "\"");
                 }
-                if (c.size > tree.size() || c.root != tree.root(c.size)) {
+                // The writer puts each checkpoint right after the records it covers.
+                if (c.size != tree.size() || c.root != tree.root()) {
                     fail("checkpoint at size " + std::to_string(c.size) +
                          " does not match the records before it");
                 }
@@ -227,7 +228,7 @@ std::size_t AuditLogWriter::pending_lines() const noexcept { return m_impl->ends
 const std::optional<AuditCheckpoint>& AuditLogWriter::last_checkpoint() const noexcept {
     return m_impl->last_checkpoint;
 }
-const MerkleTree& AuditLogWriter::tree() const noexcept { return m_impl->tree; }
+MerkleHash AuditLogWriter::root() const { return m_impl->tree.root(); }
 const AuditSinkRecovery& AuditLogWriter::recovery() const noexcept { return m_impl->recovery; }
 
 }  // namespace kakunin
