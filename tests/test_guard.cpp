@@ -240,13 +240,13 @@ TEST_CASE("the kill switch rejects everything at once and resume records who") {
     } catch (const Error& e) {
         CHECK(e.category() == ErrorCategory::invalid_state);
     }
-    const auto history = f.guard.state_history();
+    const auto history = f.guard.events();
     REQUIRE(history.size() == 2);
-    CHECK(history[0].halted);
+    CHECK(history[0].kind == GuardEvent::Kind::halted);
     CHECK(history[0].by == "J. Doe");
     CHECK(history[0].reason == "desk kill switch");
     CHECK(history[0].at_ns == monday(12));
-    CHECK_FALSE(history[1].halted);
+    CHECK(history[1].kind == GuardEvent::Kind::resumed);
     CHECK(history[1].by == "A. Officer");
     CHECK(history[1].at_ns == monday(13));
     const GuardCounters c = f.guard.counters();
@@ -292,6 +292,7 @@ TEST_CASE("every reason code is produced by some order") {
     f.guard.halt("test", "tester");
     note(f.at(monday(16), good_order()));
     for (ReasonCode r : all_reason_codes) {
+        if (static_cast<int>(r) >= 600) continue;  // credentials: test_guard_certificate.cpp
         INFO(to_string(r));
         CHECK(seen.count(r) == 1);
     }

@@ -55,10 +55,15 @@ enum class ReasonCode : std::uint16_t {
     invalid_instrument = 402,       ///< not BASE_QUOTE
     notional_overflow = 403,        ///< the notional or the day's total does not fit
     invalid_reference_price = 404,  ///< reference price zero or negative
+
+    certificate_expired = 600,        ///< the agent certificate's notAfter has passed
+    certificate_not_yet_valid = 601,  ///< before the agent certificate's notBefore
+    certificate_revoked = 602,        ///< the certificate was revoked (CRL or revocation feed)
+    revocation_status_stale = 603,    ///< the CRL in force is past its nextUpdate
 };
 
 /// Every code, in numeric order. Keep in step with the enum.
-inline constexpr std::array<ReasonCode, 17> all_reason_codes = {
+inline constexpr std::array<ReasonCode, 21> all_reason_codes = {
     ReasonCode::halted,
     ReasonCode::instrument_not_allowed,
     ReasonCode::counterparty_not_allowed,
@@ -76,6 +81,10 @@ inline constexpr std::array<ReasonCode, 17> all_reason_codes = {
     ReasonCode::invalid_instrument,
     ReasonCode::notional_overflow,
     ReasonCode::invalid_reference_price,
+    ReasonCode::certificate_expired,
+    ReasonCode::certificate_not_yet_valid,
+    ReasonCode::certificate_revoked,
+    ReasonCode::revocation_status_stale,
 };
 
 inline const char* to_string(ReasonCode r) noexcept {
@@ -97,6 +106,10 @@ inline const char* to_string(ReasonCode r) noexcept {
         case ReasonCode::invalid_instrument: return "invalid_instrument";
         case ReasonCode::notional_overflow: return "notional_overflow";
         case ReasonCode::invalid_reference_price: return "invalid_reference_price";
+        case ReasonCode::certificate_expired: return "certificate_expired";
+        case ReasonCode::certificate_not_yet_valid: return "certificate_not_yet_valid";
+        case ReasonCode::certificate_revoked: return "certificate_revoked";
+        case ReasonCode::revocation_status_stale: return "revocation_status_stale";
     }
     return "unknown";
 }

@@ -2,28 +2,38 @@
 // leaves the process.
 //
 //   kakunin::SystemClock clock;
-//   kakunin::Guard guard(kakunin::load_scope_file("scope.json"), clock);
+//   kakunin::Guard guard(kakunin::GuardCredentials{
+//       kakunin::AgentCertificate::load_file("agent.pem"),
+//       kakunin::TrustAnchor::load_file("state/ca.pem"),
+//       kakunin::CertificateRevocationList::load_file("state/crl.pem"), kms, agent_key}, clock);
 //   kakunin::Decision d = guard.check(order);       // noexcept, no allocation
 //   if (d.allowed()) venue.send(order);
 //   guard.halt("desk kill switch", "J. Doe");       // rejects everything from here on
 //
-// Thread safety: check(), halt(), resume(), halted() and counters() may be called from any
-// threads at once. Once halt() has returned, no check() allows an order until resume().
+// A Guard built from a Scope alone enforces the limits without a certificate (replay,
+// backtests). Thread safety: every member may be called from any threads at once. Once halt()
+// has returned, no check() allows an order until resume().
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "kakunin/certificate.hpp"
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
 #include "kakunin/detail/spin_lock.hpp"
 #include "kakunin/detail/string_set.hpp"
 #include "kakunin/detail/wide_math.hpp"
 #include "kakunin/error.hpp"
+#include "kakunin/kms.hpp"
 #include "kakunin/order.hpp"
+#include "kakunin/revocation.hpp"
 #include "kakunin/scope.hpp"
 
 namespace kakunin {
@@ -143,6 +153,18 @@ private:
     int128 m_daily_limit = 0;
 };
 
+/// What the hot path needs of the agent's authority: the compiled scope and the times that
+/// end it. Immutable; replaced whole by Guard::rotate() and Guard::update_crl().
+struct Authority {
+    explicit Authority(const Scope& scope) : compiled(scope) {}
+    CompiledScope compiled;
+    bool has_certificate = false;
+    std::int64_t not_before_s = INT64_MIN;  ///< X.509 times have one-second resolution
+    std::int64_t not_after_s = INT64_MAX;   ///< inclusive (RFC 5280 §4.1.2.5)
+    std::int64_t crl_next_update_s = INT64_MAX;
+    std::int64_t expiry_warning_s = INT64_MAX;  ///< from here on, warn once
+};
+
 }  // namespace detail
 
 /// Counters since construction; read with Guard::counters().
@@ -152,22 +174,54 @@ struct GuardCounters {
     std::uint64_t rejected = 0;
 };
 
-/// Who stopped or re-enabled the Guard, and why (RTS 6 Art. 12 and 15(3)).
-struct GuardStateChange {
-    bool halted = false;
+/// A change of the Guard's state, with who caused it (RTS 6 Art. 12 and 15(3)).
+struct GuardEvent {
+    enum class Kind { halted, resumed, revoked, rotated, crl_updated };
+    Kind kind = Kind::halted;
     TimeNs at_ns = 0;
-    std::string by;  ///< a named person, or "kakunin" for automatic halts
-    std::string reason;
+    std::string by;      ///< a named person, or "kakunin" / the feed for automatic changes
+    std::string reason;  ///< why, or the new serial for rotations
 };
 
-class Guard {
+const char* to_string(GuardEvent::Kind k) noexcept;
+
+/// Everything a Guard needs to enforce an agent's certificate.
+struct GuardCredentials {
+    AgentCertificate certificate;
+    TrustAnchor trust_anchor;
+    /// The issuer's current CRL. Required: without it the revocation status is unknown and the
+    /// Guard refuses to start. Refresh it with Guard::update_crl() before its nextUpdate.
+    std::optional<CertificateRevocationList> crl;
+    /// The Kms holding the agent's key; the Guard refuses a certificate for another key.
+    std::shared_ptr<Kms> kms;
+    KeyHandle key;
+    std::vector<std::vector<std::uint8_t>> intermediates_der = {};
+    /// Optional: revocations pushed by the CA (in-process, PostgreSQL ...).
+    std::shared_ptr<RevocationFeed> revocation_feed = {};
+};
+
+struct GuardOptions {
+    /// How long before notAfter the error handler hears that the certificate needs renewing.
+    std::chrono::seconds expiry_warning{2 * 3600};
+};
+
+/// Receives warnings and backend failures. Called at most once per event, possibly from the
+/// thread calling check(): must not block and must not throw.
+using GuardErrorHandler = std::function<void(std::string_view message)>;
+
+class Guard final : public RevocationListener {
 public:
-    /// Validates and compiles the scope; throws kakunin::Error (invalid_input) if it is invalid.
-    /// The clock is borrowed and must outlive the Guard.
-    Guard(const Scope& scope, const Clock& clock)
-        : m_scope(scope), m_compiled(scope), m_clock(clock) {
-        if (m_compiled.rate_limit() > 0) m_rate_ring.assign(m_compiled.rate_limit(), 0);
-    }
+    /// Limits only: validates and compiles the scope; throws kakunin::Error (invalid_input) if
+    /// it is invalid. The clock is borrowed and must outlive the Guard.
+    Guard(const Scope& scope, const Clock& clock);
+
+    /// Validates the certificate at the clock's time (chain to the anchor, signatures,
+    /// validity, the CRL, Kakunin's critical scope extension, and that the Kms key is the
+    /// certificate's key), then enforces its scope. Throws kakunin::Error (unauthorised) naming
+    /// the reason if anything is wrong: the Guard never starts on doubtful authority.
+    Guard(GuardCredentials credentials, const Clock& clock, GuardOptions options = {});
+
+    ~Guard() override;
     Guard(const Guard&) = delete;
     Guard& operator=(const Guard&) = delete;
 
@@ -177,94 +231,116 @@ public:
     Decision check(const Order& order) noexcept {
         Decision d;
         d.ts_ns = m_clock.now_ns();
-        int128 day_units;
-        d.reasons = m_compiled.evaluate(order, d.ts_ns, day_units);
-
-        std::lock_guard<detail::SpinLock> lock(m_lock);
-        if (m_halted.load(std::memory_order_relaxed)) d.reasons.add(ReasonCode::halted);
-        if (!m_rate_ring.empty()) {
-            // Sliding one-second window over every message checked, rejected ones included.
-            const TimeNs oldest = m_rate_ring[m_rate_next];
-            if (m_rate_filled && d.ts_ns - oldest < 1'000'000'000)
-                d.reasons.add(ReasonCode::order_rate_exceeded);
-            m_rate_ring[m_rate_next] = d.ts_ns;
-            if (++m_rate_next == m_rate_ring.size()) {
-                m_rate_next = 0;
-                m_rate_filled = true;
+        const std::int64_t second = floor_div(d.ts_ns, 1'000'000'000);
+        bool warn_expiry = false;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            const detail::Authority& a = *m_authority;
+            int128 day_units;
+            d.reasons = a.compiled.evaluate(order, d.ts_ns, day_units);
+            if (second < a.not_before_s) d.reasons.add(ReasonCode::certificate_not_yet_valid);
+            if (second > a.not_after_s) d.reasons.add(ReasonCode::certificate_expired);
+            if (second > a.crl_next_update_s) d.reasons.add(ReasonCode::revocation_status_stale);
+            if (m_revoked) d.reasons.add(ReasonCode::certificate_revoked);
+            if (m_halted.load(std::memory_order_relaxed)) d.reasons.add(ReasonCode::halted);
+            if (!m_rate_ring.empty()) {
+                // Sliding one-second window over every message checked, rejected ones included.
+                const TimeNs oldest = m_rate_ring[m_rate_next];
+                if (m_rate_filled && d.ts_ns - oldest < 1'000'000'000)
+                    d.reasons.add(ReasonCode::order_rate_exceeded);
+                m_rate_ring[m_rate_next] = d.ts_ns;
+                if (++m_rate_next == m_rate_ring.size()) {
+                    m_rate_next = 0;
+                    m_rate_filled = true;
+                }
+            }
+            const bool counts_daily = a.compiled.has_daily_limit() && day_units >= 0;
+            if (counts_daily) {
+                const std::int64_t day = utc_day(d.ts_ns);
+                if (day != m_day) {
+                    m_day = day;
+                    m_day_total = 0;
+                }
+                if (day_units > a.compiled.daily_limit() - m_day_total)
+                    d.reasons.add(ReasonCode::daily_notional_exceeded);
+            }
+            ++m_counters.checks;
+            if (d.reasons.empty()) {
+                d.verdict = Verdict::allow;
+                if (counts_daily) m_day_total += day_units;
+                ++m_counters.allowed;
+            } else {
+                d.verdict = Verdict::reject;
+                ++m_counters.rejected;
+            }
+            if (second >= a.expiry_warning_s && !m_expiry_warned) {
+                m_expiry_warned = true;
+                warn_expiry = true;
             }
         }
-        if (m_compiled.has_daily_limit() && day_units >= 0) {
-            const std::int64_t day = utc_day(d.ts_ns);
-            if (day != m_day) {
-                m_day = day;
-                m_day_total = 0;
-            }
-            if (day_units > m_compiled.daily_limit() - m_day_total)
-                d.reasons.add(ReasonCode::daily_notional_exceeded);
-        }
-        ++m_counters.checks;
-        if (d.reasons.empty()) {
-            d.verdict = Verdict::allow;
-            if (m_compiled.has_daily_limit()) m_day_total += day_units;
-            ++m_counters.allowed;
-        } else {
-            d.verdict = Verdict::reject;
-            ++m_counters.rejected;
-        }
+        if (warn_expiry) report_expiry();
         return d;
     }
 
     /// Kill switch (RTS 6 Art. 12): from the moment this returns, every check() rejects with
     /// `halted`. `by` names the person or system; both strings are kept.
-    void halt(std::string_view reason, std::string_view by) {
-        GuardStateChange change{true, m_clock.now_ns(), std::string(by), std::string(reason)};
-        std::lock_guard<std::mutex> history(m_history_mutex);
-        {
-            std::lock_guard<detail::SpinLock> lock(m_lock);
-            m_halted.store(true, std::memory_order_relaxed);
-        }
-        m_history.push_back(std::move(change));
-    }
+    void halt(std::string_view reason, std::string_view by);
 
     /// Re-enables a halted Guard (RTS 6 Art. 15(3): a designated person decides). Throws
-    /// kakunin::Error (invalid_state) if the Guard is not halted, (invalid_input) if `by` is empty.
-    void resume(std::string_view by) {
-        if (by.empty())
-            throw Error(ErrorCategory::invalid_input,
-                        "resume: the person re-enabling must be named");
-        GuardStateChange change{false, m_clock.now_ns(), std::string(by), "resumed"};
-        std::lock_guard<std::mutex> history(m_history_mutex);
-        {
-            std::lock_guard<detail::SpinLock> lock(m_lock);
-            if (!m_halted.load(std::memory_order_relaxed))
-                throw Error(ErrorCategory::invalid_state, "resume: the guard is not halted");
-            m_halted.store(false, std::memory_order_relaxed);
-        }
-        m_history.push_back(std::move(change));
-    }
+    /// kakunin::Error: invalid_input if `by` is empty; invalid_state if the Guard is not halted
+    /// or its certificate is revoked (rotate() to a new certificate first).
+    void resume(std::string_view by);
+
+    /// Swaps in a renewed certificate for the same agent without a restart. It is validated
+    /// first exactly as at construction; check() sees the old or the new authority, never a mix.
+    /// Throws kakunin::Error (unauthorised / invalid_input) and keeps the old one on failure.
+    void rotate(const AgentCertificate& renewed);
+
+    /// Takes a newer CRL from the issuer. If it lists the certificate, the Guard halts as
+    /// revoked. Throws kakunin::Error (unauthorised) and keeps the old CRL if it does not verify.
+    void update_crl(const CertificateRevocationList& crl);
+
+    /// RevocationListener: a pushed revocation of this certificate halts the Guard before its
+    /// next check.
+    void on_revocation(const Revocation& revocation) noexcept override;
+
+    void set_error_handler(GuardErrorHandler handler);
 
     bool halted() const noexcept { return m_halted.load(std::memory_order_acquire); }
+    bool revoked() const noexcept;
 
-    /// Every halt and resume so far, oldest first.
-    std::vector<GuardStateChange> state_history() const {
-        std::lock_guard<std::mutex> history(m_history_mutex);
-        return m_history;
-    }
+    /// Every halt, resume, revocation, rotation and CRL update so far, oldest first.
+    std::vector<GuardEvent> events() const;
 
     GuardCounters counters() const noexcept {
         std::lock_guard<detail::SpinLock> lock(m_lock);
         return m_counters;
     }
 
-    const Scope& scope() const noexcept { return m_scope; }
+    /// The scope in force (a copy: rotate() may replace it).
+    Scope scope() const;
+    /// The certificate in force; empty for a limits-only Guard.
+    std::optional<AgentCertificate> certificate() const;
 
 private:
-    const Scope m_scope;
-    const detail::CompiledScope m_compiled;
-    const Clock& m_clock;
+    void report(std::string_view message) noexcept;
+    void report_expiry() noexcept;
+    void record(GuardEvent event) noexcept;
+    CertificateCheck verify(const AgentCertificate& cert,
+                            const CertificateRevocationList* crl) const;
+    std::unique_ptr<detail::Authority> make_authority(const AgentCertificate& cert,
+                                                      const CertificateRevocationList& crl) const;
+    void install(std::unique_ptr<detail::Authority> next, bool new_serial);
 
-    mutable detail::SpinLock m_lock;  // guards everything below up to m_counters
+    const Clock& m_clock;
+    GuardOptions m_options;
+
+    // Hot state, guarded by m_lock.
+    mutable detail::SpinLock m_lock;
+    std::unique_ptr<const detail::Authority> m_authority;
     std::atomic<bool> m_halted{false};
+    bool m_revoked = false;
+    bool m_expiry_warned = false;
     std::vector<TimeNs> m_rate_ring;
     std::size_t m_rate_next = 0;
     bool m_rate_filled = false;
@@ -272,8 +348,19 @@ private:
     int128 m_day_total = 0;
     GuardCounters m_counters;
 
-    mutable std::mutex m_history_mutex;
-    std::vector<GuardStateChange> m_history;
+    // Cold state, guarded by m_admin: credentials for re-validation, history, the handler.
+    mutable std::mutex m_admin;
+    Scope m_scope;
+    std::optional<AgentCertificate> m_certificate;
+    std::optional<TrustAnchor> m_anchor;
+    std::optional<CertificateRevocationList> m_crl;
+    std::shared_ptr<Kms> m_kms;
+    KeyHandle m_key;
+    std::vector<std::vector<std::uint8_t>> m_intermediates;
+    std::shared_ptr<RevocationFeed> m_feed;
+    std::vector<GuardEvent> m_events;
+    mutable std::mutex m_handler_mutex;
+    GuardErrorHandler m_handler;
 };
 
 }  // namespace kakunin

@@ -1,0 +1,65 @@
+// kakunin/testing.hpp — real certificates for strategy unit tests, in one line. A TestAuthority
+// is an in-memory CA on a software Kms with a ManualClock; what it mints are genuine X.509
+// certificates that go through the same validation and enforcement path as production.
+//
+//   kakunin::TestAuthority authority;                          // Monday 2024-01-08 12:00 UTC
+//   auto guard = authority.guard_for(R"({"version":1, ... })");  // or a kakunin::Scope
+//   CHECK(guard->check(order).allowed());
+//   authority.clock().advance(std::chrono::hours(25));
+//   CHECK(guard->check(order).reasons.contains(kakunin::ReasonCode::certificate_expired));
+//   CHECK_THROWS(kakunin::Guard(authority.revoked(scope), authority.clock()));
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string_view>
+
+#include "kakunin/ca.hpp"
+#include "kakunin/guard.hpp"
+#include "kakunin/revocation.hpp"
+
+namespace kakunin {
+
+/// Threading: one test at a time (not thread-safe itself); the Guards it makes are.
+class TestAuthority {
+public:
+    static constexpr const char* officer = "Test Officer";
+
+    explicit TestAuthority(TimeNs start = utc(2024, 1, 8, 12, 0, 0));
+    ~TestAuthority();
+    TestAuthority(const TestAuthority&) = delete;
+    TestAuthority& operator=(const TestAuthority&) = delete;
+
+    ManualClock& clock() noexcept;
+    LocalCa& ca() noexcept;
+    std::shared_ptr<Kms> kms() const noexcept;
+    std::shared_ptr<InProcessRevocationFeed> revocation_feed() const noexcept;
+
+    /// Registers a fresh agent, approves `scope` as Test Officer, issues a 24 h certificate and
+    /// returns a Guard on it, on this authority's clock and revocation feed.
+    std::unique_ptr<Guard> guard_for(const Scope& scope);
+    std::unique_ptr<Guard> guard_for(std::string_view scope_json);
+
+    /// A fresh agent's valid credentials: the building block of guard_for().
+    GuardCredentials credentials_for(const Scope& scope,
+                                     std::chrono::seconds validity = std::chrono::hours(24));
+
+    // Credentials a Guard must refuse, each for its own reason (see CertificateStatus).
+    GuardCredentials expired(const Scope& scope);        ///< notAfter an hour ago
+    GuardCredentials not_yet_valid(const Scope& scope);  ///< notBefore in an hour
+    GuardCredentials revoked(const Scope& scope);        ///< on the CRL given with it
+    GuardCredentials wrong_ca(const Scope& scope);       ///< issued by another CA
+    GuardCredentials tampered(const Scope& scope);       ///< one byte of the scope altered
+    GuardCredentials key_mismatch(const Scope& scope);   ///< another key than the agent's
+
+    /// A renewal of `cert` under the same approval, valid 24 h from now.
+    AgentCertificate renew(const AgentCertificate& cert);
+    /// Revokes on the CA and pushes the revocation to every Guard from guard_for().
+    void revoke(const AgentCertificate& cert, std::string_view reason);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+}  // namespace kakunin
