@@ -4,6 +4,7 @@
 #include <botan/certstor.h>
 #include <botan/data_src.h>
 #include <botan/pem.h>
+#include <botan/pk_keys.h>
 #include <botan/x509_ext.h>
 #include <botan/x509path.h>
 
@@ -390,6 +391,123 @@ bool general_name_ok(const Botan::BER_Object& o) {
     return true;
 }
 
+/// RFC 1034 preferred name syntax as modified by RFC 1123: LDH labels of 1..63, no wildcard,
+/// and a last label that is not all digits (an IP address is not a DNS name).
+bool dns_name_ok(const std::uint8_t* p, std::size_t n) {
+    if (n == 0 || n > 253) return false;
+    std::size_t label = 0;
+    bool all_digits = true;
+    for (std::size_t i = 0; i <= n; ++i) {
+        if (i == n || p[i] == '.') {
+            if (label == 0 || label > 63 || p[i - 1] == '-' || p[i - label] == '-') return false;
+            if (i == n && all_digits) return false;
+            label = 0;
+            all_digits = true;
+            continue;
+        }
+        const char c = static_cast<char>(p[i]);
+        const bool digit = c >= '0' && c <= '9';
+        if (!(digit || c == '-' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) return false;
+        all_digits = all_digits && digit;
+        ++label;
+    }
+    return true;
+}
+
+/// A leftmost "*." label (RFC 6125 wildcard) on an otherwise valid name.
+bool is_wildcard(const Botan::BER_Object& o) {
+    return o.type() == Botan::ASN1_Tag(2) && o.length() > 2 && o.bits()[0] == '*' &&
+           o.bits()[1] == '.';
+}
+
+bool san_entry_ok(const Botan::BER_Object& o) {
+    if (!general_name_ok(o)) return false;
+    if (is_wildcard(o)) return dns_name_ok(o.bits() + 2, o.length() - 2);
+    if (o.type() == Botan::ASN1_Tag(2)) return dns_name_ok(o.bits(), o.length());
+    return true;
+}
+
+/// True if the SAN holds a wildcard dNSName.
+bool san_has_wildcard(const std::vector<std::uint8_t>& bits) {
+    bool found = false;
+    (void)sequence_of(bits, [&](const Botan::BER_Object& o) {
+        found = found || is_wildcard(o);
+        return true;
+    });
+    return found;
+}
+
+/// True if the name constraints hold a dNSName subtree.
+bool constrains_dns(const std::vector<std::uint8_t>& bits) {
+    try {
+        Botan::BER_Decoder top(bits);
+        Botan::BER_Decoder trees(top.get_next_object());
+        while (trees.more_items()) {
+            Botan::BER_Decoder subtrees(trees.get_next_object());
+            while (subtrees.more_items()) {
+                Botan::BER_Decoder st(subtrees.get_next_object());
+                if (st.get_next_object().type() == Botan::ASN1_Tag(2)) return true;
+            }
+        }
+    } catch (const std::exception&) {
+        return true;
+    }
+    return false;
+}
+
+/// Name constraints: a dNSName base must be a DNS name (no leading period, which RFC 5280
+/// allows for URIs only) or empty.
+bool name_constraints_ok(const std::vector<std::uint8_t>& bits) {
+    try {
+        Botan::BER_Decoder top(bits);
+        Botan::BER_Object seq = top.get_next_object();
+        if (!seq.is_a(Botan::SEQUENCE, Botan::CONSTRUCTED) || top.more_items()) return false;
+        Botan::BER_Decoder trees(seq);
+        while (trees.more_items()) {
+            Botan::BER_Object list = trees.get_next_object();
+            Botan::BER_Decoder subtrees(list);
+            while (subtrees.more_items()) {
+                Botan::BER_Object subtree = subtrees.get_next_object();
+                if (!subtree.is_a(Botan::SEQUENCE, Botan::CONSTRUCTED)) return false;
+                Botan::BER_Decoder st(subtree);
+                const Botan::BER_Object base = st.get_next_object();
+                if (base.type() == Botan::ASN1_Tag(2) && base.length() > 0 &&
+                    !dns_name_ok(base.bits(), base.length()))
+                    return false;
+            }
+        }
+        return true;
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+/// Public keys accepted in a path: EC keys on a named curve only, RSA moduli whole bytes.
+bool public_key_ok(const Botan::X509_Certificate& c, std::string& why) {
+    try {
+        const Botan::AlgorithmIdentifier alg = c.subject_public_key_algo();
+        const std::string oid = alg.get_oid().to_string();
+        if (oid == "1.2.840.10045.2.1") {
+            Botan::BER_Decoder params(alg.get_parameters());
+            const Botan::BER_Object named = params.get_next_object();
+            if (!named.is_a(Botan::OBJECT_ID, Botan::UNIVERSAL) || params.more_items()) {
+                why = "EC key with explicit curve parameters";
+                return false;
+            }
+        } else if (oid == "1.2.840.113549.1.1.1") {
+            const std::unique_ptr<Botan::Public_Key> key(c.subject_public_key());
+            if (key->key_length() % 8 != 0 || key->key_length() < 2048) {
+                why = "RSA modulus of " + std::to_string(key->key_length()) + " bits";
+                return false;
+            }
+        }
+        return true;
+    } catch (const std::exception& e) {
+        why = std::string("unreadable public key (") + e.what() + ")";
+        return false;
+    }
+}
+
 /// Signature algorithms accepted anywhere in a path: Ed25519, ECDSA and RSA PKCS#1 v1.5 with
 /// SHA-2.
 bool signature_algorithm_ok(const Botan::X509_Certificate& c) {
@@ -406,13 +524,16 @@ void check_profile(const Botan::X509_Certificate& c, bool is_leaf, bool is_ancho
                    const std::string& who, Findings& f) {
     if (c.x509_version() != 3)
         f.add(CertificateStatus::malformed, who + ": not an X.509 v3 certificate");
-    const std::vector<std::uint8_t> serial = c.serial_number();
-    if (c.is_serial_negative())
-        f.add(CertificateStatus::malformed, who + ": negative serial number");
-    if (std::all_of(serial.begin(), serial.end(), [](std::uint8_t b) { return b == 0; }))
-        f.add(CertificateStatus::malformed, who + ": serial number is zero");
-    if (serial.size() > 20)
-        f.add(CertificateStatus::malformed, who + ": serial number over 20 octets");
+    // A self-signed trust anchor is trusted by configuration, whatever its serial.
+    if (!(is_anchor && c.is_self_signed())) {
+        const std::vector<std::uint8_t> serial = c.serial_number();
+        if (c.is_serial_negative())
+            f.add(CertificateStatus::malformed, who + ": negative serial number");
+        if (std::all_of(serial.begin(), serial.end(), [](std::uint8_t b) { return b == 0; }))
+            f.add(CertificateStatus::malformed, who + ": serial number is zero");
+        if (serial.size() > 20)
+            f.add(CertificateStatus::malformed, who + ": serial number over 20 octets");
+    }
     if (c.subject_dn().empty()) f.add(CertificateStatus::malformed, who + ": empty subject name");
     if (c.issuer_dn().empty()) f.add(CertificateStatus::malformed, who + ": empty issuer name");
 
@@ -442,7 +563,7 @@ void check_profile(const Botan::X509_Certificate& c, bool is_leaf, bool is_ancho
                   who + ": authority key identifier must hold a keyIdentifier only");
     }
     const auto& san = oid_of("X509v3.SubjectAlternativeName");
-    if (ext.extension_set(san) && !sequence_of(ext.get_extension_bits(san), general_name_ok))
+    if (ext.extension_set(san) && !sequence_of(ext.get_extension_bits(san), san_entry_ok))
         f.add(CertificateStatus::malformed, who + ": malformed subject alternative name");
     const Botan::OID aia = Botan::OID::from_string("1.3.6.1.5.5.7.1.1");
     if (ext.extension_set(aia)) {
@@ -462,6 +583,14 @@ void check_profile(const Botan::X509_Certificate& c, bool is_leaf, bool is_ancho
     const auto& nc = oid_of("X509v3.NameConstraints");
     if (ext.extension_set(nc) && !ext.critical_extension_set(nc))
         f.add(CertificateStatus::invalid_chain, who + ": name constraints not critical");
+    if (ext.extension_set(nc) && !name_constraints_ok(ext.get_extension_bits(nc)))
+        f.add(CertificateStatus::invalid_chain, who + ": malformed name constraints");
+    const Botan::OID policy_constraints = Botan::OID::from_string("2.5.29.36");
+    if (ext.extension_set(policy_constraints) && !ext.critical_extension_set(policy_constraints))
+        f.add(CertificateStatus::invalid_chain, who + ": policy constraints not critical");
+    std::string key_problem;
+    if (!public_key_ok(c, key_problem))
+        f.add(CertificateStatus::weak_algorithm, who + ": " + key_problem);
     if (is_leaf && ext.extension_set(nc))
         f.add(CertificateStatus::not_end_entity, who + ": name constraints in an end entity");
     if (is_leaf) {
@@ -521,6 +650,12 @@ CertificateCheck validate_chain(const CertPtr& leaf, const std::vector<CertPtr>&
                                                           ", not by the certificate's issuer");
             if (!leaf_crl->next_update().time_is_set())
                 f.add(CertificateStatus::crl_invalid, "the CRL has no nextUpdate");
+            // RFC 5280 5.2.3: conforming CRLs carry a non-critical CRL number.
+            const Botan::OID crl_number = Botan::OID::from_string("2.5.29.20");
+            if (!leaf_crl->extensions().extension_set(crl_number))
+                f.add(CertificateStatus::crl_invalid, "the CRL has no CRL number");
+            else if (leaf_crl->extensions().critical_extension_set(crl_number))
+                f.add(CertificateStatus::crl_invalid, "the CRL number is marked critical");
         }
         if (leaf_crl || policy.require_crl) {
             const Botan::CertificatePathStatusCodes crl_status =
@@ -552,6 +687,20 @@ CertificateCheck validate_chain(const CertPtr& leaf, const std::vector<CertPtr>&
                       who + ": unknown critical extension " + oid.to_string());
             }
         }
+
+        // RFC 5280 and RFC 9525 leave open how DNS name constraints apply to a wildcard
+        // (CVE-2025-61727): refuse the combination rather than guess.
+        const auto& san_oid = oid_of("X509v3.SubjectAlternativeName");
+        const auto& nc_oid = oid_of("X509v3.NameConstraints");
+        if (leaf->v3_extensions().extension_set(san_oid) &&
+            san_has_wildcard(leaf->v3_extensions().get_extension_bits(san_oid)))
+            for (std::size_t i = 1; i < path.size(); ++i)
+                if (path[i]->v3_extensions().extension_set(nc_oid) &&
+                    constrains_dns(path[i]->v3_extensions().get_extension_bits(nc_oid))) {
+                    f.add(CertificateStatus::invalid_chain,
+                          "wildcard name under DNS name constraints");
+                    break;
+                }
 
         const Botan::X509_Certificate& c = *leaf;
         if (c.is_CA_cert())
