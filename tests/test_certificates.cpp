@@ -294,6 +294,11 @@ TEST_CASE("forged and invalid credentials are refused, each with its own reason"
         const CertificateRevocationList crl = pki.ca->current_crl();
         CHECK_FALSE(verify_certificate(ca_der, pki.anchor(), &crl, pki.clock.now_ns()).ok());
     }
+    SECTION("a subject that names no valid agent id") {
+        auto t = pki.leaf_template();
+        t.agent_id = "agent 7/../x";
+        CHECK(pki.verify(pki.forge(t)).status == CertificateStatus::malformed);
+    }
     SECTION("key mismatch") {
         const KeyHandle other = pki.kms->create_key("agent:imposter", KeyAlgorithm::ed25519);
         VerifyOptions opts;

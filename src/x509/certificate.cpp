@@ -16,6 +16,7 @@
 
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
+#include "kakunin/ca.hpp"
 #include "x509/x509_internal.hpp"
 
 namespace kakunin {
@@ -715,6 +716,16 @@ CertificateCheck validate_chain(const CertPtr& leaf, const std::vector<CertPtr>&
                   "agent key is " + c.subject_public_key_algo().get_oid().to_formatted_string() +
                       ", not Ed25519 or ECDSA P-256");
         if (policy.require_scope) {
+            // The agent id names audit logs and state files: exactly one valid CN.
+            const auto cn = c.subject_info("X520.CommonName");
+            try {
+                if (cn.size() != 1) throw Error(ErrorCategory::invalid_input, "not one CN");
+                validate_agent_id(cn.front());
+            } catch (const Error&) {
+                f.add(CertificateStatus::malformed, "the subject does not name one agent id (CN=" +
+                                                        (cn.empty() ? std::string() : cn.front()) +
+                                                        ")");
+            }
             const Botan::OID oid = Botan::OID::from_string(policy.scope_oid);
             const Botan::Extensions& ext = c.v3_extensions();
             if (!ext.extension_set(oid)) {
