@@ -8,4 +8,8 @@ namespace kakunin::cli {
 /// `kakunin replay ...` (DESIGN §6).
 void add_replay_command(CLI::App& app);
 
+/// `kakunin ca init`, `agent register`, `scope approve`, `cert issue|inspect|verify|revoke` and
+/// `crl` (DESIGN §6).
+void add_ca_commands(CLI::App& app);
+
 }  // namespace kakunin::cli

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Kakunin: authority, behaviour and audit for trading agents"};
     app.set_version_flag("--version", kakunin::version_string);
     app.require_subcommand(1);
+    kakunin::cli::add_ca_commands(app);
     kakunin::cli::add_replay_command(app);
     try {
         app.parse(argc, argv);

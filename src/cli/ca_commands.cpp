@@ -1,0 +1,462 @@
+// The CA side of the command line (DESIGN §6):
+//   kakunin ca init        --dir STATE [--algorithm ed25519|ecdsa-p256] [--kms software|pkcs11 ...]
+//   kakunin agent register --dir STATE --agent ID --owner NAME --purpose TEXT [--by NAME]
+//   kakunin scope approve  --dir STATE --agent ID --scope scope.json --approver NAME
+//   kakunin cert issue     --dir STATE --agent ID [--validity 24h] [--csr FILE] --out agent.pem
+//   kakunin cert inspect   agent.pem
+//   kakunin cert verify    --dir STATE agent.pem [--json]
+//   kakunin cert revoke    --dir STATE --serial HEX --reason TEXT
+//   kakunin crl            --dir STATE --out crl.pem
+#include <sys/stat.h>
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "cli/cli_support.hpp"
+#include "cli/commands.hpp"
+#include "kakunin/ca.hpp"
+#include "kakunin/certificate.hpp"
+#include "kakunin/pkcs11_kms.hpp"
+#include "kakunin/replay.hpp"
+#include "kakunin/software_kms.hpp"
+
+namespace kakunin::cli {
+namespace {
+
+using json = nlohmann::json;
+
+std::string agent_key_label(std::string_view agent_id) { return "agent:" + std::string(agent_id); }
+
+/// The agent must be registered in this CA; the message says how to do it.
+void require_registered(const LocalCa& ca, const std::string& dir, const std::string& agent) {
+    validate_agent_id(agent);
+    if (!ca.registration(agent))
+        throw Error(ErrorCategory::not_found, "unknown agent '" + agent + "': not registered in " +
+                                                  dir + " (run 'kakunin agent register --dir " +
+                                                  dir + " --agent " + agent + " ...')");
+}
+
+std::string describe_kms(const KmsConfig& c, const std::string& dir) {
+    if (c.backend == KmsConfig::Backend::pkcs11)
+        return "PKCS#11 token '" + c.token_label + "' (" + c.pkcs11_module + ")";
+    return "software KMS (" + software_key_dir(dir) + ", encrypted under " +
+           SoftwareKms::passphrase_variable + ")";
+}
+
+// ---- ca init ----------------------------------------------------------------------------------
+
+struct CaInitArgs {
+    std::string dir, algorithm = "ed25519", kms = "software", module, token, name = "Kakunin CA",
+                     oid_arc = std::string(default_oid_arc);
+};
+
+void ca_init(const CaInitArgs& a) {
+    if (a.dir.empty()) throw Error(ErrorCategory::invalid_input, "--dir: empty path");
+    KmsConfig config;
+    config.algorithm = parse_algorithm(a.algorithm, "--algorithm");
+    if (a.kms == "software") {
+        config.backend = KmsConfig::Backend::software;
+        if (!a.module.empty() || !a.token.empty())
+            throw Error(ErrorCategory::invalid_input,
+                        "--pkcs11-module and --token belong to --kms pkcs11");
+    } else if (a.kms == "pkcs11") {
+        config.backend = KmsConfig::Backend::pkcs11;
+        if (a.module.empty())
+            throw Error(ErrorCategory::invalid_input,
+                        "--kms pkcs11 needs --pkcs11-module PATH (the token's PKCS#11 library)");
+        if (a.token.empty())
+            throw Error(ErrorCategory::invalid_input, "--kms pkcs11 needs --token LABEL");
+        config.pkcs11_module = a.module;
+        config.token_label = a.token;
+    } else {
+        throw Error(ErrorCategory::invalid_input,
+                    "--kms: '" + a.kms + "' is neither software nor pkcs11");
+    }
+    (void)scope_extension_oid(a.oid_arc);
+
+    struct stat st;
+    if (::stat(a.dir.c_str(), &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            throw Error(ErrorCategory::invalid_input,
+                        "state directory '" + a.dir + "' is not a directory");
+        if (::stat((a.dir + "/ca.pem").c_str(), &st) == 0 ||
+            ::stat(kms_config_path(a.dir).c_str(), &st) == 0)
+            throw Error(ErrorCategory::invalid_state, "'" + a.dir + "' already holds a CA");
+    }
+    // The secret is checked before anything is created, so a failed init leaves nothing behind.
+    require_kms_secret(config);
+    if (::mkdir(a.dir.c_str(), 0700) != 0 && errno != EEXIST)
+        throw Error(ErrorCategory::io,
+                    "cannot create state directory '" + a.dir + "': " + std::strerror(errno));
+
+    std::shared_ptr<Kms> kms = open_kms(a.dir, config);
+    SystemClock clock;
+    LocalCaOptions options;
+    options.state_dir = a.dir;
+    options.oid_arc = a.oid_arc;
+    CaInitOptions init;
+    init.algorithm = config.algorithm;
+    init.name = a.name;
+    auto ca = LocalCa::init(kms, clock, options, init);
+    save_kms_config(a.dir, config);
+
+    const TrustAnchor anchor = ca->trust_anchor();
+    std::cout << "CA '" << anchor.subject() << "' initialised in " << a.dir << "\n"
+              << "  key        'ca' (" << kakunin::to_string(config.algorithm) << ") in the "
+              << describe_kms(config, a.dir) << "\n"
+              << "  anchor     " << a.dir << "/ca.pem " << anchor.fingerprint() << "\n"
+              << "  crl        " << a.dir << "/crl.pem\n";
+}
+
+// ---- agent register ---------------------------------------------------------------------------
+
+struct RegisterArgs {
+    std::string dir, agent, owner, purpose, by;
+};
+
+void agent_register(const RegisterArgs& a) {
+    validate_agent_id(a.agent);
+    std::string by = a.by.empty() ? login_name() : a.by;
+    if (by.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "--by: cannot tell who is registering the agent; give --by NAME");
+    SystemClock clock;
+    OpenedCa opened = open_ca(a.dir, clock);
+    AgentRegistration r;
+    r.agent_id = a.agent;
+    r.owner = a.owner;
+    r.purpose = a.purpose;
+    r.created_at = clock.now_ns();
+    r.created_by = by;
+    opened.ca->register_agent(r);
+    std::cout << "agent '" << r.agent_id << "' registered by " << r.created_by << " at "
+              << format_timestamp(r.created_at) << " (owner: " << r.owner
+              << "; purpose: " << r.purpose << ")\n";
+}
+
+// ---- scope approve ----------------------------------------------------------------------------
+
+struct ApproveArgs {
+    std::string dir, agent, scope_path, approver;
+};
+
+void scope_approve(const ApproveArgs& a) {
+    SystemClock clock;
+    OpenedCa opened = open_ca(a.dir, clock);
+    require_registered(*opened.ca, a.dir, a.agent);
+    const Scope scope = load_scope_file(a.scope_path);
+    const ScopeApproval approval = approve_scope(*opened.kms, a.agent, a.approver, scope,
+                                                 clock.now_ns(), opened.config.algorithm);
+    opened.ca->record_approval(approval, scope);
+    std::cout << "scope for agent '" << a.agent << "' approved by " << approval.approver << " at "
+              << format_timestamp(approval.approved_at) << "\n"
+              << "  scope      sha256:" << approval.scope_sha256 << " (" << a.scope_path << ")\n"
+              << "  signed by  key '" << approver_key_label(approval.approver) << "' ("
+              << kakunin::to_string(approval.algorithm) << ")\n";
+}
+
+// ---- cert issue -------------------------------------------------------------------------------
+
+struct IssueArgs {
+    std::string dir, agent, validity, csr, scope_path, out;
+    bool json = false;
+};
+
+json certificate_summary(const AgentCertificate& c) {
+    return {{"agent", c.agent_id()},
+            {"serial", c.serial()},
+            {"fingerprint", c.fingerprint()},
+            {"not_before", format_timestamp(c.not_before())},
+            {"not_after", format_timestamp(c.not_after())}};
+}
+
+void cert_issue(const IssueArgs& a) {
+    const std::chrono::seconds validity =
+        a.validity.empty() ? std::chrono::seconds{0} : parse_duration(a.validity, "--validity");
+    if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
+    SystemClock clock;
+    OpenedCa opened = open_ca(a.dir, clock);
+    require_registered(*opened.ca, a.dir, a.agent);
+    const auto approved = opened.ca->approved_scope(a.agent);
+    if (!approved)
+        throw Error(ErrorCategory::unauthorised,
+                    "agent '" + a.agent +
+                        "' has no approved scope: a named person must approve one first "
+                        "('kakunin scope approve --dir " +
+                        a.dir + " --agent " + a.agent + " --scope scope.json --approver NAME')");
+
+    IssueRequest request;
+    request.agent_id = a.agent;
+    request.scope = approved->scope;
+    request.approval = approved->approval;
+    request.validity = validity;
+    if (!a.scope_path.empty()) {
+        // The caller names the scope the certificate must carry: it must be the approved one.
+        request.scope = load_scope_file(a.scope_path);
+        const std::string wanted = scope_sha256_hex(request.scope);
+        if (wanted != approved->approval.scope_sha256)
+            throw Error(ErrorCategory::unauthorised,
+                        a.scope_path + " (sha256:" + wanted +
+                            ") is not the scope approved for agent '" + a.agent + "' by " +
+                            approved->approval.approver + " at " +
+                            format_timestamp(approved->approval.approved_at) +
+                            " (sha256:" + approved->approval.scope_sha256 +
+                            "): a changed scope needs a new 'kakunin scope approve'");
+    }
+    if (!a.csr.empty()) {
+        request.public_key = public_key_from_csr(read_file(a.csr));
+    } else {
+        const KeyHandle key =
+            opened.kms->find_or_create_key(agent_key_label(a.agent), opened.config.algorithm);
+        request.public_key = opened.kms->public_key(key).spki_der;
+    }
+    const AgentCertificate cert = opened.ca->issue(request);
+    write_file(a.out, cert.pem());
+    if (a.json) {
+        json j = certificate_summary(cert);
+        j["out"] = a.out;
+        j["key"] = a.csr.empty() ? "kms:" + agent_key_label(a.agent) : "csr:" + a.csr;
+        std::cout << j.dump(2) << "\n";
+        return;
+    }
+    std::cout << "certificate for agent '" << a.agent << "' written to " << a.out << "\n"
+              << "  serial      " << cert.serial() << "\n"
+              << "  fingerprint " << cert.fingerprint() << "\n"
+              << "  valid       " << format_timestamp(cert.not_before()) << " .. "
+              << format_timestamp(cert.not_after()) << "\n"
+              << "  key         "
+              << (a.csr.empty() ? "'" + agent_key_label(a.agent) + "' in the " +
+                                      describe_kms(opened.config, a.dir)
+                                : "from the request " + a.csr)
+              << "\n"
+              << "  scope       sha256:" << scope_sha256_hex(cert.scope()) << ", approved by "
+              << approved->approval.approver << "\n";
+}
+
+// ---- cert inspect -----------------------------------------------------------------------------
+
+struct InspectArgs {
+    std::string path, oid_arc = std::string(default_oid_arc);
+};
+
+void cert_inspect(const InspectArgs& a) {
+    const AgentCertificate cert = AgentCertificate::load_file(a.path, a.oid_arc);
+    json j = certificate_summary(cert);
+    j["subject"] = cert.subject();
+    j["issuer"] = cert.issuer();
+    j["not_before_ns"] = cert.not_before();
+    j["not_after_ns"] = cert.not_after();
+    j["simulation"] = cert.is_simulation();
+    j["scope_oid"] = cert.scope_oid();
+    if (cert.has_scope()) {
+        j["scope"] = json::parse(to_json(cert.scope()));
+        j["scope_critical"] = cert.scope_critical();
+    } else {
+        j["scope_error"] = cert.scope_error();
+    }
+    std::cout << j.dump(2) << "\n";
+}
+
+// ---- cert verify ------------------------------------------------------------------------------
+
+struct VerifyArgs {
+    std::string dir, path;
+    bool json = false;
+};
+
+void cert_verify(const VerifyArgs& a) {
+    require_ca_dir(a.dir, false);
+    const TrustAnchor anchor = TrustAnchor::load_file(a.dir + "/ca.pem");
+    std::optional<CertificateRevocationList> crl;
+    struct stat st;
+    if (::stat((a.dir + "/crl.pem").c_str(), &st) == 0)
+        crl = CertificateRevocationList::load_file(a.dir + "/crl.pem");
+    const std::string text = read_file(a.path);
+    const std::vector<std::uint8_t> bytes(text.begin(), text.end());
+    const SystemClock clock;
+    const CertificateCheck check = verify_certificate(bytes, anchor, crl ? &*crl : nullptr,
+                                                      clock.now_ns(), {}, state_oid_arc(a.dir));
+    const std::string detail = one_line(check.detail);
+    if (a.json) {
+        json j = {{"valid", check.ok()}, {"status", to_string(check.status)}, {"detail", detail}};
+        std::cout << j.dump() << "\n";
+    }
+    if (!check.ok())
+        throw Error(ErrorCategory::unauthorised,
+                    std::string(to_string(check.status)) + ": " +
+                        (detail.empty() ? a.path : a.path + ": " + detail));
+    if (!a.json) {
+        const AgentCertificate cert = AgentCertificate::load_file(a.path, state_oid_arc(a.dir));
+        std::cout << a.path << ": valid (agent '" << cert.agent_id() << "', serial "
+                  << cert.serial() << ", until " << format_timestamp(cert.not_after()) << ")\n";
+    }
+}
+
+// ---- cert revoke ------------------------------------------------------------------------------
+
+struct RevokeArgs {
+    std::string dir, serial, reason;
+};
+
+void cert_revoke(const RevokeArgs& a) {
+    if (a.reason.empty()) throw Error(ErrorCategory::invalid_input, "--reason: empty");
+    SystemClock clock;
+    OpenedCa opened = open_ca(a.dir, clock);
+    const auto cert = opened.ca->find_certificate(a.serial);
+    if (!cert)
+        throw Error(ErrorCategory::not_found,
+                    "unknown serial '" + a.serial +
+                        "': no certificate with it was issued by the CA in " + a.dir);
+    const bool already = opened.ca->is_revoked(cert->serial());
+    opened.ca->revoke(cert->serial(), a.reason);
+    if (already) {
+        std::cout << "serial " << cert->serial() << " (agent '" << cert->agent_id()
+                  << "') was already revoked\n";
+        return;
+    }
+    std::cout << "revoked serial " << cert->serial() << " (agent '" << cert->agent_id()
+              << "'): " << a.reason << "\n"
+              << "  crl        " << a.dir << "/crl.pem\n";
+}
+
+// ---- crl --------------------------------------------------------------------------------------
+
+struct CrlArgs {
+    std::string dir, out;
+};
+
+void crl_command(const CrlArgs& a) {
+    if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
+    SystemClock clock;
+    OpenedCa opened = open_ca(a.dir, clock);
+    const CertificateRevocationList crl = opened.ca->current_crl();
+    write_file(a.out, crl.pem());
+    std::cout << "CRL written to " << a.out << ": " << crl.revoked_serials().size()
+              << " revoked, this update " << format_timestamp(crl.this_update()) << ", next update "
+              << format_timestamp(crl.next_update()) << "\n";
+}
+
+CLI::Option* add_dir(CLI::App* cmd, std::string& dir) {
+    return cmd->add_option("--dir", dir, "State directory of the CA")->required();
+}
+
+}  // namespace
+
+void add_ca_commands(CLI::App& app) {
+    {
+        CLI::App* ca = app.add_subcommand("ca", "The certificate authority");
+        ca->require_subcommand(1);
+        auto args = std::make_shared<CaInitArgs>();
+        CLI::App* cmd = ca->add_subcommand(
+            "init", "Create a CA (key in the KMS, ca.pem, crl.pem) in a new state directory");
+        add_dir(cmd, args->dir);
+        cmd->add_option("--algorithm", args->algorithm,
+                        "Key algorithm of the CA and of the keys made later: ed25519 or "
+                        "ecdsa-p256")
+            ->capture_default_str();
+        cmd->add_option("--kms", args->kms,
+                        "software (keys encrypted under STATE/keys with KAKUNIN_KMS_PASSPHRASE) "
+                        "or pkcs11 (PIN from KAKUNIN_PKCS11_PIN)")
+            ->capture_default_str();
+        cmd->add_option("--pkcs11-module", args->module, "PKCS#11 library (with --kms pkcs11)");
+        cmd->add_option("--token", args->token, "PKCS#11 token label (with --kms pkcs11)");
+        cmd->add_option("--name", args->name, "Common name of the CA")->capture_default_str();
+        cmd->add_option("--oid-arc", args->oid_arc,
+                        "OID arc of the scope extension (set your own registered arc)")
+            ->capture_default_str();
+        cmd->callback([args] { run_command([&] { ca_init(*args); }); });
+    }
+    {
+        CLI::App* agent = app.add_subcommand("agent", "Agents known to the CA");
+        agent->require_subcommand(1);
+        auto args = std::make_shared<RegisterArgs>();
+        CLI::App* cmd = agent->add_subcommand(
+            "register", "Record who creates an agent, when, and for what purpose");
+        add_dir(cmd, args->dir);
+        cmd->add_option("--agent", args->agent, "Agent id ([A-Za-z0-9._-], up to 64)")->required();
+        cmd->add_option("--owner", args->owner, "Who answers for the agent")->required();
+        cmd->add_option("--purpose", args->purpose, "What the agent is for")->required();
+        cmd->add_option("--by", args->by, "Who registers it (default: the login name)");
+        cmd->callback([args] { run_command([&] { agent_register(*args); }); });
+    }
+    {
+        CLI::App* scope = app.add_subcommand("scope", "Authority limits");
+        scope->require_subcommand(1);
+        auto args = std::make_shared<ApproveArgs>();
+        CLI::App* cmd = scope->add_subcommand(
+            "approve", "Sign a scope for an agent with the approver's own key in the KMS");
+        add_dir(cmd, args->dir);
+        cmd->add_option("--agent", args->agent, "Registered agent id")->required();
+        cmd->add_option("--scope", args->scope_path, "Scope JSON (DESIGN §3)")->required();
+        cmd->add_option("--approver", args->approver,
+                        "The approving person (key 'approver:NAME', created on first use)")
+            ->required();
+        cmd->callback([args] { run_command([&] { scope_approve(*args); }); });
+    }
+    {
+        CLI::App* cert = app.add_subcommand("cert", "Agent certificates");
+        cert->require_subcommand(1);
+        {
+            auto args = std::make_shared<IssueArgs>();
+            CLI::App* cmd = cert->add_subcommand(
+                "issue", "Issue an agent certificate carrying its approved scope");
+            add_dir(cmd, args->dir);
+            cmd->add_option("--agent", args->agent, "Registered agent id")->required();
+            cmd->add_option("--validity", args->validity, "Lifetime: 90s, 30m, 24h (default), 7d");
+            cmd->add_option("--csr", args->csr,
+                            "Take the public key from this PKCS#10 request (PEM) instead of the "
+                            "KMS key 'agent:ID'; nothing else in it is used");
+            cmd->add_option("--scope", args->scope_path,
+                            "Refuse unless this scope JSON is the approved one");
+            cmd->add_option("--out", args->out, "Where to write the certificate (PEM)")->required();
+            cmd->add_flag("--json", args->json, "Print serial, fingerprint and validity as JSON");
+            cmd->callback([args] { run_command([&] { cert_issue(*args); }); });
+        }
+        {
+            auto args = std::make_shared<InspectArgs>();
+            CLI::App* cmd = cert->add_subcommand(
+                "inspect", "Print a certificate's agent, validity and scope as JSON");
+            cmd->add_option("certificate", args->path, "Certificate (PEM or DER)")->required();
+            cmd->add_option("--oid-arc", args->oid_arc, "OID arc of the scope extension")
+                ->capture_default_str();
+            cmd->callback([args] { run_command([&] { cert_inspect(*args); }); });
+        }
+        {
+            auto args = std::make_shared<VerifyArgs>();
+            CLI::App* cmd = cert->add_subcommand(
+                "verify",
+                "Chain to STATE/ca.pem, validity now, revocation against STATE/crl.pem; exit 0 "
+                "only if valid");
+            add_dir(cmd, args->dir);
+            cmd->add_option("certificate", args->path, "Certificate (PEM or DER)")->required();
+            cmd->add_flag("--json", args->json, "Print {\"valid\",\"status\",\"detail\"}");
+            cmd->callback([args] { run_command([&] { cert_verify(*args); }); });
+        }
+        {
+            auto args = std::make_shared<RevokeArgs>();
+            CLI::App* cmd =
+                cert->add_subcommand("revoke", "Revoke a certificate and publish a new CRL");
+            add_dir(cmd, args->dir);
+            cmd->add_option("--serial", args->serial, "Serial number (hex)")->required();
+            cmd->add_option("--reason", args->reason,
+                            "Why; a first word such as keyCompromise or superseded sets the CRL "
+                            "reason code")
+                ->required();
+            cmd->callback([args] { run_command([&] { cert_revoke(*args); }); });
+        }
+    }
+    {
+        auto args = std::make_shared<CrlArgs>();
+        CLI::App* cmd = app.add_subcommand(
+            "crl", "Write the CA's current CRL (reissued when past half its lifetime)");
+        add_dir(cmd, args->dir);
+        cmd->add_option("--out", args->out, "Where to write the CRL (PEM)")->required();
+        cmd->callback([args] { run_command([&] { crl_command(*args); }); });
+    }
+}
+
+}  // namespace kakunin::cli

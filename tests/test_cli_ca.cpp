@@ -1,0 +1,489 @@
+// The CA command line end to end: the real `kakunin` program (KAKUNIN_CLI_PATH) run in temporary
+// state directories, its certificates and CRLs checked by the openssl program, with the software
+// KMS and on a real SoftHSM2 token.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "kakunin/scope.hpp"
+#include "pkcs11_test_support.hpp"
+#include "support.hpp"
+
+using json = nlohmann::json;
+using kakunin_test::read_text;
+using kakunin_test::shell_quote;
+using kakunin_test::write_text;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* k_passphrase = "correct horse battery staple";
+
+/// A fresh directory under the system temporary directory, removed with its contents.
+class TempDir {
+public:
+    TempDir() {
+        std::string templ = (fs::temp_directory_path() / "kakunin-cli-ca-XXXXXX").string();
+        REQUIRE(::mkdtemp(templ.data()) != nullptr);
+        m_path = templ;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(m_path, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const fs::path& path() const noexcept { return m_path; }
+    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
+
+private:
+    fs::path m_path;
+};
+
+struct Run {
+    int code = -1;
+    std::string out, err;
+};
+
+int exit_code_of(int status) {
+    return (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+}
+
+/// Runs a shell command line in `dir` with stdout and stderr captured apart.
+Run shell(const std::string& command, const TempDir& dir) {
+    const std::string out = dir / ".out";
+    const std::string err = dir / ".err";
+    const std::string line = "cd " + shell_quote(dir.path().string()) + " && " + command + " >" +
+                             shell_quote(out) + " 2>" + shell_quote(err);
+    Run r;
+    r.code = exit_code_of(std::system(line.c_str()));
+    r.out = read_text(out);
+    r.err = read_text(err);
+    return r;
+}
+
+/// `env` is a list of VAR=value words (quoted by the caller) or "-u VAR" for env(1).
+Run cli(const std::string& args, const TempDir& dir,
+        const std::string& env = std::string("KAKUNIN_KMS_PASSPHRASE=") +
+                                 shell_quote(k_passphrase)) {
+    return shell("env " + env + " " + shell_quote(KAKUNIN_CLI_PATH) + " " + args, dir);
+}
+
+void require_ok(const Run& r, const std::string& what) {
+    INFO(what << "\nstdout: " << r.out << "\nstderr: " << r.err);
+    REQUIRE(r.code == 0);
+}
+
+/// A failure with exactly one line on stderr, "kakunin: ...", containing `fragment`.
+void require_one_line_error(const Run& r, const std::string& fragment) {
+    INFO("stdout: " << r.out << "\nstderr: " << r.err);
+    CHECK(r.code != 0);
+    CHECK(r.err.rfind("kakunin: ", 0) == 0);
+    REQUIRE(!r.err.empty());
+    CHECK(r.err.back() == '\n');
+    CHECK(r.err.find('\n') == r.err.size() - 1);
+    CHECK_THAT(r.err, Catch::Contains(fragment));
+}
+
+void require_openssl() {
+    if (!kakunin_test::on_path("openssl"))
+        FAIL("the openssl program is not installed: run scripts/test");
+}
+
+json inspect(const TempDir& dir, const std::string& cert) {
+    const Run r = cli("cert inspect " + shell_quote(cert), dir);
+    require_ok(r, "cert inspect");
+    return json::parse(r.out);
+}
+
+json canonical_scope(const std::string& text) {
+    return json::parse(kakunin::to_json(kakunin::parse_scope_json(text)));
+}
+
+/// ca init, agent register and scope approve for agent-7 in dir/state with the seed scope.
+void set_up_agent(const TempDir& dir, const std::string& init_extra = "",
+                  const std::string& env = std::string("KAKUNIN_KMS_PASSPHRASE=") +
+                                           shell_quote(k_passphrase)) {
+    write_text(dir / "scope.json", kakunin::test::seed_scope_json);
+    require_ok(cli("ca init --dir state " + init_extra, dir, env), "ca init");
+    require_ok(cli("agent register --dir state --agent agent-7 --owner 'Desk 3' "
+                   "--purpose 'BTC market making' --by 'Jane Roe'",
+                   dir, env),
+               "agent register");
+    require_ok(cli("scope approve --dir state --agent agent-7 --scope scope.json "
+                   "--approver 'Jane Doe'",
+                   dir, env),
+               "scope approve");
+}
+
+/// The part of the flow after set-up: issue, inspect, verify, openssl, revoke, CRL, refusals.
+void issue_verify_revoke(const TempDir& dir, const std::string& env) {
+    require_openssl();
+    const Run issued =
+        cli("cert issue --dir state --agent agent-7 --out agent.pem --json", dir, env);
+    require_ok(issued, "cert issue");
+    const json summary = json::parse(issued.out);
+    const std::string serial = summary.at("serial").get<std::string>();
+    CHECK(fs::exists(dir / ("state/certs/" + serial + ".pem")));
+
+    const json j = inspect(dir, "agent.pem");
+    CHECK(j.at("agent") == "agent-7");
+    CHECK(j.at("serial") == serial);
+    CHECK(j.at("fingerprint") == summary.at("fingerprint"));
+    CHECK(j.at("simulation") == false);
+    CHECK(j.at("scope_critical") == true);
+    CHECK(j.at("scope") == canonical_scope(kakunin::test::seed_scope_json));
+    CHECK_THAT(j.at("subject").get<std::string>(), Catch::Contains("agent-7"));
+    CHECK_THAT(j.at("issuer").get<std::string>(), Catch::Contains("Kakunin CA"));
+    CHECK(j.at("not_after_ns").get<std::int64_t>() - j.at("not_before_ns").get<std::int64_t>() ==
+          24LL * 3600 * 1'000'000'000);
+    CHECK(j.at("not_before").get<std::string>().back() == 'Z');
+
+    const Run ok = cli("cert verify --dir state agent.pem", dir, env);
+    require_ok(ok, "cert verify");
+    CHECK_THAT(ok.out, Catch::Contains("valid"));
+    const Run ok_json = cli("cert verify --dir state --json agent.pem", dir, env);
+    require_ok(ok_json, "cert verify --json");
+    const json valid = json::parse(ok_json.out);
+    CHECK(valid.at("valid") == true);
+    CHECK(valid.at("status") == "valid");
+
+    // An independent implementation reads and accepts what the CA made.
+    const Run text = shell("openssl x509 -in agent.pem -noout -text", dir);
+    require_ok(text, "openssl x509 -text");
+    CHECK_THAT(text.out, Catch::Contains("1.3.6.1.4.1.32473.1.1: critical"));
+    CHECK_THAT(text.out, Catch::Contains("CN = agent-7"));
+    const std::string openssl_verify =
+        "openssl verify -ignore_critical -crl_check -CAfile state/ca.pem -CRLfile crl.pem "
+        "agent.pem";
+    require_ok(cli("crl --dir state --out crl.pem", dir, env), "crl");
+    const Run accepted = shell(openssl_verify, dir);
+    require_ok(accepted, "openssl verify");
+    CHECK_THAT(accepted.out, Catch::Contains("agent.pem: OK"));
+    // Without -ignore_critical OpenSSL refuses: the scope extension is critical.
+    const Run critical =
+        shell("openssl verify -crl_check -CAfile state/ca.pem -CRLfile crl.pem agent.pem", dir);
+    CHECK(critical.code != 0);
+    CHECK_THAT(critical.out + critical.err, Catch::Contains("unhandled critical extension"));
+
+    const Run revoked = cli("cert revoke --dir state --serial " + serial +
+                                " --reason 'keyCompromise: anomaly score 0.91'",
+                            dir, env);
+    require_ok(revoked, "cert revoke");
+    CHECK_THAT(revoked.out, Catch::Contains(serial));
+    require_ok(cli("crl --dir state --out crl.pem", dir, env), "crl after revoke");
+    const Run crl_text = shell("openssl crl -in crl.pem -noout -text", dir);
+    require_ok(crl_text, "openssl crl -text");
+    CHECK_THAT(crl_text.out, Catch::Contains("Key Compromise"));
+
+    require_one_line_error(cli("cert verify --dir state agent.pem", dir, env),
+                           "kakunin: revoked: ");
+    const Run refused_json = cli("cert verify --dir state --json agent.pem", dir, env);
+    CHECK(refused_json.code != 0);
+    const json r = json::parse(refused_json.out);
+    CHECK(r.at("valid") == false);
+    CHECK(r.at("status") == "revoked");
+    const Run refused = shell(openssl_verify, dir);
+    CHECK(refused.code != 0);
+    CHECK_THAT(refused.out + refused.err, Catch::Contains("certificate revoked"));
+
+    // Revoking again is harmless; a serial the CA never issued is not.
+    require_ok(cli("cert revoke --dir state --serial " + serial + " --reason superseded", dir, env),
+               "second revoke");
+    require_one_line_error(
+        cli("cert revoke --dir state --serial 0badc0de --reason superseded", dir, env),
+        "unknown serial '0badc0de'");
+}
+
+}  // namespace
+
+TEST_CASE("cli ca: the whole flow with the software KMS", "[cli][ca]") {
+    TempDir dir;
+    set_up_agent(dir);
+    CHECK(fs::exists(dir / "state/ca.pem"));
+    CHECK(fs::exists(dir / "state/crl.pem"));
+    const json kms = json::parse(read_text(dir / "state/kms.json"));
+    CHECK(kms.at("backend") == "software");
+    CHECK(kms.at("algorithm") == "ed25519");
+    CHECK(read_text(dir / "state/kms.json").find(k_passphrase) == std::string::npos);
+    // Every key is an encrypted PKCS#8 file: CA, approver (made on first use).
+    int keys = 0;
+    for (const auto& entry : fs::directory_iterator(dir / "state/keys")) {
+        ++keys;
+        const std::string pem = read_text(entry.path());
+        CHECK_THAT(pem, Catch::Contains("BEGIN ENCRYPTED PRIVATE KEY"));
+        CHECK(pem.find(k_passphrase) == std::string::npos);
+    }
+    CHECK(keys == 2);
+    issue_verify_revoke(dir, std::string("KAKUNIN_KMS_PASSPHRASE=") + shell_quote(k_passphrase));
+}
+
+TEST_CASE("cli ca: validity, ECDSA P-256 and a renewal under the same approval", "[cli][ca]") {
+    TempDir dir;
+    set_up_agent(dir, "--algorithm ecdsa-p256");
+    require_ok(cli("cert issue --dir state --agent agent-7 --validity 90s --out short.pem", dir),
+               "issue 90s");
+    const json short_lived = inspect(dir, "short.pem");
+    CHECK(short_lived.at("not_after_ns").get<std::int64_t>() -
+              short_lived.at("not_before_ns").get<std::int64_t>() ==
+          90LL * 1'000'000'000);
+    require_ok(cli("cert issue --dir state --agent agent-7 --validity 7d --out week.pem", dir),
+               "issue 7d");
+    const json week = inspect(dir, "week.pem");
+    CHECK(week.at("not_after_ns").get<std::int64_t>() -
+              week.at("not_before_ns").get<std::int64_t>() ==
+          7LL * 86400 * 1'000'000'000);
+    CHECK(week.at("serial") != short_lived.at("serial"));
+    require_ok(cli("cert verify --dir state week.pem", dir), "verify 7d");
+    // Both certificates carry the same agent key (the KMS key "agent:agent-7", made once).
+    const Run k1 = shell("openssl x509 -in short.pem -noout -pubkey", dir);
+    const Run k2 = shell("openssl x509 -in week.pem -noout -pubkey", dir);
+    require_ok(k1, "pubkey 1");
+    CHECK_THAT(k1.out, Catch::Contains("BEGIN PUBLIC KEY"));
+    CHECK(k1.out == k2.out);
+    const Run text = shell("openssl x509 -in week.pem -noout -text", dir);
+    CHECK_THAT(text.out, Catch::Contains("ecdsa-with-SHA256"));
+    CHECK_THAT(text.out, Catch::Contains("prime256v1"));
+}
+
+TEST_CASE("cli ca: issuing without an approval fails", "[cli][ca]") {
+    TempDir dir;
+    require_ok(cli("ca init --dir state", dir), "ca init");
+    require_ok(cli("agent register --dir state --agent agent-7 --owner Desk --purpose test "
+                   "--by Jane",
+                   dir),
+               "register");
+    require_one_line_error(cli("cert issue --dir state --agent agent-7 --out agent.pem", dir),
+                           "agent 'agent-7' has no approved scope");
+    CHECK_FALSE(fs::exists(dir / "agent.pem"));
+    CHECK(fs::is_empty(dir / "state/certs"));
+    // An unregistered agent cannot be approved or issued either.
+    write_text(dir / "scope.json", kakunin::test::seed_scope_json);
+    require_one_line_error(cli("scope approve --dir state --agent ghost --scope scope.json "
+                               "--approver 'Jane Doe'",
+                               dir),
+                           "unknown agent 'ghost'");
+    require_one_line_error(cli("cert issue --dir state --agent ghost --out ghost.pem", dir),
+                           "unknown agent 'ghost'");
+    CHECK_FALSE(fs::exists(dir / "ghost.pem"));
+}
+
+TEST_CASE("cli ca: a changed scope file after approval needs a new approval", "[cli][ca]") {
+    TempDir dir;
+    set_up_agent(dir);
+    const std::string changed =
+        kakunin::test::seed_with("\"SOL_EUR\"]", "\"SOL_EUR\", \"ADA_EUR\"]");
+    write_text(dir / "scope.json", changed);
+
+    const Run refused =
+        cli("cert issue --dir state --agent agent-7 --scope scope.json --out agent.pem", dir);
+    require_one_line_error(refused, "is not the scope approved for agent 'agent-7' by Jane Doe");
+    CHECK_THAT(refused.err, Catch::Contains("needs a new 'kakunin scope approve'"));
+    CHECK_FALSE(fs::exists(dir / "agent.pem"));
+
+    // Without --scope the CA certifies what was approved, not what the file says now.
+    require_ok(cli("cert issue --dir state --agent agent-7 --out old.pem", dir), "issue old");
+    CHECK(inspect(dir, "old.pem").at("scope") == canonical_scope(kakunin::test::seed_scope_json));
+
+    require_ok(cli("scope approve --dir state --agent agent-7 --scope scope.json "
+                   "--approver 'John Smith'",
+                   dir),
+               "second approval");
+    require_ok(cli("cert issue --dir state --agent agent-7 --scope scope.json --out new.pem", dir),
+               "issue new");
+    const json j = inspect(dir, "new.pem");
+    CHECK(j.at("scope") == canonical_scope(changed));
+    CHECK(j.at("scope").at("instruments").size() == 4);
+
+    // A scope edited in the state directory behind the approval's back is refused.
+    const std::string approval_file = dir / "state/approvals/agent-7.json";
+    std::string stored = read_text(approval_file);
+    const auto pos = stored.find("ADA_EUR");
+    REQUIRE(pos != std::string::npos);
+    stored.replace(pos, 7, "XRP_EUR");
+    write_text(approval_file, stored);
+    require_one_line_error(cli("cert issue --dir state --agent agent-7 --out forged.pem", dir),
+                           "does not match its approval's hash");
+    CHECK_FALSE(fs::exists(dir / "forged.pem"));
+}
+
+TEST_CASE("cli ca: --csr takes only the public key of a request", "[cli][ca]") {
+    require_openssl();
+    TempDir dir;
+    set_up_agent(dir);
+    require_ok(shell("openssl req -new -newkey ed25519 -nodes -keyout agent.key -subj /CN=root "
+                     "-addext basicConstraints=critical,CA:TRUE -out agent.csr",
+                     dir),
+               "openssl req");
+    require_ok(cli("cert issue --dir state --agent agent-7 --csr agent.csr --out agent.pem", dir),
+               "issue --csr");
+    const json j = inspect(dir, "agent.pem");
+    CHECK(j.at("agent") == "agent-7");
+    const Run cert_key = shell("openssl x509 -in agent.pem -noout -pubkey", dir);
+    const Run req_key = shell("openssl req -in agent.csr -noout -pubkey", dir);
+    require_ok(cert_key, "cert pubkey");
+    require_ok(req_key, "req pubkey");
+    CHECK(cert_key.out == req_key.out);
+    const Run text = shell("openssl x509 -in agent.pem -noout -text", dir);
+    CHECK_THAT(text.out, Catch::Contains("CA:FALSE"));
+    CHECK(text.out.find("CN = root") == std::string::npos);
+    require_ok(cli("cert verify --dir state agent.pem", dir), "verify");
+
+    // Something that is not a request is refused.
+    write_text(dir / "garbage.csr",
+               "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n"
+               "-----END CERTIFICATE REQUEST-----\n");
+    require_one_line_error(
+        cli("cert issue --dir state --agent agent-7 --csr garbage.csr --out bad.pem", dir),
+        "certificate request");
+    CHECK_FALSE(fs::exists(dir / "bad.pem"));
+}
+
+TEST_CASE("cli ca: bad inputs give one-line errors naming the problem", "[cli][ca]") {
+    TempDir dir;
+    const std::string args = "agent register --agent a1 --owner o --purpose p --by b";
+
+    SECTION("state directory") {
+        require_one_line_error(cli(args + " --dir missing", dir),
+                               "state directory 'missing' does not exist");
+        fs::create_directory(dir / "empty");
+        require_one_line_error(cli(args + " --dir empty", dir),
+                               "'empty' is not a Kakunin CA directory");
+        require_one_line_error(cli("cert verify --dir empty x.pem", dir),
+                               "'empty' is not a Kakunin CA directory");
+        require_ok(cli("ca init --dir state", dir), "ca init");
+        require_one_line_error(cli("ca init --dir state", dir), "'state' already holds a CA");
+    }
+
+    SECTION("passphrase") {
+        require_one_line_error(cli("ca init --dir state", dir, "-u KAKUNIN_KMS_PASSPHRASE"),
+                               "KAKUNIN_KMS_PASSPHRASE is not set");
+        CHECK_FALSE(fs::exists(dir / "state"));
+        require_ok(cli("ca init --dir state", dir), "ca init");
+        require_one_line_error(cli(args + " --dir state", dir, "-u KAKUNIN_KMS_PASSPHRASE"),
+                               "KAKUNIN_KMS_PASSPHRASE is not set");
+        const Run wrong = cli(args + " --dir state", dir, "KAKUNIN_KMS_PASSPHRASE=wrong");
+        require_one_line_error(wrong, "wrong KAKUNIN_KMS_PASSPHRASE");
+        CHECK_THAT(wrong.err, Catch::Contains("cannot decrypt key file"));
+    }
+
+    SECTION("ca init options") {
+        require_one_line_error(cli("ca init --dir state --algorithm rsa", dir),
+                               "--algorithm: 'rsa' is neither ed25519 nor ecdsa-p256");
+        require_one_line_error(cli("ca init --dir state --kms vault", dir),
+                               "--kms: 'vault' is neither software nor pkcs11");
+        require_one_line_error(cli("ca init --dir state --kms pkcs11 --token t", dir),
+                               "--kms pkcs11 needs --pkcs11-module");
+        require_one_line_error(cli("ca init --dir state --token t", dir),
+                               "--pkcs11-module and --token belong to --kms pkcs11");
+        CHECK_FALSE(fs::exists(dir / "state"));
+    }
+
+    SECTION("agents and scopes") {
+        require_ok(cli("ca init --dir state", dir), "ca init");
+        require_one_line_error(
+            cli("agent register --dir state --agent 'bad id' --owner o --purpose p --by b", dir),
+            "agent id");
+        require_ok(cli(args + " --dir state", dir), "register");
+        require_one_line_error(cli(args + " --dir state", dir), "agent 'a1' is already registered");
+        const std::string approve =
+            "scope approve --dir state --agent a1 --approver 'Jane Doe' --scope ";
+        require_one_line_error(cli(approve + "nowhere.json", dir), "nowhere.json");
+        write_text(dir / "colour.json",
+                   kakunin::test::seed_with("\"version\": 1,", "\"version\": 1, \"colour\": 3,"));
+        require_one_line_error(cli(approve + "colour.json", dir), "colour");
+        write_text(dir / "negative.json", kakunin::test::seed_with("500000.00", "-5"));
+        require_one_line_error(cli(approve + "negative.json", dir), "max_transaction");
+        write_text(dir / "syntax.json", "{\"version\": 1,\n");
+        require_one_line_error(cli(approve + "syntax.json", dir), "syntax.json");
+        CHECK(fs::is_empty(dir / "state/approvals"));
+    }
+
+    SECTION("certificates") {
+        set_up_agent(dir);
+        require_one_line_error(
+            cli("cert issue --dir state --agent agent-7 --validity 5x --out a.pem", dir),
+            "--validity: '5x' has no unit");
+        require_one_line_error(
+            cli("cert issue --dir state --agent agent-7 --validity 0h --out a.pem", dir),
+            "--validity: '0h' must be positive");
+        require_one_line_error(
+            cli("cert issue --dir state --agent agent-7 --validity 3650d --out a.pem", dir),
+            "outlive the CA certificate");
+        require_one_line_error(
+            cli("cert issue --dir state --agent agent-7 --validity 99999d --out a.pem", dir),
+            "--validity: '99999d' is longer than 100 years");
+        CHECK_FALSE(fs::exists(dir / "a.pem"));
+        require_one_line_error(cli("cert revoke --dir state --serial xyz --reason superseded", dir),
+                               "serial");
+        write_text(dir / "garbage.pem", "not a certificate\n");
+        require_one_line_error(cli("cert verify --dir state garbage.pem", dir),
+                               "kakunin: malformed: ");
+        require_one_line_error(cli("cert inspect garbage.pem", dir), "garbage.pem");
+        require_one_line_error(cli("cert inspect nothing.pem", dir), "nothing.pem");
+        // The trust anchor itself is no agent certificate: inspect says why it has no scope.
+        const json ca = inspect(dir, "state/ca.pem");
+        CHECK(ca.contains("scope_error"));
+        CHECK_FALSE(ca.contains("scope"));
+        const Run anchor = cli("cert verify --dir state --json state/ca.pem", dir);
+        CHECK(json::parse(anchor.out).at("valid") == false);
+        require_one_line_error(anchor, "state/ca.pem");
+    }
+}
+
+TEST_CASE("cli ca: verify fails closed on another CA's certificate and a missing CRL",
+          "[cli][ca]") {
+    TempDir dir;
+    set_up_agent(dir);
+    require_ok(cli("cert issue --dir state --agent agent-7 --out agent.pem", dir), "issue");
+    require_ok(cli("ca init --dir other", dir), "second CA");
+    require_one_line_error(cli("cert verify --dir other agent.pem", dir), "kakunin: wrong_ca: ");
+    fs::remove(dir / "state/crl.pem");
+    require_one_line_error(cli("cert verify --dir state agent.pem", dir), "kakunin: crl_missing: ");
+    // `crl` publishes a fresh one again.
+    require_ok(cli("crl --dir state --out crl.pem", dir), "crl");
+    CHECK(fs::exists(dir / "state/crl.pem"));
+    require_ok(cli("cert verify --dir state agent.pem", dir), "verify");
+}
+
+TEST_CASE("cli ca: the whole flow on a SoftHSM2 token with --kms pkcs11", "[cli][ca][pkcs11]") {
+    auto& hsm = kakunin_test::SoftHsm::instance();
+    const std::string token = hsm.new_token("cli");
+    const std::string pin_env =
+        std::string("KAKUNIN_PKCS11_PIN=") + shell_quote(kakunin_test::k_user_pin);
+    TempDir dir;
+    // ECDSA P-256: SoftHSM2's EdDSA signing leaks inside the module under LeakSanitizer.
+    set_up_agent(dir,
+                 "--algorithm ecdsa-p256 --kms pkcs11 --pkcs11-module " +
+                     shell_quote(hsm.module()) + " --token " + shell_quote(token),
+                 pin_env);
+    CHECK_FALSE(fs::exists(dir / "state/keys"));
+    const std::string config = read_text(dir / "state/kms.json");
+    const json kms = json::parse(config);
+    CHECK(kms.at("backend") == "pkcs11");
+    CHECK(kms.at("token") == token);
+    CHECK(kms.at("pkcs11_module") == hsm.module());
+    CHECK(config.find(kakunin_test::k_user_pin) == std::string::npos);
+
+    issue_verify_revoke(dir, pin_env);
+
+    // The keys the command line made are on the token, sensitive and never extractable.
+    for (const char* label : {"ca", "approver:Jane Doe", "agent:agent-7"}) {
+        INFO(label);
+        const auto view = kakunin_test::raw_inspect_private_key(hsm.module(), token,
+                                                                kakunin_test::k_user_pin, label);
+        CHECK(view.found);
+        CHECK(view.sensitive == CK_TRUE);
+        CHECK(view.extractable == CK_FALSE);
+        CHECK(view.value_rv != CKR_OK);
+    }
+
+    const std::string args = "agent register --dir state --agent a2 --owner o --purpose p --by b";
+    require_one_line_error(cli(args, dir, "-u KAKUNIN_PKCS11_PIN"), "KAKUNIN_PKCS11_PIN");
+    require_one_line_error(cli(args, dir, "KAKUNIN_PKCS11_PIN=0000"), "CKR_PIN_INCORRECT");
+    require_ok(cli(args, dir, pin_env), "register with the right PIN");
+}
