@@ -1,7 +1,15 @@
-// A simulated trading day under the seed scope: a strategy on a manual clock sends ~1,500 orders
-// between 06:30 and 20:30 UTC on Monday 2024-01-08, some of them out of scope on purpose, and
-// a desk officer pulls the kill switch for a few minutes. Prints what the Guard decided, by reason.
+// A simulated trading day under the seed scope. First the human steps: a CA whose key sits in a
+// KMS, an agent registered by its owner, the seed scope approved and signed by a named compliance
+// officer, a 24-hour certificate carrying it. Then a strategy on a manual clock sends ~1,800
+// orders between 06:30 and 20:30 UTC on Monday 2024-01-08, some out of scope on purpose, and a
+// desk head pulls the kill switch for a few minutes. Prints what the Guard decided, by reason.
+//
+//   kakunin_demo_day [STATE_DIR]     (default: a fresh temporary directory)
 #include <kakunin/kakunin.hpp>
+#include <kakunin/software_kms.hpp>
+
+#include <unistd.h>
+#include <cstdlib>
 
 #include <cstdio>
 #include <map>
@@ -43,17 +51,56 @@ struct Attempt {
     Decimal quantity, price, reference;
 };
 
+std::string make_state_dir(int argc, char** argv) {
+    if (argc > 1) return argv[1];
+    char templ[] = "/tmp/kakunin-demo-XXXXXX";
+    if (mkdtemp(templ) == nullptr)
+        throw Error(ErrorCategory::io, "cannot create a temporary directory");
+    return templ;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) try {
     const Scope scope = seed_scope();
-    ManualClock clock(utc(2024, 1, 8, 6, 30));
-    Guard guard(scope, clock);
+    ManualClock clock(utc(2024, 1, 8, 6, 0));
+    const std::string state = make_state_dir(argc, argv);
+    if (std::getenv(SoftwareKms::passphrase_variable) == nullptr)
+        setenv(SoftwareKms::passphrase_variable, "demo passphrase, not for production", 0);
+
+    // The human steps (DESIGN §3): CA key in the KMS, registration, signed approval, issuance.
+    std::shared_ptr<Kms> kms(SoftwareKms::open(state + "/keys"));
+    auto ca = LocalCa::init(kms, clock, LocalCaOptions{state});
+    ca->register_agent(
+        {"agent-7", "Desk 3 (J. Roe)", "BTC/ETH/SOL market making", clock.now_ns(), "J. Roe"});
+    const ScopeApproval approval =
+        approve_scope(*kms, "agent-7", "A. Schmidt (compliance)", scope, clock.now_ns());
+    ca->record_approval(approval, scope);
+    const KeyHandle agent_key = kms->find_or_create_key("agent:agent-7", KeyAlgorithm::ed25519);
+    const AgentCertificate cert =
+        ca->issue_for_agent("agent-7", kms->public_key(agent_key).spki_der);
+    Guard guard(GuardCredentials{cert, ca->trust_anchor(), ca->current_crl(), kms, agent_key},
+                clock);
+
+    std::printf(
+        "Kakunin demo: one simulated day under the seed scope (Monday 2024-01-08, UTC)\n\n");
+    std::printf("state directory    %s\n", state.c_str());
+    std::printf("CA                 %s\n", ca->trust_anchor().subject().c_str());
+    std::printf("agent              agent-7, registered by J. Roe for BTC/ETH/SOL market making\n");
+    std::printf("scope approved by  %s at %s\n", approval.approver.c_str(),
+                format_timestamp(approval.approved_at).c_str());
+    std::printf("scope sha256       %s\n", approval.scope_sha256.c_str());
+    std::printf("certificate        serial %s, %s to %s\n", cert.serial().c_str(),
+                format_timestamp(cert.not_before()).c_str(),
+                format_timestamp(cert.not_after()).c_str());
+    std::printf("                   %s\n\n", cert.fingerprint().c_str());
+    clock.set(utc(2024, 1, 8, 6, 30));
 
     std::map<std::string, int> by_reason;
     std::map<std::string, int> by_verdict;
     std::vector<std::string> notable;
     Lcg rng;
+    std::int64_t crl_hour = floor_div(clock.now_ns(), 3'600'000'000'000);
     const Decimal mid[3] = {parse_decimal("42000.00"), parse_decimal("2500.00"),
                             parse_decimal("95.00")};
     const char* names[3] = {"BTC_EUR", "ETH_EUR", "SOL_EUR"};
@@ -86,6 +133,11 @@ int main() {
     int step = 0;
     while (clock.now_ns() < end) {
         clock.advance(std::chrono::seconds(5 + rng.next(50)));
+        // CRLs live an hour: the CA publishes a fresh one and the Guard takes it.
+        if (floor_div(clock.now_ns(), 3'600'000'000'000) != crl_hour) {
+            crl_hour = floor_div(clock.now_ns(), 3'600'000'000'000);
+            guard.update_crl(ca->current_crl());
+        }
         const int i = static_cast<int>(rng.next(3));
         const Decimal qty{static_cast<std::int64_t>(1 + rng.next(200)), 3};  // 0.001 .. 0.200
         Attempt a{"",
@@ -169,7 +221,6 @@ int main() {
         }
     }
 
-    std::printf("Kakunin demo: one simulated day under the seed scope (Monday 2024-01-08, UTC)\n");
     std::printf(
         "scope: EUR 500,000 per order; BTC_EUR ETH_EUR SOL_EUR; exchange_a exchange_b;\n"
         "       Mon-Fri 07:00-20:00; eu-west-1 eu-central-1; RTS 6 limits on\n\n");
@@ -185,4 +236,7 @@ int main() {
     for (const auto& [reason, count] : by_reason)
         std::printf("  %-30s %6d\n", reason.c_str(), count);
     return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "demo failed: %s\n", e.what());
+    return 1;
 }
