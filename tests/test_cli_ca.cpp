@@ -380,6 +380,14 @@ TEST_CASE("cli ca: bad inputs give one-line errors naming the problem", "[cli][c
                                "--kms pkcs11 needs --pkcs11-module");
         require_one_line_error(cli("ca init --dir state --token t", dir),
                                "--pkcs11-module and --token belong to --kms pkcs11");
+        require_one_line_error(
+            cli("ca init --dir state --kms pkcs11 --pkcs11-module /nonexistent/p11.so --token t",
+                dir, "-u KAKUNIN_PKCS11_PIN"),
+            "KAKUNIN_PKCS11_PIN");
+        require_one_line_error(
+            cli("ca init --dir state --kms pkcs11 --pkcs11-module /nonexistent/p11.so --token t",
+                dir, "KAKUNIN_PKCS11_PIN=1234"),
+            "cannot load PKCS#11 module '/nonexistent/p11.so'");
         CHECK_FALSE(fs::exists(dir / "state"));
     }
 
@@ -481,6 +489,13 @@ TEST_CASE("cli ca: the whole flow on a SoftHSM2 token with --kms pkcs11", "[cli]
         CHECK(view.extractable == CK_FALSE);
         CHECK(view.value_rv != CKR_OK);
     }
+
+    // A token that is not there leaves no state directory behind.
+    require_one_line_error(cli("ca init --dir other --kms pkcs11 --pkcs11-module " +
+                                   shell_quote(hsm.module()) + " --token no-such-token",
+                               dir, pin_env),
+                           "no-such-token");
+    CHECK_FALSE(fs::exists(dir / "other"));
 
     const std::string args = "agent register --dir state --agent a2 --owner o --purpose p --by b";
     require_one_line_error(cli(args, dir, "-u KAKUNIN_PKCS11_PIN"), "KAKUNIN_PKCS11_PIN");

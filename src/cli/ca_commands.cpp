@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -87,25 +88,41 @@ void ca_init(const CaInitArgs& a) {
             ::stat(kms_config_path(a.dir).c_str(), &st) == 0)
             throw Error(ErrorCategory::invalid_state, "'" + a.dir + "' already holds a CA");
     }
-    // The secret is checked before anything is created, so a failed init leaves nothing behind.
+    // The secret is checked before anything is created; a token is opened before the directory
+    // is made, and a directory made here is removed again if the CA cannot be created in it.
     require_kms_secret(config);
-    if (::mkdir(a.dir.c_str(), 0700) != 0 && errno != EEXIST)
+    std::shared_ptr<Kms> kms;
+    if (config.backend == KmsConfig::Backend::pkcs11) kms = open_kms(a.dir, config);
+    bool created = false;
+    if (::mkdir(a.dir.c_str(), 0700) == 0)
+        created = true;
+    else if (errno != EEXIST)
         throw Error(ErrorCategory::io,
                     "cannot create state directory '" + a.dir + "': " + std::strerror(errno));
 
-    std::shared_ptr<Kms> kms = open_kms(a.dir, config);
+    std::unique_ptr<LocalCa> ca;
     SystemClock clock;
-    LocalCaOptions options;
-    options.state_dir = a.dir;
-    options.oid_arc = a.oid_arc;
-    CaInitOptions init;
-    init.algorithm = config.algorithm;
-    init.name = a.name;
-    auto ca = LocalCa::init(kms, clock, options, init);
-    save_kms_config(a.dir, config);
+    try {
+        if (!kms) kms = open_kms(a.dir, config);
+        LocalCaOptions options;
+        options.state_dir = a.dir;
+        options.oid_arc = a.oid_arc;
+        CaInitOptions init;
+        init.algorithm = config.algorithm;
+        init.name = a.name;
+        ca = LocalCa::init(kms, clock, options, init);
+        save_kms_config(a.dir, config);
+    } catch (...) {
+        if (created) {
+            std::error_code ec;
+            std::filesystem::remove_all(a.dir, ec);
+        }
+        throw;
+    }
 
     const TrustAnchor anchor = ca->trust_anchor();
-    std::cout << "CA '" << anchor.subject() << "' initialised in " << a.dir << "\n"
+    std::cout << "CA initialised in " << a.dir << "\n"
+              << "  subject    " << anchor.subject() << "\n"
               << "  key        'ca' (" << kakunin::to_string(config.algorithm) << ") in the "
               << describe_kms(config, a.dir) << "\n"
               << "  anchor     " << a.dir << "/ca.pem " << anchor.fingerprint() << "\n"
