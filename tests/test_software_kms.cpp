@@ -142,6 +142,20 @@ TEST_CASE("SoftwareKms stores encrypted PKCS#8 keys that survive a restart", "[s
         CHECK_THROWS_AS(kms->create_key("ca", KeyAlgorithm::ed25519), Error);
     }
     {
+        // A plain (unencrypted) key planted in the directory is refused.
+        const std::string planted = dir + "/approver%3AMallory.key.pem";
+        REQUIRE(std::system(
+                    ("openssl genpkey -algorithm ed25519 -out '" + planted + "'").c_str()) == 0);
+        auto kms = SoftwareKms::open(dir);
+        try {
+            kms->find_key("approver:Mallory");
+            FAIL("an unencrypted key file was accepted");
+        } catch (const Error& e) {
+            CHECK(e.category() == ErrorCategory::kms);
+            CHECK(std::string(e.what()).find("not an encrypted") != std::string::npos);
+        }
+    }
+    {
         auto kms = SoftwareKms::open(dir, "wrong passphrase");
         try {
             kms->find_key("ca");

@@ -110,6 +110,11 @@ struct SoftwareKms::Impl {
         std::stringstream buf;
         buf << in.rdbuf();
         const std::string pem = buf.str();
+        // Only keys sealed under the passphrase count: a plain key dropped into the directory by
+        // someone without the passphrase must not become, say, an approver's key.
+        if (pem.rfind("-----BEGIN ENCRYPTED PRIVATE KEY-----", 0) != 0)
+            throw Error(ErrorCategory::kms,
+                        "key file " + path + " is not an encrypted PKCS#8 PEM key: refused");
         std::shared_ptr<const Botan::Private_Key> key;
         try {
             Botan::DataSource_Memory src(pem);
