@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -501,4 +502,105 @@ TEST_CASE("cli ca: the whole flow on a SoftHSM2 token with --kms pkcs11", "[cli]
     require_one_line_error(cli(args, dir, "-u KAKUNIN_PKCS11_PIN"), "KAKUNIN_PKCS11_PIN");
     require_one_line_error(cli(args, dir, "KAKUNIN_PKCS11_PIN=0000"), "CKR_PIN_INCORRECT");
     require_ok(cli(args, dir, pin_env), "register with the right PIN");
+}
+
+TEST_CASE("cli replay --dir --agent: a Guard on a simulation certificate from the approved scope",
+          "[cli][replay]") {
+    TempDir dir;
+    set_up_agent(dir);
+    // Monday before, in and after trading hours, an instrument outside the scope, then Wednesday
+    // (beyond a 24 h certificate and a 1 h CRL: the simulation certificate covers the whole span).
+    write_text(dir / "orders.csv",
+               "ts,instrument,counterparty,side,quantity,price,region\n"
+               "2024-01-08T06:59:59Z,BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1\n"
+               "2024-01-08T07:00:00Z,BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1\n"
+               "2024-01-08T07:00:01Z,ETH_EUR,exchange_b,SELL,2,2000.00,eu-central-1\n"
+               "2024-01-08T07:00:02Z,XRP_EUR,exchange_a,BUY,1,1.00,eu-west-1\n"
+               "2024-01-08T20:00:00Z,BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1\n"
+               "2024-01-10T12:00:00Z,BTC_EUR,exchange_a,BUY,1,40100.00,eu-west-1\n");
+    const Run sim =
+        cli("replay --dir state --agent agent-7 --orders orders.csv --decisions-out d.jsonl --json",
+            dir);
+    require_ok(sim, "replay --dir");
+    json summary = json::parse(sim.out);
+    const json cert = summary.at("certificate");
+    CHECK(cert.at("agent") == "agent-7");
+    CHECK(cert.at("simulation") == true);
+    CHECK_THAT(cert.at("subject").get<std::string>(), Catch::Contains("simulation"));
+    CHECK(cert.at("not_before_ns") == kakunin::utc(2024, 1, 8, 6, 59, 59));
+    CHECK(cert.at("not_after_ns").get<std::int64_t>() >= kakunin::utc(2024, 1, 10, 12));
+    CHECK(cert.at("approved_by") == "Jane Doe");
+    CHECK(summary.at("orders") == 6);
+    CHECK(summary.at("rejected").at("outside_trading_hours") == 2);
+    CHECK(summary.at("rejected").at("instrument_not_allowed") == 1);
+    const std::string decisions = read_text(dir / "d.jsonl");
+    CHECK(std::count(decisions.begin(), decisions.end(), '\n') == 6);
+    CHECK(decisions.find("certificate_expired") == std::string::npos);
+    CHECK(decisions.find("revocation_status_stale") == std::string::npos);
+
+    // The limits alone decide the same for the same scope.
+    const Run limits = cli("replay --scope scope.json --orders orders.csv --json", dir);
+    require_ok(limits, "replay --scope");
+    summary.erase("certificate");
+    CHECK(json::parse(limits.out) == summary);
+
+    // The simulation enforces the approved scope, not the file: narrow the approval to BTC_EUR.
+    write_text(dir / "btc.json",
+               R"({"version": 1, "max_transaction": {"currency": "EUR", "amount": "500000.00"},
+                   "instruments": ["BTC_EUR"], "counterparties": ["exchange_a", "exchange_b"],
+                   "trading_hours": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"],
+                                      "from": "07:00", "to": "20:00"}],
+                   "regions": ["eu-west-1", "eu-central-1"]})");
+    require_ok(cli("scope approve --dir state --agent agent-7 --scope btc.json --approver 'John "
+                   "Smith'",
+                   dir),
+               "narrow approval");
+    const Run narrowed = cli("replay --dir state --agent agent-7 --orders orders.csv --json", dir);
+    require_ok(narrowed, "replay narrowed");
+    const json n = json::parse(narrowed.out);
+    CHECK(n.at("rejected") == json{{"outside_trading_hours", 2}, {"instrument_not_allowed", 2}});
+    CHECK(n.at("allowed") == 2);
+    CHECK(n.at("certificate").at("approved_by") == "John Smith");
+    // No certificate for the simulation was added to the CA's own records.
+    int issued = 0;
+    for (const auto& e : fs::directory_iterator(dir / "state/certs")) issued += e.is_regular_file();
+    CHECK(issued == 0);
+
+    const Run table = cli("replay --dir state --agent agent-7 --orders orders.csv", dir);
+    require_ok(table, "replay table");
+    CHECK_THAT(table.out, Catch::Contains("simulation certificate for agent 'agent-7'"));
+    CHECK_THAT(table.out, Catch::Contains("instrument_not_allowed"));
+}
+
+TEST_CASE("cli replay --dir --agent: refusals", "[cli][replay]") {
+    TempDir dir;
+    write_text(dir / "orders.csv",
+               "ts,instrument,counterparty,side,quantity,price,region\n"
+               "2024-01-08T07:00:00Z,BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1\n");
+    write_text(dir / "empty.csv", "ts,instrument,counterparty,side,quantity,price,region\n");
+    write_text(dir / "scope.json", kakunin::test::seed_scope_json);
+    require_one_line_error(cli("replay --dir state --agent agent-7 --orders orders.csv", dir),
+                           "state directory 'state' does not exist");
+    require_ok(cli("ca init --dir state", dir), "ca init");
+    require_one_line_error(cli("replay --dir state --agent agent-7 --orders orders.csv", dir),
+                           "unknown agent 'agent-7'");
+    require_ok(cli("agent register --dir state --agent agent-7 --owner o --purpose p --by b", dir),
+               "register");
+    require_one_line_error(cli("replay --dir state --agent agent-7 --orders orders.csv", dir),
+                           "agent 'agent-7' has no approved scope");
+    require_ok(
+        cli("scope approve --dir state --agent agent-7 --scope scope.json --approver J", dir),
+        "approve");
+    require_one_line_error(cli("replay --dir state --agent agent-7 --orders empty.csv", dir),
+                           "no orders");
+    require_one_line_error(cli("replay --dir state --agent agent-7 --orders orders.csv", dir,
+                               "-u KAKUNIN_KMS_PASSPHRASE"),
+                           "KAKUNIN_KMS_PASSPHRASE is not set");
+    require_one_line_error(
+        cli("replay --scope scope.json --dir state --agent agent-7 --orders orders.csv", dir),
+        "either --scope or --dir");
+    require_one_line_error(cli("replay --dir state --orders orders.csv", dir),
+                           "--dir needs --agent");
+    require_one_line_error(cli("replay --orders orders.csv", dir), "give --scope");
+    require_ok(cli("replay --dir state --agent agent-7 --orders orders.csv", dir), "replay");
 }

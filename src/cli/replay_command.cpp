@@ -1,16 +1,30 @@
-// kakunin replay --scope scope.json --orders orders.csv [--decisions-out FILE] [--json]
+// kakunin replay (--scope scope.json | --dir STATE --agent ID) --orders orders.csv
+//                [--decisions-out FILE] [--json]
+//
+// --scope: the limits alone. --dir/--agent: the agent's approved scope in a simulation
+// certificate, enforced by a Guard built from that certificate on the orders' own times.
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <unordered_map>
 
+#include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
+#include "kakunin/ca.hpp"
+#include "kakunin/guard.hpp"
 #include "kakunin/replay.hpp"
+#include "kakunin/software_kms.hpp"
 
 namespace kakunin::cli {
 namespace {
 
 struct ReplayArgs {
-    std::string scope_path, orders_path, decisions_out;
+    std::string scope_path, dir, agent, orders_path, decisions_out;
     bool json = false;
 };
 
@@ -26,45 +40,237 @@ void print_table(const ReplaySummary& s) {
     }
 }
 
+/// The Kms of a simulation CA: its own keys (CA, agent) live in memory and vanish with the
+/// replay; approvers' keys are looked up in the state directory's Kms, so that the simulation CA
+/// checks the real, signed approval exactly as the CA does.
+class SimulationKms final : public Kms {
+public:
+    explicit SimulationKms(std::shared_ptr<Kms> state_kms)
+        : m_state(std::move(state_kms)), m_memory(SoftwareKms::in_memory()) {}
+
+    KeyHandle create_key(std::string_view label, KeyAlgorithm algorithm) override {
+        if (is_approver(label))
+            throw Error(
+                ErrorCategory::invalid_state,
+                "a simulation does not create approvers' keys ('" + std::string(label) + "')");
+        return m_memory->create_key(label, algorithm);
+    }
+    KeyHandle find_key(std::string_view label) override {
+        return is_approver(label) ? m_state->find_key(label) : m_memory->find_key(label);
+    }
+    std::vector<std::uint8_t> sign(const KeyHandle& key, const std::uint8_t* message,
+                                   std::size_t size) override {
+        if (is_approver(key.label))
+            throw Error(ErrorCategory::invalid_state,
+                        "a simulation does not sign with approvers' keys");
+        return m_memory->sign(key, message, size);
+    }
+    PublicKeyInfo public_key(const KeyHandle& key) override {
+        return is_approver(key.label) ? m_state->public_key(key) : m_memory->public_key(key);
+    }
+    using Kms::sign;
+
+private:
+    static bool is_approver(std::string_view label) {
+        const std::string prefix = approver_key_label("");
+        return label.substr(0, prefix.size()) == prefix;
+    }
+    std::shared_ptr<Kms> m_state;
+    std::unique_ptr<SoftwareKms> m_memory;
+};
+
+constexpr TimeNs ns_per_s = 1'000'000'000;
+
+/// A Guard on a simulation certificate for `agent`, issued from its approved scope in `dir` by
+/// an in-memory simulation CA and valid over [first, last] (whole seconds around them).
+struct SimulatedAuthority {
+    std::unique_ptr<ManualClock> ca_clock;  ///< the simulation CA's clock (it borrows it)
+    std::shared_ptr<SimulationKms> kms;
+    std::unique_ptr<LocalCa> ca;
+    std::optional<AgentCertificate> certificate;
+    std::optional<CertificateRevocationList> crl;
+    KeyHandle agent_key;
+    ScopeApproval approval;
+};
+
+SimulatedAuthority simulate_authority(const std::string& dir, const std::string& agent,
+                                      TimeNs first, TimeNs last) {
+    SystemClock system;
+    OpenedCa state = open_ca(dir, system);
+    validate_agent_id(agent);
+    const auto registration = state.ca->registration(agent);
+    if (!registration)
+        throw Error(ErrorCategory::not_found, "unknown agent '" + agent + "': not registered in " +
+                                                  dir + " (run 'kakunin agent register --dir " +
+                                                  dir + " --agent " + agent + " ...')");
+    const auto approved = state.ca->approved_scope(agent);
+    if (!approved)
+        throw Error(ErrorCategory::unauthorised,
+                    "agent '" + agent +
+                        "' has no approved scope: a named person must approve one first "
+                        "('kakunin scope approve --dir " +
+                        dir + " --agent " + agent + " --scope scope.json --approver NAME')");
+
+    // X.509 times have one-second resolution: the simulation covers whole seconds.
+    const TimeNs start = floor_div(first, ns_per_s) * ns_per_s;
+    const std::int64_t span_s = floor_div(last, ns_per_s) - start / ns_per_s + 1;
+    const std::chrono::seconds margin{2 * 86400};
+
+    SimulatedAuthority sim;
+    sim.kms = std::make_shared<SimulationKms>(state.kms);
+    // The simulation CA lives at the start of the orders (its certificate and CRL must be valid
+    // on the simulated times); it checks the approval at the real time it was given.
+    sim.ca_clock = std::make_unique<ManualClock>(start);
+    ManualClock& ca_clock = *sim.ca_clock;
+    LocalCaOptions options;
+    options.oid_arc = state.ca->options().oid_arc;
+    options.crl_validity = std::chrono::seconds{span_s} + margin;
+    CaInitOptions init;
+    init.name = "Kakunin simulation CA";
+    init.validity = std::chrono::seconds{span_s} + margin;
+    sim.ca = LocalCa::init(sim.kms, ca_clock, options, init);
+    sim.ca->register_agent(*registration);
+    sim.agent_key = sim.kms->create_key("agent:" + agent, KeyAlgorithm::ed25519);
+
+    IssueRequest request;
+    request.agent_id = agent;
+    request.scope = approved->scope;
+    request.approval = approved->approval;
+    request.public_key = sim.kms->public_key(sim.agent_key).spki_der;
+    request.not_before = start;
+    request.validity = std::chrono::seconds{span_s};
+    request.simulation = true;
+    ca_clock.set(std::max(system.now_ns(), approved->approval.approved_at));
+    sim.certificate = sim.ca->issue(request);
+    ca_clock.set(start);
+    sim.crl = sim.ca->issue_crl();
+    sim.approval = approved->approval;
+    return sim;
+}
+
+/// Every order through `guard`, the clock set to each row's time; reference prices as
+/// replay_scope() takes them (the previous row's price for the instrument when a row has none).
+ReplaySummary replay_guard(Guard& guard, ManualClock& clock, const std::vector<ReplayOrder>& orders,
+                           const ReplayCallback& on_decision) {
+    ReplaySummary summary;
+    std::unordered_map<std::string, Decimal> last_price;
+    for (const ReplayOrder& row : orders) {
+        clock.set(row.ts_ns);
+        Order order = row.view();
+        if (!order.reference_price) {
+            const auto it = last_price.find(row.instrument);
+            if (it != last_price.end()) order.reference_price = it->second;
+        }
+        const Decision d = guard.check(order);
+        if (row.price.is_positive()) last_price[row.instrument] = row.price;
+        summary.add(d);
+        if (on_decision) on_decision(row, d);
+    }
+    return summary;
+}
+
 void run(const ReplayArgs& a) {
-    const Scope scope = load_scope_file(a.scope_path);
+    const bool with_state = !a.dir.empty() || !a.agent.empty();
+    if (with_state && !a.scope_path.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "give either --scope or --dir with --agent, not both");
+    if (!with_state && a.scope_path.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "give --scope scope.json (limits alone) or --dir STATE --agent ID (the "
+                    "agent's approved scope in a simulation certificate)");
+    if (with_state && (a.dir.empty() || a.agent.empty()))
+        throw Error(ErrorCategory::invalid_input,
+                    a.dir.empty() ? "--agent needs --dir STATE" : "--dir needs --agent ID");
+
+    std::optional<Scope> scope;
+    if (!with_state) scope = load_scope_file(a.scope_path);
     const auto orders = load_orders_csv(a.orders_path);
+    if (with_state && orders.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    a.orders_path + ": no orders, so no time span to issue a certificate for");
     std::ofstream out;
     if (!a.decisions_out.empty()) {
         out.open(a.decisions_out, std::ios::binary | std::ios::trunc);
         if (!out) throw Error(ErrorCategory::io, a.decisions_out + ": cannot write");
     }
-    const ReplaySummary s =
-        replay_scope(scope, orders, [&](const ReplayOrder& o, const Decision& d) {
-            if (out.is_open()) out << decision_json(o.line, d) << '\n';
-        });
+    const ReplayCallback write_decision = [&](const ReplayOrder& o, const Decision& d) {
+        if (out.is_open()) out << decision_json(o.line, d) << '\n';
+    };
+
+    ReplaySummary s;
+    std::optional<SimulatedAuthority> sim;
+    if (with_state) {
+        sim = simulate_authority(a.dir, a.agent, orders.front().ts_ns, orders.back().ts_ns);
+        ManualClock clock(orders.front().ts_ns);
+        Guard guard(GuardCredentials{*sim->certificate, sim->ca->trust_anchor(), sim->crl, sim->kms,
+                                     sim->agent_key},
+                    clock);
+        s = replay_guard(guard, clock, orders, write_decision);
+    } else {
+        s = replay_scope(*scope, orders, write_decision);
+    }
     if (out.is_open()) {
         out.flush();
         if (!out) throw Error(ErrorCategory::io, a.decisions_out + ": write failed");
     }
-    if (a.json)
-        std::cout << summary_json(s) << "\n";
-    else
-        print_table(s);
+
+    if (a.json) {
+        if (!sim) {
+            std::cout << summary_json(s) << "\n";
+            return;
+        }
+        nlohmann::json j = nlohmann::json::parse(summary_json(s));
+        const AgentCertificate& c = *sim->certificate;
+        j["certificate"] = {{"agent", c.agent_id()},
+                            {"subject", c.subject()},
+                            {"serial", c.serial()},
+                            {"fingerprint", c.fingerprint()},
+                            {"simulation", c.is_simulation()},
+                            {"not_before", format_timestamp(c.not_before())},
+                            {"not_after", format_timestamp(c.not_after())},
+                            {"not_before_ns", c.not_before()},
+                            {"not_after_ns", c.not_after()},
+                            {"scope_sha256", sim->approval.scope_sha256},
+                            {"approved_by", sim->approval.approver},
+                            {"approved_at", format_timestamp(sim->approval.approved_at)}};
+        std::cout << j.dump() << "\n";
+        return;
+    }
+    if (sim) {
+        const AgentCertificate& c = *sim->certificate;
+        std::cout << "simulation certificate for agent '" << c.agent_id() << "' (" << c.subject()
+                  << ")\n"
+                  << "  serial    " << c.serial() << "\n"
+                  << "  valid     " << format_timestamp(c.not_before()) << " .. "
+                  << format_timestamp(c.not_after()) << "\n"
+                  << "  scope     sha256:" << sim->approval.scope_sha256 << ", approved by "
+                  << sim->approval.approver << " at " << format_timestamp(sim->approval.approved_at)
+                  << "\n\n";
+    }
+    print_table(s);
 }
 
 }  // namespace
 
 void add_replay_command(CLI::App& app) {
     auto args = std::make_shared<ReplayArgs>();
-    CLI::App* cmd =
-        app.add_subcommand("replay", "What would this scope have done to these orders?");
+    CLI::App* cmd = app.add_subcommand(
+        "replay",
+        "What would this scope, or this agent's approved certificate, have done to these orders?");
     cmd->add_option("--scope", args->scope_path,
                     "Scope JSON (limits alone: no certificate, no baseline)")
-        ->required()
         ->check(CLI::ExistingFile);
+    cmd->add_option("--dir", args->dir,
+                    "State directory: replay under the agent's approved scope, in a simulation "
+                    "certificate (with --agent)");
+    cmd->add_option("--agent", args->agent, "Registered agent id (with --dir)");
     cmd->add_option("--orders", args->orders_path,
                     "Orders CSV: ts,instrument,counterparty,side,quantity,price,region")
         ->required()
         ->check(CLI::ExistingFile);
     cmd->add_option("--decisions-out", args->decisions_out, "Write one JSON line per order here");
     cmd->add_flag("--json", args->json, "Print the summary as JSON");
-    cmd->callback([args] { run(*args); });
+    cmd->callback([args] { run_command([&] { run(*args); }); });
 }
 
 }  // namespace kakunin::cli
