@@ -140,6 +140,10 @@ TEST_CASE("bad scopes are refused with the member named") {
 TEST_CASE("JSON syntax errors name the line and column") {
     const std::string text = "{\n  \"version\": 1,\n  \"max_transaction\" {}\n}";
     CHECK_THAT(error_of(text), Catch::Contains("line 3, column"));
+    // Found by fuzz_scope_json: a number too large for any type is an error, not a crash.
+    CHECK_THAT(error_of("-114E06333"), Catch::Contains("scope JSON: number overflow"));
+    CHECK_THAT(error_of("{\"version\": 1e999999}"), Catch::Contains("scope JSON"));
+    CHECK_THAT(error_of("{\"version\": \"\xff\"}"), Catch::Contains("scope JSON"));
 }
 
 TEST_CASE("a scope built in code is validated as strictly as JSON") {

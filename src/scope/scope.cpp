@@ -386,7 +386,7 @@ Scope parse_scope_json(std::string_view text_in) {
                 return tracker.on_event(e, parsed);
             },
             /*allow_exceptions=*/true, /*ignore_comments=*/false);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
         // nlohmann's message carries the line and column; drop its "[json.exception...]" tag.
         const std::string what = e.what();
         const auto pos = what.find("] ");
