@@ -30,6 +30,11 @@ namespace {
 
 using json = nlohmann::json;
 
+/// Certificates may carry names that are not UTF-8: they are printed with U+FFFD, not refused.
+std::string print_json(const json& j, int indent = 2) {
+    return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
 std::string agent_key_label(std::string_view agent_id) { return "agent:" + std::string(agent_id); }
 
 /// The agent must be registered in this CA; the message says how to do it.
@@ -237,7 +242,7 @@ void cert_issue(const IssueArgs& a) {
         json j = certificate_summary(cert);
         j["out"] = a.out;
         j["key"] = a.csr.empty() ? "kms:" + agent_key_label(a.agent) : "csr:" + a.csr;
-        std::cout << j.dump(2) << "\n";
+        std::cout << print_json(j) << "\n";
         return;
     }
     std::cout << "certificate for agent '" << a.agent << "' written to " << a.out << "\n"
@@ -275,7 +280,7 @@ void cert_inspect(const InspectArgs& a) {
     } else {
         j["scope_error"] = cert.scope_error();
     }
-    std::cout << j.dump(2) << "\n";
+    std::cout << print_json(j) << "\n";
 }
 
 // ---- cert verify ------------------------------------------------------------------------------
@@ -300,7 +305,7 @@ void cert_verify(const VerifyArgs& a) {
     const std::string detail = one_line(check.detail);
     if (a.json) {
         json j = {{"valid", check.ok()}, {"status", to_string(check.status)}, {"detail", detail}};
-        std::cout << j.dump() << "\n";
+        std::cout << print_json(j, -1) << "\n";
     }
     if (!check.ok())
         throw Error(ErrorCategory::unauthorised,
