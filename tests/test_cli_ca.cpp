@@ -223,7 +223,7 @@ TEST_CASE("cli ca: the whole flow with the software KMS", "[cli][ca]") {
     issue_verify_revoke(dir, std::string("KAKUNIN_KMS_PASSPHRASE=") + shell_quote(k_passphrase));
 }
 
-TEST_CASE("cli ca: validity, ECDSA P-256 and a renewal under the same approval", "[cli][ca]") {
+TEST_CASE("cli ca: validity and ECDSA P-256 and a renewal under the same approval", "[cli][ca]") {
     TempDir dir;
     set_up_agent(dir, "--algorithm ecdsa-p256");
     require_ok(cli("cert issue --dir state --agent agent-7 --validity 90s --out short.pem", dir),
