@@ -35,7 +35,8 @@ inline const char* to_string(Verdict v) noexcept {
 ///   3xx  RTS 6 pre-trade limits      4xx  the order itself is malformed
 ///   5xx  behaviour (anomaly score)   6xx  credentials (certificate, CRL)
 enum class ReasonCode : std::uint16_t {
-    halted = 100,  ///< kill switch or automatic halt in force
+    halted = 100,             ///< kill switch or automatic halt in force
+    audit_unavailable = 101,  ///< the audit queue is nearly full or its sink keeps failing
 
     instrument_not_allowed = 200,    ///< instrument not in the scope
     counterparty_not_allowed = 201,  ///< counterparty not in the scope
@@ -63,8 +64,9 @@ enum class ReasonCode : std::uint16_t {
 };
 
 /// Every code, in numeric order. Keep in step with the enum.
-inline constexpr std::array<ReasonCode, 21> all_reason_codes = {
+inline constexpr std::array<ReasonCode, 22> all_reason_codes = {
     ReasonCode::halted,
+    ReasonCode::audit_unavailable,
     ReasonCode::instrument_not_allowed,
     ReasonCode::counterparty_not_allowed,
     ReasonCode::region_not_allowed,
@@ -90,6 +92,7 @@ inline constexpr std::array<ReasonCode, 21> all_reason_codes = {
 inline const char* to_string(ReasonCode r) noexcept {
     switch (r) {
         case ReasonCode::halted: return "halted";
+        case ReasonCode::audit_unavailable: return "audit_unavailable";
         case ReasonCode::instrument_not_allowed: return "instrument_not_allowed";
         case ReasonCode::counterparty_not_allowed: return "counterparty_not_allowed";
         case ReasonCode::region_not_allowed: return "region_not_allowed";

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "kakunin/audit_trail.hpp"
 #include "kakunin/certificate.hpp"
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
@@ -203,6 +204,9 @@ struct GuardCredentials {
 struct GuardOptions {
     /// How long before notAfter the error handler hears that the certificate needs renewing.
     std::chrono::seconds expiry_warning{2 * 3600};
+    /// Record every decision and state change in a signed Merkle log (DESIGN §5). Needs
+    /// credentials (the agent's key signs); a limits-only Guard ignores it.
+    std::optional<AuditTrailOptions> audit;
 };
 
 /// Receives warnings and backend failures. Called at most once per event, possibly from the
@@ -243,6 +247,7 @@ public:
             if (second > a.crl_next_update_s) d.reasons.add(ReasonCode::revocation_status_stale);
             if (m_revoked) d.reasons.add(ReasonCode::certificate_revoked);
             if (m_halted.load(std::memory_order_relaxed)) d.reasons.add(ReasonCode::halted);
+            if (m_audit && !m_audit->accepting()) d.reasons.add(ReasonCode::audit_unavailable);
             if (!m_rate_ring.empty()) {
                 // Sliding one-second window over every message checked, rejected ones included.
                 const TimeNs oldest = m_rate_ring[m_rate_next];
@@ -273,6 +278,7 @@ public:
                 d.verdict = Verdict::reject;
                 ++m_counters.rejected;
             }
+            if (m_audit) m_audit->push_order(order, d);
             if (second >= a.expiry_warning_s && !m_expiry_warned) {
                 m_expiry_warned = true;
                 warn_expiry = true;
@@ -317,6 +323,9 @@ public:
         return m_counters;
     }
 
+    /// The audit trail, or null when the Guard records nothing.
+    const AuditTrail* audit() const noexcept { return m_audit.get(); }
+
     /// The scope in force (a copy: rotate() may replace it).
     Scope scope() const;
     /// The certificate in force; empty for a limits-only Guard.
@@ -331,6 +340,7 @@ private:
     std::unique_ptr<detail::Authority> make_authority(const AgentCertificate& cert,
                                                       const CertificateRevocationList& crl) const;
     void install(std::unique_ptr<detail::Authority> next, bool new_serial);
+    void audit_state(const GuardEvent& event) noexcept;
 
     const Clock& m_clock;
     GuardOptions m_options;
@@ -361,6 +371,9 @@ private:
     std::vector<GuardEvent> m_events;
     mutable std::mutex m_handler_mutex;
     GuardErrorHandler m_handler;
+
+    // Last: destroyed first, so the writer drains while everything it reads still exists.
+    std::unique_ptr<AuditTrail> m_audit;
 };
 
 }  // namespace kakunin

@@ -2,6 +2,7 @@
 // halt and resume. The hot path, check(), is inline in include/kakunin/guard.hpp.
 #include "kakunin/guard.hpp"
 
+#include "kakunin/audit_record.hpp"
 #include "kakunin/replay.hpp"
 
 namespace kakunin {
@@ -50,8 +51,35 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     m_crl = c.crl;
     if (m_authority->compiled.rate_limit() > 0)
         m_rate_ring.assign(m_authority->compiled.rate_limit(), 0);
+    if (options.audit)
+        m_audit =
+            std::make_unique<AuditTrail>(*options.audit, clock, m_kms, m_key,
+                                         m_certificate->agent_id(), m_certificate->fingerprint());
     m_feed = c.revocation_feed;
     if (m_feed) m_feed->subscribe(this);
+}
+
+void Guard::record(GuardEvent event) noexcept {
+    audit_state(event);
+    try {
+        m_events.push_back(std::move(event));
+    } catch (...) {
+        // Out of memory for the in-process history; the audit trail has the event.
+    }
+}
+
+void Guard::audit_state(const GuardEvent& e) noexcept {
+    if (!m_audit) return;
+    std::string_view event;
+    switch (e.kind) {
+        case GuardEvent::Kind::halted: event = audit_event::guard_halted; break;
+        case GuardEvent::Kind::resumed: event = audit_event::guard_resumed; break;
+        case GuardEvent::Kind::revoked: event = audit_event::certificate_revoked; break;
+        case GuardEvent::Kind::rotated: event = audit_event::guard_rotated; break;
+        case GuardEvent::Kind::crl_updated: event = audit_event::guard_crl_updated; break;
+    }
+    std::lock_guard<detail::SpinLock> lock(m_lock);  // one producer at a time
+    m_audit->push_state(e.at_ns, event, e.by, e.reason);
 }
 
 Guard::~Guard() {
@@ -129,7 +157,7 @@ void Guard::rotate(const AgentCertificate& renewed) {
     install(std::move(next), new_serial);
     m_certificate = renewed;
     m_scope = renewed.scope();
-    m_events.push_back(
+    record(
         {GuardEvent::Kind::rotated, m_clock.now_ns(), "kakunin",
          "serial " + renewed.serial() + " valid until " + format_timestamp(renewed.not_after())});
 }
@@ -146,15 +174,15 @@ void Guard::update_crl(const CertificateRevocationList& crl) {
     auto next = make_authority(*m_certificate, crl);
     install(std::move(next), false);
     m_crl = crl;
-    m_events.push_back({GuardEvent::Kind::crl_updated, m_clock.now_ns(), "kakunin",
-                        "next update " + format_timestamp(crl.next_update())});
+    record({GuardEvent::Kind::crl_updated, m_clock.now_ns(), "kakunin",
+            "next update " + format_timestamp(crl.next_update())});
     if (result.status == CertificateStatus::revoked) {
         {
             std::lock_guard<detail::SpinLock> lock(m_lock);
             m_revoked = true;
             m_halted.store(true, std::memory_order_relaxed);
         }
-        m_events.push_back({GuardEvent::Kind::revoked, m_clock.now_ns(), "crl", result.detail});
+        record({GuardEvent::Kind::revoked, m_clock.now_ns(), "crl", result.detail});
     }
 }
 
@@ -167,7 +195,7 @@ void Guard::on_revocation(const Revocation& r) noexcept {
             m_revoked = true;
             m_halted.store(true, std::memory_order_relaxed);
         }
-        m_events.push_back({GuardEvent::Kind::revoked, r.revoked_at, "revocation feed", r.reason});
+        record({GuardEvent::Kind::revoked, r.revoked_at, "revocation feed", r.reason});
     } catch (...) {
         // Only the history entry can fail (allocation); the halt above has already happened.
     }
@@ -181,7 +209,7 @@ void Guard::halt(std::string_view reason, std::string_view by) {
         std::lock_guard<detail::SpinLock> lock(m_lock);
         m_halted.store(true, std::memory_order_relaxed);
     }
-    m_events.push_back(std::move(event));
+    record(std::move(event));
 }
 
 void Guard::resume(std::string_view by) {
@@ -199,7 +227,7 @@ void Guard::resume(std::string_view by) {
                 "resume: the certificate is revoked; rotate() to a newly issued certificate first");
         m_halted.store(false, std::memory_order_relaxed);
     }
-    m_events.push_back(std::move(event));
+    record(std::move(event));
 }
 
 bool Guard::revoked() const noexcept {

@@ -1,0 +1,179 @@
+// kakunin/audit_trail.hpp — the Guard's hand-off to its audit log: a preallocated bounded queue
+// that check() fills without allocating or blocking, and one background thread that turns each
+// entry into a record (AuditLogWriter: hash, sign, checkpoint) and makes batches durable.
+//
+//   auto sink = std::make_shared<kakunin::FileAuditSink>("state/audit/agent-7.jsonl");
+//   kakunin::GuardOptions options;
+//   options.audit = kakunin::AuditTrailOptions{sink};     // per-record signatures on by default
+//   kakunin::Guard guard(credentials, clock, options);    // every decision is now recorded
+//
+// Never drops silently: when the queue nears full, or the sink has failed for longer than
+// `sink_failure_grace`, check() rejects orders with `audit_unavailable` (still recording them in
+// the reserve), and allows again by itself once the writer catches up.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kakunin/audit_sink.hpp"
+#include "kakunin/clock.hpp"
+#include "kakunin/decision.hpp"
+#include "kakunin/kms.hpp"
+#include "kakunin/order.hpp"
+
+namespace kakunin {
+
+struct AuditTrailOptions {
+    std::shared_ptr<AuditSink> sink;    ///< required
+    std::string log_id;                 ///< default: the agent id
+    bool record_signatures = true;      ///< per-record signatures by the agent's key (DESIGN §5)
+    std::size_t queue_capacity = 4096;  ///< entries, preallocated
+    std::size_t reserve = 256;          ///< entries kept for recording rejections when nearly full
+    std::size_t batch_max = 4096;       ///< records per durable write
+    std::uint64_t checkpoint_every = 1000;
+    std::chrono::milliseconds checkpoint_interval{1000};
+    std::chrono::milliseconds sink_failure_grace{2000};
+};
+
+/// Counters, readable from any thread.
+struct AuditTrailCounters {
+    std::uint64_t queued = 0;                 ///< entries handed over by check() and the cold paths
+    std::uint64_t durable = 0;                ///< records the sink has made durable
+    std::uint64_t unrecorded_rejections = 0;  ///< rejected orders the full queue could not take
+    std::uint64_t sink_failures = 0;          ///< failed durable writes (retried)
+    bool healthy = true;  ///< false while orders are refused for the audit's sake
+};
+
+namespace detail {
+
+/// One queue entry: a decision and the order's text, or a state change. Fixed size.
+struct AuditEntry {
+    static constexpr std::size_t text_capacity = 1024;
+    enum class Kind : std::uint8_t { order, state };
+    Kind kind = Kind::order;
+    TimeNs ts_ns = 0;
+    Decision decision;
+    Side side = Side::buy;
+    Decimal quantity, price, reference_price;
+    bool has_reference = false;
+    /// Lengths of client_order_id, instrument, counterparty, region, reasoning (for a state
+    /// change: event, by, reason) as stored, and the reasoning's full length before truncation.
+    std::uint16_t length[5] = {};
+    std::uint32_t reasoning_length = 0;
+    char text[text_capacity];
+
+    /// Copies the fields in order, truncating what does not fit (short fields first).
+    void set_text(const std::string_view* fields, std::size_t n) noexcept {
+        std::size_t used = 0;
+        for (std::size_t i = 0; i < n && i < 5; ++i) {
+            const std::size_t room = text_capacity - used;
+            const std::size_t cap = i + 1 < n ? std::min<std::size_t>(room, 128) : room;
+            const std::size_t len = std::min(fields[i].size(), cap);
+            std::memcpy(text + used, fields[i].data(), len);
+            length[i] = static_cast<std::uint16_t>(len);
+            used += len;
+        }
+    }
+    std::string_view field(std::size_t i) const noexcept {
+        std::size_t offset = 0;
+        for (std::size_t k = 0; k < i; ++k) offset += length[k];
+        return {text + offset, length[i]};
+    }
+};
+
+}  // namespace detail
+
+class AuditTrail {
+public:
+    /// Opens the log (continuing what the sink holds) and starts the writer thread. The agent's
+    /// key signs checkpoints (and records, unless disabled); `cert_fp` names it. Throws
+    /// kakunin::Error if the sink's content does not continue cleanly.
+    AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
+               KeyHandle key, std::string agent_id, std::string cert_fp);
+    /// Drains the queue, writes a final checkpoint and stops the thread.
+    ~AuditTrail();
+    AuditTrail(const AuditTrail&) = delete;
+    AuditTrail& operator=(const AuditTrail&) = delete;
+
+    // ---- producer side: called with the Guard's hot lock held (one producer at a time) ----
+
+    /// True when an order may be allowed: the queue has room beyond the reserve and the sink
+    /// is healthy.
+    bool accepting() const noexcept {
+        const std::uint64_t used =
+            m_head.load(std::memory_order_relaxed) - m_tail.load(std::memory_order_acquire);
+        return used + m_reserve < m_entries.size() && m_healthy.load(std::memory_order_relaxed);
+    }
+    /// Queues a decision. Returns false (and counts it) only when the queue is completely
+    /// full, which can only happen to a rejected order.
+    bool push_order(const Order& o, const Decision& d) noexcept {
+        detail::AuditEntry* e = claim();
+        if (e == nullptr) {
+            if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
+        e->kind = detail::AuditEntry::Kind::order;
+        e->ts_ns = d.ts_ns;
+        e->decision = d;
+        e->side = o.side;
+        e->quantity = o.quantity;
+        e->price = o.price;
+        e->has_reference = o.reference_price.has_value();
+        if (e->has_reference) e->reference_price = *o.reference_price;
+        e->reasoning_length = static_cast<std::uint32_t>(o.reasoning.size());
+        const std::string_view fields[5] = {o.client_order_id, o.instrument, o.counterparty,
+                                            o.region, o.reasoning};
+        e->set_text(fields, 5);
+        publish();
+        return true;
+    }
+    /// Queues a state change (halt, resume, revocation, rotation, CRL update).
+    bool push_state(TimeNs at, std::string_view event, std::string_view by,
+                    std::string_view reason) noexcept {
+        detail::AuditEntry* e = claim();
+        if (e == nullptr) return false;
+        e->kind = detail::AuditEntry::Kind::state;
+        e->ts_ns = at;
+        const std::string_view fields[3] = {event, by, reason};
+        e->set_text(fields, 3);
+        e->reasoning_length = static_cast<std::uint32_t>(reason.size());
+        publish();
+        return true;
+    }
+
+    // ---- anyone ----
+    AuditTrailCounters counters() const noexcept;
+    /// Blocks until everything queued so far is durable (or `timeout` passes); true if it is.
+    bool wait_durable(std::chrono::milliseconds timeout) const;
+    const std::string& log_id() const noexcept;
+
+private:
+    detail::AuditEntry* claim() noexcept {
+        const std::uint64_t head = m_head.load(std::memory_order_relaxed);
+        if (head - m_tail.load(std::memory_order_acquire) >= m_entries.size()) return nullptr;
+        return &m_entries[head % m_entries.size()];
+    }
+    void publish() noexcept {
+        m_head.store(m_head.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+    void run() noexcept;
+
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+    std::vector<detail::AuditEntry> m_entries;
+    std::size_t m_reserve;
+    alignas(64) std::atomic<std::uint64_t> m_head{0};
+    alignas(64) std::atomic<std::uint64_t> m_tail{0};
+    std::atomic<bool> m_healthy{true};
+    std::atomic<std::uint64_t> m_unrecorded{0};
+    std::atomic<bool> m_stop{false};
+    std::thread m_thread;
+};
+
+}  // namespace kakunin
