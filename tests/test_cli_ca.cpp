@@ -542,6 +542,7 @@ TEST_CASE("cli replay --dir --agent: a Guard on a simulation certificate from th
     const Run limits = cli("replay --scope scope.json --orders orders.csv --json", dir);
     require_ok(limits, "replay --scope");
     summary.erase("certificate");
+    summary.erase("audit_log");
     CHECK(json::parse(limits.out) == summary);
 
     // The simulation enforces the approved scope, not the file: narrow the approval to BTC_EUR.
@@ -603,4 +604,44 @@ TEST_CASE("cli replay --dir --agent: refusals", "[cli][replay]") {
                            "--dir needs --agent");
     require_one_line_error(cli("replay --orders orders.csv", dir), "give --scope");
     require_ok(cli("replay --dir state --agent agent-7 --orders orders.csv", dir), "replay");
+}
+
+TEST_CASE(
+    "cli replay --dir writes a signed audit log; audit verify accepts it and catches a change",
+    "[cli][replay][audit]") {
+    TempDir dir;
+    set_up_agent(dir);
+    write_text(dir / "orders.csv",
+               "ts,instrument,counterparty,side,quantity,price,region,reasoning\n"
+               "2024-01-08T07:00:00Z,BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1,first\n"
+               "2024-01-08T07:00:01Z,BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1,second\n"
+               "2024-01-08T07:00:02Z,BTC_EUR,exchange_c,BUY,1,40000.00,eu-west-1,wrong venue\n");
+    const Run sim = cli(
+        "replay --dir state --agent agent-7 --orders orders.csv --audit-out a.jsonl --json", dir);
+    require_ok(sim, "replay --audit-out");
+    CHECK(json::parse(sim.out).at("audit_log") == "a.jsonl");
+    const std::string log = read_text(dir / "a.jsonl");
+    CHECK(std::count(log.begin(), log.end(), '\n') >= 4);  // 3 records and a checkpoint at least
+    CHECK_THAT(log, Catch::Contains("\"log_id\":\"agent-7.replay\""));
+    CHECK_THAT(log, Catch::Contains("\"reasoning\":\"wrong venue\""));
+
+    const Run ok =
+        cli("audit verify --log a.jsonl --certs a.jsonl.certs --ca state/ca.pem --json", dir);
+    INFO(ok.err);
+    // The simulation certificate comes from the simulation CA, not the state's production CA.
+    require_one_line_error(ok, "not issued by state/ca.pem");
+    const Run plain = cli("audit verify --log a.jsonl --certs a.jsonl.certs --json", dir);
+    require_ok(plain, "audit verify");
+    const json v = json::parse(plain.out);
+    CHECK(v.at("ok") == true);
+    CHECK(v.at("records") == 3);
+    CHECK(v.at("signed_records") == 3);
+
+    std::string tampered = log;
+    const std::string needle = "\"reasoning\":\"second\"";
+    tampered.replace(tampered.find(needle), needle.size(), "\"reasoning\":\"sekond\"");
+    write_text(dir / "a.jsonl", tampered);
+    require_one_line_error(cli("audit verify --log a.jsonl --certs a.jsonl.certs", dir),
+                           "bad_record_signature: line 2: seq 1");
+    require_one_line_error(cli("audit verify --log a.jsonl", dir), "unknown_certificate");
 }

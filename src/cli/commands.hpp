@@ -12,4 +12,7 @@ void add_replay_command(CLI::App& app);
 /// `crl` (DESIGN §6).
 void add_ca_commands(CLI::App& app);
 
+/// `kakunin audit verify` (DESIGN §6).
+void add_audit_commands(CLI::App& app);
+
 }  // namespace kakunin::cli

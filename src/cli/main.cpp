@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     kakunin::cli::add_ca_commands(app);
     kakunin::cli::add_replay_command(app);
+    kakunin::cli::add_audit_commands(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

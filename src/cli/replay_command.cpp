@@ -3,8 +3,12 @@
 //
 // --scope: the limits alone. --dir/--agent: the agent's approved scope in a simulation
 // certificate, enforced by a Guard built from that certificate on the orders' own times.
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -15,6 +19,7 @@
 
 #include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
+#include "kakunin/audit_sink.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/replay.hpp"
@@ -23,8 +28,13 @@
 namespace kakunin::cli {
 namespace {
 
+void ensure_directory(const std::string& path) {
+    if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+        throw Error(ErrorCategory::io, "cannot create " + path + ": " + std::strerror(errno));
+}
+
 struct ReplayArgs {
-    std::string scope_path, dir, agent, orders_path, decisions_out;
+    std::string scope_path, dir, agent, orders_path, decisions_out, audit_out;
     bool json = false;
 };
 
@@ -161,6 +171,10 @@ ReplaySummary replay_guard(Guard& guard, ManualClock& clock, const std::vector<R
             const auto it = last_price.find(row.instrument);
             if (it != last_price.end()) order.reference_price = it->second;
         }
+        // A replay runs faster than any writer can sign: wait for the audit queue instead of
+        // letting audit_unavailable reject orders that live trading would have recorded.
+        while (guard.audit() != nullptr && !guard.audit()->accepting())
+            guard.audit()->wait_durable(std::chrono::milliseconds(50));
         const Decision d = guard.check(order);
         if (row.price.is_positive()) last_price[row.instrument] = row.price;
         summary.add(d);
@@ -199,13 +213,32 @@ void run(const ReplayArgs& a) {
 
     ReplaySummary s;
     std::optional<SimulatedAuthority> sim;
+    std::string audit_written;
+    if (!a.audit_out.empty() && !with_state)
+        throw Error(
+            ErrorCategory::invalid_input,
+            "--audit-out needs --dir STATE --agent ID (records are signed by the agent's key)");
     if (with_state) {
         sim = simulate_authority(a.dir, a.agent, orders.front().ts_ns, orders.back().ts_ns);
         ManualClock clock(orders.front().ts_ns);
-        Guard guard(GuardCredentials{*sim->certificate, sim->ca->trust_anchor(), sim->crl, sim->kms,
-                                     sim->agent_key},
-                    clock);
-        s = replay_guard(guard, clock, orders, write_decision);
+        // The replay's own audit log (log_id "<agent>.replay"), so simulated records never mix
+        // with the agent's production log; the simulation certificate is kept beside it.
+        const std::string audit_path =
+            a.audit_out.empty() ? a.dir + "/audit/" + a.agent + ".replay.jsonl" : a.audit_out;
+        if (a.audit_out.empty()) ensure_directory(a.dir + "/audit");
+        const std::string cert_dir = audit_path + ".certs";
+        ensure_directory(cert_dir);
+        write_file(cert_dir + "/" + sim->certificate->serial() + ".pem", sim->certificate->pem());
+        GuardOptions options;
+        options.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(audit_path)};
+        options.audit->log_id = a.agent + ".replay";
+        {
+            Guard guard(GuardCredentials{*sim->certificate, sim->ca->trust_anchor(), sim->crl,
+                                         sim->kms, sim->agent_key},
+                        clock, options);
+            s = replay_guard(guard, clock, orders, write_decision);
+        }  // closing the Guard drains the audit queue and writes the final checkpoint
+        audit_written = audit_path;
     } else {
         s = replay_scope(*scope, orders, write_decision);
     }
@@ -221,6 +254,7 @@ void run(const ReplayArgs& a) {
         }
         nlohmann::json j = nlohmann::json::parse(summary_json(s));
         const AgentCertificate& c = *sim->certificate;
+        j["audit_log"] = audit_written;
         j["certificate"] = {{"agent", c.agent_id()},
                             {"subject", c.subject()},
                             {"serial", c.serial()},
@@ -245,7 +279,10 @@ void run(const ReplayArgs& a) {
                   << format_timestamp(c.not_after()) << "\n"
                   << "  scope     sha256:" << sim->approval.scope_sha256 << ", approved by "
                   << sim->approval.approver << " at " << format_timestamp(sim->approval.approved_at)
-                  << "\n\n";
+                  << "\n"
+                  << "  audit log " << audit_written << "\n"
+                  << "            (kakunin audit verify --log " << audit_written << " --certs "
+                  << audit_written << ".certs)\n\n";
     }
     print_table(s);
 }
@@ -269,6 +306,8 @@ void add_replay_command(CLI::App& app) {
         ->required()
         ->check(CLI::ExistingFile);
     cmd->add_option("--decisions-out", args->decisions_out, "Write one JSON line per order here");
+    cmd->add_option("--audit-out", args->audit_out,
+                    "Audit log of the replay (default with --dir: STATE/audit/AGENT.replay.jsonl)");
     cmd->add_flag("--json", args->json, "Print the summary as JSON");
     cmd->callback([args] { run_command([&] { run(*args); }); });
 }
