@@ -8,7 +8,10 @@
 #include <kakunin/kakunin.hpp>
 #include <kakunin/software_kms.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
 
 #include <cstdio>
@@ -52,7 +55,11 @@ struct Attempt {
 };
 
 std::string make_state_dir(int argc, char** argv) {
-    if (argc > 1) return argv[1];
+    if (argc > 1) {
+        if (mkdir(argv[1], 0700) != 0 && errno != EEXIST)
+            throw Error(ErrorCategory::io, std::string("cannot create ") + argv[1]);
+        return argv[1];
+    }
     char templ[] = "/tmp/kakunin-demo-XXXXXX";
     if (mkdtemp(templ) == nullptr)
         throw Error(ErrorCategory::io, "cannot create a temporary directory");

@@ -53,14 +53,24 @@ public:
                                            std::size_t size) = 0;
     virtual PublicKeyInfo public_key(const KeyHandle& key) = 0;
 
-    /// The key under `label`, created with `algorithm` if it does not exist yet.
+    /// The key under `label`, created with `algorithm` if it does not exist yet. Safe when
+    /// several callers race to create the same label: all get the one key.
     KeyHandle find_or_create_key(std::string_view label, KeyAlgorithm algorithm) {
         try {
             return find_key(label);
         } catch (const Error& e) {
             if (e.category() != ErrorCategory::not_found) throw;
         }
-        return create_key(label, algorithm);
+        try {
+            return create_key(label, algorithm);
+        } catch (const Error& create_error) {
+            // Another thread or process may have created it between the two calls.
+            try {
+                return find_key(label);
+            } catch (const Error&) {
+                throw create_error;
+            }
+        }
     }
     std::vector<std::uint8_t> sign(const KeyHandle& key, const std::vector<std::uint8_t>& m) {
         return sign(key, m.data(), m.size());

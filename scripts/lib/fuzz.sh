@@ -4,7 +4,7 @@
 # (the crashing input is kept in BUILD_DIR/fuzz-artifacts/).
 kakunin_fuzz() {
     local dir="$1" seconds="$2" corpus target status=0
-    CXX=clang++ cmake -S "$KAKUNIN_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    CXX=clang++ cmake -S "$KAKUNIN_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DKAKUNIN_FUZZ=ON -DKAKUNIN_BUILD_TESTS=OFF -DKAKUNIN_BUILD_BENCH=OFF \
         -DKAKUNIN_BUILD_EXAMPLES=OFF -DKAKUNIN_BUILD_CLI=OFF -DKAKUNIN_INSTALL=OFF >/dev/null
     cmake --build "$dir" -j "$(nproc)"
