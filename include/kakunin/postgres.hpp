@@ -1,0 +1,170 @@
+// kakunin/postgres.hpp — PostgreSQL as the production store (DESIGN §5): the write-once audit
+// schema, an AuditSink over it, revocations pushed to every process with LISTEN/NOTIFY, and a
+// BaselineStore. libpq stays in src/; connections are given as libpq conninfo strings.
+//
+//   kakunin::init_audit_database("host=/run/pg dbname=kakunin user=postgres", {});  // once
+//   kakunin::PostgresAuditSink sink("host=/run/pg dbname=kakunin user=kakunin_app", {"agent-7"});
+//   kakunin::AuditLogWriter log(sink, clock, signer, {"agent-7"});
+//   auto feed = std::make_shared<kakunin::PostgresRevocationFeed>(conninfo);
+//   credentials.revocation_feed = feed;           // the Guard halts on a revocation from anywhere
+//   kakunin::publish_revocation(conninfo, {serial, "agent-7", "anomaly score 0.91", now});
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kakunin/audit_sink.hpp"
+#include "kakunin/baseline_store.hpp"
+#include "kakunin/ca.hpp"
+#include "kakunin/revocation.hpp"
+
+namespace kakunin {
+
+/// The schema every PostgreSQL backend uses (fixed: the event trigger and docs name it).
+inline constexpr const char* audit_schema = "kakunin_audit";
+
+struct AuditDbOptions {
+    /// NOLOGIN role that owns the schema, tables and functions.
+    std::string owner_role = "kakunin_owner";
+    /// Role the application connects as (column-level INSERT and SELECT only).
+    std::string app_role = "kakunin_app";
+    /// Create the application role WITH LOGIN (set its password or authentication separately).
+    bool app_login = true;
+};
+
+/// Creates the audit schema (docs/postgres.md): owner and application roles (when missing),
+/// tables, append-only triggers set ENABLE ALWAYS, the seq check, monthly partitions for this
+/// month and the next, the retention functions, and, when the connected user is a superuser,
+/// the event triggers that refuse DDL on the schema. Runs in one transaction. On a database that
+/// already has the schema it only (re)creates the roles and grants the application role.
+/// Role names must be plain lowercase identifiers. Throws kakunin::Error (invalid_input,
+/// database).
+void init_audit_database(const std::string& conninfo, const AuditDbOptions& options = {});
+
+struct PostgresAuditSinkOptions {
+    std::string log_id;  ///< required: the sink stores and replays this one log
+    /// How many times flush() reconnects after a lost connection before it throws.
+    int reconnect_attempts = 2;
+    /// Wait before each reconnect.
+    std::chrono::milliseconds reconnect_delay{100};
+};
+
+/// AuditSink over the kakunin_audit tables, connected as the application role. append() keeps
+/// the lines in memory; flush() stores all of them in one transaction (records by COPY, the
+/// canonical bytes verbatim as text; checkpoints after them) and returns once it is committed.
+/// After a lost connection (server restart) it reconnects and first reads what the database
+/// already holds, so a commit whose acknowledgement was lost is neither duplicated nor reported
+/// durable before it is known to be committed. for_each_line() replays the committed lines of
+/// the log in seq order, each checkpoint after the records it covers. Every line must belong to
+/// `log_id`. Errors throw kakunin::Error (database, invalid_input); the lines then stay pending.
+class PostgresAuditSink final : public LockingAuditSink {
+public:
+    PostgresAuditSink(std::string conninfo, PostgresAuditSinkOptions options);
+    ~PostgresAuditSink() override;
+    PostgresAuditSink(const PostgresAuditSink&) = delete;
+    PostgresAuditSink& operator=(const PostgresAuditSink&) = delete;
+
+    /// "postgres:" + log_id (never the conninfo, which may hold a password).
+    std::string name() const override;
+    /// Lines appended and not yet committed.
+    std::size_t pending_lines() const;
+
+protected:
+    void do_append(const std::string_view* lines, std::size_t count) override;
+    void do_flush() override;
+    void do_for_each_line(const std::function<void(std::string_view)>& fn) override;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+/// Inserts a revocation into kakunin_audit.revocations (which NOTIFYs every listening process)
+/// and returns its sequence number. Opens a connection per call; use PostgresRevocationPublisher
+/// to keep one. Throws kakunin::Error (database, invalid_input for a serial that is not
+/// lowercase hex).
+std::uint64_t publish_revocation(const std::string& conninfo, const Revocation& revocation);
+
+/// Keeps one connection for publishing revocations. Thread-safe (calls are serialised).
+class PostgresRevocationPublisher {
+public:
+    explicit PostgresRevocationPublisher(std::string conninfo);
+    ~PostgresRevocationPublisher();
+    PostgresRevocationPublisher(const PostgresRevocationPublisher&) = delete;
+    PostgresRevocationPublisher& operator=(const PostgresRevocationPublisher&) = delete;
+    /// As publish_revocation(); reconnects once if the connection was lost.
+    std::uint64_t publish(const Revocation& revocation);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+struct PostgresRevocationFeedOptions {
+    /// Wait between reconnect attempts.
+    std::chrono::milliseconds reconnect_delay{200};
+    /// Revocations with a sequence number above this are delivered; 0: the whole history, so a
+    /// Guard whose certificate was revoked before the feed started halts too.
+    std::uint64_t start_after_seq = 0;
+    /// Told about connection failures (rate: at most once per reconnect attempt). Must not
+    /// throw; called on the feed's thread.
+    std::function<void(std::string_view)> error_handler = {};
+};
+
+/// RevocationFeed over LISTEN/NOTIFY. A background thread LISTENs on kakunin_revocations,
+/// delivers each revocation to every subscriber (on that thread; listeners must not block), and
+/// after a lost connection reconnects and catches up from the last sequence number it saw.
+/// subscribe() first delivers, synchronously, every revocation the feed has already seen.
+/// After unsubscribe() returns the listener is not called again.
+class PostgresRevocationFeed final : public RevocationFeed {
+public:
+    explicit PostgresRevocationFeed(std::string conninfo,
+                                    PostgresRevocationFeedOptions options = {});
+    ~PostgresRevocationFeed() override;
+    PostgresRevocationFeed(const PostgresRevocationFeed&) = delete;
+    PostgresRevocationFeed& operator=(const PostgresRevocationFeed&) = delete;
+
+    void subscribe(RevocationListener* listener) override;
+    void unsubscribe(RevocationListener* listener) noexcept override;
+
+    /// Waits until the feed is listening and has caught up; false on timeout.
+    bool wait_until_listening(std::chrono::milliseconds timeout);
+    /// Highest sequence number delivered so far.
+    std::uint64_t last_seq() const;
+    /// How many times the feed has (re)connected.
+    std::uint64_t connections() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+/// BaselineStore over kakunin_audit.baselines and baseline_approvals (append-only tables; the
+/// database checks each baseline's SHA-256). Thread-safe: one connection, calls serialised,
+/// reconnects once after a lost connection.
+class PostgresBaselineStore final : public BaselineStore {
+public:
+    explicit PostgresBaselineStore(std::string conninfo);
+    ~PostgresBaselineStore() override;
+    PostgresBaselineStore(const PostgresBaselineStore&) = delete;
+    PostgresBaselineStore& operator=(const PostgresBaselineStore&) = delete;
+
+    StoredBaseline put_baseline(std::string_view agent_id, std::string_view json) override;
+    std::optional<StoredBaseline> get_baseline(std::string_view agent_id,
+                                               std::uint64_t version = 0) override;
+    void put_approval(const BaselineApproval& approval) override;
+    std::optional<BaselineApproval> get_approval(std::string_view agent_id,
+                                                 std::uint64_t version) override;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+}  // namespace kakunin

@@ -1,0 +1,261 @@
+// Revocations through PostgreSQL: an INSERT into kakunin_audit.revocations NOTIFYs
+// kakunin_revocations; PostgresRevocationFeed LISTENs, delivers, and catches up by seq.
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "kakunin/postgres.hpp"
+#include "postgres/pg.hpp"
+
+namespace kakunin {
+
+namespace {
+
+constexpr const char* insert_revocation_sql =
+    "INSERT INTO kakunin_audit.revocations (serial, agent_id, reason, revoked_at) "
+    "VALUES ($1, $2, $3, $4) RETURNING seq";
+
+void check_serial(const std::string& serial) {
+    const bool ok = !serial.empty() && std::all_of(serial.begin(), serial.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    });
+    if (!ok) {
+        throw Error(ErrorCategory::invalid_input,
+                    "revocation: serial \"" + serial + "\" is not lowercase hex");
+    }
+}
+
+std::uint64_t insert_revocation(pg::Connection& c, const Revocation& r) {
+    check_serial(r.serial);
+    pg::Result res = c.exec(insert_revocation_sql,
+                            {r.serial, r.agent_id, r.reason, std::to_string(r.revoked_at)});
+    return static_cast<std::uint64_t>(pg::to_i64(pg::value(res.get(), 0, 0)));
+}
+
+}  // namespace
+
+std::uint64_t publish_revocation(const std::string& conninfo, const Revocation& revocation) {
+    pg::Connection c(conninfo, "kakunin-revocation-publisher");
+    return insert_revocation(c, revocation);
+}
+
+struct PostgresRevocationPublisher::Impl {
+    std::string conninfo;
+    std::mutex mutex;
+    std::unique_ptr<pg::Connection> conn;
+};
+
+PostgresRevocationPublisher::PostgresRevocationPublisher(std::string conninfo)
+    : m_impl(std::make_unique<Impl>()) {
+    m_impl->conninfo = std::move(conninfo);
+    m_impl->conn =
+        std::make_unique<pg::Connection>(m_impl->conninfo, "kakunin-revocation-publisher");
+}
+
+PostgresRevocationPublisher::~PostgresRevocationPublisher() = default;
+
+std::uint64_t PostgresRevocationPublisher::publish(const Revocation& revocation) {
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    for (int attempt = 0;; ++attempt) {
+        try {
+            if (!m_impl->conn || !m_impl->conn->ok()) {
+                m_impl->conn = std::make_unique<pg::Connection>(m_impl->conninfo,
+                                                                "kakunin-revocation-publisher");
+            }
+            // A lost connection before the INSERT's result leaves it unknown whether it
+            // happened; publishing twice is harmless (a Guard halts once), missing one is not.
+            return insert_revocation(*m_impl->conn, revocation);
+        } catch (const pg::DbError& e) {
+            m_impl->conn.reset();
+            if (!e.connection_lost() || attempt >= 1) throw;
+        }
+    }
+}
+
+// ---- PostgresRevocationFeed ------------------------------------------------------------------
+
+struct PostgresRevocationFeed::Impl {
+    std::string conninfo;
+    PostgresRevocationFeedOptions options;
+
+    std::mutex mutex;  ///< listeners, seen, last_seq, listening
+    std::condition_variable changed;
+    std::vector<RevocationListener*> listeners;
+    std::vector<Revocation> seen;
+    std::uint64_t last_seq = 0;
+    std::uint64_t connections = 0;
+    bool listening = false;
+
+    std::atomic<bool> stop{false};
+    int wake_pipe[2] = {-1, -1};
+    std::thread thread;
+
+    void report(const std::string& message) {
+        if (!options.error_handler) return;
+        try {
+            options.error_handler(message);
+        } catch (...) {
+            // The handler must not throw; the feed keeps running regardless.
+        }
+    }
+
+    void deliver(std::uint64_t seq, Revocation r) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (seq <= last_seq) return;  // already delivered (NOTIFY and catch-up overlap)
+        last_seq = seq;
+        for (RevocationListener* l : listeners) l->on_revocation(r);
+        seen.push_back(std::move(r));
+        changed.notify_all();
+    }
+
+    std::uint64_t current_seq() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return last_seq;
+    }
+
+    void catch_up(pg::Connection& c) {
+        pg::Result r = c.exec(
+            "SELECT seq, serial, agent_id, reason, revoked_at FROM kakunin_audit.revocations "
+            "WHERE seq > $1 ORDER BY seq",
+            {std::to_string(current_seq())});
+        for (int i = 0; i < PQntuples(r.get()); ++i) {
+            Revocation rev;
+            rev.serial = std::string(pg::value(r.get(), i, 1));
+            rev.agent_id = std::string(pg::value(r.get(), i, 2));
+            rev.reason = std::string(pg::value(r.get(), i, 3));
+            rev.revoked_at = pg::to_i64(pg::value(r.get(), i, 4));
+            deliver(static_cast<std::uint64_t>(pg::to_i64(pg::value(r.get(), i, 0))),
+                    std::move(rev));
+        }
+    }
+
+    // Returns true when a catch-up query is needed (a notification without the full row, or
+    // one that skips a seq).
+    bool handle_notification(const char* payload) {
+        const auto j = nlohmann::json::parse(payload, nullptr, false);
+        if (!j.is_object() || !j.contains("seq") || !j["seq"].is_number_unsigned()) return true;
+        const std::uint64_t seq = j["seq"].get<std::uint64_t>();
+        if (seq <= current_seq()) return false;
+        if (seq != current_seq() + 1 || !j.contains("serial") || !j.contains("agent_id") ||
+            !j.contains("reason") || !j.contains("revoked_at")) {
+            return true;
+        }
+        if (!j["serial"].is_string() || !j["agent_id"].is_string() || !j["reason"].is_string() ||
+            !j["revoked_at"].is_number_integer()) {
+            return true;
+        }
+        Revocation r;
+        r.serial = j["serial"].get<std::string>();
+        r.agent_id = j["agent_id"].get<std::string>();
+        r.reason = j["reason"].get<std::string>();
+        r.revoked_at = j["revoked_at"].get<std::int64_t>();
+        deliver(seq, std::move(r));
+        return false;
+    }
+
+    void set_listening(bool on) {
+        std::lock_guard<std::mutex> lock(mutex);
+        listening = on;
+        if (on) ++connections;
+        changed.notify_all();
+    }
+
+    void sleep_interruptible(std::chrono::milliseconds d) {
+        pollfd p{wake_pipe[0], POLLIN, 0};
+        ::poll(&p, 1, static_cast<int>(d.count()));
+    }
+
+    void session() {
+        pg::Connection c(conninfo, "kakunin-revocation-feed");
+        c.command("LISTEN kakunin_revocations");
+        catch_up(c);  // after LISTEN: nothing published from here on can be missed
+        set_listening(true);
+        PGconn* raw = c.get();
+        while (!stop.load()) {
+            pollfd fds[2] = {{PQsocket(raw), POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
+            const int n = ::poll(fds, 2, 1000);
+            if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
+            if (stop.load()) break;
+            if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
+            bool need_catch_up = false;
+            while (PGnotify* note = PQnotifies(raw)) {
+                need_catch_up |= handle_notification(note->extra);
+                PQfreemem(note);
+            }
+            if (need_catch_up) catch_up(c);
+        }
+    }
+
+    void run() {
+        while (!stop.load()) {
+            try {
+                session();
+            } catch (const std::exception& e) {
+                set_listening(false);
+                report(std::string("revocation feed: ") + e.what() + "; reconnecting");
+            }
+            if (!stop.load()) sleep_interruptible(options.reconnect_delay);
+        }
+        set_listening(false);
+    }
+};
+
+PostgresRevocationFeed::PostgresRevocationFeed(std::string conninfo,
+                                               PostgresRevocationFeedOptions options)
+    : m_impl(std::make_unique<Impl>()) {
+    Impl& d = *m_impl;
+    d.conninfo = std::move(conninfo);
+    d.options = std::move(options);
+    d.last_seq = d.options.start_after_seq;
+    if (::pipe2(d.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        throw Error(ErrorCategory::io, "revocation feed: cannot create its wake-up pipe");
+    }
+    d.thread = std::thread([&d] { d.run(); });
+}
+
+PostgresRevocationFeed::~PostgresRevocationFeed() {
+    Impl& d = *m_impl;
+    d.stop.store(true);
+    const char byte = 1;
+    (void)!::write(d.wake_pipe[1], &byte, 1);
+    if (d.thread.joinable()) d.thread.join();
+    ::close(d.wake_pipe[0]);
+    ::close(d.wake_pipe[1]);
+}
+
+void PostgresRevocationFeed::subscribe(RevocationListener* listener) {
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    for (const Revocation& r : m_impl->seen) listener->on_revocation(r);
+    m_impl->listeners.push_back(listener);
+}
+
+void PostgresRevocationFeed::unsubscribe(RevocationListener* listener) noexcept {
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    auto& l = m_impl->listeners;
+    l.erase(std::remove(l.begin(), l.end(), listener), l.end());
+}
+
+bool PostgresRevocationFeed::wait_until_listening(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(m_impl->mutex);
+    return m_impl->changed.wait_for(lock, timeout, [this] { return m_impl->listening; });
+}
+
+std::uint64_t PostgresRevocationFeed::last_seq() const {
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    return m_impl->last_seq;
+}
+
+std::uint64_t PostgresRevocationFeed::connections() const {
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    return m_impl->connections;
+}
+
+}  // namespace kakunin
