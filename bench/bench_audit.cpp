@@ -3,8 +3,8 @@
 // offline verification speed (DESIGN §7).
 #include <benchmark/benchmark.h>
 
-#include <cstdio>
 #include <unistd.h>
+#include <cstdio>
 
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/audit_writer.hpp"

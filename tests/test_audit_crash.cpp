@@ -3,11 +3,11 @@
 // may be missing.
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/testing.hpp"

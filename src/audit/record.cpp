@@ -16,7 +16,7 @@ constexpr std::string_view kDocumentedEvents[] = {
     audit_event::guard_resumed,       audit_event::certificate_issued,
     audit_event::certificate_revoked, audit_event::scope_approved,
     audit_event::baseline_approved,   audit_event::review_signed,
-    audit_event::log_truncated_tail, audit_event::guard_rotated,
+    audit_event::log_truncated_tail,  audit_event::guard_rotated,
     audit_event::guard_crl_updated,
 };
 
