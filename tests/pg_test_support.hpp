@@ -209,7 +209,10 @@ private:
 /// tests of several processes share a server). Dropped, with its roles, on destruction.
 class AuditTestDb {
 public:
-    explicit AuditTestDb(const std::string& server_conninfo) : m_server(server_conninfo) {
+    /// `as_non_superuser`: init-db runs as a role of its own with CREATEROLE and CREATE on the
+    /// database, not as a superuser.
+    explicit AuditTestDb(const std::string& server_conninfo, bool as_non_superuser = false)
+        : m_server(server_conninfo) {
         static std::atomic<int> counter{0};
         const std::string tag =
             std::to_string(::getpid()) + "_" + std::to_string(counter.fetch_add(1));
@@ -218,7 +221,14 @@ public:
         options.app_role = "kk_app_" + tag;
         PgSession admin(m_server);
         admin.value("CREATE DATABASE " + m_db);
-        init_audit_database(superuser(), options);
+        if (as_non_superuser) {
+            m_installer = "kk_installer_" + tag;
+            admin.value("CREATE ROLE " + m_installer + " LOGIN CREATEROLE");
+            admin.value("GRANT CREATE ON DATABASE " + m_db + " TO " + m_installer);
+            init_audit_database(conninfo_with(superuser(), "user=" + m_installer), options);
+        } else {
+            init_audit_database(superuser(), options);
+        }
     }
     ~AuditTestDb() {
         try {
@@ -226,6 +236,7 @@ public:
             admin.exec("DROP DATABASE IF EXISTS " + m_db + " WITH (FORCE)");
             admin.exec("DROP ROLE IF EXISTS " + options.app_role);
             admin.exec("DROP ROLE IF EXISTS " + options.owner_role);
+            if (!m_installer.empty()) admin.exec("DROP ROLE IF EXISTS " + m_installer);
         } catch (...) {
             // The server is gone already: nothing left to clean.
         }
@@ -244,6 +255,7 @@ public:
 private:
     std::string m_server;
     std::string m_db;
+    std::string m_installer;
 };
 
 }  // namespace kakunin::test

@@ -161,6 +161,23 @@ TEST_CASE("postgres: a superuser cannot update or truncate even as a replica and
     REQUIRE(su.exec("ROLLBACK").ok);
 }
 
+TEST_CASE("postgres: a non-superuser installer gets the same tables and triggers") {
+    test::AuditTestDb db(test::shared_pg_conninfo(), /*as_non_superuser=*/true);
+    test::PgSession su(db.superuser());
+    // Event triggers need a superuser: without one there are none, the rest is all there.
+    CHECK(su.value("SELECT count(*) FROM pg_catalog.pg_event_trigger") == "0");
+    CHECK(su.value("SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_catalog.pg_class WHERE "
+                   "oid = 'kakunin_audit.audit_records'::regclass") == db.options.owner_role);
+    test::PgSession app(db.app());
+    add_jan2024_partition(app);
+    REQUIRE(app.exec(kInsertRecord, {"a", "0", std::to_string(kJan2024)}).ok);
+    require_refused(app.exec(kInsertRecord, {"a", "2", std::to_string(kJan2024)}), "KAK01");
+    require_refused(app.exec("DELETE FROM kakunin_audit.audit_records"), "42501");
+    REQUIRE(su.exec("SET session_replication_role = replica").ok);
+    require_refused(su.exec("TRUNCATE kakunin_audit.audit_records"), "KAK02");
+    require_refused(su.exec("UPDATE kakunin_audit.audit_records_p202401 SET event = 'x'"), "KAK02");
+}
+
 TEST_CASE("postgres: retention drops only partitions over five years old and not on hold") {
     test::AuditTestDb db(test::shared_pg_conninfo());
     test::PgSession su(db.superuser());
@@ -243,6 +260,7 @@ TEST_CASE("postgres: a log written through PostgresAuditSink verifies and a writ
         for (int i = 0; i < 30; ++i) writer.append(audit_event::order_warned, payload);
         writer.close();
     }
+    CHECK(postgres_audit_log_ids(db.app()) == std::vector<std::string>{log_id});
     const std::vector<std::string> lines = read_back(db.app(), log_id);
     AuditVerifyOptions opts;
     opts.require_record_signatures = true;

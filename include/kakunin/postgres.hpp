@@ -85,6 +85,11 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
+/// The log_ids that have records in the database, sorted (for `audit verify --postgres` and the
+/// export: open a PostgresAuditSink per log and verify its for_each_line()). Throws
+/// kakunin::Error (database).
+std::vector<std::string> postgres_audit_log_ids(const std::string& conninfo);
+
 /// Inserts a revocation into kakunin_audit.revocations (which NOTIFYs every listening process)
 /// and returns its sequence number. Opens a connection per call; use PostgresRevocationPublisher
 /// to keep one. Throws kakunin::Error (database, invalid_input for a serial that is not

@@ -200,6 +200,16 @@ struct PostgresAuditSink::Impl {
     }
 };
 
+std::vector<std::string> postgres_audit_log_ids(const std::string& conninfo) {
+    pg::Connection c(conninfo, "kakunin-audit-reader");
+    pg::Result r = c.exec(
+        "SELECT log_id FROM (SELECT DISTINCT log_id FROM kakunin_audit.audit_records) l "
+        "ORDER BY log_id COLLATE \"C\"");
+    std::vector<std::string> ids;
+    for (int i = 0; i < PQntuples(r.get()); ++i) ids.emplace_back(pg::value(r.get(), i, 0));
+    return ids;
+}
+
 PostgresAuditSink::PostgresAuditSink(std::string conninfo, PostgresAuditSinkOptions options)
     : m_impl(std::make_unique<Impl>()) {
     if (options.log_id.empty()) {
