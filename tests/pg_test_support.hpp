@@ -175,22 +175,14 @@ public:
     SqlOutcome exec(const std::string& sql, const std::vector<std::string>& params = {}) {
         std::vector<const char*> values;
         for (const auto& p : params) values.push_back(p.c_str());
-        PGresult* r = PQexecParams(m_conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                                   values.data(), nullptr, nullptr, 0);
-        SqlOutcome out;
-        const ExecStatusType st = PQresultStatus(r);
-        out.ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-        if (!out.ok) {
-            const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            out.sqlstate = s ? s : "";
-            out.message = PQresultErrorMessage(r);
-        }
-        for (int i = 0; i < PQntuples(r); ++i) {
-            std::vector<std::string> row;
-            for (int j = 0; j < PQnfields(r); ++j) row.emplace_back(PQgetvalue(r, i, j));
-            out.rows.push_back(std::move(row));
-        }
-        PQclear(r);
+        return outcome(PQexecParams(m_conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                                    values.data(), nullptr, nullptr, 0));
+    }
+    /// Sends a statement without waiting (it may block on a lock); receive() gets its outcome.
+    bool send(const std::string& sql) { return PQsendQuery(m_conn, sql.c_str()) == 1; }
+    SqlOutcome receive() {
+        SqlOutcome out = outcome(PQgetResult(m_conn));
+        while (PGresult* extra = PQgetResult(m_conn)) PQclear(extra);
         return out;
     }
     /// Runs a statement that must succeed; returns the first column of the first row ("" if
@@ -202,6 +194,24 @@ public:
     }
 
 private:
+    static SqlOutcome outcome(PGresult* r) {
+        SqlOutcome out;
+        const ExecStatusType st = PQresultStatus(r);
+        out.ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+        if (!out.ok) {
+            const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            out.sqlstate = s ? s : "";
+            out.message = r ? PQresultErrorMessage(r) : "no result";
+        }
+        for (int i = 0; i < PQntuples(r); ++i) {
+            std::vector<std::string> row;
+            for (int j = 0; j < PQnfields(r); ++j) row.emplace_back(PQgetvalue(r, i, j));
+            out.rows.push_back(std::move(row));
+        }
+        PQclear(r);
+        return out;
+    }
+
     PGconn* m_conn;
 };
 

@@ -105,6 +105,28 @@ TEST_CASE("postgres: the application role can only insert and read and a forged 
                     "kakunin_audit.audit_records WHERE log_id = 'a'") == "0,1,2");
 }
 
+TEST_CASE("postgres: of two writers racing for the same seq one is refused") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession first(db.app());
+    test::PgSession second(db.app());
+    add_jan2024_partition(first);
+    const std::string ts = std::to_string(kJan2024);
+    REQUIRE(first.exec(kInsertRecord, {"a", "0", ts}).ok);
+    REQUIRE(first.exec("BEGIN").ok);
+    REQUIRE(first.exec(kInsertRecord, {"a", "1", ts}).ok);
+    // The second writer's seq 1 (in another ts_ns, so the primary key does not see it) waits for
+    // the first transaction on the log's head, then no longer fits.
+    REQUIRE(
+        second.send("INSERT INTO kakunin_audit.audit_records (log_id, seq, ts_ns, event, "
+                    "canonical, line) VALUES ('a', 1, " +
+                    std::to_string(kJan2024 + 5) + ", 'order.allowed', '{}', '{}')"));
+    std::this_thread::sleep_for(100ms);
+    REQUIRE(first.exec("COMMIT").ok);
+    require_refused(second.receive(), "KAK01", "not the next seq");
+    CHECK(first.value("SELECT count(*) FROM kakunin_audit.audit_records WHERE log_id = 'a' AND "
+                      "seq = 1") == "1");
+}
+
 TEST_CASE("postgres: a superuser cannot update or truncate even as a replica and DDL is refused") {
     test::AuditTestDb db(test::shared_pg_conninfo());
     test::PgSession app(db.app());

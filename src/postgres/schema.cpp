@@ -84,7 +84,8 @@ CREATE TABLE kakunin_audit.baseline_approvals (
 );
 
 -- Append-only: any UPDATE, DELETE or TRUNCATE raises. Statement triggers, ENABLE ALWAYS.
-CREATE FUNCTION kakunin_audit.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $f$
+CREATE FUNCTION kakunin_audit.refuse_change() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     RAISE EXCEPTION 'kakunin_audit.%: % refused: audit tables are append-only', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'KAK02';
@@ -140,7 +141,8 @@ BEGIN
 END
 $f$;
 
-CREATE FUNCTION kakunin_audit.notify_revocation() RETURNS trigger LANGUAGE plpgsql AS $f$
+CREATE FUNCTION kakunin_audit.notify_revocation() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     IF octet_length(NEW.reason) <= 4000 THEN
         PERFORM pg_notify('kakunin_revocations', json_build_object('seq', NEW.seq, 'serial', NEW.serial,
