@@ -75,7 +75,7 @@ struct AuditEntry {
             const std::size_t room = text_capacity - used;
             const std::size_t cap = i + 1 < n ? std::min<std::size_t>(room, 128) : room;
             const std::size_t len = std::min(fields[i].size(), cap);
-            std::memcpy(text + used, fields[i].data(), len);
+            if (len != 0) std::memcpy(text + used, fields[i].data(), len);  // data() may be null
             length[i] = static_cast<std::uint16_t>(len);
             used += len;
         }
