@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include "audit_test_support.hpp"
@@ -533,4 +534,86 @@ TEST_CASE("postgres: baselines are versioned with their SHA-256 and approvals ar
         su.exec("INSERT INTO kakunin_audit.baselines (agent_id, version, json, sha256) VALUES "
                 "('agent-7', 3, '{}', 'ab')"),
         "23514");
+}
+
+TEST_CASE("postgres: kakunin audit init-db and audit verify --postgres from the command line") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    const std::string cli = KAKUNIN_CLI_PATH;
+    // init-db again through the CLI: repeatable on an installed schema.
+    const auto init =
+        test::run_command({cli, "audit", "init-db", "--postgres", db.superuser(), "--owner-role",
+                           db.options.owner_role, "--app-role", db.options.app_role});
+    INFO(init.output);
+    REQUIRE(init.status == 0);
+    CHECK_THAT(init.output, Catch::Contains("audit schema ready"));
+
+    test::AuditTestKms kms;
+    const test::TestIdentity id = test::make_identity(kms, "agent-cli");
+    ManualClock clock(kJan2024);
+    {
+        test::PgSession app(db.app());
+        add_jan2024_partition(app);
+    }
+    {
+        PostgresAuditSink sink(db.app(), {"agent-cli"});
+        AuditLogWriter writer(sink, clock, id.signer(kms), {"agent-cli", "", "", 10},
+                              id.signer(kms));
+        for (int i = 0; i < 25; ++i) writer.append(audit_event::order_allowed, R"({"i":1})");
+        writer.close();
+    }
+    char dir_template[] = "/tmp/kakunin-pg-certs-XXXXXX";
+    REQUIRE(mkdtemp(dir_template) != nullptr);
+    const std::string certs = dir_template;
+    {
+        std::ofstream out(certs + "/agent-cli.der", std::ios::binary);
+        out.write(reinterpret_cast<const char*>(id.cert_der.data()),
+                  static_cast<std::streamsize>(id.cert_der.size()));
+    }
+    const auto ok =
+        test::run_command({cli, "audit", "verify", "--postgres", db.app(), "--certs", certs});
+    INFO(ok.output);
+    CHECK(ok.status == 0);
+    CHECK_THAT(ok.output,
+               Catch::Contains("postgres:agent-cli: ok: log 'agent-cli', 25 records (25 signed)"));
+    // Without the signer's certificate the same log does not verify.
+    const auto bare = test::run_command({cli, "audit", "verify", "--postgres", db.app()});
+    CHECK(bare.status != 0);
+    CHECK_THAT(bare.output, Catch::Contains("unknown_certificate"));
+    std::remove((certs + "/agent-cli.der").c_str());
+    ::rmdir(certs.c_str());
+}
+
+TEST_CASE("postgres: kakunin cert revoke --postgres publishes the revocation") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    const std::string cli = KAKUNIN_CLI_PATH;
+    char dir_template[] = "/tmp/kakunin-pg-state-XXXXXX";
+    REQUIRE(mkdtemp(dir_template) != nullptr);
+    const std::string state = std::string(dir_template) + "/state";
+    const std::string scope = std::string(dir_template) + "/scope.json";
+    std::ofstream(scope) << test::seed_scope_json;
+    ::setenv("KAKUNIN_KMS_PASSPHRASE", "test passphrase", 1);
+    for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+             {cli, "ca", "init", "--dir", state},
+             {cli, "agent", "register", "--dir", state, "--agent", "agent-7", "--owner", "Desk 3",
+              "--purpose", "test"},
+             {cli, "scope", "approve", "--dir", state, "--agent", "agent-7", "--scope", scope,
+              "--approver", "Jane Doe"},
+             {cli, "cert", "issue", "--dir", state, "--agent", "agent-7", "--out",
+              std::string(dir_template) + "/agent.pem"}}) {
+        const auto r = test::run_command(argv);
+        INFO(argv[1] << " " << argv[2] << ": " << r.output);
+        REQUIRE(r.status == 0);
+    }
+    const AgentCertificate cert =
+        AgentCertificate::load_file(std::string(dir_template) + "/agent.pem");
+    const auto revoke =
+        test::run_command({cli, "cert", "revoke", "--dir", state, "--serial", cert.serial(),
+                           "--reason", "keyCompromise: test", "--postgres", db.app()});
+    INFO(revoke.output);
+    REQUIRE(revoke.status == 0);
+    CHECK_THAT(revoke.output, Catch::Contains("published to PostgreSQL as revocation #"));
+    test::PgSession app(db.app());
+    CHECK(app.value("SELECT count(*) FROM kakunin_audit.revocations WHERE serial = $1",
+                    {cert.serial()}) == "1");
+    test::run_command({"rm", "-rf", dir_template});
 }

@@ -7,13 +7,14 @@
 #include "cli/commands.hpp"
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/certificate.hpp"
+#include "kakunin/postgres.hpp"
 #include "kakunin/replay.hpp"
 
 namespace kakunin::cli {
 namespace {
 
 struct VerifyArgs {
-    std::string log, certs, ca;
+    std::string log, postgres, certs, ca;
     bool json = false;
     bool allow_open = false;
 };
@@ -46,6 +47,8 @@ void check_issuer(const std::string& dir, const std::string& ca_path) {
     }
 }
 
+void report(const VerifyArgs& a, const std::string& name, const AuditVerifyResult& r);
+
 void run_verify(const VerifyArgs& a) {
     if (!a.ca.empty()) {
         if (a.certs.empty()) throw Error(ErrorCategory::invalid_input, "--ca needs --certs DIR");
@@ -55,7 +58,25 @@ void run_verify(const VerifyArgs& a) {
         a.certs.empty() ? AuditCertificates{} : AuditCertificates::from_directory(a.certs);
     AuditVerifyOptions options;
     options.require_closed = !a.allow_open;
-    const AuditVerifyResult r = verify_audit_log_file(a.log, certs, options);
+    if (a.log.empty() == a.postgres.empty())
+        throw Error(ErrorCategory::invalid_input, "give either --log FILE or --postgres CONNINFO");
+    if (!a.postgres.empty()) {
+        const auto ids = postgres_audit_log_ids(a.postgres);
+        if (ids.empty()) throw Error(ErrorCategory::not_found, "no audit log in the database");
+        for (const std::string& id : ids) {
+            PostgresAuditSinkOptions so;
+            so.log_id = id;
+            PostgresAuditSink sink(a.postgres, so);
+            AuditLogVerifier verifier(certs, options);
+            sink.for_each_line([&](std::string_view line) { verifier.add_line(line); });
+            report(a, "postgres:" + id, verifier.finish());
+        }
+        return;
+    }
+    report(a, a.log, verify_audit_log_file(a.log, certs, options));
+}
+
+void report(const VerifyArgs& a, const std::string& name, const AuditVerifyResult& r) {
     if (a.json) {
         nlohmann::json j;
         j["ok"] = r.ok;
@@ -74,7 +95,7 @@ void run_verify(const VerifyArgs& a) {
         j["root"] = to_hex(r.root);
         std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else if (r.ok) {
-        std::cout << a.log << ": ok: log '" << r.log_id << "', " << r.records << " records ("
+        std::cout << name << ": ok: log '" << r.log_id << "', " << r.records << " records ("
                   << r.signed_records << " signed), " << r.checkpoints
                   << " checkpoints, last covers " << r.covered << ", root " << to_hex(r.root)
                   << "\n";
@@ -87,14 +108,15 @@ void run_verify(const VerifyArgs& a) {
 }  // namespace
 
 void add_audit_commands(CLI::App& app) {
-    CLI::App* audit = app.add_subcommand("audit", "Audit log: verify");
+    CLI::App* audit = app.add_subcommand("audit", "Audit log: verify, init-db");
     audit->require_subcommand(1);
     auto args = std::make_shared<VerifyArgs>();
     CLI::App* verify = audit->add_subcommand(
         "verify", "Recompute leaf hashes and roots, check signatures and seq continuity offline");
     verify->add_option("--log", args->log, "Audit log (JSON Lines, DESIGN §5)")
-        ->required()
         ->check(CLI::ExistingFile);
+    verify->add_option("--postgres", args->postgres,
+                       "Verify every log stored in this database (libpq conninfo)");
     verify->add_option("--certs", args->certs,
                        "Directory of the certificates whose keys signed (PEM or DER)");
     verify->add_option("--ca", args->ca,
@@ -103,6 +125,20 @@ void add_audit_commands(CLI::App& app) {
                      "Accept records after the last checkpoint (a log still being written)");
     verify->add_flag("--json", args->json, "Print the result as JSON");
     verify->callback([args] { run_verify(*args); });
+
+    auto init = std::make_shared<std::pair<std::string, AuditDbOptions>>();
+    CLI::App* init_db = audit->add_subcommand(
+        "init-db", "Create the write-once audit schema, roles and triggers (docs/postgres.md)");
+    init_db->add_option("--postgres", init->first, "libpq conninfo of the installing role")
+        ->required();
+    init_db->add_option("--owner-role", init->second.owner_role, "NOLOGIN owner of the schema");
+    init_db->add_option("--app-role", init->second.app_role,
+                        "Role the trading processes connect as (INSERT and SELECT only)");
+    init_db->callback([init] {
+        init_audit_database(init->first, init->second);
+        std::cout << "audit schema ready (owner " << init->second.owner_role
+                  << ", application role " << init->second.app_role << ")\n";
+    });
 }
 
 }  // namespace kakunin::cli

@@ -22,6 +22,7 @@
 #include "kakunin/ca.hpp"
 #include "kakunin/certificate.hpp"
 #include "kakunin/pkcs11_kms.hpp"
+#include "kakunin/postgres.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"
 
@@ -321,7 +322,7 @@ void cert_verify(const VerifyArgs& a) {
 // ---- cert revoke ------------------------------------------------------------------------------
 
 struct RevokeArgs {
-    std::string dir, serial, reason;
+    std::string dir, serial, reason, postgres;
 };
 
 void cert_revoke(const RevokeArgs& a) {
@@ -335,6 +336,12 @@ void cert_revoke(const RevokeArgs& a) {
                         "': no certificate with it was issued by the CA in " + a.dir);
     const bool already = opened.ca->is_revoked(cert->serial());
     opened.ca->revoke(cert->serial(), a.reason);
+    if (!a.postgres.empty()) {
+        // Every Guard of this agent listening on the database halts (LISTEN/NOTIFY).
+        const std::uint64_t seq = publish_revocation(
+            a.postgres, Revocation{cert->serial(), cert->agent_id(), a.reason, clock.now_ns()});
+        std::cout << "published to PostgreSQL as revocation #" << seq << "\n";
+    }
     if (already) {
         std::cout << "serial " << cert->serial() << " (agent '" << cert->agent_id()
                   << "') was already revoked\n";
@@ -464,6 +471,9 @@ void add_ca_commands(CLI::App& app) {
                 cert->add_subcommand("revoke", "Revoke a certificate and publish a new CRL");
             add_dir(cmd, args->dir);
             cmd->add_option("--serial", args->serial, "Serial number (hex)")->required();
+            cmd->add_option("--postgres", args->postgres,
+                            "Also publish the revocation to this database (libpq conninfo): "
+                            "running Guards halt");
             cmd->add_option("--reason", args->reason,
                             "Why; a first word such as keyCompromise or superseded sets the CRL "
                             "reason code")
