@@ -25,13 +25,18 @@ struct StoredBaseline {
     std::string sha256_hex;  ///< lowercase hex SHA-256 of `json`'s bytes
 };
 
-/// A compliance officer's signed approval of one baseline version.
+/// A compliance officer's signed approval of one baseline version (see baseline.hpp:
+/// approve_baseline, baseline_approval_text, check_baseline_approval).
 struct BaselineApproval {
     std::string agent_id;
     std::uint64_t version = 0;
     std::string approver;  ///< the named person
     TimeNs approved_at = 0;
-    std::string signature;  ///< base64, over what the approval scheme defines
+    std::string signature;        ///< base64, over baseline_approval_text()
+    std::string baseline_sha256;  ///< lowercase hex SHA-256 of the baseline's canonical JSON
+    std::string algorithm = "ed25519";  ///< "ed25519" or "ecdsa-p256"
+    std::string approver_public_key;    ///< base64 SubjectPublicKeyInfo DER
+    bool automatic = false;  ///< approved by a replay's --auto-approve-baseline, not a person
 };
 
 /// Threading: implementations may be called from any thread, concurrently. Calls may block on
@@ -52,6 +57,27 @@ public:
     /// The approval of that version (the first recorded, when several approvers signed).
     virtual std::optional<BaselineApproval> get_approval(std::string_view agent_id,
                                                          std::uint64_t version) = 0;
+};
+
+/// The embedded default: one directory per agent under `STATE/baselines/`:
+///   AGENT/N.json            the baseline text of version N, byte for byte
+///   AGENT/N.approval.json   the first approval of version N (to_json(BaselineApproval))
+///   AGENT/N.approval.K.json further approvers' (K = 2, 3, ...)
+/// Files are written to a temporary name, fsynced and renamed; nothing is overwritten.
+/// Several processes may read; one at a time writes (as for the rest of the state directory).
+class FileBaselineStore final : public BaselineStore {
+public:
+    /// `state_dir` is the state directory (the store lives in its `baselines/`).
+    explicit FileBaselineStore(std::string state_dir);
+    StoredBaseline put_baseline(std::string_view agent_id, std::string_view json) override;
+    std::optional<StoredBaseline> get_baseline(std::string_view agent_id,
+                                               std::uint64_t version = 0) override;
+    void put_approval(const BaselineApproval& approval) override;
+    std::optional<BaselineApproval> get_approval(std::string_view agent_id,
+                                                 std::uint64_t version) override;
+
+private:
+    std::string m_dir;
 };
 
 }  // namespace kakunin

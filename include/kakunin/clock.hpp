@@ -106,6 +106,11 @@ constexpr std::int64_t floor_div(std::int64_t a, std::int64_t b) noexcept {
 }
 
 /// UTC day number since the epoch.
+/// a mod b in [0, b) for b > 0.
+constexpr std::int64_t floor_mod(std::int64_t a, std::int64_t b) noexcept {
+    return a - floor_div(a, b) * b;
+}
+
 constexpr std::int64_t utc_day(TimeNs t) noexcept { return floor_div(t, 86'400'000'000'000); }
 
 /// Minute of the UTC week, Monday 00:00 = 0 ... Sunday 23:59 = 10079. 1970-01-01 was a Thursday.
