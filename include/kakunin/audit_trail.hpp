@@ -55,7 +55,7 @@ namespace detail {
 /// One queue entry: a decision and the order's text, or a state change. Fixed size.
 struct AuditEntry {
     static constexpr std::size_t text_capacity = 1024;
-    enum class Kind : std::uint8_t { order, state };
+    enum class Kind : std::uint8_t { order, state, json };
     Kind kind = Kind::order;
     TimeNs ts_ns = 0;
     Decision decision;
@@ -66,6 +66,9 @@ struct AuditEntry {
     /// change: event, by, reason) as stored, and the reasoning's full length before truncation.
     std::uint16_t length[5] = {};
     std::uint32_t reasoning_length = 0;
+    /// Kind::json: the payload, owned by the entry until the writer has appended it (cold paths
+    /// only; the event name is field 0).
+    std::string* payload = nullptr;
     char text[text_capacity];
 
     /// Copies the fields in order, truncating what does not fit (short fields first).
@@ -143,6 +146,20 @@ public:
         const std::string_view fields[3] = {event, by, reason};
         e->set_text(fields, 3);
         e->reasoning_length = static_cast<std::uint32_t>(reason.size());
+        publish();
+        return true;
+    }
+
+    /// Queues an event with a JSON object payload (incidents, approvals). Cold paths only: it
+    /// allocates. Returns false when the queue is full.
+    bool push_event(TimeNs at, std::string_view event, std::string payload_json) {
+        detail::AuditEntry* e = claim();
+        if (e == nullptr) return false;
+        e->kind = detail::AuditEntry::Kind::json;
+        e->ts_ns = at;
+        e->payload = new std::string(std::move(payload_json));
+        const std::string_view fields[1] = {event};
+        e->set_text(fields, 1);
         publish();
         return true;
     }

@@ -162,6 +162,10 @@ private:
 class BucketRate {
 public:
     explicit BucketRate(TimeNs width_ns) : m_width(width_ns) {}
+    /// Starts counting at t (before the first add), so that quiet buckets from t on count.
+    void begin(TimeNs t) noexcept {
+        if (m_bucket == INT64_MIN) m_bucket = floor_div(t, m_width);
+    }
     void add(TimeNs t) noexcept {
         const std::int64_t b = floor_div(t, m_width);
         if (m_bucket == INT64_MIN) m_bucket = b;
@@ -239,7 +243,10 @@ public:
     TimeNs started_at() const noexcept { return m_first; }
     /// Marks the start of observation (the Guard's start), so that quiet days count.
     void start(TimeNs t) noexcept {
-        if (m_count == 0) m_first = t;
+        if (m_count != 0) return;
+        m_first = t;
+        m_hourly.begin(t);
+        m_short.begin(t);
     }
 
     /// The learned baseline up to `now`. Throws kakunin::Error (invalid_state) before

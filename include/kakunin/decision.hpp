@@ -57,6 +57,9 @@ enum class ReasonCode : std::uint16_t {
     notional_overflow = 403,        ///< the notional or the day's total does not fit
     invalid_reference_price = 404,  ///< reference price zero or negative
 
+    anomaly_warning = 500,     ///< (verdict warn) score at or above the warning threshold
+    anomaly_revocation = 501,  ///< score at or above the revocation threshold: halted, revoked
+
     certificate_expired = 600,        ///< the agent certificate's notAfter has passed
     certificate_not_yet_valid = 601,  ///< before the agent certificate's notBefore
     certificate_revoked = 602,        ///< the certificate was revoked (CRL or revocation feed)
@@ -64,7 +67,7 @@ enum class ReasonCode : std::uint16_t {
 };
 
 /// Every code, in numeric order. Keep in step with the enum.
-inline constexpr std::array<ReasonCode, 22> all_reason_codes = {
+inline constexpr std::array<ReasonCode, 24> all_reason_codes = {
     ReasonCode::halted,
     ReasonCode::audit_unavailable,
     ReasonCode::instrument_not_allowed,
@@ -83,6 +86,8 @@ inline constexpr std::array<ReasonCode, 22> all_reason_codes = {
     ReasonCode::invalid_instrument,
     ReasonCode::notional_overflow,
     ReasonCode::invalid_reference_price,
+    ReasonCode::anomaly_warning,
+    ReasonCode::anomaly_revocation,
     ReasonCode::certificate_expired,
     ReasonCode::certificate_not_yet_valid,
     ReasonCode::certificate_revoked,
@@ -109,6 +114,8 @@ inline const char* to_string(ReasonCode r) noexcept {
         case ReasonCode::invalid_instrument: return "invalid_instrument";
         case ReasonCode::notional_overflow: return "notional_overflow";
         case ReasonCode::invalid_reference_price: return "invalid_reference_price";
+        case ReasonCode::anomaly_warning: return "anomaly_warning";
+        case ReasonCode::anomaly_revocation: return "anomaly_revocation";
         case ReasonCode::certificate_expired: return "certificate_expired";
         case ReasonCode::certificate_not_yet_valid: return "certificate_not_yet_valid";
         case ReasonCode::certificate_revoked: return "certificate_revoked";

@@ -17,14 +17,17 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kakunin/audit_trail.hpp"
+#include "kakunin/baseline.hpp"
 #include "kakunin/certificate.hpp"
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
@@ -32,12 +35,16 @@
 #include "kakunin/detail/string_set.hpp"
 #include "kakunin/detail/wide_math.hpp"
 #include "kakunin/error.hpp"
+#include "kakunin/incident.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/order.hpp"
 #include "kakunin/revocation.hpp"
 #include "kakunin/scope.hpp"
 
 namespace kakunin {
+
+class Notifier;
+class CertificateAuthority;
 
 namespace detail {
 
@@ -207,6 +214,32 @@ struct GuardOptions {
     /// Record every decision and state change in a signed Merkle log (DESIGN §5). Needs
     /// credentials (the agent's key signs); a limits-only Guard ignores it.
     std::optional<AuditTrailOptions> audit;
+
+    /// Behaviour (DESIGN §4). With an approved baseline every order is scored: at the policy's
+    /// warning level it is allowed with verdict `warn` and an incident opens; at the revocation
+    /// level it is rejected and the Guard halts in the same call, then revokes in the
+    /// background. The approval must verify and cover the baseline (its SHA-256) and the agent,
+    /// or the Guard refuses to start. Without a baseline the Guard observes (see observe).
+    std::optional<ApprovedBaseline> baseline;
+    /// Without a baseline: learn one (BaselineBuilder over allowed orders; Guard::observation()).
+    bool observe = true;
+    /// The policy a learned baseline will carry (weights, thresholds, observation minimum).
+    ScoringPolicy observation_policy;
+    /// Told about warnings, escalations, revocations and halts (from the incident thread).
+    std::shared_ptr<Notifier> notifier;
+    /// Revokes the certificate after an automatic halt (e.g. a LocalCa, or your CA's client).
+    /// Without it the Guard still halts and reports that nobody revoked.
+    std::shared_ptr<CertificateAuthority> authority;
+    /// Asked for a replacement agent after an automatic revocation.
+    std::function<void(const ReplacementRequest&)> on_replacement_request;
+    /// Decides whether a signed statement's key belongs to the named person (e.g. the key
+    /// labelled "approver:" + name in the firm's Kms). Empty string: yes; otherwise why not.
+    /// Without it any valid signature is accepted and the key is recorded for the auditor.
+    std::function<std::string(std::string_view person, std::string_view public_key_base64)>
+        person_key_check;
+    /// Run incident handling on a background thread (default). Off: the caller drives it with
+    /// Guard::process_incidents() (replays on simulated time do, for deterministic results).
+    bool incident_thread = true;
 };
 
 /// Receives warnings and backend failures. Called at most once per event, possibly from the
@@ -218,6 +251,9 @@ public:
     /// Limits only: validates and compiles the scope; throws kakunin::Error (invalid_input) if
     /// it is invalid. The clock is borrowed and must outlive the Guard.
     Guard(const Scope& scope, const Clock& clock);
+    /// Limits plus behaviour without a certificate (backtests): `options.baseline` scores, and
+    /// observe learns; audit, authority and person checks need credentials and are ignored.
+    Guard(const Scope& scope, const Clock& clock, GuardOptions options);
 
     /// Validates the certificate at the clock's time (chain to the anchor, signatures,
     /// validity, the CRL, Kakunin's critical scope extension, and that the Kms key is the
@@ -270,15 +306,43 @@ public:
                     d.reasons.add(ReasonCode::daily_notional_exceeded);
             }
             ++m_counters.checks;
+            bool revoke_now = false;
+            if (m_scorer) {
+                m_scorer->score(order, d.ts_ns, d);
+                const ScoringPolicy& p = m_scorer->policy();
+                if (d.score_ppm >= p.revoke_ppm && !m_halted.load(std::memory_order_relaxed)) {
+                    // Halt in this very call: no order from any thread is allowed after it.
+                    d.reasons.add(ReasonCode::anomaly_revocation);
+                    m_halted.store(true, std::memory_order_release);
+                    m_revoked = true;
+                    m_auto_halted = true;
+                    revoke_now = true;
+                }
+            }
             if (d.reasons.empty()) {
                 d.verdict = Verdict::allow;
+                if (m_scorer && d.score_ppm >= m_scorer->policy().warn_ppm) {
+                    d.verdict = Verdict::warn;
+                    d.reasons.add(ReasonCode::anomaly_warning);
+                }
                 if (counts_daily) m_day_total += day_units;
                 ++m_counters.allowed;
+                if (m_builder) m_builder->observe(order, d.ts_ns);
             } else {
                 d.verdict = Verdict::reject;
                 ++m_counters.rejected;
             }
             if (m_audit) m_audit->push_order(order, d);
+            if (revoke_now) {
+                if (m_audit)
+                    m_audit->push_state(d.ts_ns, "guard.halted", "kakunin",
+                                        "automatic halt: anomaly score over the revocation "
+                                        "threshold");
+                push_anomaly(order, d);
+            } else if (m_scorer && d.score_ppm >= m_scorer->policy().warn_ppm &&
+                       !d.reasons.contains(ReasonCode::halted)) {
+                push_anomaly(order, d);
+            }
             if (second >= a.expiry_warning_s && !m_expiry_warned) {
                 m_expiry_warned = true;
                 warn_expiry = true;
@@ -292,10 +356,40 @@ public:
     /// `halted`. `by` names the person or system; both strings are kept.
     void halt(std::string_view reason, std::string_view by);
 
-    /// Re-enables a halted Guard (RTS 6 Art. 15(3): a designated person decides). Throws
-    /// kakunin::Error: invalid_input if `by` is empty; invalid_state if the Guard is not halted
-    /// or its certificate is revoked (rotate() to a new certificate first).
+    /// Re-enables a Guard halted by a person (RTS 6 Art. 15(3): a designated person decides).
+    /// Throws kakunin::Error: invalid_input if `by` is empty; invalid_state if the Guard is not
+    /// halted, its certificate is revoked (rotate() to a new certificate first), or the halt
+    /// was automatic (that needs reenable(), a signed statement).
     void resume(std::string_view by);
+
+    /// Re-enables after any halt, on a named person's signed statement (sign_reenable). Throws
+    /// kakunin::Error: unauthorised if the signature or the person's key is refused;
+    /// invalid_state as resume().
+    void reenable(const Reenable& statement);
+
+    // ---- behaviour and incidents ----
+
+    /// Every incident so far, oldest first.
+    std::vector<Incident> incidents() const;
+    /// A person has seen the incident and is on it (stops the escalation timer).
+    void acknowledge_incident(std::string_view incident_id, std::string_view by,
+                              std::string_view note);
+    /// Closes an open or acknowledged incident.
+    void resolve_incident(std::string_view incident_id, std::string_view by,
+                          std::string_view note);
+    /// Signs off the root cause of a revocation incident (revoked -> reviewed).
+    void review_incident(const IncidentReview& review);
+    /// Handles queued anomalies and due escalations now (on the caller's thread); with
+    /// GuardOptions::incident_thread off this is how incidents advance. Returns when done.
+    void process_incidents();
+    /// Waits until the incident thread has handled everything queued (tests, shutdown).
+    bool wait_incidents(std::chrono::milliseconds timeout);
+
+    /// What observation has learned so far (a copy); nullopt when the Guard enforces a
+    /// baseline or does not observe.
+    std::optional<BaselineBuilder> observation() const;
+    /// True when orders are scored against an approved baseline.
+    bool enforcing_baseline() const noexcept { return m_scorer != nullptr; }
 
     /// Swaps in a renewed certificate for the same agent without a restart. It is validated
     /// first exactly as at construction; check() sees the old or the new authority, never a mix.
@@ -341,6 +435,35 @@ private:
                                                       const CertificateRevocationList& crl) const;
     void install(std::unique_ptr<detail::Authority> next, bool new_serial);
     void audit_state(const GuardEvent& event) noexcept;
+    void audit_event(TimeNs at, std::string_view event, std::string payload) noexcept;
+    void setup_behaviour(const std::string& agent_id);
+
+    /// Hands an anomaly to the incident handler (hot lock held; no allocation).
+    void push_anomaly(const Order& o, const Decision& d) noexcept {
+        const std::uint64_t head = m_anomaly_head.load(std::memory_order_relaxed);
+        if (head - m_anomaly_tail.load(std::memory_order_acquire) >= m_anomalies.size()) {
+            ++m_anomalies_dropped;  // an incident is open already; the audit has the order
+            return;
+        }
+        detail::AuditEntry& e = m_anomalies[head % m_anomalies.size()];
+        e.kind = detail::AuditEntry::Kind::order;
+        e.ts_ns = d.ts_ns;
+        e.decision = d;
+        e.side = o.side;
+        e.quantity = o.quantity;
+        e.price = o.price;
+        e.has_reference = o.reference_price.has_value();
+        if (e.has_reference) e.reference_price = *o.reference_price;
+        const std::string_view fields[4] = {o.client_order_id, o.instrument, o.counterparty,
+                                            o.region};
+        e.set_text(fields, 4);
+        m_anomaly_head.store(head + 1, std::memory_order_release);
+    }
+    void handle_anomaly(const detail::AuditEntry& e);
+    void check_deadlines();
+    void incident_loop();
+    void notify(int kind, const Incident* incident, TimeNs at, std::string summary) noexcept;
+    void require_person(std::string_view person, std::string_view key) const;
 
     const Clock& m_clock;
     GuardOptions m_options;
@@ -357,6 +480,12 @@ private:
     std::int64_t m_day = INT64_MIN;
     int128 m_day_total = 0;
     GuardCounters m_counters;
+    bool m_auto_halted = false;  ///< the halt was automatic: only reenable() lifts it
+    std::unique_ptr<detail::AnomalyScorer> m_scorer;
+    std::unique_ptr<BaselineBuilder> m_builder;
+    std::vector<detail::AuditEntry> m_anomalies;  ///< ring to the incident handler
+    std::atomic<std::uint64_t> m_anomaly_head{0}, m_anomaly_tail{0};
+    std::uint64_t m_anomalies_dropped = 0;
 
     // Cold state, guarded by m_admin: credentials for re-validation, history, the handler.
     mutable std::mutex m_admin;
@@ -371,6 +500,15 @@ private:
     std::vector<GuardEvent> m_events;
     mutable std::mutex m_handler_mutex;
     GuardErrorHandler m_handler;
+
+    // Incidents, guarded by m_incident_mutex (taken before m_admin, never inside m_lock).
+    mutable std::mutex m_incident_mutex;
+    std::vector<Incident> m_incidents;
+    std::string m_agent_id;
+    std::mutex m_wake_mutex;
+    std::condition_variable m_wake;
+    std::atomic<bool> m_stop{false};
+    std::thread m_incident_thread;
 
     // Last: destroyed first, so the writer drains while everything it reads still exists.
     std::unique_ptr<AuditTrail> m_audit;

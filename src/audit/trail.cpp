@@ -160,8 +160,14 @@ void AuditTrail::run() noexcept {
                     im.event_clock.set(e.ts_ns);
                     if (e.kind == detail::AuditEntry::Kind::order)
                         im.writer->append(order_event(e.decision.verdict), order_payload(e));
-                    else
+                    else if (e.kind == detail::AuditEntry::Kind::state)
                         im.writer->append(e.field(0), state_payload(e));
+                    else
+                        im.writer->append(e.field(0), *e.payload);
+                    if (e.kind == detail::AuditEntry::Kind::json) {
+                        delete e.payload;
+                        const_cast<detail::AuditEntry&>(e).payload = nullptr;
+                    }
                     im.event_clock.clear();
                 } catch (const Error&) {
                     im.event_clock.clear();

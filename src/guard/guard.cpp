@@ -22,10 +22,20 @@ namespace {
 constexpr std::int64_t seconds_of(TimeNs t) { return floor_div(t, 1'000'000'000); }
 }  // namespace
 
-Guard::Guard(const Scope& scope, const Clock& clock)
-    : m_clock(clock), m_authority(std::make_unique<detail::Authority>(scope)), m_scope(scope) {
+Guard::Guard(const Scope& scope, const Clock& clock) : Guard(scope, clock, [] {
+    GuardOptions o;
+    o.observe = false;
+    return o;
+}()) {}
+
+Guard::Guard(const Scope& scope, const Clock& clock, GuardOptions options)
+    : m_clock(clock),
+      m_options(std::move(options)),
+      m_authority(std::make_unique<detail::Authority>(scope)),
+      m_scope(scope) {
     if (m_authority->compiled.rate_limit() > 0)
         m_rate_ring.assign(m_authority->compiled.rate_limit(), 0);
+    setup_behaviour(m_options.baseline ? m_options.baseline->baseline.agent_id : std::string());
 }
 
 Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
@@ -55,6 +65,7 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
         m_audit =
             std::make_unique<AuditTrail>(*options.audit, clock, m_kms, m_key,
                                          m_certificate->agent_id(), m_certificate->fingerprint());
+    setup_behaviour(m_certificate->agent_id());
     m_feed = c.revocation_feed;
     if (m_feed) m_feed->subscribe(this);
 }
@@ -84,6 +95,13 @@ void Guard::audit_state(const GuardEvent& e) noexcept {
 
 Guard::~Guard() {
     if (m_feed) m_feed->unsubscribe(this);
+    m_stop.store(true, std::memory_order_release);
+    m_wake.notify_all();
+    if (m_incident_thread.joinable()) m_incident_thread.join();
+    try {
+        process_incidents();  // what check() queued last still becomes incidents and records
+    } catch (...) {
+    }
 }
 
 CertificateCheck Guard::verify(const AgentCertificate& cert,
@@ -225,6 +243,10 @@ void Guard::resume(std::string_view by) {
             throw Error(
                 ErrorCategory::invalid_state,
                 "resume: the certificate is revoked; rotate() to a newly issued certificate first");
+        if (m_auto_halted)
+            throw Error(ErrorCategory::invalid_state,
+                        "resume: the halt was automatic; re-enabling needs a named person's "
+                        "signed statement (Guard::reenable, kakunin agent reenable)");
         m_halted.store(false, std::memory_order_relaxed);
     }
     record(std::move(event));
