@@ -388,8 +388,16 @@ public:
     /// What observation has learned so far (a copy); nullopt when the Guard enforces a
     /// baseline or does not observe.
     std::optional<BaselineBuilder> observation() const;
+    /// Starts scoring against an approved baseline without a restart (after observation):
+    /// validated exactly as GuardOptions::baseline at construction (throws kakunin::Error
+    /// unauthorised and changes nothing if it is refused); observation stops. Recorded as
+    /// baseline.approved in the audit trail.
+    void enforce_baseline(const ApprovedBaseline& approved);
     /// True when orders are scored against an approved baseline.
-    bool enforcing_baseline() const noexcept { return m_scorer != nullptr; }
+    bool enforcing_baseline() const noexcept {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        return m_scorer != nullptr;
+    }
 
     /// Swaps in a renewed certificate for the same agent without a restart. It is validated
     /// first exactly as at construction; check() sees the old or the new authority, never a mix.

@@ -42,6 +42,7 @@ struct Incident {
     IncidentState state = IncidentState::open;
     bool escalated = false;
     std::uint64_t warnings = 0;  ///< orders that scored over the warning threshold while open
+    TimeNs last_warning_ns = 0;  ///< the latest of them
     std::vector<IncidentTransition> history;  ///< oldest first; the first is the opening
 };
 

@@ -20,6 +20,7 @@
 #include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
 #include "kakunin/audit_sink.hpp"
+#include "kakunin/baseline.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/replay.hpp"
@@ -34,9 +35,13 @@ void ensure_directory(const std::string& path) {
 }
 
 struct ReplayArgs {
-    std::string scope_path, dir, agent, orders_path, decisions_out, audit_out;
-    bool json = false;
+    std::string scope_path, dir, agent, orders_path, decisions_out, audit_out, observe_until,
+        baseline_out;
+    bool json = false, auto_approve = false;
 };
+
+/// The name an automatic approval carries: never a person's.
+constexpr const char* automatic_approver = "kakunin replay (automatic approval)";
 
 void print_table(const ReplaySummary& s) {
     std::cout << "orders    " << s.orders << "\n"
@@ -158,30 +163,37 @@ SimulatedAuthority simulate_authority(const std::string& dir, const std::string&
     return sim;
 }
 
-/// Every order through `guard`, the clock set to each row's time; reference prices as
+/// Orders [begin, end) through `guard`, the clock set to each row's time; reference prices as
 /// replay_scope() takes them (the previous row's price for the instrument when a row has none).
-ReplaySummary replay_guard(Guard& guard, ManualClock& clock, const std::vector<ReplayOrder>& orders,
-                           const ReplayCallback& on_decision) {
-    ReplaySummary summary;
-    std::unordered_map<std::string, Decimal> last_price;
-    for (const ReplayOrder& row : orders) {
+/// Incidents are handled after each order, on simulated time, so results are deterministic.
+void replay_guard(Guard& guard, ManualClock& clock, std::vector<ReplayOrder>::const_iterator begin,
+                  std::vector<ReplayOrder>::const_iterator end, const ReplayCallback& on_decision,
+                  ReplaySummary& summary, std::unordered_map<std::string, Decimal>& last_price) {
+    for (auto it = begin; it != end; ++it) {
+        const ReplayOrder& row = *it;
         clock.set(row.ts_ns);
         Order order = row.view();
         if (!order.reference_price) {
-            const auto it = last_price.find(row.instrument);
-            if (it != last_price.end()) order.reference_price = it->second;
+            const auto p = last_price.find(row.instrument);
+            if (p != last_price.end()) order.reference_price = p->second;
         }
         // A replay runs faster than any writer can sign: wait for the audit queue instead of
         // letting audit_unavailable reject orders that live trading would have recorded.
         while (guard.audit() != nullptr && !guard.audit()->accepting())
             guard.audit()->wait_durable(std::chrono::milliseconds(50));
         const Decision d = guard.check(order);
+        guard.process_incidents();
         if (row.price.is_positive()) last_price[row.instrument] = row.price;
         summary.add(d);
         if (on_decision) on_decision(row, d);
     }
-    return summary;
 }
+
+struct LearnedBaseline {
+    Baseline baseline;
+    std::optional<BaselineApproval> approval;
+    std::string path, approval_path;
+};
 
 void run(const ReplayArgs& a) {
     const bool with_state = !a.dir.empty() || !a.agent.empty();
@@ -211,6 +223,18 @@ void run(const ReplayArgs& a) {
         if (out.is_open()) out << decision_json(o.line, d) << '\n';
     };
 
+    std::optional<TimeNs> observe_until;
+    if (!a.observe_until.empty()) {
+        if (!with_state)
+            throw Error(ErrorCategory::invalid_input,
+                        "--observe-until needs --dir STATE --agent ID (a baseline is the agent's)");
+        observe_until = parse_timestamp(a.observe_until);
+    }
+    if (a.auto_approve && !observe_until)
+        throw Error(ErrorCategory::invalid_input,
+                    "--auto-approve-baseline needs --observe-until TIMESTAMP");
+    std::optional<LearnedBaseline> learned;
+    std::vector<Incident> incidents;
     ReplaySummary s;
     std::optional<SimulatedAuthority> sim;
     std::string audit_written;
@@ -232,12 +256,43 @@ void run(const ReplayArgs& a) {
         GuardOptions options;
         options.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(audit_path)};
         options.audit->log_id = a.agent + ".replay";
+        options.authority = std::shared_ptr<CertificateAuthority>(sim->ca.get(), [](auto*) {});
+        options.incident_thread = false;
+        options.observe = observe_until.has_value();
         {
             Guard guard(GuardCredentials{*sim->certificate, sim->ca->trust_anchor(), sim->crl,
                                          sim->kms, sim->agent_key},
                         clock, options);
-            s = replay_guard(guard, clock, orders, write_decision);
+            std::unordered_map<std::string, Decimal> last_price;
+            auto split = orders.cbegin();
+            if (observe_until)
+                split = std::lower_bound(
+                    orders.cbegin(), orders.cend(), *observe_until,
+                    [](const ReplayOrder& o, TimeNs t) { return o.ts_ns < t; });
+            replay_guard(guard, clock, orders.cbegin(), split, write_decision, s, last_price);
+            if (observe_until) {
+                clock.set(std::max(clock.now_ns(), *observe_until));
+                learned = LearnedBaseline{guard.observation()->finalize(*observe_until), {}, {}, {}};
+                learned->path =
+                    a.baseline_out.empty() ? audit_path + ".baseline.json" : a.baseline_out;
+                write_file(learned->path, to_json(learned->baseline) + "\n");
+                if (a.auto_approve) {
+                    // Signed by a key that lives only as long as this replay, under a name that
+                    // is no person's: an automatic approval, recorded as such.
+                    auto approver_kms = SoftwareKms::in_memory();
+                    learned->approval = approve_baseline(*approver_kms, learned->baseline,
+                                                         automatic_approver, *observe_until, 0, true);
+                    learned->approval_path = learned->path + ".approval.json";
+                    write_file(learned->approval_path, to_json(*learned->approval) + "\n");
+                    guard.enforce_baseline({learned->baseline, *learned->approval});
+                }
+            }
+            replay_guard(guard, clock, split, orders.cend(), write_decision, s, last_price);
+            guard.process_incidents();
+            incidents = guard.incidents();
         }  // closing the Guard drains the audit queue and writes the final checkpoint
+        for (const Incident& i : incidents)
+            if (i.warnings > 0) ++s.warnings;
         audit_written = audit_path;
     } else {
         s = replay_scope(*scope, orders, write_decision);
@@ -255,6 +310,19 @@ void run(const ReplayArgs& a) {
         nlohmann::json j = nlohmann::json::parse(summary_json(s));
         const AgentCertificate& c = *sim->certificate;
         j["audit_log"] = audit_written;
+        if (learned) {
+            const Baseline& b = learned->baseline;
+            j["baseline"] = {{"path", learned->path},
+                             {"sha256", baseline_sha256_hex(b)},
+                             {"observed_from_ns", b.observed_from_ns},
+                             {"observed_to_ns", b.observed_to_ns},
+                             {"orders", b.orders},
+                             {"enforced", learned->approval.has_value()},
+                             {"approved_by", learned->approval ? learned->approval->approver : ""},
+                             {"automatic", learned->approval.has_value()}};
+        }
+        j["incidents"] = nlohmann::json::array();
+        for (const Incident& i : incidents) j["incidents"].push_back(nlohmann::json::parse(to_json(i)));
         j["certificate"] = {{"agent", c.agent_id()},
                             {"subject", c.subject()},
                             {"serial", c.serial()},
@@ -285,6 +353,31 @@ void run(const ReplayArgs& a) {
                   << audit_written << ".certs)\n\n";
     }
     print_table(s);
+    if (learned) {
+        std::cout << "\nbaseline  learned over " << learned->baseline.orders << " orders, "
+                  << format_timestamp(learned->baseline.observed_from_ns) << " .. "
+                  << format_timestamp(learned->baseline.observed_to_ns) << "\n          "
+                  << learned->path << "\n";
+        if (learned->approval)
+            std::cout << "          approved automatically (" << automatic_approver
+                      << "), enforced from then on\n";
+        else
+            std::cout << "          NOT enforced: a named person approves it first (kakunin baseline "
+                         "approve --dir "
+                      << a.dir << " --agent " << a.agent << " --baseline " << learned->path
+                      << " --approver NAME), or replay with --auto-approve-baseline\n";
+    }
+    if (sim) {
+        std::cout << "\nwarnings  " << s.warnings << " incident(s) opened, revocations "
+                  << s.revocations << "\n";
+        for (const Incident& i : incidents) {
+            std::cout << "\nincident " << i.id << " (" << to_string(i.state) << ")\n";
+            for (const IncidentTransition& t : i.history)
+                std::cout << "  " << format_timestamp(t.at_ns) << "  " << std::left
+                          << std::setw(13) << to_string(t.state) << " " << t.by << ": " << t.note
+                          << "\n";
+        }
+    }
 }
 
 }  // namespace
@@ -308,6 +401,15 @@ void add_replay_command(CLI::App& app) {
     cmd->add_option("--decisions-out", args->decisions_out, "Write one JSON line per order here");
     cmd->add_option("--audit-out", args->audit_out,
                     "Audit log of the replay (default with --dir: STATE/audit/AGENT.replay.jsonl)");
+    cmd->add_option("--observe-until", args->observe_until,
+                    "With --dir: learn the baseline from the orders before this time (RFC 3339 "
+                    "UTC or epoch ms; at least 7 days after the first order)");
+    cmd->add_flag("--auto-approve-baseline", args->auto_approve,
+                  "Approve the learned baseline automatically (recorded as automatic) and "
+                  "enforce it on the remaining orders");
+    cmd->add_option("--baseline-out", args->baseline_out,
+                    "Where the learned baseline goes (default: the audit log's path + "
+                    ".baseline.json)");
     cmd->add_flag("--json", args->json, "Print the summary as JSON");
     cmd->callback([args] { run_command([&] { run(*args); }); });
 }

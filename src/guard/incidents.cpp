@@ -63,7 +63,7 @@ std::string explain(const std::array<std::uint32_t, score_component_count>& c) {
 std::string compact_time(TimeNs t) {
     std::string s = format_timestamp(t), out;
     for (char c : s) {
-        if (c == '.') break;
+        if (c == '.' || c == 'Z') break;
         if (c != '-' && c != ':') out += c;
     }
     return out + "Z";
@@ -230,6 +230,7 @@ std::string to_json(const Incident& i) {
                  {"state", to_string(i.state)},
                  {"escalated", i.escalated},
                  {"warnings", i.warnings},
+                 {"last_warning_ns", i.last_warning_ns},
                  {"history", history}});
 }
 
@@ -238,35 +239,44 @@ std::string to_json(const Incident& i) {
 void Guard::setup_behaviour(const std::string& agent_id) {
     m_agent_id = agent_id;
     if (m_options.baseline) {
-        const ApprovedBaseline& ab = *m_options.baseline;
-        const std::string problem = check_baseline_approval(ab.approval, ab.baseline);
-        if (!problem.empty())
-            throw Error(ErrorCategory::unauthorised, "baseline refused: " + problem);
-        if (!agent_id.empty() && ab.baseline.agent_id != agent_id)
-            throw Error(ErrorCategory::unauthorised,
-                        "baseline refused: it is agent '" + ab.baseline.agent_id +
-                            "'s, the certificate is '" + agent_id + "'s");
-        if (m_options.person_key_check) {
-            const std::string why =
-                m_options.person_key_check(ab.approval.approver, ab.approval.approver_public_key);
-            if (!why.empty())
-                throw Error(ErrorCategory::unauthorised,
-                            "baseline refused: approver " + ab.approval.approver + ": " + why);
-        }
-        m_scorer = std::make_unique<detail::AnomalyScorer>(ab.baseline);
-        json p = json::parse(to_json(ab.approval));
-        p["enforced_from_ns"] = m_clock.now_ns();
-        audit_event(m_clock.now_ns(), audit_event::baseline_approved, dump(p));
+        enforce_baseline(*m_options.baseline);
     } else if (m_options.observe) {
         m_builder = std::make_unique<BaselineBuilder>(m_scope, agent_id.empty() ? "agent" : agent_id,
                                                       m_options.observation_policy);
         m_builder->start(m_clock.now_ns());
     }
-    if (m_scorer) {
-        m_anomalies.resize(256);
-        if (m_options.incident_thread)
-            m_incident_thread = std::thread([this] { incident_loop(); });
+}
+
+void Guard::enforce_baseline(const ApprovedBaseline& ab) {
+    const std::string problem = check_baseline_approval(ab.approval, ab.baseline);
+    if (!problem.empty()) throw Error(ErrorCategory::unauthorised, "baseline refused: " + problem);
+    if (!m_agent_id.empty() && ab.baseline.agent_id != m_agent_id)
+        throw Error(ErrorCategory::unauthorised, "baseline refused: it is agent '" +
+                                                     ab.baseline.agent_id + "'s, the certificate is '" +
+                                                     m_agent_id + "'s");
+    if (m_options.person_key_check) {
+        const std::string why =
+            m_options.person_key_check(ab.approval.approver, ab.approval.approver_public_key);
+        if (!why.empty())
+            throw Error(ErrorCategory::unauthorised,
+                        "baseline refused: approver " + ab.approval.approver + ": " + why);
     }
+    auto scorer = std::make_unique<detail::AnomalyScorer>(ab.baseline);
+    std::unique_ptr<detail::AnomalyScorer> old_scorer;
+    std::unique_ptr<BaselineBuilder> old_builder;
+    {
+        std::lock_guard<std::mutex> incidents(m_incident_mutex);
+        if (m_anomalies.empty()) m_anomalies.resize(256);  // before check() can push
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        old_scorer = std::move(m_scorer);
+        m_scorer = std::move(scorer);
+        old_builder = std::move(m_builder);
+    }
+    json p = json::parse(to_json(ab.approval));
+    p["enforced_from_ns"] = m_clock.now_ns();
+    audit_event(m_clock.now_ns(), audit_event::baseline_approved, dump(p));
+    if (m_options.incident_thread && !m_incident_thread.joinable())
+        m_incident_thread = std::thread([this] { incident_loop(); });
 }
 
 void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) noexcept {
@@ -306,11 +316,18 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
     const Decision& d = e.decision;
     const bool revocation = d.reasons.contains(ReasonCode::anomaly_revocation);
     const ScoringPolicy& policy = m_scorer->policy();
+    // A warning belongs to the incident still being worked on: open or acknowledged, with a
+    // warning within the last investigation window. Later warnings open a new incident, so a
+    // forgotten incident neither swallows new anomalies nor hides how many there were.
+    const TimeNs window = static_cast<TimeNs>(policy.investigation_window_s) * 1'000'000'000;
     Incident* active = nullptr;
     for (auto& i : m_incidents)
-        if (i.state == IncidentState::open || i.state == IncidentState::acknowledged) active = &i;
+        if ((i.state == IncidentState::open || i.state == IncidentState::acknowledged) &&
+            d.ts_ns - i.last_warning_ns < window)
+            active = &i;
     if (active != nullptr && !revocation) {
         ++active->warnings;
+        active->last_warning_ns = d.ts_ns;
         return;
     }
     if (active == nullptr) {
@@ -323,7 +340,8 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
         inc.score_ppm = d.score_ppm;
         inc.components_ppm = d.components_ppm;
         inc.trigger_order_json = dump(order_json(e));
-        inc.warnings = 1;
+        inc.warnings = revocation ? 0 : 1;
+        inc.last_warning_ns = d.ts_ns;
         inc.history.push_back({IncidentState::open, d.ts_ns, "kakunin",
                                "anomaly score " + score_text(d.score_ppm) + ": " +
                                    explain(d.components_ppm)});
@@ -399,7 +417,7 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
 }
 
 void Guard::check_deadlines() {
-    if (!m_scorer) return;
+    if (!m_scorer) return;  // set once under m_incident_mutex (held here), never unset
     const TimeNs now = m_clock.now_ns();
     for (auto& i : m_incidents) {
         if (i.state != IncidentState::open || i.escalated || now < i.deadline_ns) continue;
@@ -429,8 +447,8 @@ void Guard::check_deadlines() {
 }
 
 void Guard::process_incidents() {
-    if (!m_scorer) return;
     std::lock_guard<std::mutex> lock(m_incident_mutex);
+    if (!m_scorer) return;
     for (;;) {
         const std::uint64_t tail = m_anomaly_tail.load(std::memory_order_relaxed);
         if (tail == m_anomaly_head.load(std::memory_order_acquire)) break;

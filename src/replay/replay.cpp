@@ -22,6 +22,10 @@ void ReplaySummary::add(const Decision& d) {
         ++rejected_orders;
         for (ReasonCode r : d.reasons) ++rejected[to_string(r)];
     }
+    if (d.reasons.contains(ReasonCode::anomaly_revocation)) {
+        ++revocations;
+        if (!first_revocation_ts_ns) first_revocation_ts_ns = d.ts_ns;
+    }
     if (d.score_ppm > max_score_ppm) max_score_ppm = d.score_ppm;
 }
 
