@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
     };
     put("check_allowed_median_ns", reporter.time("BM_check_allowed"));
     put("check_rejected_median_ns", reporter.time("BM_check_rejected"));
+    put("check_limits_only_median_ns", reporter.time("BM_check_allowed_limits_only"));
     put("check_allowed_p50_ns", reporter.counter("BM_check_allowed_latency.p50_ns"));
     put("check_allowed_p99_ns", reporter.counter("BM_check_allowed_latency.p99_ns"));
     put("check_allowed_p999_ns", reporter.counter("BM_check_allowed_latency.p999_ns"));
