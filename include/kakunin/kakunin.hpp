@@ -13,6 +13,7 @@
 #include "kakunin/guard.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/money.hpp"
+#include "kakunin/notifier.hpp"
 #include "kakunin/order.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/revocation.hpp"
