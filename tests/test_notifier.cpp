@@ -264,7 +264,7 @@ TEST_CASE("Webhook: 500 twice then 200 is delivered once after 2 retries", "[not
     CHECK(reports.all().empty());
 }
 
-TEST_CASE("Webhook: 429 and 503 are retried; Retry-After lengthens the wait up to max_backoff",
+TEST_CASE("Webhook: 429 and 503 are retried and Retry-After lengthens the wait up to max_backoff",
           "[notifier][webhook]") {
     HttpTestServer server;
     server.fail_first(1, 429);
@@ -353,7 +353,7 @@ TEST_CASE(
     CHECK(reports.any_contains("onnect"));  // "Couldn't connect to server"
 }
 
-TEST_CASE("Webhook: a hung endpoint never slows notify(); the request times out",
+TEST_CASE("Webhook: a hung endpoint never slows notify() and the request times out",
           "[notifier][webhook]") {
     HttpTestServer server;
     server.set_delay(10s);
@@ -575,7 +575,7 @@ TEST_CASE("Webhook: bad URLs and headers and options are refused", "[notifier][w
 
 // ---- the simple notifiers ---------------------------------------------------------------------
 
-TEST_CASE("CallbackNotifier calls the function; exceptions are contained", "[notifier]") {
+TEST_CASE("CallbackNotifier calls the function and contains its exceptions", "[notifier]") {
     std::vector<Notification> seen;
     kakunin::CallbackNotifier cb([&](const Notification& n) {
         seen.push_back(n);
