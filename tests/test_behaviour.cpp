@@ -338,7 +338,7 @@ TEST_CASE("no order from any thread is allowed after the revoking call", "[score
     CHECK(allowed_after.load() == 0);
 }
 
-TEST_CASE("a warning opens one incident; unacknowledged it escalates", "[incident]") {
+TEST_CASE("a warning opens one incident, unacknowledged it escalates", "[incident]") {
     World w;
     auto g = w.guard();
     const OrderText odd{"BTC_EUR", "eu-central-1"};
@@ -383,7 +383,7 @@ TEST_CASE("acknowledged in time, an incident does not escalate", "[incident]") {
     CHECK(w.notes->size() == 1);
 }
 
-TEST_CASE("escalation can halt; only a signed re-enable lifts an automatic halt", "[incident]") {
+TEST_CASE("escalation can halt, only a signed re-enable lifts an automatic halt", "[incident]") {
     World w;
     ScoringPolicy p;
     p.halt_on_escalation = true;

@@ -102,7 +102,7 @@ TEST_CASE("OpenSSL reads issued certificates and CRLs and honours criticality",
     }
 }
 
-TEST_CASE("OpenSSL-made certificates: no scope is no authority; its scope extension decodes",
+TEST_CASE("OpenSSL-made certificates: no scope is no authority, its scope extension decodes",
           "[certificates][openssl]") {
     const std::string dir = test::make_temp_dir("openssl-ca");
     TestPki pki;  // for a scope extension's bytes

@@ -150,7 +150,7 @@ TEST_CASE("message rate: 50 in a sliding second, rejected messages count too") {
     CHECK(f.at(t0 + 1'000'000'000, good_order()).reasons.contains(ReasonCode::order_rate_exceeded));
 }
 
-TEST_CASE("daily notional: allowed orders count per UTC day; rejected ones do not") {
+TEST_CASE("daily notional: allowed orders count per UTC day, rejected ones do not") {
     Fixture f;
     const Order max_order = with(good_order(), "5", "100000.00");  // 500000.00
     TimeNs t = monday(8);

@@ -126,7 +126,7 @@ TEST_CASE("a pushed revocation halts the Guard before its next check") {
     CHECK(events.back().by == "A. Officer");
 }
 
-TEST_CASE("a CRL that lists the certificate halts the Guard; a forged CRL is refused") {
+TEST_CASE("a CRL that lists the certificate halts the Guard, a forged CRL is refused") {
     TestAuthority authority;
     auto guard = authority.guard_for(seed());
     const auto cert = *guard->certificate();
@@ -141,7 +141,7 @@ TEST_CASE("a CRL that lists the certificate halts the Guard; a forged CRL is ref
     CHECK(guard2->check(good_order()).allowed());
 }
 
-TEST_CASE("rotation swaps in a renewed certificate; a new scope needs a new approval") {
+TEST_CASE("rotation swaps in a renewed certificate, a new scope needs a new approval") {
     TestAuthority authority;
     auto guard = authority.guard_for(seed());
     const auto first = *guard->certificate();
