@@ -607,7 +607,7 @@ TEST_CASE("cli replay --dir --agent: refusals", "[cli][replay]") {
 }
 
 TEST_CASE(
-    "cli replay --dir writes a signed audit log; audit verify accepts it and catches a change",
+    "cli replay --dir writes a signed audit log and audit verify accepts it and catches a change",
     "[cli][replay][audit]") {
     TempDir dir;
     set_up_agent(dir);
@@ -644,4 +644,91 @@ TEST_CASE(
     require_one_line_error(cli("audit verify --log a.jsonl --certs a.jsonl.certs", dir),
                            "bad_record_signature: line 2: seq 1");
     require_one_line_error(cli("audit verify --log a.jsonl", dir), "unknown_certificate");
+}
+
+TEST_CASE(
+    "cli ca: every step is a signed record in STATE/audit/ca.jsonl and audit verify --ca "
+    "checks it",
+    "[cli][ca][audit]") {
+    TempDir dir;
+    set_up_agent(dir);
+    const Run issued = cli("cert issue --dir state --agent agent-7 --out agent.pem --json", dir);
+    require_ok(issued, "cert issue");
+    const std::string serial = json::parse(issued.out).at("serial").get<std::string>();
+    require_ok(cli("cert revoke --dir state --serial " + serial +
+                       " --reason 'keyCompromise: anomaly score 0.91'",
+                   dir),
+               "cert revoke");
+    require_ok(cli("cert revoke --dir state --serial " + serial + " --reason superseded", dir),
+               "second revoke (a no-op, no record)");
+
+    // The records, in the order the five commands ran, each followed by a checkpoint.
+    const std::string log = read_text(dir / "state/audit/ca.jsonl");
+    std::vector<json> lines;
+    for (std::size_t b = 0, e; (e = log.find('\n', b)) != std::string::npos; b = e + 1)
+        lines.push_back(json::parse(log.substr(b, e - b)));
+    std::vector<std::string> kinds;
+    for (const json& l : lines)
+        kinds.push_back(l.at("kind") == "record" ? l.at("event").get<std::string>() : "|");
+    CHECK(kinds == std::vector<std::string>{"ca.initialised", "crl.issued", "|", "agent.registered",
+                                            "|", "scope.approved", "|", "certificate.issued", "|",
+                                            "certificate.revoked", "crl.issued", "|"});
+    const json anchor = inspect(dir, "state/ca.pem");
+    for (const json& l : lines) {
+        CHECK(l.at("log_id") == "ca");
+        CHECK(l.value("cert_fp", l.value("key_fp", "")) == anchor.at("fingerprint"));
+    }
+    CHECK(lines.at(3).at("payload").at("registration").at("created_by") == "Jane Roe");
+    CHECK(lines.at(5).at("payload").at("approval").at("approver") == "Jane Doe");
+    CHECK(lines.at(5).at("payload").at("scope") == canonical_scope(kakunin::test::seed_scope_json));
+    CHECK(lines.at(7).at("payload").at("serial") == serial);
+    CHECK(lines.at(7).at("payload").at("fingerprint") ==
+          inspect(dir, "agent.pem").at("fingerprint"));
+    CHECK(lines.at(9).at("payload").at("reason_code") == "keyCompromise");
+
+    const Run ok = cli("audit verify --log state/audit/ca.jsonl --ca state/ca.pem --json", dir);
+    require_ok(ok, "audit verify the CA log");
+    const json v = json::parse(ok.out);
+    CHECK(v.at("ok") == true);
+    CHECK(v.at("log_id") == "ca");
+    CHECK(v.at("records") == 7);
+    CHECK(v.at("signed_records") == 7);
+    CHECK(v.at("checkpoints") == 5);
+    // With the agent certificates too: --ca checks they were issued by it (the copy of the CA
+    // certificate among them is skipped).
+    fs::copy_file(dir / "state/ca.pem", dir / "state/certs/ca.pem");
+    require_ok(
+        cli("audit verify --log state/audit/ca.jsonl --certs state/certs --ca state/ca.pem", dir),
+        "audit verify --certs --ca");
+    fs::remove(dir / "state/certs/ca.pem");
+    // Without the CA certificate the signatures cannot be checked.
+    require_one_line_error(cli("audit verify --log state/audit/ca.jsonl", dir),
+                           "unknown_certificate");
+
+    // An altered record is caught, naming its seq; so is a record taken out.
+    std::string altered = log;
+    const std::string purpose = "\"purpose\":\"BTC market making\"";
+    REQUIRE(altered.find(purpose) != std::string::npos);
+    altered.replace(altered.find(purpose), purpose.size(), "\"purpose\":\"BTC market taking\"");
+    write_text(dir / "altered.jsonl", altered);
+    require_one_line_error(cli("audit verify --log altered.jsonl --ca state/ca.pem", dir),
+                           "bad_record_signature: line 4: seq 2");
+    std::string cut = log;
+    const std::size_t line6 = [&] {
+        std::size_t p = 0;
+        for (int i = 0; i < 5; ++i) p = cut.find('\n', p) + 1;
+        return p;
+    }();
+    cut.erase(line6, cut.find('\n', line6) + 1 - line6);  // scope.approved gone
+    write_text(dir / "cut.jsonl", cut);
+    require_one_line_error(cli("audit verify --log cut.jsonl --ca state/ca.pem", dir),
+                           "seq 3 onwards missing");
+
+    // The next process carries on with the same log.
+    require_ok(cli("crl --dir state --out crl.pem", dir), "crl");  // fresh: no new CRL record
+    require_ok(cli("agent register --dir state --agent agent-8 --owner o --purpose p --by b", dir),
+               "register agent-8");
+    const Run again = cli("audit verify --log state/audit/ca.jsonl --ca state/ca.pem --json", dir);
+    require_ok(again, "audit verify after another command");
+    CHECK(json::parse(again.out).at("records") == 8);
 }

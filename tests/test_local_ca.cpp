@@ -4,8 +4,14 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "crypto/encoding.hpp"
+#include "kakunin/audit_verify.hpp"
 #include "kakunin/pkcs11_kms.hpp"
 #include "pkcs11_test_support.hpp"
 #include "x509_test_support.hpp"
@@ -167,6 +173,21 @@ TEST_CASE("LocalCa issues and revokes from several threads", "[local_ca]") {
     CHECK(crl.revoked_serials().size() == 12);
     for (const auto& list : serials)
         for (std::size_t i = 0; i < list.size(); ++i) CHECK(crl.lists(list[i]) == (i % 2 == 0));
+    // The CA log took every act of the four threads, one after the other, and verifies.
+    AuditCertificates certs;
+    certs.add_der(pki.anchor().der());
+    const std::vector<std::string> lines = pki.ca->audit_log_lines();
+    const AuditVerifyResult v = verify_audit_lines(lines, certs);
+    INFO(v.message);
+    CHECK(v.ok);
+    auto count = [&](const std::string& event) {
+        return std::count_if(lines.begin(), lines.end(), [&](const std::string& l) {
+            return l.find("\"event\":\"" + event + "\"") != std::string::npos;
+        });
+    };
+    CHECK(count("certificate.issued") == 20);
+    CHECK(count("certificate.revoked") == 12);
+    CHECK(count("crl.issued") == 1 + 12 + 1);  // init, each revocation, issue_crl()
 }
 
 TEST_CASE("LocalCa signs through a real SoftHSM2 token", "[local_ca][pkcs11]") {
@@ -205,4 +226,311 @@ TEST_CASE("LocalCa signs through a real SoftHSM2 token", "[local_ca][pkcs11]") {
     const auto crl2 = ca->current_crl();
     CHECK(verify_certificate(cert, ca->trust_anchor(), &crl2, clock.now_ns()).status ==
           CertificateStatus::revoked);
+
+    // The CA log is signed on the token too (ECDSA P-256), every record and checkpoint.
+    AuditCertificates certs;
+    certs.add_der(ca->trust_anchor().der());
+    const AuditVerifyResult v = verify_audit_lines(ca->audit_log_lines(), certs);
+    INFO(v.message);
+    CHECK(v.ok);
+    CHECK(v.records == 7);  // ca, crl, agent, scope, certificate, revocation, crl
+    CHECK(v.signed_records == v.records);
+}
+
+// ---- the CA log ------------------------------------------------------------------------------
+
+namespace {
+
+/// A Kms that signs through another one but fails, on request, for messages that start with a
+/// given prefix: how a token or a remote KMS failing in the middle of an operation looks.
+class FailingKms final : public Kms {
+public:
+    explicit FailingKms(std::shared_ptr<Kms> inner) : m_inner(std::move(inner)) {}
+    KeyHandle create_key(std::string_view l, KeyAlgorithm a) override {
+        return m_inner->create_key(l, a);
+    }
+    KeyHandle find_key(std::string_view l) override { return m_inner->find_key(l); }
+    std::vector<std::uint8_t> sign(const KeyHandle& key, const std::uint8_t* message,
+                                   std::size_t size) override {
+        const std::string_view text(reinterpret_cast<const char*>(message), size);
+        if (!fail_prefix.empty() && text.substr(0, fail_prefix.size()) == fail_prefix)
+            throw Error(ErrorCategory::kms, "test KMS: refusing to sign");
+        return m_inner->sign(key, message, size);
+    }
+    PublicKeyInfo public_key(const KeyHandle& key) override { return m_inner->public_key(key); }
+    using Kms::sign;
+
+    std::string fail_prefix;  ///< empty: never fail
+
+private:
+    std::shared_ptr<Kms> m_inner;
+};
+
+using json = nlohmann::json;
+
+std::vector<json> records_of(const std::vector<std::string>& lines) {
+    std::vector<json> out;
+    for (const auto& l : lines) {
+        json j = json::parse(l);
+        if (j.at("kind") == "record") out.push_back(std::move(j));
+    }
+    return out;
+}
+
+std::vector<std::string> file_lines(const std::string& path) {
+    std::vector<std::string> out;
+    std::istringstream in(test::read_file(path));
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+}
+
+std::vector<std::string> events_of(const std::vector<json>& records) {
+    std::vector<std::string> out;
+    for (const auto& r : records) out.push_back(r.at("event").get<std::string>());
+    return out;
+}
+
+AuditCertificates certificates_of(const TrustAnchor& anchor) {
+    AuditCertificates certs;
+    certs.add_der(anchor.der());
+    return certs;
+}
+
+}  // namespace
+
+TEST_CASE("LocalCa writes every act to its signed CA log and the log continues across open()",
+          "[local_ca][audit]") {
+    Passphrase pass;
+    const std::string state = test::make_temp_dir("ca-log");
+    ManualClock clock(utc(2024, 3, 4, 9, 0, 0));
+    const Scope scope = parse_scope_json(test::seed_scope_json);
+    LocalCaOptions opts;
+    opts.state_dir = state;
+    const std::string log = state + "/audit/ca.jsonl";
+    std::string serial;
+    {
+        std::shared_ptr<Kms> kms = SoftwareKms::open(state + "/keys");
+        CaInitOptions init;
+        init.algorithm = KeyAlgorithm::ecdsa_p256;
+        auto ca = LocalCa::init(kms, clock, opts, init);
+        CHECK(ca->audit_log_path() == log);
+        // Durable and checkpointed after init already: the file verifies as a closed log.
+        const AuditCertificates certs = certificates_of(ca->trust_anchor());
+        AuditVerifyResult v = verify_audit_log_file(log, certs);
+        INFO(v.message);
+        CHECK(v.ok);
+        CHECK(v.records == 2);
+
+        const AgentRegistration reg{"agent-7", "Desk 3", "BTC market making", clock.now_ns(),
+                                    "Jane Roe"};
+        ca->register_agent(reg);
+        const ScopeApproval approval =
+            approve_scope(*kms, "agent-7", "Jane Doe", scope, clock.now_ns());
+        ca->record_approval(approval, scope);
+        const auto spki =
+            kms->public_key(kms->create_key("agent:agent-7", KeyAlgorithm::ed25519)).spki_der;
+        const AgentCertificate cert = ca->issue_for_agent("agent-7", spki);
+        serial = cert.serial();
+        clock.advance(std::chrono::minutes(1));
+        ca->revoke(serial, "keyCompromise: anomaly score 0.91");
+        ca->revoke(serial, "again");  // a no-op, and no record
+        CHECK(ca->record_event(audit_event::baseline_approved,
+                               R"({"agent":"agent-7","approver":"Jane Doe","version":1})") == 7);
+
+        // Every operation ended with a checkpoint: the log is closed at every step.
+        v = verify_audit_log_file(log, certs);
+        INFO(v.message);
+        REQUIRE(v.ok);
+        CHECK(v.records == 8);
+        CHECK(v.signed_records == 8);  // every record carries the CA key's signature
+        CHECK(v.checkpoints == 6);     // init, register, approve, issue, revoke, record_event
+        CHECK(v.covered == 8);
+
+        const std::vector<json> recs = records_of(file_lines(log));
+        CHECK(events_of(recs) ==
+              std::vector<std::string>{"ca.initialised", "crl.issued", "agent.registered",
+                                       "scope.approved", "certificate.issued",
+                                       "certificate.revoked", "crl.issued", "baseline.approved"});
+        for (const auto& r : recs) {
+            CHECK(r.at("log_id") == "ca");
+            CHECK(r.at("agent") == "ca");
+            CHECK(r.at("cert_fp") == ca->trust_anchor().fingerprint());
+        }
+        // What each record carries.
+        const json& created = recs.at(0).at("payload");
+        CHECK(created.at("fingerprint") == ca->trust_anchor().fingerprint());
+        CHECK(base64_decode(created.at("certificate").get<std::string>()) ==
+              ca->trust_anchor().der());
+        CHECK(created.at("algorithm") == "ecdsa-p256");
+        const json& registered = recs.at(2).at("payload");
+        CHECK(registered.at("agent") == "agent-7");
+        CHECK(registered.at("registration") == json::parse(to_json(reg)));
+        const json& approved = recs.at(3).at("payload");
+        CHECK(approved.at("approval") == json::parse(to_json(approval)));
+        CHECK(approved.at("approval").at("approver") == "Jane Doe");
+        // The scope in the record hashes (canonical bytes) to the approved hash.
+        CHECK(crypto::sha256_hex(approved.at("scope").dump()) == approval.scope_sha256);
+        CHECK(approved.at("scope_sha256") == approval.scope_sha256);
+        const json& issued = recs.at(4).at("payload");
+        CHECK(issued.at("serial") == serial);
+        CHECK(issued.at("agent") == "agent-7");
+        CHECK(issued.at("fingerprint") == cert.fingerprint());
+        CHECK(base64_decode(issued.at("certificate").get<std::string>()) == cert.der());
+        CHECK(issued.at("not_after_ns") == cert.not_after());
+        CHECK(issued.at("scope_sha256") == approval.scope_sha256);
+        CHECK(issued.at("simulation") == false);
+        CHECK(issued.at("approved_by") == "Jane Doe");
+        const json& revoked = recs.at(5).at("payload");
+        CHECK(revoked.at("serial") == serial);
+        CHECK(revoked.at("reason") == "keyCompromise: anomaly score 0.91");
+        CHECK(revoked.at("reason_code") == "keyCompromise");
+        CHECK(revoked.at("revoked_at_ns") == clock.now_ns());
+        const json& crl = recs.at(6).at("payload");
+        CHECK(crl.at("revoked_serials") == json::array({serial}));
+        CHECK(base64_decode(crl.at("crl").get<std::string>()) ==
+              CertificateRevocationList::load_file(state + "/crl.pem").der());
+
+        // Only one process (one LocalCa) writes a state directory at a time.
+        try {
+            LocalCa::open(kms, clock, opts);
+            FAIL("a second LocalCa opened the same state directory");
+        } catch (const Error& e) {
+            CHECK(e.category() == ErrorCategory::io);
+        }
+    }
+    // A new process continues the same log.
+    std::shared_ptr<Kms> kms = SoftwareKms::open(state + "/keys");
+    clock.advance(std::chrono::hours(1));
+    auto ca = LocalCa::open(kms, clock, opts);
+    (void)ca->current_crl();  // past half its lifetime: a new CRL, recorded
+    ca->register_agent({"agent-8", "Desk 4", "ETH arbitrage", clock.now_ns(), "Jane Roe"});
+    const AuditVerifyResult v = verify_audit_log_file(log, certificates_of(ca->trust_anchor()));
+    INFO(v.message);
+    REQUIRE(v.ok);
+    CHECK(v.records == 10);
+    const std::vector<json> recs = records_of(file_lines(log));
+    CHECK(recs.at(8).at("event") == "crl.issued");
+    CHECK(recs.at(8).at("seq") == 8);
+    CHECK(recs.at(9).at("event") == "agent.registered");
+    CHECK(ca->audit_log_lines() == file_lines(log));
+
+    // A byte changed in a record is caught, naming its seq.
+    std::string text = test::read_file(log);
+    const auto at = text.find("\"owner\":\"Desk 3\"");
+    REQUIRE(at != std::string::npos);
+    text.replace(at, 16, "\"owner\":\"Desk 5\"");
+    const std::string altered = test::make_temp_dir("ca-log-altered") + "/ca.jsonl";
+    test::write_file(altered, text);
+    const AuditVerifyResult bad =
+        verify_audit_log_file(altered, certificates_of(ca->trust_anchor()));
+    CHECK_FALSE(bad.ok);
+    CHECK(bad.problem == AuditProblem::bad_record_signature);
+    CHECK(bad.first_bad_seq == 2);
+}
+
+TEST_CASE("LocalCa::record_event refuses what does not belong in the CA log", "[local_ca][audit]") {
+    TestPki pki;
+    const std::size_t before = pki.ca->audit_log_lines().size();
+    auto refused = [&](std::string_view event, std::string_view payload) {
+        try {
+            pki.ca->record_event(event, payload);
+            FAIL("recorded " << event << " " << payload);
+        } catch (const Error& e) {
+            CHECK(e.category() == ErrorCategory::invalid_input);
+        }
+    };
+    refused("baseline.approvd", R"({"agent":"agent-7"})");  // unknown event
+    refused("", R"({"agent":"agent-7"})");
+    // The CA's own acts come from its operations only.
+    for (std::string_view own :
+         {audit_event::ca_initialised, audit_event::agent_registered, audit_event::scope_approved,
+          audit_event::certificate_issued, audit_event::certificate_revoked,
+          audit_event::crl_issued, audit_event::log_truncated_tail, audit_event::order_allowed})
+        refused(own, R"({"agent":"agent-7"})");
+    refused(audit_event::review_signed, "[1,2]");                  // not an object
+    refused(audit_event::review_signed, R"({"score":0.5})");       // a float
+    refused(audit_event::review_signed, R"({"agent":"agent-7")");  // malformed
+    refused(audit_event::review_signed, "{\"a\":1,\"a\":2}");      // duplicate member
+    CHECK(pki.ca->audit_log_lines().size() == before);
+
+    // Human sign-offs go in, canonicalised, and the in-memory log verifies.
+    CHECK(pki.ca->audit_log_path().empty());
+    const std::uint64_t seq =
+        pki.ca->record_event(audit_event::review_signed,
+                             R"({"reviewer": "Jane Doe", "incident": 3, "agent": "agent-7"})");
+    pki.ca->record_event("incident.closed", R"({"incident":3})");
+    pki.ca->record_event(audit_event::guard_resumed, R"({"agent":"agent-7","by":"Jane Doe"})");
+    const std::vector<std::string> lines = pki.ca->audit_log_lines();
+    const std::vector<json> recs = records_of(lines);
+    REQUIRE(recs.size() == seq + 3);
+    CHECK(recs.at(seq).at("payload") ==
+          json::parse(R"({"agent":"agent-7","incident":3,"reviewer":"Jane Doe"})"));
+    CHECK(lines.at(lines.size() - 6)
+              .find(R"("payload":{"agent":"agent-7","incident":3,"reviewer":"Jane Doe"})") !=
+          std::string::npos);
+    const AuditVerifyResult v = verify_audit_lines(lines, certificates_of(pki.anchor()));
+    INFO(v.message);
+    CHECK(v.ok);
+    CHECK(v.records == recs.size());
+    CHECK(v.signed_records == recs.size());
+}
+
+TEST_CASE("A CA operation whose log record cannot be made durable fails and changes nothing",
+          "[local_ca][audit]") {
+    Passphrase pass;
+    const std::string state = test::make_temp_dir("ca-log-fail");
+    ManualClock clock(utc(2024, 3, 4, 9, 0, 0));
+    const Scope scope = parse_scope_json(test::seed_scope_json);
+    LocalCaOptions opts;
+    opts.state_dir = state;
+    std::shared_ptr<Kms> software = SoftwareKms::open(state + "/keys");
+    std::vector<std::uint8_t> spki;
+    {
+        auto kms = std::make_shared<FailingKms>(software);
+        auto ca = LocalCa::init(kms, clock, opts);
+        ca->register_agent({"agent-7", "Desk 3", "BTC market making", clock.now_ns(), "Jane Roe"});
+        ca->record_approval(approve_scope(*kms, "agent-7", "Jane Doe", scope, clock.now_ns()),
+                            scope);
+        spki = kms->public_key(kms->create_key("agent:agent-7", KeyAlgorithm::ed25519)).spki_der;
+
+        // The record's signature fails: nothing was queued, the certificate exists nowhere.
+        kms->fail_prefix = R"({"agent":"ca")";
+        CHECK_THROWS_AS(ca->issue_for_agent("agent-7", spki), Error);
+        CHECK(ca->issued_certificates().empty());
+        CHECK(std::filesystem::is_empty(state + "/certs"));
+        CHECK_THROWS_AS(ca->register_agent({"agent-8", "o", "p", clock.now_ns(), "b"}), Error);
+        CHECK_FALSE(ca->registration("agent-8"));
+        CHECK_FALSE(file_exists(state + "/registrations/agent-8.json"));
+        // The CA carries on once the KMS does.
+        kms->fail_prefix.clear();
+        const AgentCertificate first = ca->issue_for_agent("agent-7", spki);
+
+        // The checkpoint's signature fails after the record was queued: the operation fails,
+        // the log's state is unknown, and the CA takes no more records until it is reopened.
+        kms->fail_prefix = "kakunin-checkpoint/v1";
+        CHECK_THROWS_AS(ca->revoke(first.serial(), "superseded"), Error);
+        CHECK_FALSE(ca->is_revoked(first.serial()));
+        CHECK_FALSE(CertificateRevocationList::load_file(state + "/crl.pem").lists(first.serial()));
+        kms->fail_prefix.clear();
+        try {
+            ca->revoke(first.serial(), "superseded");
+            FAIL("revoked through a log in an unknown state");
+        } catch (const Error& e) {
+            CHECK(e.category() == ErrorCategory::invalid_state);
+            CHECK_THAT(e.what(), Catch::Contains("until the CA is opened again"));
+        }
+    }
+    // Reopened: the log holds no trace of the failed revocation and verifies; the CA works.
+    auto ca = LocalCa::open(software, clock, opts);
+    const std::string log = state + "/audit/ca.jsonl";
+    const AuditVerifyResult v = verify_audit_log_file(log, certificates_of(ca->trust_anchor()));
+    INFO(v.message);
+    REQUIRE(v.ok);
+    CHECK(events_of(records_of(file_lines(log))) ==
+          std::vector<std::string>{"ca.initialised", "crl.issued", "agent.registered",
+                                   "scope.approved", "certificate.issued"});
+    REQUIRE(ca->issued_certificates().size() == 1);
+    ca->revoke(ca->issued_certificates()[0].serial(), "superseded");
+    CHECK(events_of(records_of(file_lines(log))).back() == "crl.issued");
+    CHECK(verify_audit_log_file(log, certificates_of(ca->trust_anchor())).ok);
 }

@@ -8,6 +8,12 @@
 //   ca->record_approval(approval, scope);                              // verifies it first
 //   kakunin::AgentCertificate cert = ca->issue_for_agent("agent-7", agent_public_key_der);
 //   ca->revoke(cert.serial(), "keyCompromise: anomaly score 0.91");
+//   ca->record_event("baseline.approved", R"({"agent":"agent-7","approver":"Jane Doe"})");
+//
+// Every act of the CA (creation, registration, scope approval, issuance, revocation, CRL) is a
+// record in its own signed audit log, STATE/audit/ca.jsonl (log_id "ca", DESIGN §5), durable
+// before the call returns; `kakunin audit verify --log STATE/audit/ca.jsonl --ca STATE/ca.pem`
+// verifies it.
 #pragma once
 
 #include <chrono>
@@ -128,7 +134,18 @@ struct CaInitOptions {
 
 /// A CA over any Kms: the CA key stays in the Kms; every extension is built from the approved
 /// scope with X509_CA::make_cert (a request's extensions are never copied); CRLs with a short
-/// nextUpdate; state persisted in `state_dir` (one process at a time writes it).
+/// nextUpdate; state persisted in `state_dir`.
+///
+/// The CA log: every operation that changes the CA appends its records (ca.initialised,
+/// agent.registered, scope.approved, certificate.issued, certificate.revoked, crl.issued; see
+/// docs/audit-format.md) to the log "ca", each signed by the CA key through the Kms, followed by
+/// a signed checkpoint, and makes them durable before it changes anything else and before it
+/// returns; if that fails, the operation throws and has changed nothing. The log is
+/// STATE/audit/ca.jsonl (a FileAuditSink, locked while the CA is open: one process at a time
+/// opens a state directory, a second LocalCa on it throws kakunin::Error io) or, for an
+/// in-memory CA, a MemoryAuditSink. It continues across open(). After a failed write whose
+/// outcome is unknown, further operations throw kakunin::Error (invalid_state) until the CA is
+/// opened again.
 class LocalCa final : public CertificateAuthority {
 public:
     /// Creates the CA key (or reuses one of the same algorithm under the label), a self-signed
@@ -170,6 +187,20 @@ public:
     AgentCertificate issue_for_agent(std::string_view agent_id,
                                      const std::vector<std::uint8_t>& public_key,
                                      std::chrono::seconds validity = std::chrono::seconds{0});
+
+    /// Appends one record to the CA's signed log (STATE/audit/ca.jsonl) and makes it durable before
+    /// returning; returns its seq. For human sign-offs made outside the CA (baseline approvals,
+    /// incident reviews, re-enables). Throws kakunin::Error (invalid_input) for an unknown event or
+    /// a payload that is not a JSON object, and for the events the CA records itself
+    /// (ca.initialised, agent.registered, scope.approved, certificate.issued,
+    /// certificate.revoked, crl.issued, log.truncated_tail) and order.* (an agent's log); what
+    /// the Kms or the sink throws otherwise. Cold path; thread-safe.
+    std::uint64_t record_event(std::string_view event, std::string_view payload_json);
+    /// Path of the CA log, empty for an in-memory CA.
+    std::string audit_log_path() const;
+    /// Every line of the CA log (records and checkpoints, JSON Lines without newlines), e.g. to
+    /// verify an in-memory CA's log with kakunin::verify_audit_lines.
+    std::vector<std::string> audit_log_lines() const;
 
     std::vector<Revocation> revocations() const;
     bool is_revoked(std::string_view serial_hex) const;

@@ -17,7 +17,8 @@ constexpr std::string_view kDocumentedEvents[] = {
     audit_event::certificate_revoked, audit_event::scope_approved,
     audit_event::baseline_approved,   audit_event::review_signed,
     audit_event::log_truncated_tail,  audit_event::guard_rotated,
-    audit_event::guard_crl_updated,
+    audit_event::guard_crl_updated,   audit_event::ca_initialised,
+    audit_event::agent_registered,    audit_event::crl_issued,
 };
 
 }  // namespace

@@ -21,6 +21,9 @@
 
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
+#include "kakunin/audit_record.hpp"
+#include "kakunin/audit_sink.hpp"
+#include "kakunin/audit_writer.hpp"
 #include "kakunin/ca.hpp"
 #include "kms/kms_botan_key.hpp"
 #include "x509/x509_internal.hpp"
@@ -127,6 +130,84 @@ json revocation_json(const Revocation& r) {
             {"revoked_at_ns", r.revoked_at}};
 }
 
+const char* crl_reason_name(Botan::CRL_Code code) {
+    switch (code) {
+        case Botan::KEY_COMPROMISE: return "keyCompromise";
+        case Botan::CA_COMPROMISE: return "cACompromise";
+        case Botan::AFFILIATION_CHANGED: return "affiliationChanged";
+        case Botan::SUPERSEDED: return "superseded";
+        case Botan::CESSATION_OF_OPERATION: return "cessationOfOperation";
+        case Botan::PRIVLEDGE_WITHDRAWN: return "privilegeWithdrawn";
+        default: return "unspecified";
+    }
+}
+
+std::string b64(const std::vector<std::uint8_t>& bytes) { return crypto::base64_encode(bytes); }
+
+/// The CA log's name for its records and checkpoints (DESIGN §5: one log per signer).
+constexpr const char* ca_log_id = "ca";
+
+/// Events the CA writes itself; record_event() refuses them so that a caller cannot put a
+/// record in the CA log that looks like one of the CA's own acts.
+bool reserved_for_ca(std::string_view event) {
+    for (std::string_view e :
+         {audit_event::ca_initialised, audit_event::agent_registered, audit_event::scope_approved,
+          audit_event::certificate_issued, audit_event::certificate_revoked,
+          audit_event::crl_issued, audit_event::log_truncated_tail})
+        if (event == e) return true;
+    return event.substr(0, 6) == "order.";
+}
+
+/// One CA log record waiting to be written.
+struct CaEvent {
+    std::string_view event;
+    std::string payload;  ///< canonical JSON object
+};
+
+/// Serialises a payload; names what is not valid UTF-8 instead of letting nlohmann's exception
+/// escape (a payload must be valid UTF-8 to be canonical JSON).
+std::string dump_payload(const json& j, std::string_view event) {
+    try {
+        return j.dump();
+    } catch (const json::exception& e) {
+        throw Error(ErrorCategory::invalid_input,
+                    std::string(event) + " record: a text is not valid UTF-8 (" + e.what() + ")");
+    }
+}
+
+/// A record's JSON form (kakunin::to_json), with invalid UTF-8 reported as bad input.
+template <class T>
+json as_json(const T& value, std::string_view what) {
+    try {
+        return json::parse(to_json(value));
+    } catch (const json::exception& e) {
+        throw Error(ErrorCategory::invalid_input,
+                    std::string(what) + ": a text is not valid UTF-8 (" + e.what() + ")");
+    }
+}
+
+json certificate_json(const AgentCertificate& c, std::string_view approver, TimeNs approved_at) {
+    return {{"agent", c.agent_id()},
+            {"serial", c.serial()},
+            {"subject", c.subject()},
+            {"issuer", c.issuer()},
+            {"not_before_ns", c.not_before()},
+            {"not_after_ns", c.not_after()},
+            {"scope_sha256", scope_sha256_hex(c.scope())},
+            {"simulation", c.is_simulation()},
+            {"approved_by", std::string(approver)},
+            {"approved_at_ns", approved_at},
+            {"fingerprint", c.fingerprint()},
+            {"certificate", b64(c.der())}};
+}
+
+json crl_json(const CertificateRevocationList& crl) {
+    return {{"this_update_ns", crl.this_update()},
+            {"next_update_ns", crl.next_update()},
+            {"revoked_serials", crl.revoked_serials()},
+            {"crl", b64(crl.der())}};
+}
+
 }  // namespace
 
 struct LocalCa::Impl {
@@ -144,6 +225,12 @@ struct LocalCa::Impl {
     std::vector<Revocation> revoked;
     std::optional<CertificateRevocationList> crl;
 
+    // The CA log (declared after kms: the writer signs through it and goes first).
+    std::string log_path;  ///< empty in memory
+    std::unique_ptr<AuditSink> log_sink;
+    std::unique_ptr<AuditLogWriter> log;
+    std::string log_failure;  ///< why the log can no longer be written, or empty
+
     Impl(std::shared_ptr<Kms> k, const Clock& c, LocalCaOptions o)
         : kms(std::move(k)), clock(c), options(std::move(o)) {}
 
@@ -158,32 +245,87 @@ struct LocalCa::Impl {
         write_atomic(path("ca.json"), j.dump(2) + "\n");
     }
 
-    void save_revocations() const {
+    void save_revocations(const std::vector<Revocation>& list) const {
         if (!persistent()) return;
         json arr = json::array();
-        for (const auto& r : revoked) arr.push_back(revocation_json(r));
+        for (const auto& r : list) arr.push_back(revocation_json(r));
         write_atomic(path("revocations.json"), arr.dump(2) + "\n");
     }
 
-    void set_crl(const Botan::X509_CRL& c) {
-        crl = CertificateRevocationList::from_der(c.BER_encode());
-        if (persistent()) write_atomic(path("crl.pem"), crl->pem());
+    void install_crl(const CertificateRevocationList& c) {
+        if (persistent()) write_atomic(path("crl.pem"), c.pem());
+        crl = c;
     }
 
-    /// Caller holds the mutex.
-    CertificateRevocationList reissue_crl(const std::vector<Botan::CRL_Entry>& new_entries) {
+    /// A CRL signed now over the current one plus `new_entries`; not yet installed. Caller
+    /// holds the mutex.
+    CertificateRevocationList make_crl(const std::vector<Botan::CRL_Entry>& new_entries) {
         kms_botan::KmsPrivateKey key(*kms, ca_key);
         Botan::System_RNG rng;
         Botan::X509_CA ca(*ca_cert, key, "SHA-256", rng);
         const auto now = x509::to_time_point(clock.now_ns());
+        Botan::X509_CRL out;
         if (crl)
-            set_crl(ca.update_crl(*crl->impl().crl, new_entries, rng, now, options.crl_validity));
+            out = ca.update_crl(*crl->impl().crl, new_entries, rng, now, options.crl_validity);
         else if (new_entries.empty())
-            set_crl(ca.new_crl(rng, now, options.crl_validity));
+            out = ca.new_crl(rng, now, options.crl_validity);
         else
-            set_crl(ca.update_crl(ca.new_crl(rng, now, options.crl_validity), new_entries, rng, now,
-                                  options.crl_validity));
-        return *crl;
+            out = ca.update_crl(ca.new_crl(rng, now, options.crl_validity), new_entries, rng, now,
+                                options.crl_validity);
+        return CertificateRevocationList::from_der(out.BER_encode());
+    }
+
+    /// Issues, records and installs a CRL with no new entry. Caller holds the mutex.
+    CertificateRevocationList reissue_crl() {
+        const CertificateRevocationList next = make_crl({});
+        write_log(
+            {{audit_event::crl_issued, dump_payload(crl_json(next), audit_event::crl_issued)}});
+        install_crl(next);
+        return next;
+    }
+
+    // ---- the CA log ------------------------------------------------------------------------
+
+    /// Opens STATE/audit/ca.jsonl (or a memory sink) and continues the log it holds.
+    void open_log() {
+        const std::string fp = certificate_fingerprint(ca_der);
+        const AuditSigner signer{*kms, ca_key, fp};
+        if (persistent()) {
+            make_dir(path("audit"));
+            log_path = path("audit/ca.jsonl");
+            log_sink = std::make_unique<FileAuditSink>(log_path);
+        } else {
+            log_sink = std::make_unique<MemoryAuditSink>();
+        }
+        AuditWriterOptions o;
+        o.log_id = ca_log_id;
+        o.agent = ca_log_id;
+        o.cert_fp = fp;
+        o.checkpoint_every = 0;  // write_log() checkpoints after every operation
+        log = std::make_unique<AuditLogWriter>(*log_sink, clock, signer, o, signer);
+    }
+
+    /// Appends the records, a signed checkpoint over them and makes both durable; returns the
+    /// first record's seq. Nothing the operation changes is stored before this returns: a
+    /// failure leaves the CA as it was. A failure after lines reached the sink leaves the log's
+    /// state unknown, so the log refuses further writes until the CA is opened again (the file
+    /// sink cuts what was not made durable when it reopens). Caller holds the mutex.
+    std::uint64_t write_log(const std::vector<CaEvent>& events) {
+        if (!log_failure.empty())
+            throw Error(ErrorCategory::invalid_state,
+                        "the CA log " + log_sink->name() +
+                            " failed earlier and takes no more records until the CA is opened "
+                            "again: " +
+                            log_failure);
+        const std::uint64_t before = log->size();
+        try {
+            for (const CaEvent& e : events) log->append(e.event, e.payload);
+            log->checkpoint();
+        } catch (const std::exception& e) {
+            if (log->size() != before) log_failure = e.what();
+            throw;
+        }
+        return before;
     }
 
     /// The approval must cover exactly this agent and scope and be signed by the approver's key
@@ -253,7 +395,18 @@ struct LocalCa::Impl {
 };
 
 LocalCa::LocalCa(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
-LocalCa::~LocalCa() = default;
+
+LocalCa::~LocalCa() {
+    // Every operation already ends with a checkpoint; close() adds one only if a record is
+    // somehow uncovered, and makes the file durable once more.
+    if (m_impl && m_impl->log && m_impl->log_failure.empty()) {
+        try {
+            m_impl->log->close();
+        } catch (...) {
+            // Nothing to report to: every record was made durable when its operation returned.
+        }
+    }
+}
 
 std::unique_ptr<LocalCa> LocalCa::init(std::shared_ptr<Kms> kms, const Clock& clock,
                                        LocalCaOptions options, const CaInitOptions& init) {
@@ -265,6 +418,10 @@ std::unique_ptr<LocalCa> LocalCa::init(std::shared_ptr<Kms> kms, const Clock& cl
         if (exists(impl->path("ca.pem")))
             throw Error(ErrorCategory::invalid_state,
                         impl->options.state_dir + " already holds a CA (ca.pem)");
+        struct stat st;
+        if (::stat(impl->path("audit/ca.jsonl").c_str(), &st) == 0 && st.st_size > 0)
+            throw Error(ErrorCategory::invalid_state,
+                        impl->options.state_dir + " already holds a CA log (audit/ca.jsonl)");
     }
     impl->ca_key = impl->kms->find_or_create_key(impl->options.key_label, init.algorithm);
     if (impl->ca_key.algorithm != init.algorithm)
@@ -285,14 +442,30 @@ std::unique_ptr<LocalCa> LocalCa::init(std::shared_ptr<Kms> kms, const Clock& cl
         now + std::chrono::duration_cast<std::chrono::nanoseconds>(init.validity).count(), rng);
     impl->ca_der = cert.BER_encode();
     impl->ca_cert = std::make_shared<const Botan::X509_Certificate>(cert);
+    const TrustAnchor anchor = TrustAnchor::from_der(impl->ca_der);
+    const json created = {{"subject", anchor.subject()},
+                          {"serial", crypto::to_hex(cert.serial_number())},
+                          {"not_before_ns", x509::to_time_ns(cert.not_before())},
+                          {"not_after_ns", x509::to_time_ns(cert.not_after())},
+                          {"algorithm", to_string(impl->ca_key.algorithm)},
+                          {"key_label", impl->options.key_label},
+                          {"oid_arc", impl->options.oid_arc},
+                          {"fingerprint", anchor.fingerprint()},
+                          {"certificate", b64(impl->ca_der)}};
+    const std::string created_payload = dump_payload(created, audit_event::ca_initialised);
     if (impl->persistent()) {
         for (const char* sub : {"certs", "registrations", "approvals"}) make_dir(impl->path(sub));
         impl->save_config();
         write_atomic(impl->path("ca.pem"), cert.PEM_encode());
-        impl->save_revocations();
+        impl->save_revocations({});
     }
     std::lock_guard<std::mutex> lock(impl->mutex);
-    impl->reissue_crl({});
+    impl->open_log();
+    const CertificateRevocationList first = impl->make_crl({});
+    impl->write_log(
+        {{audit_event::ca_initialised, created_payload},
+         {audit_event::crl_issued, dump_payload(crl_json(first), audit_event::crl_issued)}});
+    impl->install_crl(first);
     return std::unique_ptr<LocalCa>(new LocalCa(std::move(impl)));
 }
 
@@ -325,6 +498,8 @@ std::unique_ptr<LocalCa> LocalCa::open(std::shared_ptr<Kms> kms, const Clock& cl
         throw Error(ErrorCategory::invalid_input,
                     impl->options.state_dir + ": malformed state file: " + e.what());
     }
+    // Last: the log's file lock is what makes this process the CA's only writer.
+    impl->open_log();
     return std::unique_ptr<LocalCa>(new LocalCa(std::move(impl)));
 }
 
@@ -337,10 +512,14 @@ void LocalCa::register_agent(const AgentRegistration& r) {
     if (r.owner.empty() || r.purpose.empty() || r.created_by.empty())
         throw Error(ErrorCategory::invalid_input,
                     "agent registration: owner, purpose and created_by are required");
+    const json payload = {{"agent", r.agent_id},
+                          {"registration", as_json(r, "agent registration")}};
+    const std::string text = dump_payload(payload, audit_event::agent_registered);
     std::lock_guard<std::mutex> lock(m_impl->mutex);
     if (m_impl->registrations.count(r.agent_id) != 0)
         throw Error(ErrorCategory::invalid_state,
                     "agent '" + r.agent_id + "' is already registered");
+    m_impl->write_log({{audit_event::agent_registered, text}});
     if (m_impl->persistent())
         write_atomic(m_impl->path("registrations/" + r.agent_id + ".json"), to_json(r) + "\n");
     m_impl->registrations.emplace(r.agent_id, r);
@@ -358,8 +537,15 @@ void LocalCa::record_approval(const ScopeApproval& approval, const Scope& scope)
     validate(scope);
     std::lock_guard<std::mutex> lock(m_impl->mutex);
     m_impl->check_approval(approval, approval.agent_id, scope);
+    const json approval_json = as_json(approval, "scope approval");
+    const json payload = {{"agent", approval.agent_id},
+                          {"approval", approval_json},
+                          {"scope_sha256", approval.scope_sha256},
+                          {"scope", json::parse(to_json(scope))}};
+    m_impl->write_log(
+        {{audit_event::scope_approved, dump_payload(payload, audit_event::scope_approved)}});
     if (m_impl->persistent()) {
-        json j = {{"approval", json::parse(to_json(approval))}, {"scope", to_json(scope)}};
+        json j = {{"approval", approval_json}, {"scope", to_json(scope)}};
         write_atomic(m_impl->path("approvals/" + approval.agent_id + ".json"), j.dump(2) + "\n");
     }
     m_impl->approvals[approval.agent_id] = ApprovedScope{approval, scope};
@@ -409,6 +595,11 @@ AgentCertificate LocalCa::issue(const IssueRequest& request) {
     auto signer = kms_botan::x509_signer(key, rng, sig_algo);
     const auto cert = x509::make_agent_certificate(*signer, sig_algo, *m_impl->ca_cert, leaf, rng);
     AgentCertificate out = AgentCertificate::from_der(cert.BER_encode(), m_impl->options.oid_arc);
+    // Recorded before it is stored or handed out: no certificate exists outside the log.
+    m_impl->write_log({{audit_event::certificate_issued,
+                        dump_payload(certificate_json(out, request.approval.approver,
+                                                      request.approval.approved_at),
+                                     audit_event::certificate_issued)}});
     if (m_impl->persistent())
         write_atomic(m_impl->path("certs/" + out.serial() + ".pem"), out.pem());
     m_impl->issued.push_back(out);
@@ -441,16 +632,24 @@ void LocalCa::revoke(std::string_view serial_hex, std::string_view reason) {
     for (const auto& r : m_impl->revoked)
         if (r.serial == serial) return;
     const TimeNs now = m_impl->clock.now_ns();
-    Revocation r{serial, cert->agent_id(), std::string(reason), now};
-    const Botan::CRL_Entry entry = crl_entry(serial, now, reason_code(reason));
-    m_impl->revoked.push_back(r);
-    try {
-        m_impl->reissue_crl({entry});
-        m_impl->save_revocations();
-    } catch (...) {
-        m_impl->revoked.pop_back();
-        throw;
-    }
+    const Revocation r{serial, cert->agent_id(), std::string(reason), now};
+    const Botan::CRL_Code code = reason_code(reason);
+    const json revoked = {{"agent", r.agent_id},
+                          {"serial", r.serial},
+                          {"reason", r.reason},
+                          {"reason_code", crl_reason_name(code)},
+                          {"revoked_at_ns", r.revoked_at},
+                          {"fingerprint", cert->fingerprint()}};
+    const std::string revoked_payload = dump_payload(revoked, audit_event::certificate_revoked);
+    const CertificateRevocationList next = m_impl->make_crl({crl_entry(serial, now, code)});
+    m_impl->write_log(
+        {{audit_event::certificate_revoked, revoked_payload},
+         {audit_event::crl_issued, dump_payload(crl_json(next), audit_event::crl_issued)}});
+    std::vector<Revocation> list = m_impl->revoked;
+    list.push_back(r);
+    m_impl->install_crl(next);
+    m_impl->save_revocations(list);
+    m_impl->revoked = std::move(list);
 }
 
 CertificateRevocationList LocalCa::current_crl() {
@@ -461,13 +660,39 @@ CertificateRevocationList LocalCa::current_crl() {
         2;
     if (!m_impl->crl || now < m_impl->crl->this_update() ||
         now >= m_impl->crl->this_update() + half)
-        return m_impl->reissue_crl({});
+        return m_impl->reissue_crl();
     return *m_impl->crl;
 }
 
 CertificateRevocationList LocalCa::issue_crl() {
     std::lock_guard<std::mutex> lock(m_impl->mutex);
-    return m_impl->reissue_crl({});
+    return m_impl->reissue_crl();
+}
+
+std::uint64_t LocalCa::record_event(std::string_view event, std::string_view payload_json) {
+    if (!is_valid_audit_event(event))
+        throw Error(ErrorCategory::invalid_input,
+                    "CA log: unknown event \"" + std::string(event) + "\"");
+    if (reserved_for_ca(event))
+        throw Error(ErrorCategory::invalid_input,
+                    "CA log: \"" + std::string(event) +
+                        "\" is recorded by the CA's own operations (or belongs in an agent's "
+                        "log), not through record_event");
+    // Canonical form first, so that a bad payload is refused before anything is written.
+    const std::string payload = canonical_json(payload_json);
+    if (payload.empty() || payload.front() != '{')
+        throw Error(ErrorCategory::invalid_input, "CA log: the payload is not a JSON object");
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    return m_impl->write_log({{event, payload}});
+}
+
+std::string LocalCa::audit_log_path() const { return m_impl->log_path; }
+
+std::vector<std::string> LocalCa::audit_log_lines() const {
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    std::vector<std::string> out;
+    m_impl->log_sink->for_each_line([&](std::string_view line) { out.emplace_back(line); });
+    return out;
 }
 
 std::vector<Revocation> LocalCa::revocations() const {

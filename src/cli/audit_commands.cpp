@@ -1,4 +1,5 @@
-// kakunin audit verify --log FILE [--certs DIR] [--ca ca.pem] [--json]
+// kakunin audit verify (--log FILE | --postgres CONNINFO) [--certs DIR] [--ca ca.pem] [--json]
+// kakunin audit init-db --postgres CONNINFO
 #include <dirent.h>
 
 #include <iostream>
@@ -20,7 +21,8 @@ struct VerifyArgs {
 };
 
 /// Checks that every certificate in `dir` was issued by the CA in `ca_path` (at its own
-/// notBefore: a certificate may have expired or been revoked since it signed records).
+/// notBefore: a certificate may have expired or been revoked since it signed records). A copy of
+/// the CA certificate itself in `dir` is no agent certificate and is skipped.
 void check_issuer(const std::string& dir, const std::string& ca_path) {
     const TrustAnchor anchor = TrustAnchor::load_file(ca_path);
     DIR* d = ::opendir(dir.c_str());
@@ -37,6 +39,7 @@ void check_issuer(const std::string& dir, const std::string& ca_path) {
     for (const auto& name : names) {
         const std::string path = dir + "/" + name;
         const AgentCertificate cert = AgentCertificate::load_file(path);
+        if (cert.der() == anchor.der()) continue;
         VerifyOptions options;
         options.require_crl = false;
         const CertificateCheck r =
@@ -50,12 +53,11 @@ void check_issuer(const std::string& dir, const std::string& ca_path) {
 void report(const VerifyArgs& a, const std::string& name, const AuditVerifyResult& r);
 
 void run_verify(const VerifyArgs& a) {
-    if (!a.ca.empty()) {
-        if (a.certs.empty()) throw Error(ErrorCategory::invalid_input, "--ca needs --certs DIR");
-        check_issuer(a.certs, a.ca);
-    }
-    const AuditCertificates certs =
+    if (!a.ca.empty() && !a.certs.empty()) check_issuer(a.certs, a.ca);
+    AuditCertificates certs =
         a.certs.empty() ? AuditCertificates{} : AuditCertificates::from_directory(a.certs);
+    // The CA's own log (STATE/audit/ca.jsonl) is signed by the CA key: its certificate verifies.
+    if (!a.ca.empty()) certs.add_der(TrustAnchor::load_file(a.ca).der());
     AuditVerifyOptions options;
     options.require_closed = !a.allow_open;
     if (a.log.empty() == a.postgres.empty())
@@ -119,8 +121,12 @@ void add_audit_commands(CLI::App& app) {
                        "Verify every log stored in this database (libpq conninfo)");
     verify->add_option("--certs", args->certs,
                        "Directory of the certificates whose keys signed (PEM or DER)");
-    verify->add_option("--ca", args->ca,
-                       "Also check every certificate in --certs was issued by this CA");
+    verify
+        ->add_option("--ca", args->ca,
+                     "The CA certificate (STATE/ca.pem): it verifies the CA log's signatures "
+                     "(STATE/audit/ca.jsonl), and every certificate in --certs must be issued "
+                     "by it")
+        ->check(CLI::ExistingFile);
     verify->add_flag("--allow-open", args->allow_open,
                      "Accept records after the last checkpoint (a log still being written)");
     verify->add_flag("--json", args->json, "Print the result as JSON");

@@ -132,7 +132,10 @@ void ca_init(const CaInitArgs& a) {
               << "  key        'ca' (" << kakunin::to_string(config.algorithm) << ") in the "
               << describe_kms(config, a.dir) << "\n"
               << "  anchor     " << a.dir << "/ca.pem " << anchor.fingerprint() << "\n"
-              << "  crl        " << a.dir << "/crl.pem\n";
+              << "  crl        " << a.dir << "/crl.pem\n"
+              << "  log        " << ca->audit_log_path()
+              << " (signed; verify with 'kakunin audit verify --log " << ca->audit_log_path()
+              << " --ca " << a.dir << "/ca.pem')\n";
 }
 
 // ---- agent register ---------------------------------------------------------------------------
