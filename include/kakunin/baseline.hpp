@@ -290,8 +290,7 @@ private:
     std::vector<double> m_share;     ///< baseline share of orders per instrument
     double m_overall_p99 = 0.0;
     double m_hour_ref = 1.0, m_short_ref = 1.0;  ///< mean + 3 sd, at least 1
-    std::array<std::uint32_t, 168> m_how{};
-    std::array<std::uint64_t, 24> m_hod{};
+    std::array<double, 168> m_time_of_day{};  ///< the component per hour of the week
     double m_weights[score_component_count];
     double m_warn = 0.75;  ///< a component at its warning ratio
     double m_log_size_ratio, m_log_freq_ratio, m_log_conc_ratio;

@@ -472,6 +472,21 @@ std::vector<std::string> names_of(const std::vector<RegionBaseline>& v) {
     for (const auto& r : v) out.push_back(r.region);
     return out;
 }
+
+/// How many times each hour of the week lies wholly inside [from, to].
+std::array<std::uint32_t, 168> whole_hours_of_week(TimeNs from, TimeNs to) {
+    constexpr TimeNs hour = 3'600'000'000'000LL;
+    std::array<std::uint32_t, 168> n{};
+    const std::int64_t first = floor_div(from, hour) + (floor_mod(from, hour) != 0 ? 1 : 0);
+    const std::int64_t last = floor_div(to, hour);
+    if (last - first >= 168 * 1000) {  // a document can claim any span: count whole weeks
+        n.fill(static_cast<std::uint32_t>((last - first) / 168));
+        return n;
+    }
+    for (std::int64_t k = first; k < last; ++k) ++n[minute_of_week(k * hour) / 60];
+    return n;
+}
+
 }  // namespace
 
 AnomalyScorer::AnomalyScorer(const Baseline& b)
@@ -492,8 +507,21 @@ AnomalyScorer::AnomalyScorer(const Baseline& b)
     const double sm = double(b.short_mean_milli) / 1000, ss = double(b.short_sd_milli) / 1000;
     m_hour_ref = std::max(1.0, hm + 3 * hs);
     m_short_ref = std::max(1.0, sm + 3 * ss);
-    m_how = b.hour_of_week_orders;
-    for (std::size_t h = 0; h < 168; ++h) m_hod[h % 24] += m_how[h];
+    // Time of day, per hour of the week, so that scoring is one lookup. An hour of the week
+    // with orders in observation scores 0. One without scores `unseen` when the evidence that
+    // the agent keeps away from it is strong: that hour of the day was quiet on every day
+    // observed, or that hour of the week was observed whole at least twice (a weekly habit,
+    // e.g. weekends off). A single quiet hour in a single week, while the agent was active at
+    // that time on other days, is weak evidence (a 24/7 agent has such hours by chance: see
+    // docs/anomaly-scoring.md) and scores unseen / 2, below the warning level on its own.
+    std::array<std::uint64_t, 24> hour_of_day{};
+    for (std::size_t h = 0; h < 168; ++h) hour_of_day[h % 24] += b.hour_of_week_orders[h];
+    const auto weeks = whole_hours_of_week(b.observed_from_ns, b.observed_to_ns);
+    const double unseen = double(m_policy.unseen_ppm) / 1e6;
+    for (std::size_t h = 0; h < 168; ++h) {
+        if (b.hour_of_week_orders[h] != 0) continue;
+        m_time_of_day[h] = hour_of_day[h % 24] == 0 || weeks[h] >= 2 ? unseen : unseen / 2;
+    }
     for (std::size_t i = 0; i < score_component_count; ++i)
         m_weights[i] = double(m_policy.weights_ppm[i]) / 1e6;
     m_warn = double(m_policy.warn_ppm) / 1e6;
@@ -568,10 +596,8 @@ void AnomalyScorer::score(const Order& o, TimeNs t, Decision& d) noexcept {
         c[2] = excess(share / m_share[slot], m_log_conc_ratio, m_warn);
     }
 
-    // time of day: the hour of the week never active in observation; less if that hour of the
-    // day was active on other days.
-    const unsigned how = minute_of_week(t) / 60;
-    if (m_how[how] == 0) c[3] = m_hod[how % 24] == 0 ? unseen : unseen / 2;
+    // time of day: an hour of the week never active in observation (see the constructor).
+    c[3] = m_time_of_day[minute_of_week(t) / 60];
 
     // origin: a signing region never seen.
     if (m_regions.find(o.region) < 0) c[4] = unseen;
