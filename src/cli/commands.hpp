@@ -15,4 +15,8 @@ void add_ca_commands(CLI::App& app);
 /// `kakunin audit verify` (DESIGN §6).
 void add_audit_commands(CLI::App& app);
 
+/// `kakunin baseline approve`, `incident ack|resolve|review`, `agent reenable` (docs/behaviour.md).
+/// Registers `agent reenable` under the `agent` command: call after add_ca_commands().
+void add_behaviour_commands(CLI::App& app);
+
 }  // namespace kakunin::cli

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
     kakunin::cli::add_ca_commands(app);
     kakunin::cli::add_replay_command(app);
     kakunin::cli::add_audit_commands(app);
+    kakunin::cli::add_behaviour_commands(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

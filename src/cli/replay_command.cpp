@@ -193,6 +193,7 @@ struct LearnedBaseline {
     Baseline baseline;
     std::optional<BaselineApproval> approval;
     std::string path, approval_path;
+    bool stored = false;  ///< the state directory's approved baseline, not learned here
 };
 
 void run(const ReplayArgs& a) {
@@ -259,6 +260,22 @@ void run(const ReplayArgs& a) {
         options.authority = std::shared_ptr<CertificateAuthority>(sim->ca.get(), [](auto*) {});
         options.incident_thread = false;
         options.observe = observe_until.has_value();
+        if (!observe_until) {
+            // The agent's latest approved baseline in the state directory, if any, is enforced
+            // as the trading process would enforce it.
+            FileBaselineStore store(a.dir);
+            if (const auto stored = store.get_baseline(a.agent)) {
+                if (const auto approval = store.get_approval(a.agent, stored->version)) {
+                    Baseline b = parse_baseline_json(stored->json);
+                    options.baseline = ApprovedBaseline{b, *approval};
+                    learned = LearnedBaseline{std::move(b), *approval,
+                                              a.dir + "/baselines/" + a.agent + "/" +
+                                                  std::to_string(stored->version) + ".json",
+                                              {}};
+                    learned->stored = true;
+                }
+            }
+        }
         {
             Guard guard(GuardCredentials{*sim->certificate, sim->ca->trust_anchor(), sim->crl,
                                          sim->kms, sim->agent_key},
@@ -319,7 +336,8 @@ void run(const ReplayArgs& a) {
                              {"orders", b.orders},
                              {"enforced", learned->approval.has_value()},
                              {"approved_by", learned->approval ? learned->approval->approver : ""},
-                             {"automatic", learned->approval.has_value()}};
+                             {"automatic", learned->approval && learned->approval->automatic},
+                             {"from_state", learned->stored}};
         }
         j["incidents"] = nlohmann::json::array();
         for (const Incident& i : incidents) j["incidents"].push_back(nlohmann::json::parse(to_json(i)));
@@ -353,7 +371,11 @@ void run(const ReplayArgs& a) {
                   << audit_written << ".certs)\n\n";
     }
     print_table(s);
-    if (learned) {
+    if (learned && learned->stored) {
+        std::cout << "\nbaseline  " << learned->path << ", approved by "
+                  << learned->approval->approver << " at "
+                  << format_timestamp(learned->approval->approved_at) << ": enforced\n";
+    } else if (learned) {
         std::cout << "\nbaseline  learned over " << learned->baseline.orders << " orders, "
                   << format_timestamp(learned->baseline.observed_from_ns) << " .. "
                   << format_timestamp(learned->baseline.observed_to_ns) << "\n          "

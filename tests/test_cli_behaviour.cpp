@@ -1,0 +1,261 @@
+// The behaviour command line end to end: replay with observation, automatic and human baseline
+// approval, the incidents a replay reports, and the signed human steps in the CA log.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "kakunin/baseline.hpp"
+#include "kakunin/incident.hpp"
+#include "kakunin/replay.hpp"
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+using namespace kakunin;
+
+namespace {
+
+std::string quote(const std::string& s) {
+    std::string out = "'";
+    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+struct Dir {
+    Dir() {
+        std::string t = (fs::temp_directory_path() / "kakunin-cli-behaviour-XXXXXX").string();
+        REQUIRE(::mkdtemp(t.data()) != nullptr);
+        path = t;
+    }
+    ~Dir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    std::string operator/(const std::string& n) const { return (fs::path(path) / n).string(); }
+    std::string path;
+};
+
+struct Run {
+    int code = -1;
+    std::string out, err;
+};
+
+Run kakunin_cli(const Dir& d, const std::string& args) {
+    const std::string line = "cd " + quote(d.path) +
+                             " && KAKUNIN_KMS_PASSPHRASE=behaviour " + quote(KAKUNIN_CLI_PATH) +
+                             " " + args + " >" + quote(d / ".out") + " 2>" + quote(d / ".err");
+    const int status = std::system(line.c_str());
+    Run r;
+    r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = slurp(d / ".out");
+    r.err = slurp(d / ".err");
+    return r;
+}
+
+Run ok(const Dir& d, const std::string& args) {
+    Run r = kakunin_cli(d, args);
+    INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
+    REQUIRE(r.code == 0);
+    return r;
+}
+
+const char* const scope = R"({"version":1,
+ "max_transaction":{"currency":"EUR","amount":"50000000.00"},
+ "instruments":["BTC_EUR","ETH_EUR","SOL_EUR"],"counterparties":["exchange_a"],
+ "trading_hours":[{"days":["Mon","Tue","Wed","Thu","Fri","Sat","Sun"],"from":"00:00","to":"24:00"}],
+ "regions":["eu-west-1","eu-central-1"],"limits":{"max_orders_per_second":50}})";
+
+const TimeNs minute = 60'000'000'000LL, hour = 60 * minute, day = 24 * hour;
+const TimeNs t0 = utc(2024, 1, 8, 0, 0, 0);
+
+/// `days` of an order every 3 minutes 06:00-22:00 (BTC 2 of 3, ETH 1 of 3, eu-west-1), then
+/// the extra rows.
+std::string orders_csv(int days, const std::vector<std::string>& extra = {}) {
+    std::string csv = "ts,instrument,counterparty,side,quantity,price,region\n";
+    unsigned n = 0;
+    for (TimeNs t = t0; t < t0 + days * day; t += 3 * minute) {
+        const auto h = floor_mod(t, day) / hour;
+        if (h < 6 || h >= 22) continue;
+        csv += format_timestamp(t) + (n % 3 == 2 ? ",ETH_EUR" : ",BTC_EUR") + ",exchange_a,BUY,0." +
+               std::to_string(1 + n % 9) + ",40000,eu-west-1\n";
+        ++n;
+    }
+    for (const auto& row : extra) csv += row + "\n";
+    return csv;
+}
+
+void write(const std::string& path, const std::string& text) {
+    std::ofstream(path, std::ios::binary) << text;
+}
+
+void set_up(const Dir& d) {
+    write(d / "scope.json", scope);
+    ok(d, "ca init --dir state");
+    ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
+    ok(d, "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
+}
+
+std::vector<json> lines_of(const std::string& path) {
+    std::vector<json> out;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty()) out.push_back(json::parse(line));
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("replay learns, approves automatically, warns, revokes and reports it", "[cli]") {
+    Dir d;
+    set_up(d);
+    const std::string warn_row =
+        format_timestamp(t0 + 11 * day + 10 * hour + 1) + ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1";
+    const std::string revoke_row =
+        format_timestamp(t0 + 11 * day + 12 * hour + 1) + ",SOL_EUR,exchange_a,BUY,1000,400,eu-west-1";
+    const std::string after_row =
+        format_timestamp(t0 + 11 * day + 12 * hour + 2) + ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-west-1";
+    std::string csv = orders_csv(11) + warn_row + "\n" + revoke_row + "\n" + after_row + "\n";
+    write(d / "orders.csv", csv);
+    const Run r = ok(d, "replay --dir state --agent agent-7 --orders orders.csv --observe-until " +
+                            format_timestamp(t0 + 8 * day) +
+                            " --auto-approve-baseline --json --decisions-out decisions.jsonl");
+    const json s = json::parse(r.out);
+    CHECK(s["revocations"] == 1);
+    CHECK(s["warnings"] == 1);
+    CHECK(s["first_revocation_ts_ns"] == t0 + 11 * day + 12 * hour + 1);
+    CHECK(s["baseline"]["enforced"] == true);
+    CHECK(s["baseline"]["automatic"] == true);
+    CHECK(s["max_score_ppm"].get<std::uint32_t>() >= 850'000);
+    REQUIRE(s["incidents"].size() == 2);
+    CHECK(s["incidents"][1]["state"] == "revoked");
+
+    const auto decisions = lines_of(d / "decisions.jsonl");
+    REQUIRE(decisions.size() >= 3);
+    const json& warned = decisions[decisions.size() - 3];
+    CHECK(warned["decision"] == "warn");
+    CHECK(warned["components_ppm"]["origin"].get<std::uint32_t>() >= 750'000);
+    CHECK(decisions[decisions.size() - 2]["decision"] == "reject");
+    CHECK(decisions[decisions.size() - 2]["reasons"][0] == "anomaly_revocation");
+    CHECK(decisions.back()["decision"] == "reject");
+    // Nothing warned while learning or in the normal days that followed.
+    for (std::size_t i = 0; i + 3 < decisions.size(); ++i)
+        CHECK(decisions[i]["decision"] == "allow");
+
+    // The automatic approval is marked as such and verifies.
+    const std::string path = d / s["baseline"]["path"].get<std::string>();
+    const Baseline b = parse_baseline_json(slurp(path));
+    const BaselineApproval a = baseline_approval_from_json(slurp(path + ".approval.json"));
+    CHECK(a.automatic);
+    CHECK(check_baseline_approval(a, b).empty());
+
+    // The replay's audit log holds the incident records and verifies offline.
+    const std::string log = s["audit_log"];
+    ok(d, "audit verify --log " + quote(log) + " --certs " + quote(log + ".certs"));
+    std::map<std::string, int> events;
+    for (const json& rec : lines_of(d / log))
+        if (rec["kind"] == "record") ++events[rec["event"]];
+    CHECK(events["baseline.approved"] == 1);
+    CHECK(events["incident.opened"] == 2);
+    CHECK(events["incident.revoked"] == 1);
+    CHECK(events["incident.replacement_requested"] == 1);
+    CHECK(events["order.warned"] == 1);
+}
+
+TEST_CASE("observation shorter than the policy minimum is refused", "[cli]") {
+    Dir d;
+    set_up(d);
+    write(d / "orders.csv", orders_csv(9));
+    const Run r = kakunin_cli(d, "replay --dir state --agent agent-7 --orders orders.csv "
+                                 "--observe-until " +
+                                     format_timestamp(t0 + 5 * day));
+    CHECK(r.code != 0);
+    CHECK_THAT(r.err, Catch::Contains("at least 7 days"));
+    const Run s = kakunin_cli(d, "replay --scope scope.json --orders orders.csv --observe-until " +
+                                     format_timestamp(t0 + 8 * day));
+    CHECK(s.code != 0);
+    CHECK_THAT(s.err, Catch::Contains("--observe-until needs --dir"));
+}
+
+TEST_CASE("a named officer approves a learned baseline, later replays enforce it", "[cli]") {
+    Dir d;
+    set_up(d);
+    write(d / "learn.csv", orders_csv(8));
+    const Run learn = ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
+                                format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
+    CHECK_THAT(learn.out, Catch::Contains("NOT enforced"));
+
+    // Bad files are refused with the member, and nothing is stored.
+    std::string text = slurp(d / "learned.json");
+    write(d / "bad.json", std::string(text).replace(text.find("\"orders\""), 8, "\"0rders\""));
+    const Run bad = kakunin_cli(d, "baseline approve --dir state --agent agent-7 --baseline bad.json "
+                                   "--approver 'C. Officer'");
+    CHECK(bad.code != 0);
+    CHECK_THAT(bad.err, Catch::Contains("0rders: unknown member"));
+    const Run other = kakunin_cli(d, "baseline approve --dir state --agent agent-8 --baseline "
+                                     "learned.json --approver 'C. Officer'");
+    CHECK(other.code != 0);
+    CHECK_FALSE(fs::exists(d / "state/baselines/agent-7/1.json"));
+
+    const Run approved = ok(d, "baseline approve --dir state --agent agent-7 --baseline learned.json "
+                               "--approver 'C. Officer' --json");
+    const json a = json::parse(approved.out);
+    CHECK(a["approver"] == "C. Officer");
+    CHECK(a["version"] == 1);
+    CHECK(a["automatic"] == false);
+    CHECK(fs::exists(d / "state/baselines/agent-7/1.approval.json"));
+
+    // The CA's log has the approval, signed; it verifies.
+    bool found = false;
+    for (const json& rec : lines_of(d / "state/audit/ca.jsonl"))
+        if (rec["kind"] == "record" && rec["event"] == "baseline.approved") {
+            found = true;
+            CHECK(rec["payload"]["approver"] == "C. Officer");
+        }
+    CHECK(found);
+
+    // A later span is replayed with the approved baseline: an unseen region warns.
+    write(d / "later.csv", orders_csv(1) + format_timestamp(t0 + day + 10 * hour) +
+                               ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1\n");
+    const json s = json::parse(
+        ok(d, "replay --dir state --agent agent-7 --orders later.csv --json --audit-out later.jsonl")
+            .out);
+    CHECK(s["baseline"]["from_state"] == true);
+    CHECK(s["baseline"]["approved_by"] == "C. Officer");
+    CHECK(s["warned_orders"] == 1);
+    CHECK(s["warnings"] == 1);
+}
+
+TEST_CASE("incident steps and re-enables are signed and recorded in the CA log", "[cli]") {
+    Dir d;
+    set_up(d);
+    ok(d, "incident ack --dir state --agent agent-7 --incident inc-1 --by 'On Call' --note seen");
+    ok(d, "incident resolve --dir state --agent agent-7 --incident inc-1 --by 'On Call' --note ok");
+    ok(d, "incident review --dir state --agent agent-7 --incident inc-1 --by 'R. Reviewer' "
+          "--root-cause 'bad news feed'");
+    ok(d, "agent reenable --dir state --agent agent-7 --by 'D. Head' --reason 'feed fixed' "
+          "--out reenable.json");
+    const Reenable r = reenable_from_json(slurp(d / "reenable.json"));
+    CHECK(r.by == "D. Head");
+    CHECK(check_reenable(r).empty());
+    std::vector<std::string> events;
+    for (const json& rec : lines_of(d / "state/audit/ca.jsonl"))
+        if (rec["kind"] == "record") events.push_back(rec["event"]);
+    const std::vector<std::string> tail(events.end() - 4, events.end());
+    CHECK(tail == std::vector<std::string>{"incident.acknowledged", "incident.resolved",
+                                           "review.signed", "guard.resumed"});
+    const Run unknown = kakunin_cli(
+        d, "incident ack --dir state --agent nobody --incident inc-1 --by X --note y");
+    CHECK(unknown.code != 0);
+    CHECK_THAT(unknown.err, Catch::Contains("not registered"));
+}
