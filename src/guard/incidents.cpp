@@ -43,7 +43,8 @@ json order_json(const detail::AuditEntry& e) {
 /// "0.81" from 810000 ppm: for human summaries only.
 std::string score_text(std::uint32_t ppm) {
     char buf[16];
-    std::snprintf(buf, sizeof buf, "%u.%02u", ppm / 1'000'000, (ppm % 1'000'000) / 10'000);
+    const std::uint32_t hundredths = (ppm + 5'000) / 10'000;  // rounded, as printf would
+    std::snprintf(buf, sizeof buf, "%u.%02u", hundredths / 100, hundredths % 100);
     return buf;
 }
 
