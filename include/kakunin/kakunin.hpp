@@ -4,6 +4,8 @@
 
 #include "kakunin/audit.hpp"
 #include "kakunin/audit_trail.hpp"
+#include "kakunin/baseline.hpp"
+#include "kakunin/baseline_store.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/certificate.hpp"
 #include "kakunin/clock.hpp"
@@ -11,6 +13,7 @@
 #include "kakunin/decision.hpp"
 #include "kakunin/error.hpp"
 #include "kakunin/guard.hpp"
+#include "kakunin/incident.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/money.hpp"
 #include "kakunin/notifier.hpp"
