@@ -67,7 +67,7 @@ struct ComponentStats {
     std::uint32_t p50_ppm = 0, p99_ppm = 0, max_ppm = 0;
     std::uint64_t at_or_above_half = 0;  ///< orders with this component >= 0.5
     std::uint64_t at_or_above_warn = 0;  ///< ... >= the warning level
-    std::uint64_t top_of_warned = 0;     ///< warned/rejected orders where it was the largest
+    std::uint64_t top_of_warned = 0;     ///< anomalies (warn, revocation) it was the largest in
 };
 
 struct RunFigures {
@@ -89,9 +89,10 @@ struct NormalResult {
 
 struct AnomalyResult {
     std::string id, name, injected;  ///< injected: what exactly was added
-    bool applicable = true;
-    std::string note;  ///< why not applicable, or what else to know
-    TimeNs at_ns = 0;  ///< the injected order (the burst's first)
+    bool applicable = true;          ///< false: the data hold no such case (note says why)
+    bool evaluated = true;  ///< false: there was no normal time to inject at (note says why)
+    std::string note;       ///< why not applicable, or what else to know
+    TimeNs at_ns = 0;       ///< the injected order (the burst's first)
     std::size_t rows = 0;
     std::string verdict;  ///< at the injected order, or at the next if that one was allowed
     std::uint32_t score_ppm = 0;
@@ -216,6 +217,7 @@ struct DecisionLine {
     std::size_t line = 0;
     TimeNs ts_ns = 0;
     std::string decision;
+    bool anomaly = false;  ///< warned, or rejected for the anomaly score (not for a halt after it)
     std::uint32_t score_ppm = 0;
     std::array<std::uint32_t, score_component_count> components{};
 };
@@ -230,6 +232,9 @@ inline std::vector<DecisionLine> read_decisions(const std::string& path) {
         d.line = j.at("line").get<std::size_t>();
         d.ts_ns = j.at("ts_ns").get<TimeNs>();
         d.decision = j.at("decision").get<std::string>();
+        d.anomaly = d.decision == "warn";
+        for (const auto& reason : j.at("reasons"))
+            if (reason == "anomaly_revocation") d.anomaly = true;
         d.score_ppm = j.at("score_ppm").get<std::uint32_t>();
         for (std::size_t i = 0; i < score_component_count; ++i)
             d.components[i] = j.at("components_ppm").at(component_name(i)).get<std::uint32_t>();
@@ -423,7 +428,7 @@ inline EvaluationResult evaluate(const EvaluationOptions& opt) {
                 if (d.components[c] >= warn) ++n.components[c].at_or_above_warn;
                 if (d.components[c] > d.components[top]) top = c;
             }
-            if (d.decision != "allow") ++n.components[top].top_of_warned;
+            if (d.anomaly) ++n.components[top].top_of_warned;
         }
         for (std::size_t c = 0; c < score_component_count; ++c) {
             n.components[c].p50_ppm = detail::ppm_quantile(values[c], 0.50);
@@ -456,7 +461,24 @@ inline EvaluationResult evaluate(const EvaluationOptions& opt) {
         if (!anchor || std::llabs(t - middle) < std::llabs(orders[*anchor].ts_ns - middle))
             anchor = i;
     }
-    if (!anchor) throw Error(ErrorCategory::invalid_state, "no quiet, normal time to inject at");
+    if (!anchor) {
+        // Nothing normal left to compare with (e.g. the normal run was revoked): say so.
+        std::string why =
+            "no normal time to inject at: the normal run raised a warning or "
+            "rejection within an hour of every candidate order";
+        if (!n.run.first_revocation.empty())
+            why += " (it was revoked at " + n.run.first_revocation + ")";
+        for (const char* id : {"size", "instrument", "region", "hour", "burst"}) {
+            AnomalyResult a;
+            a.id = id;
+            a.name = id;
+            a.evaluated = false;
+            a.note = why;
+            result.anomalies.push_back(a);
+        }
+        result.goals_met = false;
+        return result;
+    }
     const OrderRow& like = orders[*anchor];
     const TimeNs at = like.ts_ns + 1'000'000'000;  // one second after the anchor order
     say(opt, "anchor: " + like.client_order_id + " at " + format_timestamp(like.ts_ns));
@@ -603,7 +625,7 @@ inline EvaluationResult evaluate(const EvaluationOptions& opt) {
 
     result.goals_met = n.goal_met;
     for (const auto& a : result.anomalies)
-        if (a.applicable && !a.caught) result.goals_met = false;
+        if (!a.evaluated || (a.applicable && !a.caught)) result.goals_met = false;
     return result;
 }
 
@@ -670,6 +692,10 @@ inline std::string markdown(const EvaluationResult& r) {
     o << "\n| injected anomaly | what | at | verdict | score | strongest component | caught |\n"
          "|---|---|---|---|---|---|---|\n";
     for (const auto& a : r.anomalies) {
+        if (!a.evaluated) {
+            o << "| " << a.name << " | - | - | - | - | - | NOT evaluated: " << a.note << " |\n";
+            continue;
+        }
         if (!a.applicable) {
             o << "| " << a.name << " | - | - | - | - | - | not applicable: " << a.note << " |\n";
             continue;
@@ -717,9 +743,12 @@ inline nlohmann::json figures_json(const EvaluationResult& r) {
         json comp = json::object();
         for (std::size_t i = 0; i < score_component_count; ++i)
             comp[component_name(i)] = a.components_ppm[i];
-        json j = {
-            {"id", a.id}, {"name", a.name}, {"applicable", a.applicable}, {"caught", a.caught}};
-        if (!a.applicable) {
+        json j = {{"id", a.id},
+                  {"name", a.name},
+                  {"applicable", a.applicable},
+                  {"evaluated", a.evaluated},
+                  {"caught", a.caught}};
+        if (!a.applicable || !a.evaluated) {
             j["note"] = a.note;
         } else {
             j.update({{"injected", a.injected},

@@ -202,6 +202,7 @@ TEST_CASE(
     REQUIRE(r.anomalies.size() == 5);
     for (const AnomalyResult& a : r.anomalies) {
         INFO(a.name << ": " << a.injected << " " << a.note);
+        CHECK(a.evaluated);
         if (!a.applicable) {
             // Only the hour, and only because no hour of the week was quiet in observation.
             CHECK(a.id == "hour");
