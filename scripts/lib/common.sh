@@ -9,7 +9,7 @@ export KAKUNIN_ROOT
 KAKUNIN_PACKAGES=(
     cmake ninja-build g++ pkg-config git ca-certificates
     libbotan-2-dev libpq-dev nlohmann-json3-dev catch2 libbenchmark-dev libcli11-dev
-    libcurl4-openssl-dev libp11-kit-dev softhsm2 postgresql openssl clang
+    libcurl4-openssl-dev libp11-kit-dev softhsm2 postgresql openssl clang chromium
 )
 
 kakunin_log() { printf '\n==> %s\n' "$*"; }

@@ -15,6 +15,9 @@ void add_ca_commands(CLI::App& app);
 /// `kakunin audit verify` (DESIGN §6).
 void add_audit_commands(CLI::App& app);
 
+/// `kakunin export` and `kakunin export verify` (DESIGN §6, docs/export.md).
+void add_export_command(CLI::App& app);
+
 /// `kakunin baseline approve`, `incident ack|resolve|review`, `agent reenable` (docs/behaviour.md).
 /// Registers `agent reenable` under the `agent` command: call after add_ca_commands().
 void add_behaviour_commands(CLI::App& app);
