@@ -373,7 +373,7 @@ TEST_CASE("export: a clean package holds the evidence and verifies", "[export]")
     for (const auto& f : m["files"])
         CHECK(hex_sha256(read_text(dir + "/" + f["path"].get<std::string>())) == f["sha256"]);
 
-    // The regulatory mapping cites the articles as REGULATION.md has them.
+    // The regulatory mapping cites the articles as the regulations' texts number them.
     const std::string mapping = m["regulatory_mapping"].dump();
     for (const char* article : {"Art. 68(9)", "Art. 94", "Art. 15(1)", "Art. 15(3)", "Art. 12",
                                 "Art. 16", "Delegated Regulation (EU) 2025/1140"})

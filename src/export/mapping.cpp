@@ -2,8 +2,8 @@
 // requirement, with the text the mapping relies on. Kept as data (a JSON document) so that it can
 // be corrected without touching code: `kakunin export --mapping FILE` replaces it.
 //
-// Source: the project's summary of the rules (REGULATION.md beside the repository), which cites
-// the article numbers as the regulations' texts have them:
+// Source: the project's regulatory notes, which cite the article numbers as the regulations'
+// texts have them:
 //   - Regulation (EU) 2023/1114 (MiCA): Art. 68 governance, Art. 68(9) records, Art. 94 powers;
 //   - Commission Delegated Regulation (EU) 2025/1140 (MiCA record-keeping), Art. 2;
 //   - Commission Delegated Regulation (EU) 2017/589 (MiFID II RTS 6): Arts. 12, 15, 16 — the
