@@ -566,15 +566,20 @@ void AnomalyScorer::score(const Order& o, TimeNs t, Decision& d) noexcept {
     // the baseline's mean + 3 sd for windows of that length.
     const std::int64_t minute = floor_div(t, 60'000'000'000LL);
     advance_minutes(minute);
+    // One division for the ring position; the short window walks back from it.
+    const auto now_slot = static_cast<std::size_t>(floor_mod(m_minute, 60));
     if (minute == m_minute) {  // an order from the past (clock stepped back) is not counted
-        ++m_minute_counts[static_cast<std::size_t>(floor_mod(minute, 60))];
+        ++m_minute_counts[now_slot];
         ++m_hour_total;
     }
     std::uint32_t recent = 0;
-    for (std::uint32_t k = 0; k < m_policy.short_window_minutes; ++k)
-        recent += m_minute_counts[static_cast<std::size_t>(floor_mod(m_minute - k, 60))];
-    c[1] = std::max(excess(double(m_hour_total) / m_hour_ref, m_log_freq_ratio, m_warn),
-                    excess(double(recent) / m_short_ref, m_log_freq_ratio, m_warn));
+    for (std::size_t k = 0, i = now_slot; k < m_policy.short_window_minutes; ++k) {
+        recent += m_minute_counts[i];
+        i = i == 0 ? 59 : i - 1;
+    }
+    // excess() is increasing: one logarithm for the larger of the two ratios.
+    c[1] = excess(std::max(double(m_hour_total) / m_hour_ref, double(recent) / m_short_ref),
+                  m_log_freq_ratio, m_warn);
 
     // concentration: this instrument's share of the recent window against its baseline share;
     // an instrument never traded in observation is unseen.
@@ -597,7 +602,8 @@ void AnomalyScorer::score(const Order& o, TimeNs t, Decision& d) noexcept {
     }
 
     // time of day: an hour of the week never active in observation (see the constructor).
-    c[3] = m_time_of_day[minute_of_week(t) / 60];
+    // (minute_of_week from the minute already computed: 1970-01-01 was a Thursday.)
+    c[3] = m_time_of_day[static_cast<std::size_t>(floor_mod(minute + 3 * 1440, 7 * 1440) / 60)];
 
     // origin: a signing region never seen.
     if (m_regions.find(o.region) < 0) c[4] = unseen;
