@@ -543,6 +543,8 @@ TEST_CASE("cli replay --dir --agent: a Guard on a simulation certificate from th
     require_ok(limits, "replay --scope");
     summary.erase("certificate");
     summary.erase("audit_log");
+    CHECK(summary.at("incidents").empty());  // no baseline: nothing scored, no incident
+    summary.erase("incidents");
     CHECK(json::parse(limits.out) == summary);
 
     // The simulation enforces the approved scope, not the file: narrow the approval to BTC_EUR.
