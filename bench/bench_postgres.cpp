@@ -1,6 +1,9 @@
 // PostgreSQL figures of DESIGN §7, each against a yardstick on the same server in the same run:
 // audit records/s through PostgresAuditSink vs a plain COPY of identical rows, and revocation
-// latency from one process to a Guard in another vs a raw LISTEN/NOTIFY round trip.
+// latency from one process to a Guard in another vs a raw LISTEN/NOTIFY round trip (and, beside
+// it, a NOTIFY sent with a durable INSERT: what a revocation that must be durable first costs).
+// Rates are over wall-clock time (UseRealTime): most of the work happens in the server process,
+// which the benchmark thread's CPU time would not count.
 // Needs KAKUNIN_TEST_PG (a superuser conninfo); scripts/bench starts a throwaway server.
 #include <benchmark/benchmark.h>
 #include <libpq-fe.h>
@@ -81,6 +84,7 @@ const Database& database() {
             exec(c,
                  "CREATE TABLE raw_copy (log_id text, seq bigint, ts_ns bigint, event text, "
                  "canonical text, sig text, line text)");
+            exec(c, "CREATE TABLE durable_probe (id bigserial PRIMARY KEY, note text)");
             PQfinish(c);
             d.ok = true;
         } catch (const std::exception& e) {
@@ -120,16 +124,41 @@ void BM_audit_pg(benchmark::State& state) {
         benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
 
-/// COPY of identical rows into a plain table, a transaction per 4,096 rows as the sink commits.
+/// The record lines the writer makes for `n` records of the benchmark's log (checkpoint mode,
+/// a checkpoint every 1,000 records), checkpoints left out: the rows BM_audit_pg stores.
+std::vector<std::string> record_lines(std::size_t n) {
+    auto kms = std::shared_ptr<Kms>(SoftwareKms::in_memory());
+    const KeyHandle key = kms->create_key("agent:bench", KeyAlgorithm::ed25519);
+    ManualClock clock(utc(2026, 11, 26, 12));
+    MemoryAuditSink sink;
+    AuditWriterOptions options;
+    options.log_id = "bench-0";
+    options.checkpoint_every = 1000;
+    AuditLogWriter writer(sink, clock, AuditSigner{*kms, key, "sha256:bench"}, options);
+    for (std::size_t i = 0; i < n; ++i) writer.append("order.allowed", payload);
+    writer.close();
+    std::vector<std::string> out;
+    for (std::string& line : sink.lines())
+        if (line.compare(0, 17, R"({"agent":"bench-0)") == 0) out.push_back(std::move(line));
+    return out;
+}
+
+/// COPY of identical rows (the same log_id, seq, ts_ns, event, canonical text and line as
+/// BM_audit_pg's records) into a plain table without index or trigger, a transaction per 4,096
+/// rows as the sink commits per flush.
 void BM_raw_copy(benchmark::State& state) {
     const Database& db = database();
     if (!db.ok) return state.SkipWithError(db.error.c_str());
+    const std::size_t n = static_cast<std::size_t>(state.range(0));
+    const std::vector<std::string> lines = record_lines(n);
+    if (lines.size() != n) return state.SkipWithError("record_lines made the wrong count");
+    const std::string ts = "\t" + std::to_string(utc(2026, 11, 26, 12)) + "\torder.allowed\t";
     PGconn* c = connect(db.super);
-    std::string canonical = payload;
-    std::string line = std::string(R"({"kind":"record","payload":)") + payload + "}";
     std::uint64_t total = 0;
     for (auto _ : state) {
-        const std::size_t n = static_cast<std::size_t>(state.range(0));
+        state.PauseTiming();
+        exec(c, "TRUNCATE raw_copy");
+        state.ResumeTiming();
         for (std::size_t start = 0; start < n; start += 4096) {
             exec(c, "BEGIN");
             PGresult* r = PQexec(c, "COPY raw_copy FROM STDIN");
@@ -138,8 +167,13 @@ void BM_raw_copy(benchmark::State& state) {
             if (!copying) return state.SkipWithError("COPY did not start");
             std::string buf;
             for (std::size_t i = start; i < std::min(n, start + 4096); ++i) {
-                buf += "bench\t" + std::to_string(i) + "\t1795680000000000000\torder.allowed\t" +
-                       canonical + "\t\\N\t" + line + "\n";
+                // Unsigned records: the canonical text is the line (no tab, newline or
+                // backslash in them to escape).
+                buf += "bench-0\t" + std::to_string(i) + ts;
+                buf += lines[i];
+                buf += "\t\\N\t";
+                buf += lines[i];
+                buf += '\n';
                 if (buf.size() > 1 << 16) {
                     PQputCopyData(c, buf.data(), static_cast<int>(buf.size()));
                     buf.clear();
@@ -162,7 +196,7 @@ void BM_raw_copy(benchmark::State& state) {
         PQresultStatus(count) == PGRES_TUPLES_OK ? std::atol(PQgetvalue(count, 0, 0)) : -1;
     PQclear(count);
     PQfinish(c);
-    if (rows != static_cast<long>(total)) return state.SkipWithError("COPY stored fewer rows");
+    if (rows != static_cast<long>(n)) return state.SkipWithError("COPY stored fewer rows");
     state.counters["rows_per_s"] =
         benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
@@ -202,12 +236,49 @@ void BM_notify_rtt(benchmark::State& state) {
     state.counters["p99_us"] = p99(us);
 }
 
+/// The same round trip when the NOTIFY rides on a durable INSERT (one transaction, delivered at
+/// its commit, after the WAL flush): the least a revocation that is durable before anyone acts
+/// on it can cost on this server.
+void BM_notify_durable_rtt(benchmark::State& state) {
+    const Database& db = database();
+    if (!db.ok) return state.SkipWithError(db.error.c_str());
+    PGconn* listener = connect(db.super);
+    PGconn* sender = connect(db.super);
+    exec(listener, "LISTEN kakunin_bench");
+    std::vector<double> us;
+    for (auto _ : state) {
+        for (int i = 0; i < 300; ++i) {
+            const auto t0 = Steady::now();
+            exec(sender, "BEGIN");
+            exec(sender, "INSERT INTO durable_probe (note) VALUES ('revoked')");
+            exec(sender, "NOTIFY kakunin_bench, 'x'");
+            exec(sender, "COMMIT");
+            bool got = false;
+            while (!got) {
+                pollfd p{PQsocket(listener), POLLIN, 0};
+                poll(&p, 1, 1000);
+                PQconsumeInput(listener);
+                while (PGnotify* n = PQnotifies(listener)) {
+                    got = true;
+                    PQfreemem(n);
+                }
+            }
+            us.push_back(std::chrono::duration<double, std::micro>(Steady::now() - t0).count());
+        }
+    }
+    PQfinish(listener);
+    PQfinish(sender);
+    state.counters["p99_us"] = p99(us);
+    std::sort(us.begin(), us.end());
+    state.counters["p50_us"] = us[us.size() / 2];
+}
+
 /// A Guard in a child process subscribed to PostgresRevocationFeed; the parent publishes the
 /// revocation of its certificate; the child reports when check() first rejects.
 void BM_revocation_cross_process(benchmark::State& state) {
     const Database& db = database();
     if (!db.ok) return state.SkipWithError(db.error.c_str());
-    std::vector<double> us;
+    std::vector<double> us, publish_us;
     for (auto _ : state) {
         constexpr int samples = 100;
         int to_parent[2], to_child[2];
@@ -260,6 +331,8 @@ void BM_revocation_cross_process(benchmark::State& state) {
             if (write(to_child[1], &go, 1) != 1) break;
             const std::int64_t t0 = Steady::now().time_since_epoch().count();
             publisher.publish(Revocation{serial, "bench", "benchmark", utc(2026, 11, 26, 12)});
+            publish_us.push_back(
+                static_cast<double>(Steady::now().time_since_epoch().count() - t0) / 1000.0);
             std::int64_t t1 = 0;
             if (read(to_parent[0], &t1, sizeof t1) != sizeof t1) break;
             us.push_back(static_cast<double>(t1 - t0) / 1000.0);
@@ -271,13 +344,16 @@ void BM_revocation_cross_process(benchmark::State& state) {
         if (us.size() < samples) return state.SkipWithError("the child process failed");
     }
     state.counters["p99_us"] = p99(us);
+    // How much of it is the publisher's durable INSERT (commit and WAL flush included).
+    state.counters["publish_p99_us"] = p99(publish_us);
     std::sort(us.begin(), us.end());
     state.counters["p50_us"] = us[us.size() / 2];
 }
 
-BENCHMARK(BM_audit_pg)->Arg(50000)->Unit(benchmark::kMillisecond)->Iterations(1);
-BENCHMARK(BM_raw_copy)->Arg(50000)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_audit_pg)->Arg(50000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_raw_copy)->Arg(50000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_notify_rtt)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_notify_durable_rtt)->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_revocation_cross_process)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 }  // namespace

@@ -307,6 +307,136 @@ TEST_CASE("postgres: a log written through PostgresAuditSink verifies and a writ
     CHECK_THROWS_AS(other.append(std::string_view(lines.at(0))), Error);
 }
 
+TEST_CASE(
+    "postgres: the sink COPYs straight into the month's partition whose own trigger checks seq") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession app(db.app());
+    test::PgSession su(db.superuser());
+    add_jan2024_partition(app);
+    // ensure_partition gives each partition the seq check (ENABLE ALWAYS) and the application
+    // role's column grants.
+    CHECK(su.value("SELECT tgenabled FROM pg_catalog.pg_trigger WHERE tgrelid = "
+                   "'kakunin_audit.audit_records_p202401'::regclass AND tgname = "
+                   "'audit_records_seq'") == "A");
+    // Statements that name the partition meet the same refusals as through the parent.
+    const std::string ts = std::to_string(kJan2024);
+    const char* direct =
+        "INSERT INTO kakunin_audit.audit_records_p202401 (log_id, seq, ts_ns, event, canonical, "
+        "line) VALUES ($1, $2, $3, 'order.allowed', '{}', '{}')";
+    REQUIRE(app.exec(direct, {"a", "0", ts}).ok);
+    require_refused(app.exec(direct, {"a", "2", ts}), "KAK01", "not the next seq");
+    require_refused(app.exec(direct, {"a", "0", std::to_string(kJan2024 + 1)}), "KAK01");
+    require_refused(app.exec(direct, {"b", "1", ts}), "KAK01");
+    require_refused(
+        app.exec("INSERT INTO kakunin_audit.audit_records_p202401 (log_id, seq, ts_ns, event, "
+                 "canonical, line) VALUES ('a', 1, $1, 'e', '{}', '{}'), ('a', 1, $1 + 1, 'e', "
+                 "'{}', '{}')",
+                 {ts}),
+        "KAK01");
+    // ... and a partition in another month cannot take a record of this one.
+    REQUIRE(app.exec(kInsertRecord, {"a", "1", ts}).ok);  // through the parent, continuing
+    require_refused(app.exec(direct, {"a", "2", "1500000000000000000"}), "23514");
+    require_refused(app.exec("UPDATE kakunin_audit.audit_records_p202401 SET event = 'x'"),
+                    "42501");
+
+    // With INSERT on the parent taken away, only a sink that writes straight into the
+    // partition still succeeds: this is the path it takes.
+    REQUIRE(su.exec("REVOKE INSERT ON kakunin_audit.audit_records FROM " + db.options.app_role).ok);
+    REQUIRE(su.exec("REVOKE INSERT (log_id, seq, ts_ns, event, canonical, sig, line) ON "
+                    "kakunin_audit.audit_records FROM " +
+                    db.options.app_role)
+                .ok);
+    require_refused(app.exec(kInsertRecord, {"a", "2", ts}), "42501");
+    test::AuditTestKms kms;
+    const test::TestIdentity id = test::make_identity(kms, "agent-direct");
+    AuditCertificates certs;
+    certs.add_der(id.cert_der);
+    // 2024-01-31 23:59:59.900: the second batch crosses into February (a partition made inside
+    // the batch's transaction; it gets no grant now, since the parent has none, so its records go
+    // through the parent, which refuses: the flush fails as a whole and stores nothing).
+    constexpr std::int64_t kFeb2024 = 1706745600000000000LL;  // 2024-02-01 00:00 UTC
+    ManualClock clock(kFeb2024 - 100'000'000);
+    const std::string log_id = "agent-direct";
+    {
+        PostgresAuditSink sink(db.app(), {log_id});
+        AuditLogWriter writer(sink, clock, id.signer(kms), {log_id, "", "", 20});
+        for (int i = 0; i < 40; ++i) writer.append(audit_event::order_allowed, R"({"i":1})");
+        writer.flush();  // all in January: straight into audit_records_p202401
+        CHECK(writer.durable_size() == 40);
+        for (int i = 0; i < 40; ++i) {
+            writer.append(audit_event::order_allowed, R"({"i":2})");
+            clock.advance(5ms);
+        }
+        CHECK_THROWS_AS(writer.flush(), Error);
+        CHECK(writer.durable_size() == 40);
+    }
+    CHECK(su.value("SELECT count(*) FROM kakunin_audit.audit_records WHERE log_id = $1",
+                   {log_id}) == "40");
+    // The parent's grant back: new partitions get theirs again, and the rest of the log goes in.
+    REQUIRE(su.exec("GRANT INSERT (log_id, seq, ts_ns, event, canonical, sig, line) ON "
+                    "kakunin_audit.audit_records TO " +
+                    db.options.app_role)
+                .ok);
+    {
+        PostgresAuditSink sink(db.app(), {log_id});
+        AuditLogWriter writer(sink, clock, id.signer(kms), {log_id, "", "", 20});
+        CHECK(writer.size() == 40);
+        clock.set(kFeb2024 - 100'000'000);
+        for (int i = 0; i < 40; ++i) {
+            writer.append(audit_event::order_allowed, R"({"i":3})");
+            clock.advance(5ms);
+        }
+        writer.close();
+    }
+    CHECK(su.value("SELECT count(*) FROM kakunin_audit.audit_records_p202402 WHERE log_id = $1",
+                   {log_id}) != "0");
+    CHECK(su.value("SELECT count(*) FROM kakunin_audit.audit_records_p202401 WHERE log_id = $1",
+                   {log_id}) != "0");
+    const AuditVerifyResult r = verify_audit_lines(read_back(db.app(), log_id), certs);
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(r.records == 80);
+}
+
+TEST_CASE("postgres: a partition without the seq check is written through the parent") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    // What an older schema's ensure_partition made: the partition and its worm trigger only.
+    REQUIRE(su.exec("BEGIN").ok);
+    REQUIRE(su.exec("SET LOCAL kakunin.maintenance = on").ok);
+    REQUIRE(su.exec("SET LOCAL ROLE " + db.options.owner_role).ok);
+    REQUIRE(su.exec("CREATE TABLE kakunin_audit.audit_records_p202401 PARTITION OF "
+                    "kakunin_audit.audit_records FOR VALUES FROM (1704067200000000000) TO "
+                    "(1706745600000000000)")
+                .ok);
+    REQUIRE(su.exec("COMMIT").ok);
+    test::PgSession app(db.app());
+    require_refused(
+        app.exec("INSERT INTO kakunin_audit.audit_records_p202401 (log_id, seq, ts_ns, event, "
+                 "canonical, line) VALUES ('a', 0, $1, 'e', '{}', '{}')",
+                 {std::to_string(kJan2024)}),
+        "42501");
+    test::AuditTestKms kms;
+    const test::TestIdentity id = test::make_identity(kms, "agent-old");
+    AuditCertificates certs;
+    certs.add_der(id.cert_der);
+    ManualClock clock(kJan2024);
+    {
+        PostgresAuditSink sink(db.app(), {"agent-old"});
+        AuditLogWriter writer(sink, clock, id.signer(kms), {"agent-old", "", "", 10});
+        for (int i = 0; i < 25; ++i) writer.append(audit_event::order_allowed, R"({"i":1})");
+        writer.close();
+        CHECK(writer.durable_size() == 25);
+    }
+    const AuditVerifyResult r = verify_audit_lines(read_back(db.app(), "agent-old"), certs);
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(r.records == 25);
+    // The parent's trigger checked them: the log's head moved.
+    CHECK(su.value("SELECT next_seq FROM kakunin_audit.log_heads WHERE log_id = 'agent-old'") ==
+          "25");
+}
+
 TEST_CASE("postgres: a server crash in the middle of a write loop loses no durable record") {
     // A server of its own: the restart must not disturb tests running in parallel.
     test::PgServer server;

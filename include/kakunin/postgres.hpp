@@ -56,8 +56,9 @@ struct PostgresAuditSinkOptions {
 };
 
 /// AuditSink over the kakunin_audit tables, connected as the application role. append() keeps
-/// the lines in memory; flush() stores all of them in one transaction (records by COPY, the
-/// canonical bytes verbatim as text; checkpoints after them) and returns once it is committed.
+/// the lines in memory; flush() stores all of them in one transaction (records by COPY straight
+/// into the month's partition, the canonical bytes verbatim as text; checkpoints after them) and
+/// returns once it is committed.
 /// After a lost connection (server restart) it reconnects and first reads what the database
 /// already holds, so a commit whose acknowledgement was lost is neither duplicated nor reported
 /// durable before it is known to be committed. for_each_line() replays the committed lines of

@@ -1,8 +1,9 @@
-// PostgresAuditSink: JSON Lines of one log into kakunin_audit.audit_records (COPY, one
-// transaction per flush) and audit_checkpoints, replayed in seq order.
+// PostgresAuditSink: JSON Lines of one log into kakunin_audit.audit_records (COPY straight into
+// the month's partition, one transaction per flush) and audit_checkpoints, replayed in seq order.
+#include <array>
 #include <chrono>
+#include <map>
 #include <optional>
-#include <set>
 #include <thread>
 
 #include "audit/json.hpp"
@@ -17,16 +18,32 @@ constexpr const char* insert_checkpoint_sql =
     "INSERT INTO kakunin_audit.audit_checkpoints (log_id, size, ts_ns, root, key_fp, sig, line) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+// The columns of a stored line. A record's canonical text and signature are spans of `line`
+// (the line is the canonical text with `,"sig":"…"` spliced in), so a line is copied once.
 struct PendingLine {
     bool is_record = true;
     std::uint64_t seq_or_size = 0;  ///< a record's seq, a checkpoint's size
     std::int64_t ts_ns = 0;
-    std::string event;      ///< record
-    std::string canonical;  ///< record
-    std::optional<std::string> sig;
-    std::string root_hex;  ///< checkpoint
-    std::string key_fp;    ///< checkpoint
+    std::string event;               ///< record
+    std::size_t sig_at = 0;          ///< record: where `,"sig":"…"` starts in `line`
+    std::size_t sig_size = 0;        ///< record: its length (0: unsigned)
+    std::optional<std::string> sig;  ///< checkpoint
+    std::string root_hex;            ///< checkpoint
+    std::string key_fp;              ///< checkpoint
     std::string line;
+
+    std::string_view canonical_head() const { return std::string_view(line).substr(0, sig_at); }
+    std::string_view canonical_tail() const {
+        return sig_size == 0 ? std::string_view{}
+                             : std::string_view(line).substr(sig_at + sig_size);
+    }
+    /// The base64 of a record's `sig` (empty when unsigned).
+    std::string_view record_sig() const {
+        constexpr std::size_t prefix = 8;  // ,"sig":"
+        return sig_size == 0
+                   ? std::string_view{}
+                   : std::string_view(line).substr(sig_at + prefix, sig_size - prefix - 1);
+    }
 };
 
 // Months since 1970-01 (UTC) of a time in ns: the partition a record goes to.
@@ -47,18 +64,49 @@ std::int64_t month_index(std::int64_t ts_ns) {
     return (y - 1970) * 12 + (m - 1);
 }
 
-// COPY text format: backslash, newline, carriage return and tab are escaped.
+// COPY text format: backslash, newline, carriage return and tab are escaped. Canonical JSON has
+// no raw control characters, so this copies long runs at once.
 void append_copy_field(std::string& out, std::string_view v) {
-    for (char ch : v) {
-        switch (ch) {
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default: out.push_back(ch);
+    std::size_t run = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        const char* escaped;
+        switch (v[i]) {
+            case '\\': escaped = "\\\\"; break;
+            case '\n': escaped = "\\n"; break;
+            case '\r': escaped = "\\r"; break;
+            case '\t': escaped = "\\t"; break;
+            default: continue;
         }
+        out.append(v.data() + run, i - run);
+        out.append(escaped, 2);
+        run = i + 1;
     }
+    out.append(v.data() + run, v.size() - run);
 }
+
+// Whether the application role may COPY straight into a partition: it must carry the seq check
+// (created with it by ensure_partition, ENABLE ALWAYS) and the column grants. A partition made
+// by an older schema lacks both, and its records go through the parent as before.
+constexpr const char* direct_partition_sql =
+    "SELECT p.oid IS NOT NULL "
+    "AND pg_catalog.has_column_privilege(p.oid, 'log_id', 'INSERT') "
+    "AND pg_catalog.has_column_privilege(p.oid, 'seq', 'INSERT') "
+    "AND pg_catalog.has_column_privilege(p.oid, 'ts_ns', 'INSERT') "
+    "AND pg_catalog.has_column_privilege(p.oid, 'event', 'INSERT') "
+    "AND pg_catalog.has_column_privilege(p.oid, 'canonical', 'INSERT') "
+    "AND pg_catalog.has_column_privilege(p.oid, 'sig', 'INSERT') "
+    "AND pg_catalog.has_column_privilege(p.oid, 'line', 'INSERT') "
+    "AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = p.oid "
+    "AND t.tgname = 'audit_records_seq' AND t.tgenabled = 'A' "
+    "AND t.tgfoid = 'kakunin_audit.check_record_seq()'::pg_catalog.regprocedure) "
+    "FROM (SELECT pg_catalog.to_regclass('kakunin_audit.' || pg_catalog.quote_ident($1)) AS oid) "
+    "p";
+
+/// Where a month's records go.
+struct Partition {
+    std::string target;  ///< "kakunin_audit.<partition>" or "kakunin_audit.audit_records"
+    bool direct = false;
+};
 
 }  // namespace
 
@@ -68,8 +116,9 @@ struct PostgresAuditSink::Impl {
     std::unique_ptr<pg::Connection> conn;
     bool need_reconcile = false;
     std::vector<PendingLine> pending;
-    std::set<std::int64_t> known_months;  ///< partitions known to exist
+    std::map<std::int64_t, Partition> partitions;  ///< months whose partition exists (committed)
     std::string copy_buffer;
+    std::string log_id_field;  ///< options.log_id escaped for COPY
 
     void connect() {
         conn.reset();
@@ -138,23 +187,37 @@ struct PostgresAuditSink::Impl {
         need_reconcile = false;
     }
 
-    void write_batch() {
+    /// The month's partition, created if missing (inside the batch's transaction: `fresh`
+    /// holds what this transaction created until it commits).
+    const Partition& partition_for(std::int64_t ts_ns, std::map<std::int64_t, Partition>& fresh) {
+        const std::int64_t m = month_index(ts_ns);
+        if (auto it = partitions.find(m); it != partitions.end()) return it->second;
+        if (auto it = fresh.find(m); it != fresh.end()) return it->second;
+        const std::string name(pg::value(
+            conn->exec("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(ts_ns)}).get(),
+            0, 0));
+        Partition p;
+        p.direct = pg::is_plain_identifier(name) &&
+                   pg::value(conn->exec(direct_partition_sql, {name}).get(), 0, 0) == "t";
+        p.target = p.direct ? "kakunin_audit." + conn->quote_identifier(name)
+                            : std::string("kakunin_audit.audit_records");
+        return fresh.emplace(m, std::move(p)).first->second;
+    }
+
+    /// One COPY of pending[begin, end) (records only) into `target`, sent in chunks as the rows
+    /// are formatted so that the server parses and inserts while the rest is being built.
+    void copy_records(const std::string& target, std::size_t begin, std::size_t end) {
         PGconn* c = conn->get();
-        conn->command("BEGIN");
-        std::set<std::int64_t> new_months;
-        for (const auto& p : pending) {
-            if (!p.is_record) continue;
-            const std::int64_t m = month_index(p.ts_ns);
-            if (known_months.count(m) || new_months.count(m)) continue;
-            conn->exec("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(p.ts_ns)});
-            new_months.insert(m);
-        }
-        bool any_record = false;
+        conn->check(PQexec(c, ("COPY " + target +
+                               " (log_id, seq, ts_ns, event, canonical, sig, line) FROM STDIN")
+                                  .c_str()),
+                    PGRES_COPY_IN, "COPY audit_records");
+        constexpr std::size_t chunk = 256 * 1024;
         copy_buffer.clear();
-        for (const auto& p : pending) {
+        for (std::size_t i = begin; i < end; ++i) {
+            const PendingLine& p = pending[i];
             if (!p.is_record) continue;
-            any_record = true;
-            append_copy_field(copy_buffer, options.log_id);
+            copy_buffer += log_id_field;
             copy_buffer += '\t';
             copy_buffer += std::to_string(p.seq_or_size);
             copy_buffer += '\t';
@@ -162,32 +225,55 @@ struct PostgresAuditSink::Impl {
             copy_buffer += '\t';
             append_copy_field(copy_buffer, p.event);
             copy_buffer += '\t';
-            append_copy_field(copy_buffer, p.canonical);
+            append_copy_field(copy_buffer, p.canonical_head());
+            append_copy_field(copy_buffer, p.canonical_tail());
             copy_buffer += '\t';
-            if (p.sig) {
-                append_copy_field(copy_buffer, *p.sig);
+            if (p.sig_size != 0) {
+                append_copy_field(copy_buffer, p.record_sig());
             } else {
                 copy_buffer += "\\N";
             }
             copy_buffer += '\t';
             append_copy_field(copy_buffer, p.line);
             copy_buffer += '\n';
-        }
-        if (any_record) {
-            conn->check(PQexec(c,
-                               "COPY kakunin_audit.audit_records (log_id, seq, ts_ns, event, "
-                               "canonical, sig, line) FROM STDIN"),
-                        PGRES_COPY_IN, "COPY audit_records");
-            constexpr std::size_t chunk = 1 << 20;
-            for (std::size_t off = 0; off < copy_buffer.size(); off += chunk) {
-                const std::size_t n = std::min(chunk, copy_buffer.size() - off);
-                if (PQputCopyData(c, copy_buffer.data() + off, static_cast<int>(n)) != 1) {
+            if (copy_buffer.size() >= chunk) {
+                if (PQputCopyData(c, copy_buffer.data(), static_cast<int>(copy_buffer.size())) !=
+                    1) {
                     conn->fail(nullptr, "COPY data");
                 }
+                copy_buffer.clear();
             }
-            if (PQputCopyEnd(c, nullptr) != 1) conn->fail(nullptr, "COPY end");
-            conn->check(PQgetResult(c), PGRES_COMMAND_OK, "COPY audit_records");
-            while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+        }
+        if (!copy_buffer.empty() &&
+            PQputCopyData(c, copy_buffer.data(), static_cast<int>(copy_buffer.size())) != 1) {
+            conn->fail(nullptr, "COPY data");
+        }
+        if (PQputCopyEnd(c, nullptr) != 1) conn->fail(nullptr, "COPY end");
+        conn->check(PQgetResult(c), PGRES_COMMAND_OK, "COPY audit_records");
+        while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+    }
+
+    void write_batch() {
+        conn->command("BEGIN");
+        // Records in seq order, one COPY per run of records of the same month. Each COPY names
+        // the month's partition (no routing through the parent), whose own statement trigger
+        // checks that the run continues the log without gap.
+        std::map<std::int64_t, Partition> fresh;
+        std::size_t i = 0;
+        while (i < pending.size()) {
+            if (!pending[i].is_record) {
+                ++i;
+                continue;
+            }
+            const std::int64_t month = month_index(pending[i].ts_ns);
+            const std::string target = partition_for(pending[i].ts_ns, fresh).target;
+            std::size_t j = i + 1;
+            while (j < pending.size() &&
+                   (!pending[j].is_record || month_index(pending[j].ts_ns) == month)) {
+                ++j;
+            }
+            copy_records(target, i, j);
+            i = j;
         }
         for (const auto& p : pending) {
             if (p.is_record) continue;
@@ -196,7 +282,7 @@ struct PostgresAuditSink::Impl {
                                  std::to_string(p.ts_ns), p.root_hex, p.key_fp, p.sig, p.line});
         }
         conn->command("COMMIT");
-        known_months.insert(new_months.begin(), new_months.end());
+        partitions.insert(fresh.begin(), fresh.end());
     }
 };
 
@@ -217,6 +303,7 @@ PostgresAuditSink::PostgresAuditSink(std::string conninfo, PostgresAuditSinkOpti
     }
     m_impl->conninfo = std::move(conninfo);
     m_impl->options = std::move(options);
+    append_copy_field(m_impl->log_id_field, m_impl->options.log_id);
     m_impl->connect();
     m_impl->need_reconcile = false;
 }
@@ -243,7 +330,7 @@ void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t cou
                                                           " of the batch: " + error);
         }
         PendingLine p;
-        p.line = std::string(lines[i]);
+        const std::string_view line = lines[i];
         if (parsed.kind == audit_detail::LineKind::record) {
             const AuditRecord& r = parsed.record;
             if (r.log_id != d.options.log_id) {
@@ -254,8 +341,24 @@ void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t cou
             p.seq_or_size = r.seq;
             p.ts_ns = r.ts_ns;
             p.event = r.event;
-            p.canonical = std::string(parsed.canonical);
-            if (!r.sig.empty()) p.sig = r.sig;
+            // The canonical text is the line without its `sig` member (the last but one).
+            p.sig_at = line.size();
+            if (!r.sig.empty()) {
+                const std::string member = ",\"sig\":\"" + r.sig + "\"";
+                p.sig_at = line.rfind(member);
+                p.sig_size = member.size();
+            }
+            const bool spans_ok =
+                p.sig_at != std::string_view::npos &&
+                line.size() - p.sig_size == parsed.canonical.size() &&
+                line.substr(0, p.sig_at) == parsed.canonical.substr(0, p.sig_at) &&
+                line.substr(p.sig_at + p.sig_size) == parsed.canonical.substr(p.sig_at);
+            if (!spans_ok) {
+                throw Error(ErrorCategory::invalid_input,
+                            "postgres audit sink " + d.options.log_id + ": line " +
+                                std::to_string(i + 1) +
+                                " of the batch: its canonical text is not the line without sig");
+            }
         } else {
             const AuditCheckpoint& c = parsed.checkpoint;
             if (c.log_id != d.options.log_id) {
@@ -270,6 +373,7 @@ void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t cou
             p.key_fp = c.key_fp;
             p.sig = base64_encode(c.sig.data(), c.sig.size());
         }
+        p.line = std::string(line);
         batch.push_back(std::move(p));
     }
     for (auto& p : batch) d.pending.push_back(std::move(p));

@@ -33,11 +33,21 @@ void check_serial(const std::string& serial) {
     }
 }
 
-std::uint64_t insert_revocation(pg::Connection& c, const Revocation& r) {
+/// One round trip, in its own transaction: the row and its NOTIFY (sent by the row's trigger)
+/// become visible together at COMMIT, after the WAL flush, so no Guard acts on a revocation that
+/// a crash could still undo. `prepared`: the statement was prepared on `c` as kk_insert_revocation.
+std::uint64_t insert_revocation(pg::Connection& c, const Revocation& r, bool prepared = false) {
     check_serial(r.serial);
-    pg::Result res = c.exec(insert_revocation_sql,
-                            {r.serial, r.agent_id, r.reason, std::to_string(r.revoked_at)});
+    const pg::Params params{r.serial, r.agent_id, r.reason, std::to_string(r.revoked_at)};
+    pg::Result res = prepared ? c.exec_prepared("kk_insert_revocation", params)
+                              : c.exec(insert_revocation_sql, params);
     return static_cast<std::uint64_t>(pg::to_i64(pg::value(res.get(), 0, 0)));
+}
+
+std::unique_ptr<pg::Connection> publisher_connection(const std::string& conninfo) {
+    auto c = std::make_unique<pg::Connection>(conninfo, "kakunin-revocation-publisher");
+    c->prepare("kk_insert_revocation", insert_revocation_sql, 4);
+    return c;
 }
 
 }  // namespace
@@ -56,8 +66,7 @@ struct PostgresRevocationPublisher::Impl {
 PostgresRevocationPublisher::PostgresRevocationPublisher(std::string conninfo)
     : m_impl(std::make_unique<Impl>()) {
     m_impl->conninfo = std::move(conninfo);
-    m_impl->conn =
-        std::make_unique<pg::Connection>(m_impl->conninfo, "kakunin-revocation-publisher");
+    m_impl->conn = publisher_connection(m_impl->conninfo);
 }
 
 PostgresRevocationPublisher::~PostgresRevocationPublisher() = default;
@@ -67,12 +76,11 @@ std::uint64_t PostgresRevocationPublisher::publish(const Revocation& revocation)
     for (int attempt = 0;; ++attempt) {
         try {
             if (!m_impl->conn || !m_impl->conn->ok()) {
-                m_impl->conn = std::make_unique<pg::Connection>(m_impl->conninfo,
-                                                                "kakunin-revocation-publisher");
+                m_impl->conn = publisher_connection(m_impl->conninfo);
             }
             // A lost connection before the INSERT's result leaves it unknown whether it
             // happened; publishing twice is harmless (a Guard halts once), missing one is not.
-            return insert_revocation(*m_impl->conn, revocation);
+            return insert_revocation(*m_impl->conn, revocation, /*prepared=*/true);
         } catch (const pg::DbError& e) {
             m_impl->conn.reset();
             if (!e.connection_lost() || attempt >= 1) throw;

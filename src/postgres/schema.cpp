@@ -191,6 +191,7 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     m date := date_trunc('month', to_timestamp(p_ts_ns / 1000000000) AT TIME ZONE 'UTC')::date;
     name text := 'audit_records_p' || to_char(m, 'YYYYMM');
+    who text;
 BEGIN
     IF to_regclass('kakunin_audit.' || name) IS NOT NULL THEN
         RETURN name;
@@ -205,6 +206,20 @@ BEGIN
     EXECUTE format('CREATE TRIGGER worm BEFORE UPDATE OR DELETE OR TRUNCATE ON kakunin_audit.%I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION kakunin_audit.refuse_change()', name);
     EXECUTE format('ALTER TABLE kakunin_audit.%I ENABLE ALWAYS TRIGGER worm', name);
+    -- The same seq check for statements that name the partition: the sink COPYs straight into
+    -- the month's partition (no routing through the parent, whose statement triggers do not fire
+    -- then), and whoever may insert into audit_records may insert these columns into it.
+    EXECUTE format('CREATE TRIGGER audit_records_seq AFTER INSERT ON kakunin_audit.%I '
+                   'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION kakunin_audit.check_record_seq()', name);
+    EXECUTE format('ALTER TABLE kakunin_audit.%I ENABLE ALWAYS TRIGGER audit_records_seq', name);
+    FOR who IN SELECT DISTINCT pg_get_userbyid(a.grantee)
+                     FROM pg_attribute att, aclexplode(att.attacl) a
+                    WHERE att.attrelid = 'kakunin_audit.audit_records'::regclass
+                      AND a.privilege_type = 'INSERT' AND a.grantee <> 0 LOOP
+        EXECUTE format('GRANT INSERT (log_id, seq, ts_ns, event, canonical, sig, line) '
+                       'ON kakunin_audit.%I TO %I', name, who);
+    END LOOP;
     RETURN name;
 END
 $f$;
