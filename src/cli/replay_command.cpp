@@ -254,6 +254,8 @@ void run(const ReplayArgs& a) {
         const std::string cert_dir = audit_path + ".certs";
         ensure_directory(cert_dir);
         write_file(cert_dir + "/" + sim->certificate->serial() + ".pem", sim->certificate->pem());
+        // The throwaway simulation CA's certificate, so the simulation chain can be checked.
+        write_file(audit_path + ".simulation-ca.pem", sim->ca->trust_anchor().pem());
         GuardOptions options;
         options.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(audit_path)};
         options.audit->log_id = a.agent + ".replay";
