@@ -646,12 +646,22 @@ TEST_CASE("postgres: baselines are versioned with their SHA-256 and approvals ar
     CHECK(su.value("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", {v1}) == b1.sha256_hex);
 
     CHECK_FALSE(store.get_approval("agent-7", 2).has_value());
-    store.put_approval({"agent-7", 2, "A. Officer", kJan2024, "c2lnbmF0dXJl"});
+    BaselineApproval given{"agent-7", 2, "A. Officer", kJan2024, "c2lnbmF0dXJl"};
+    given.baseline_sha256 = b2.sha256_hex;
+    given.algorithm = "ecdsa-p256";
+    given.approver_public_key = "cHVibGlj";
+    given.automatic = true;
+    store.put_approval(given);
     const auto a = store.get_approval("agent-7", 2);
     REQUIRE(a.has_value());
     CHECK(a->approver == "A. Officer");
     CHECK(a->approved_at == kJan2024);
     CHECK(a->signature == "c2lnbmF0dXJl");
+    // Everything a Guard checks survives the round trip.
+    CHECK(a->baseline_sha256 == b2.sha256_hex);
+    CHECK(a->algorithm == "ecdsa-p256");
+    CHECK(a->approver_public_key == "cHVibGlj");
+    CHECK(a->automatic);
     try {
         store.put_approval({"agent-7", 9, "A. Officer", kJan2024, "c2ln"});
         FAIL("an approval of a missing version was stored");

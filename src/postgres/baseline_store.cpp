@@ -106,9 +106,11 @@ void PostgresBaselineStore::put_approval(const BaselineApproval& a) {
         try {
             c.exec(
                 "INSERT INTO kakunin_audit.baseline_approvals (agent_id, version, approver, "
-                "approved_at, signature) VALUES ($1, $2, $3, $4, $5)",
+                "approved_at, signature, baseline_sha256, algorithm, approver_public_key, "
+                "automatic) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 {a.agent_id, std::to_string(a.version), a.approver, std::to_string(a.approved_at),
-                 a.signature});
+                 a.signature, a.baseline_sha256, a.algorithm, a.approver_public_key,
+                 a.automatic ? "true" : "false"});
         } catch (const pg::DbError& e) {
             if (e.sqlstate() == "23503") {
                 throw Error(ErrorCategory::not_found, "baseline approval: agent " + a.agent_id +
@@ -126,7 +128,8 @@ std::optional<BaselineApproval> PostgresBaselineStore::get_approval(std::string_
     check_agent(agent_id);
     return m_impl->with_connection([&](pg::Connection& c) -> std::optional<BaselineApproval> {
         pg::Result r = c.exec(
-            "SELECT agent_id, version, approver, approved_at, signature "
+            "SELECT agent_id, version, approver, approved_at, signature, baseline_sha256, "
+            "algorithm, approver_public_key, automatic "
             "FROM kakunin_audit.baseline_approvals WHERE agent_id = $1 AND version = $2 "
             "ORDER BY recorded_at, approver LIMIT 1",
             {std::string(agent_id), std::to_string(version)});
@@ -137,6 +140,10 @@ std::optional<BaselineApproval> PostgresBaselineStore::get_approval(std::string_
         a.approver = std::string(pg::value(r.get(), 0, 2));
         a.approved_at = pg::to_i64(pg::value(r.get(), 0, 3));
         a.signature = std::string(pg::value(r.get(), 0, 4));
+        a.baseline_sha256 = std::string(pg::value(r.get(), 0, 5));
+        a.algorithm = std::string(pg::value(r.get(), 0, 6));
+        a.approver_public_key = std::string(pg::value(r.get(), 0, 7));
+        a.automatic = pg::value(r.get(), 0, 8) == std::string_view("t");
         return a;
     });
 }

@@ -77,6 +77,10 @@ CREATE TABLE kakunin_audit.baseline_approvals (
     approver text NOT NULL CHECK (approver <> ''),
     approved_at bigint NOT NULL,
     signature text NOT NULL,
+    baseline_sha256 text NOT NULL DEFAULT '',
+    algorithm text NOT NULL DEFAULT '',
+    approver_public_key text NOT NULL DEFAULT '',
+    automatic boolean NOT NULL DEFAULT false,
     recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (agent_id, version, approver),
     FOREIGN KEY (agent_id, version) REFERENCES kakunin_audit.baselines (agent_id, version)
@@ -421,8 +425,10 @@ GRANT SELECT (seq, serial, agent_id, reason, revoked_at, recorded_at),
 GRANT USAGE ON SEQUENCE kakunin_audit.revocations_seq_seq TO @APP@;
 GRANT SELECT (agent_id, version, json, sha256, created_at),
       INSERT (agent_id, version, json, sha256) ON kakunin_audit.baselines TO @APP@;
-GRANT SELECT (agent_id, version, approver, approved_at, signature, recorded_at),
-      INSERT (agent_id, version, approver, approved_at, signature) ON kakunin_audit.baseline_approvals TO @APP@;
+GRANT SELECT (agent_id, version, approver, approved_at, signature, baseline_sha256, algorithm,
+              approver_public_key, automatic, recorded_at),
+      INSERT (agent_id, version, approver, approved_at, signature, baseline_sha256, algorithm,
+              approver_public_key, automatic) ON kakunin_audit.baseline_approvals TO @APP@;
 GRANT EXECUTE ON FUNCTION kakunin_audit.ensure_partition(bigint) TO @APP@;
 )sql";
 
