@@ -2,6 +2,7 @@
 // automatic halt, incidents and the signed human steps. Deterministic on ManualClock.
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "kakunin/baseline.hpp"
@@ -10,6 +11,7 @@
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"
 #include "kakunin/testing.hpp"
+#include "http_test_server.hpp"
 #include "support.hpp"
 #include "x509_test_support.hpp"
 
@@ -454,4 +456,61 @@ TEST_CASE("FileBaselineStore keeps versions and approvals, append-only", "[basel
     auto missing = a;
     missing.version = 9;
     CHECK_THROWS_WITH(store.put_approval(missing), Catch::Contains("no version 9"));
+}
+
+TEST_CASE("a warning reaches a real webhook within 5 s, and a hung endpoint never slows check()",
+          "[incident][webhook]") {
+    using namespace std::chrono;
+    SECTION("healthy endpoint") {
+        kakunin::test::HttpTestServer server;
+        World w;
+        Baseline b = w.baseline;
+        GuardOptions o;
+        o.baseline = ApprovedBaseline{b, approve_baseline(*w.authority.kms(), b, "C. Officer", 0, 1)};
+        WebhookOptions wo;
+        wo.url = server.url();
+        o.notifier = std::make_shared<WebhookNotifier>(wo);
+        Guard g(w.credentials, w.authority.clock(), o);
+        const auto sent = steady_clock::now();
+        CHECK(g.check(order({"BTC_EUR", "eu-central-1"}, "0.5")).verdict == Verdict::warn);
+        REQUIRE(server.wait_for_requests(1, seconds(5)));
+        const auto latency = duration_cast<milliseconds>(steady_clock::now() - sent);
+        WARN("warning delivered " << latency.count() << " ms after its order (RTS 6 Art. 16: 5 s)");
+        CHECK(latency < seconds(5));
+        const auto body = nlohmann::json::parse(server.requests()[0].body);
+        CHECK(body["kind"] == "warning");
+        CHECK(body["agent"] == w.agent);
+        CHECK(body["components_ppm"]["origin"].get<std::uint32_t>() >= 750'000);
+    }
+    SECTION("endpoint that hangs") {
+        kakunin::test::HttpTestServer server;
+        server.set_delay(seconds(30));
+        World w;
+        Baseline b = w.baseline;
+        GuardOptions o;
+        o.baseline = ApprovedBaseline{b, approve_baseline(*w.authority.kms(), b, "C. Officer", 0, 1)};
+        WebhookOptions wo;
+        wo.url = server.url();
+        wo.request_timeout = milliseconds(500);
+        wo.shutdown_timeout = milliseconds(200);
+        o.notifier = std::make_shared<WebhookNotifier>(wo);
+        Guard g(w.credentials, w.authority.clock(), o);
+        // 40 warning orders; every 4th after a jump past the investigation window, so ten
+        // incidents open and ten notifications queue up behind the hung endpoint (the CRL in
+        // force lasts an hour: nine jumps of six minutes stay inside it; four orders a window
+        // stay inside the learned frequency, so nothing revokes).
+        const auto start_time = steady_clock::now();
+        for (int i = 0; i < 40; ++i) {
+            if (i != 0 && i % 4 == 0) w.authority.clock().advance(minutes(6));
+            const Decision d = g.check(order({"BTC_EUR", "eu-central-1"}, "0.5"));
+            INFO("order " << i << ": " << to_string(d.verdict) << " score " << d.score_ppm
+                          << (d.reasons.empty() ? "" : to_string(*d.reasons.begin())));
+            REQUIRE(d.allowed());
+        }
+        const auto spent = duration_cast<milliseconds>(steady_clock::now() - start_time);
+        WARN("40 warning checks against a hung webhook took " << spent.count() << " ms");
+        CHECK(spent < milliseconds(200));  // blocking on the endpoint once would take 500 ms
+        CHECK(g.wait_incidents(seconds(5)));
+        CHECK(g.incidents().size() == 10);
+    }
 }
