@@ -135,7 +135,8 @@ int main(int argc, char** argv) {
     put("raw_copy_rows_per_s", reporter.counter("BM_raw_copy.rows_per_s"));
     put("notify_rtt_p99_us", reporter.counter("BM_notify_rtt.p99_us"));
     put("revocation_cross_process_p99_us", reporter.counter("BM_revocation_cross_process.p99_us"));
-    put("revocation_publish_p99_us", reporter.counter("BM_revocation_cross_process.publish_p99_us"));
+    put("revocation_publish_p99_us",
+        reporter.counter("BM_revocation_cross_process.publish_p99_us"));
     put("notify_durable_rtt_p99_us", reporter.counter("BM_notify_durable_rtt.p99_us"));
     // The goal is a check at most 1/200 of a signature: this ratio must be at least 200.
     if (figures.contains("check_allowed_median_ns") && figures.contains("ed25519_sign_median_ns"))

@@ -64,7 +64,8 @@ std::string score(std::uint32_t ppm) {
 void print_decision(const char* what, const Decision& d) {
     std::printf("%s\n  -> %s, score %s (", what, to_string(d.verdict), score(d.score_ppm).c_str());
     for (std::size_t i = 0; i < score_component_count; ++i)
-        std::printf("%s%s %s", i ? ", " : "", component_name(i), score(d.components_ppm[i]).c_str());
+        std::printf("%s%s %s", i ? ", " : "", component_name(i),
+                    score(d.components_ppm[i]).c_str());
     std::printf(")");
     for (ReasonCode r : d.reasons) std::printf(" [%s]", to_string(r));
     std::printf("\n");
@@ -86,7 +87,8 @@ int main(int argc, char** argv) {
         ca_options.state_dir = state;
         ca_options.crl_validity = std::chrono::hours(26);  // a fresh CRL every simulated day
         std::shared_ptr<LocalCa> ca = LocalCa::open(kms, clock, ca_options);
-        const KeyHandle agent_key = kms->find_or_create_key("agent:" + agent, KeyAlgorithm::ed25519);
+        const KeyHandle agent_key =
+            kms->find_or_create_key("agent:" + agent, KeyAlgorithm::ed25519);
         const auto public_key = kms->public_key(agent_key).spki_der;
 
         GuardOptions options;
@@ -116,12 +118,13 @@ int main(int argc, char** argv) {
         // The agent's habits: every 2-4 minutes, 07:00-20:00 UTC on weekdays, 70 % BTC_EUR, 30 %
         // ETH_EUR, all signed in eu-west-1.
         auto trade = [&](TimeNs from, TimeNs to, Tally& tally) {
-            for (TimeNs t = from; t < to; t += (120 + static_cast<TimeNs>(rng.below(121))) * second) {
+            for (TimeNs t = from; t < to;
+                 t += (120 + static_cast<TimeNs>(rng.below(121))) * second) {
                 clock.set(t);
                 const bool btc = rng.below(10) < 7;
-                const std::string q = btc ? "0." + std::to_string(5 + rng.below(45))
-                                          : std::to_string(1 + rng.below(8)) + "." +
-                                                std::to_string(rng.below(10));
+                const std::string q =
+                    btc ? "0." + std::to_string(5 + rng.below(45))
+                        : std::to_string(1 + rng.below(8)) + "." + std::to_string(rng.below(10));
                 const std::string p = btc ? std::to_string(39800 + rng.below(400)) + ".00"
                                           : std::to_string(2480 + rng.below(40)) + ".00";
                 const std::string id = "o-" + std::to_string(++n);
@@ -164,13 +167,14 @@ int main(int argc, char** argv) {
         record["orders"] = baseline.orders;
         ca->record_event("baseline.approved", record.dump());
         guard.enforce_baseline({baseline, approval});
-        std::printf("  %llu orders, notional p50 %s / p99 %s EUR, %llu.%03llu orders/h on average\n"
-                    "  baseline v%llu sha256 %s\n",
-                    static_cast<unsigned long long>(baseline.orders), baseline.notional_p50.c_str(),
-                    baseline.notional_p99.c_str(),
-                    static_cast<unsigned long long>(baseline.hourly_mean_milli / 1000),
-                    static_cast<unsigned long long>(baseline.hourly_mean_milli % 1000),
-                    static_cast<unsigned long long>(stored.version), approval.baseline_sha256.c_str());
+        std::printf(
+            "  %llu orders, notional p50 %s / p99 %s EUR, %llu.%03llu orders/h on average\n"
+            "  baseline v%llu sha256 %s\n",
+            static_cast<unsigned long long>(baseline.orders), baseline.notional_p50.c_str(),
+            baseline.notional_p99.c_str(),
+            static_cast<unsigned long long>(baseline.hourly_mean_milli / 1000),
+            static_cast<unsigned long long>(baseline.hourly_mean_milli % 1000),
+            static_cast<unsigned long long>(stored.version), approval.baseline_sha256.c_str());
 
         std::printf("\n== 3. two days of normal trading, scored\n");
         Tally normal;

@@ -5,13 +5,13 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "http_test_server.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/notifier.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"
 #include "kakunin/testing.hpp"
-#include "http_test_server.hpp"
 #include "support.hpp"
 #include "x509_test_support.hpp"
 
@@ -83,8 +83,8 @@ struct World {
         Baseline b = baseline;
         b.policy = policy;
         GuardOptions o;
-        o.baseline = ApprovedBaseline{b, approve_baseline(*authority.kms(), b, "C. Officer",
-                                                          authority.clock().now_ns(), 1)};
+        o.baseline = ApprovedBaseline{
+            b, approve_baseline(*authority.kms(), b, "C. Officer", authority.clock().now_ns(), 1)};
         o.notifier = notes;
         o.authority = std::shared_ptr<CertificateAuthority>(&authority.ca(), [](auto*) {});
         o.incident_thread = false;
@@ -233,7 +233,8 @@ TEST_CASE("normal orders score low and each anomaly warns on its own", "[score]"
         CHECK(a.score_ppm < 850'000);
         CHECK(a.components_ppm[c.component] >= 750'000);
         for (std::size_t i = 0; i < score_component_count; ++i)
-            if (i != c.component && !(c.component == 2 && i == 0)) CHECK(a.components_ppm[i] < 300'000);
+            if (i != c.component && !(c.component == 2 && i == 0))
+                CHECK(a.components_ppm[i] < 300'000);
     }
 }
 
@@ -466,7 +467,8 @@ TEST_CASE("a warning reaches a real webhook within 5 s, and a hung endpoint neve
         World w;
         Baseline b = w.baseline;
         GuardOptions o;
-        o.baseline = ApprovedBaseline{b, approve_baseline(*w.authority.kms(), b, "C. Officer", 0, 1)};
+        o.baseline =
+            ApprovedBaseline{b, approve_baseline(*w.authority.kms(), b, "C. Officer", 0, 1)};
         WebhookOptions wo;
         wo.url = server.url();
         o.notifier = std::make_shared<WebhookNotifier>(wo);
@@ -488,7 +490,8 @@ TEST_CASE("a warning reaches a real webhook within 5 s, and a hung endpoint neve
         World w;
         Baseline b = w.baseline;
         GuardOptions o;
-        o.baseline = ApprovedBaseline{b, approve_baseline(*w.authority.kms(), b, "C. Officer", 0, 1)};
+        o.baseline =
+            ApprovedBaseline{b, approve_baseline(*w.authority.kms(), b, "C. Officer", 0, 1)};
         WebhookOptions wo;
         wo.url = server.url();
         wo.request_timeout = milliseconds(500);

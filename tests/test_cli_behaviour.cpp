@@ -52,9 +52,9 @@ struct Run {
 };
 
 Run kakunin_cli(const Dir& d, const std::string& args) {
-    const std::string line = "cd " + quote(d.path) +
-                             " && KAKUNIN_KMS_PASSPHRASE=behaviour " + quote(KAKUNIN_CLI_PATH) +
-                             " " + args + " >" + quote(d / ".out") + " 2>" + quote(d / ".err");
+    const std::string line = "cd " + quote(d.path) + " && KAKUNIN_KMS_PASSPHRASE=behaviour " +
+                             quote(KAKUNIN_CLI_PATH) + " " + args + " >" + quote(d / ".out") +
+                             " 2>" + quote(d / ".err");
     const int status = std::system(line.c_str());
     Run r;
     r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -119,12 +119,12 @@ std::vector<json> lines_of(const std::string& path) {
 TEST_CASE("replay learns, approves automatically, warns, revokes and reports it", "[cli]") {
     Dir d;
     set_up(d);
-    const std::string warn_row =
-        format_timestamp(t0 + 11 * day + 10 * hour + 1) + ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1";
-    const std::string revoke_row =
-        format_timestamp(t0 + 11 * day + 12 * hour + 1) + ",SOL_EUR,exchange_a,BUY,1000,400,eu-west-1";
-    const std::string after_row =
-        format_timestamp(t0 + 11 * day + 12 * hour + 2) + ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-west-1";
+    const std::string warn_row = format_timestamp(t0 + 11 * day + 10 * hour + 1) +
+                                 ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1";
+    const std::string revoke_row = format_timestamp(t0 + 11 * day + 12 * hour + 1) +
+                                   ",SOL_EUR,exchange_a,BUY,1000,400,eu-west-1";
+    const std::string after_row = format_timestamp(t0 + 11 * day + 12 * hour + 2) +
+                                  ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-west-1";
     std::string csv = orders_csv(11) + warn_row + "\n" + revoke_row + "\n" + after_row + "\n";
     write(d / "orders.csv", csv);
     const Run r = ok(d, "replay --dir state --agent agent-7 --orders orders.csv --observe-until " +
@@ -176,9 +176,10 @@ TEST_CASE("observation shorter than the policy minimum is refused", "[cli]") {
     Dir d;
     set_up(d);
     write(d / "orders.csv", orders_csv(9));
-    const Run r = kakunin_cli(d, "replay --dir state --agent agent-7 --orders orders.csv "
-                                 "--observe-until " +
-                                     format_timestamp(t0 + 5 * day));
+    const Run r = kakunin_cli(d,
+                              "replay --dir state --agent agent-7 --orders orders.csv "
+                              "--observe-until " +
+                                  format_timestamp(t0 + 5 * day));
     CHECK(r.code != 0);
     CHECK_THAT(r.err, Catch::Contains("at least 7 days"));
     const Run s = kakunin_cli(d, "replay --scope scope.json --orders orders.csv --observe-until " +
@@ -191,24 +192,28 @@ TEST_CASE("a named officer approves a learned baseline, later replays enforce it
     Dir d;
     set_up(d);
     write(d / "learn.csv", orders_csv(8));
-    const Run learn = ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
-                                format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
+    const Run learn =
+        ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
+                  format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
     CHECK_THAT(learn.out, Catch::Contains("NOT enforced"));
 
     // Bad files are refused with the member, and nothing is stored.
     std::string text = slurp(d / "learned.json");
     write(d / "bad.json", std::string(text).replace(text.find("\"orders\""), 8, "\"0rders\""));
-    const Run bad = kakunin_cli(d, "baseline approve --dir state --agent agent-7 --baseline bad.json "
-                                   "--approver 'C. Officer'");
+    const Run bad = kakunin_cli(d,
+                                "baseline approve --dir state --agent agent-7 --baseline bad.json "
+                                "--approver 'C. Officer'");
     CHECK(bad.code != 0);
     CHECK_THAT(bad.err, Catch::Contains("0rders: unknown member"));
-    const Run other = kakunin_cli(d, "baseline approve --dir state --agent agent-8 --baseline "
-                                     "learned.json --approver 'C. Officer'");
+    const Run other = kakunin_cli(d,
+                                  "baseline approve --dir state --agent agent-8 --baseline "
+                                  "learned.json --approver 'C. Officer'");
     CHECK(other.code != 0);
     CHECK_FALSE(fs::exists(d / "state/baselines/agent-7/1.json"));
 
-    const Run approved = ok(d, "baseline approve --dir state --agent agent-7 --baseline learned.json "
-                               "--approver 'C. Officer' --json");
+    const Run approved = ok(d,
+                            "baseline approve --dir state --agent agent-7 --baseline learned.json "
+                            "--approver 'C. Officer' --json");
     const json a = json::parse(approved.out);
     CHECK(a["approver"] == "C. Officer");
     CHECK(a["version"] == 1);
@@ -228,7 +233,8 @@ TEST_CASE("a named officer approves a learned baseline, later replays enforce it
     write(d / "later.csv", orders_csv(1) + format_timestamp(t0 + day + 10 * hour) +
                                ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1\n");
     const json s = json::parse(
-        ok(d, "replay --dir state --agent agent-7 --orders later.csv --json --audit-out later.jsonl")
+        ok(d,
+           "replay --dir state --agent agent-7 --orders later.csv --json --audit-out later.jsonl")
             .out);
     CHECK(s["baseline"]["from_state"] == true);
     CHECK(s["baseline"]["approved_by"] == "C. Officer");
@@ -241,10 +247,12 @@ TEST_CASE("incident steps and re-enables are signed and recorded in the CA log",
     set_up(d);
     ok(d, "incident ack --dir state --agent agent-7 --incident inc-1 --by 'On Call' --note seen");
     ok(d, "incident resolve --dir state --agent agent-7 --incident inc-1 --by 'On Call' --note ok");
-    ok(d, "incident review --dir state --agent agent-7 --incident inc-1 --by 'R. Reviewer' "
-          "--root-cause 'bad news feed'");
-    ok(d, "agent reenable --dir state --agent agent-7 --by 'D. Head' --reason 'feed fixed' "
-          "--out reenable.json");
+    ok(d,
+       "incident review --dir state --agent agent-7 --incident inc-1 --by 'R. Reviewer' "
+       "--root-cause 'bad news feed'");
+    ok(d,
+       "agent reenable --dir state --agent agent-7 --by 'D. Head' --reason 'feed fixed' "
+       "--out reenable.json");
     const Reenable r = reenable_from_json(slurp(d / "reenable.json"));
     CHECK(r.by == "D. Head");
     CHECK(check_reenable(r).empty());
@@ -254,8 +262,8 @@ TEST_CASE("incident steps and re-enables are signed and recorded in the CA log",
     const std::vector<std::string> tail(events.end() - 4, events.end());
     CHECK(tail == std::vector<std::string>{"incident.acknowledged", "incident.resolved",
                                            "review.signed", "guard.resumed"});
-    const Run unknown = kakunin_cli(
-        d, "incident ack --dir state --agent nobody --incident inc-1 --by X --note y");
+    const Run unknown =
+        kakunin_cli(d, "incident ack --dir state --agent nobody --incident inc-1 --by X --note y");
     CHECK(unknown.code != 0);
     CHECK_THAT(unknown.err, Catch::Contains("not registered"));
 }

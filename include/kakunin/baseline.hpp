@@ -37,7 +37,7 @@ enum class ScoreComponent : std::uint8_t { size, frequency, concentration, time_
 struct ScoringPolicy {
     /// Exponent weights of the noisy-OR combination, in ppm of 1 (1'000'000 = full weight).
     std::array<std::uint32_t, score_component_count> weights_ppm{1'000'000, 1'000'000, 1'000'000,
-                                                                  1'000'000, 1'000'000};
+                                                                 1'000'000, 1'000'000};
     std::uint32_t warn_ppm = 750'000;    ///< score at or above: allowed with a warning
     std::uint32_t revoke_ppm = 850'000;  ///< score at or above: rejected, halted, revoked
     /// Component value for an instrument, region or hour never seen in observation.
@@ -48,9 +48,9 @@ struct ScoringPolicy {
     std::uint32_t size_warn_ratio = 10;
     std::uint32_t frequency_warn_ratio = 3;
     std::uint32_t concentration_warn_ratio = 10;
-    std::uint32_t short_window_minutes = 10;   ///< the frequency component's shorter window
-    std::uint32_t concentration_window = 50;   ///< orders in the recent-share window
-    std::uint32_t min_observation_days = 7;    ///< finalising earlier is refused (7..14)
+    std::uint32_t short_window_minutes = 10;     ///< the frequency component's shorter window
+    std::uint32_t concentration_window = 50;     ///< orders in the recent-share window
+    std::uint32_t min_observation_days = 7;      ///< finalising earlier is refused (7..14)
     std::uint32_t investigation_window_s = 300;  ///< an open incident escalates after this
     bool halt_on_escalation = false;             ///< escalate by halting instead of notifying
 };
@@ -286,11 +286,11 @@ private:
 
     ScoringPolicy m_policy;
     StringSet m_instruments, m_regions;
-    std::vector<double> m_p99;       ///< per baseline instrument (0: use the overall)
-    std::vector<double> m_share;     ///< baseline share of orders per instrument
+    std::vector<double> m_p99;    ///< per baseline instrument (0: use the overall)
+    std::vector<double> m_share;  ///< baseline share of orders per instrument
     double m_overall_p99 = 0.0;
     double m_hour_ref = 1.0, m_short_ref = 1.0;  ///< mean + 3 sd, at least 1
-    std::array<double, 168> m_time_of_day{};  ///< the component per hour of the week
+    std::array<double, 168> m_time_of_day{};     ///< the component per hour of the week
     double m_weights[score_component_count];
     double m_warn = 0.75;  ///< a component at its warning ratio
     double m_log_size_ratio, m_log_freq_ratio, m_log_conc_ratio;

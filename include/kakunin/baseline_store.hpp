@@ -32,8 +32,8 @@ struct BaselineApproval {
     std::uint64_t version = 0;
     std::string approver;  ///< the named person
     TimeNs approved_at = 0;
-    std::string signature;        ///< base64, over baseline_approval_text()
-    std::string baseline_sha256;  ///< lowercase hex SHA-256 of the baseline's canonical JSON
+    std::string signature;              ///< base64, over baseline_approval_text()
+    std::string baseline_sha256;        ///< lowercase hex SHA-256 of the baseline's canonical JSON
     std::string algorithm = "ed25519";  ///< "ed25519" or "ecdsa-p256"
     std::string approver_public_key;    ///< base64 SubjectPublicKeyInfo DER
     bool automatic = false;  ///< approved by a replay's --auto-approve-baseline, not a person

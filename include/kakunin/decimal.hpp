@@ -29,9 +29,8 @@ struct Decimal {
     constexpr bool is_negative() const noexcept { return units < 0; }
     /// Approximate value, for statistics (anomaly scores) only: never for limits or money.
     double to_double() const noexcept {
-        static constexpr double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
-                                           1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
-                                           1e14, 1e15, 1e16, 1e17, 1e18};
+        static constexpr double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,
+                                           1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
         return static_cast<double>(units) / pow10[scale <= max_scale ? scale : max_scale];
     }
 };

@@ -375,8 +375,7 @@ public:
     void acknowledge_incident(std::string_view incident_id, std::string_view by,
                               std::string_view note);
     /// Closes an open or acknowledged incident.
-    void resolve_incident(std::string_view incident_id, std::string_view by,
-                          std::string_view note);
+    void resolve_incident(std::string_view incident_id, std::string_view by, std::string_view note);
     /// Signs off the root cause of a revocation incident (revoked -> reviewed).
     void review_incident(const IncidentReview& review);
     /// Handles queued anomalies and due escalations now (on the caller's thread); with

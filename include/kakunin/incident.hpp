@@ -35,7 +35,7 @@ struct Incident {
     std::string id;  ///< "inc-" + agent + "-" + opening time (ns)
     std::string agent_id;
     TimeNs opened_at_ns = 0;
-    TimeNs deadline_ns = 0;  ///< end of the investigation window
+    TimeNs deadline_ns = 0;       ///< end of the investigation window
     std::uint32_t score_ppm = 0;  ///< of the triggering order
     std::array<std::uint32_t, score_component_count> components_ppm{};
     std::string trigger_order_json;  ///< the triggering order, as in its audit record

@@ -67,8 +67,8 @@ std::string get_decimal(const json& j, const char* name, const std::string& path
 }
 
 void only(const json& j, std::initializer_list<const char*> names, const std::string& path) {
-    if (!j.is_object()) bad(path.empty() ? "(document)" : path.substr(0, path.size() - 1),
-                            "must be an object");
+    if (!j.is_object())
+        bad(path.empty() ? "(document)" : path.substr(0, path.size() - 1), "must be an object");
     for (auto it = j.begin(); it != j.end(); ++it) {
         bool known = false;
         for (const char* n : names) known = known || it.key() == n;
@@ -114,10 +114,11 @@ json policy_json(const ScoringPolicy& p) {
 }
 
 ScoringPolicy policy_from(const json& j, const std::string& path) {
-    only(j, {"weights_ppm", "warn_ppm", "revoke_ppm", "unseen_ppm", "size_warn_ratio",
-             "frequency_warn_ratio", "concentration_warn_ratio", "short_window_minutes",
-             "concentration_window", "min_observation_days", "investigation_window_s",
-             "halt_on_escalation"},
+    only(j,
+         {"weights_ppm", "warn_ppm", "revoke_ppm", "unseen_ppm", "size_warn_ratio",
+          "frequency_warn_ratio", "concentration_warn_ratio", "short_window_minutes",
+          "concentration_window", "min_observation_days", "investigation_window_s",
+          "halt_on_escalation"},
          path);
     ScoringPolicy p;
     const json& w = member(j, "weights_ppm", path);
@@ -204,10 +205,11 @@ Baseline parse_baseline_json(std::string_view text) {
     } catch (const json::exception& e) {
         throw Error(ErrorCategory::invalid_input, std::string("baseline: ") + e.what());
     }
-    only(j, {"format", "agent", "currency", "observed_from_ns", "observed_to_ns", "orders",
-             "notional_p50", "notional_p99", "sketch_relative_error_ppm", "instruments", "regions",
-             "hourly_mean_milli", "hourly_sd_milli", "short_mean_milli", "short_sd_milli",
-             "hour_of_week_orders", "policy"},
+    only(j,
+         {"format", "agent", "currency", "observed_from_ns", "observed_to_ns", "orders",
+          "notional_p50", "notional_p99", "sketch_relative_error_ppm", "instruments", "regions",
+          "hourly_mean_milli", "hourly_sd_milli", "short_mean_milli", "short_sd_milli",
+          "hour_of_week_orders", "policy"},
          "");
     Baseline b;
     if (get_str(j, "format", "") != Baseline::format)
@@ -272,9 +274,8 @@ Baseline parse_baseline_json(std::string_view text) {
 std::string baseline_sha256_hex(const Baseline& b) { return crypto::sha256_hex(to_json(b)); }
 
 std::string baseline_approval_text(const BaselineApproval& a) {
-    return "kakunin-baseline-approval/v1\n" + a.agent_id + "\n" + std::to_string(a.version) +
-           "\n" + a.approver + "\n" + std::to_string(a.approved_at) + "\n" + a.baseline_sha256 +
-           "\n";
+    return "kakunin-baseline-approval/v1\n" + a.agent_id + "\n" + std::to_string(a.version) + "\n" +
+           a.approver + "\n" + std::to_string(a.approved_at) + "\n" + a.baseline_sha256 + "\n";
 }
 
 BaselineApproval approve_baseline(Kms& kms, const Baseline& b, std::string_view approver,
@@ -341,8 +342,9 @@ BaselineApproval baseline_approval_from_json(std::string_view text) {
         throw Error(ErrorCategory::invalid_input, std::string("baseline approval: ") + e.what());
     }
     try {
-        only(j, {"agent", "version", "baseline_sha256", "approver", "approved_at_ns", "automatic",
-                 "algorithm", "approver_public_key", "signature"},
+        only(j,
+             {"agent", "version", "baseline_sha256", "approver", "approved_at_ns", "automatic",
+              "algorithm", "approver_public_key", "signature"},
              "");
         BaselineApproval a;
         a.agent_id = get_str(j, "agent", "");
@@ -370,9 +372,9 @@ QuantileSketch::QuantileSketch() {
     m_gamma = (1 + alpha) / (1 - alpha);
     m_log_min = std::log(min_value);
     m_inv_log_gamma = 1.0 / std::log(m_gamma);
-    const auto n = static_cast<std::size_t>(
-                       std::ceil((std::log(max_value) - m_log_min) * m_inv_log_gamma)) +
-                   2;
+    const auto n =
+        static_cast<std::size_t>(std::ceil((std::log(max_value) - m_log_min) * m_inv_log_gamma)) +
+        2;
     m_counts.assign(n, 0);
 }
 
@@ -490,9 +492,7 @@ std::array<std::uint32_t, 168> whole_hours_of_week(TimeNs from, TimeNs to) {
 }  // namespace
 
 AnomalyScorer::AnomalyScorer(const Baseline& b)
-    : m_policy(b.policy),
-      m_instruments(names_of(b.instruments)),
-      m_regions(names_of(b.regions)) {
+    : m_policy(b.policy), m_instruments(names_of(b.instruments)), m_regions(names_of(b.regions)) {
     validate(m_policy);
     m_overall_p99 = to_double(b.notional_p99);
     std::uint64_t total = 0;

@@ -31,7 +31,8 @@ void create_durable(const fs::path& p, const std::string& content) {
         throw Error(ErrorCategory::invalid_state, p.string() + " exists; the store is append-only");
     const std::string tmp = p.string() + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) throw Error(ErrorCategory::io, "cannot create " + tmp + ": " + std::strerror(errno));
+    if (fd < 0)
+        throw Error(ErrorCategory::io, "cannot create " + tmp + ": " + std::strerror(errno));
     std::size_t done = 0;
     while (done < content.size()) {
         const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
@@ -108,8 +109,8 @@ void FileBaselineStore::put_approval(const BaselineApproval& a) {
                     "baseline approval: approver, signature and version are required");
     const fs::path dir = fs::path(m_dir) / "baselines" / a.agent_id;
     if (!fs::exists(dir / (std::to_string(a.version) + ".json")))
-        throw Error(ErrorCategory::not_found, "baseline approval: " + a.agent_id + " has no version " +
-                                                  std::to_string(a.version));
+        throw Error(ErrorCategory::not_found, "baseline approval: " + a.agent_id +
+                                                  " has no version " + std::to_string(a.version));
     const std::string base = std::to_string(a.version) + ".approval";
     for (unsigned k = 1;; ++k) {
         const fs::path file = dir / (base + (k == 1 ? "" : "." + std::to_string(k)) + ".json");

@@ -29,8 +29,8 @@ OpenedCa open_for_agent(const Args& a, const Clock& clock) {
     validate_agent_id(a.agent);
     OpenedCa state = open_ca(a.dir, clock);
     if (!state.ca->registration(a.agent))
-        throw Error(ErrorCategory::not_found, "unknown agent '" + a.agent + "': not registered in " +
-                                                  a.dir);
+        throw Error(ErrorCategory::not_found,
+                    "unknown agent '" + a.agent + "': not registered in " + a.dir);
     return state;
 }
 
@@ -95,9 +95,9 @@ void agent_reenable(const Args& a) {
     OpenedCa state = open_for_agent(a, clock);
     const Reenable r = sign_reenable(*state.kms, a.agent, a.by, a.reason, clock.now_ns());
     const std::uint64_t seq = state.ca->record_event("guard.resumed", to_json(r));
-    const std::string out =
-        a.out.empty() ? a.dir + "/reenable-" + a.agent + "-" + std::to_string(r.signed_at_ns) + ".json"
-                      : a.out;
+    const std::string out = a.out.empty() ? a.dir + "/reenable-" + a.agent + "-" +
+                                                std::to_string(r.signed_at_ns) + ".json"
+                                          : a.out;
     write_file(out, to_json(r) + "\n");
     std::cout << "re-enable of '" << a.agent << "' signed by " << a.by << " (CA log seq " << seq
               << ")\n  statement  " << out

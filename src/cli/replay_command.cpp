@@ -270,7 +270,8 @@ void run(const ReplayArgs& a) {
                 if (const auto approval = store.get_approval(a.agent, stored->version)) {
                     Baseline b = parse_baseline_json(stored->json);
                     options.baseline = ApprovedBaseline{b, *approval};
-                    learned = LearnedBaseline{std::move(b), *approval,
+                    learned = LearnedBaseline{std::move(b),
+                                              *approval,
                                               a.dir + "/baselines/" + a.agent + "/" +
                                                   std::to_string(stored->version) + ".json",
                                               {}};
@@ -285,13 +286,14 @@ void run(const ReplayArgs& a) {
             std::unordered_map<std::string, Decimal> last_price;
             auto split = orders.cbegin();
             if (observe_until)
-                split = std::lower_bound(
-                    orders.cbegin(), orders.cend(), *observe_until,
-                    [](const ReplayOrder& o, TimeNs t) { return o.ts_ns < t; });
+                split =
+                    std::lower_bound(orders.cbegin(), orders.cend(), *observe_until,
+                                     [](const ReplayOrder& o, TimeNs t) { return o.ts_ns < t; });
             replay_guard(guard, clock, orders.cbegin(), split, write_decision, s, last_price);
             if (observe_until) {
                 clock.set(std::max(clock.now_ns(), *observe_until));
-                learned = LearnedBaseline{guard.observation()->finalize(*observe_until), {}, {}, {}};
+                learned =
+                    LearnedBaseline{guard.observation()->finalize(*observe_until), {}, {}, {}};
                 learned->path =
                     a.baseline_out.empty() ? audit_path + ".baseline.json" : a.baseline_out;
                 write_file(learned->path, to_json(learned->baseline) + "\n");
@@ -299,8 +301,9 @@ void run(const ReplayArgs& a) {
                     // Signed by a key that lives only as long as this replay, under a name that
                     // is no person's: an automatic approval, recorded as such.
                     auto approver_kms = SoftwareKms::in_memory();
-                    learned->approval = approve_baseline(*approver_kms, learned->baseline,
-                                                         automatic_approver, *observe_until, 0, true);
+                    learned->approval =
+                        approve_baseline(*approver_kms, learned->baseline, automatic_approver,
+                                         *observe_until, 0, true);
                     learned->approval_path = learned->path + ".approval.json";
                     write_file(learned->approval_path, to_json(*learned->approval) + "\n");
                     guard.enforce_baseline({learned->baseline, *learned->approval});
@@ -342,7 +345,8 @@ void run(const ReplayArgs& a) {
                              {"from_state", learned->stored}};
         }
         j["incidents"] = nlohmann::json::array();
-        for (const Incident& i : incidents) j["incidents"].push_back(nlohmann::json::parse(to_json(i)));
+        for (const Incident& i : incidents)
+            j["incidents"].push_back(nlohmann::json::parse(to_json(i)));
         j["certificate"] = {{"agent", c.agent_id()},
                             {"subject", c.subject()},
                             {"serial", c.serial()},
@@ -386,10 +390,11 @@ void run(const ReplayArgs& a) {
             std::cout << "          approved automatically (" << automatic_approver
                       << "), enforced from then on\n";
         else
-            std::cout << "          NOT enforced: a named person approves it first (kakunin baseline "
-                         "approve --dir "
-                      << a.dir << " --agent " << a.agent << " --baseline " << learned->path
-                      << " --approver NAME), or replay with --auto-approve-baseline\n";
+            std::cout
+                << "          NOT enforced: a named person approves it first (kakunin baseline "
+                   "approve --dir "
+                << a.dir << " --agent " << a.agent << " --baseline " << learned->path
+                << " --approver NAME), or replay with --auto-approve-baseline\n";
     }
     if (sim) {
         std::cout << "\nwarnings  " << s.warnings << " incident(s) opened, revocations "
@@ -397,9 +402,8 @@ void run(const ReplayArgs& a) {
         for (const Incident& i : incidents) {
             std::cout << "\nincident " << i.id << " (" << to_string(i.state) << ")\n";
             for (const IncidentTransition& t : i.history)
-                std::cout << "  " << format_timestamp(t.at_ns) << "  " << std::left
-                          << std::setw(13) << to_string(t.state) << " " << t.by << ": " << t.note
-                          << "\n";
+                std::cout << "  " << format_timestamp(t.at_ns) << "  " << std::left << std::setw(13)
+                          << to_string(t.state) << " " << t.by << ": " << t.note << "\n";
         }
     }
 }

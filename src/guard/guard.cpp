@@ -22,11 +22,12 @@ namespace {
 constexpr std::int64_t seconds_of(TimeNs t) { return floor_div(t, 1'000'000'000); }
 }  // namespace
 
-Guard::Guard(const Scope& scope, const Clock& clock) : Guard(scope, clock, [] {
-    GuardOptions o;
-    o.observe = false;
-    return o;
-}()) {}
+Guard::Guard(const Scope& scope, const Clock& clock)
+    : Guard(scope, clock, [] {
+          GuardOptions o;
+          o.observe = false;
+          return o;
+      }()) {}
 
 Guard::Guard(const Scope& scope, const Clock& clock, GuardOptions options)
     : m_clock(clock),

@@ -18,9 +18,7 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string dump(const json& j) {
-    return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 json components_json(const std::array<std::uint32_t, score_component_count>& c) {
     json j = json::object();
@@ -52,7 +50,8 @@ std::string score_text(std::uint32_t ppm) {
 std::string explain(const std::array<std::uint32_t, score_component_count>& c) {
     std::array<std::size_t, score_component_count> order{};
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return c[a] > c[b]; });
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return c[a] > c[b]; });
     std::string out;
     for (std::size_t i : order) {
         if (c[i] < 100'000) break;
@@ -69,7 +68,6 @@ std::string compact_time(TimeNs t) {
     }
     return out + "Z";
 }
-
 
 template <class Statement>
 void sign_statement(Kms& kms, std::string_view person, KeyAlgorithm algorithm, Statement& st,
@@ -155,8 +153,14 @@ IncidentReview sign_incident_review(Kms& kms, std::string_view agent_id,
         throw Error(ErrorCategory::invalid_input,
                     "incident review: the incident, the reviewer and the root cause are required");
     validate_agent_id(agent_id);
-    IncidentReview r{std::string(agent_id), std::string(incident_id), std::string(reviewer),
-                     std::string(root_cause), at, {}, {}, {}};
+    IncidentReview r{std::string(agent_id),
+                     std::string(incident_id),
+                     std::string(reviewer),
+                     std::string(root_cause),
+                     at,
+                     {},
+                     {},
+                     {}};
     sign_statement(kms, reviewer, algorithm, r, &incident_review_text);
     return r;
 }
@@ -173,7 +177,8 @@ Reenable sign_reenable(Kms& kms, std::string_view agent_id, std::string_view by,
 }
 
 std::string check_incident_review(const IncidentReview& r) noexcept {
-    if (r.reviewer.empty() || r.root_cause.empty()) return "the reviewer and root cause are required";
+    if (r.reviewer.empty() || r.root_cause.empty())
+        return "the reviewer and root cause are required";
     return check_statement(r, &incident_review_text);
 }
 
@@ -183,10 +188,14 @@ std::string check_reenable(const Reenable& r) noexcept {
 }
 
 std::string to_json(const IncidentReview& r) {
-    return dump({{"agent", r.agent_id},           {"incident", r.incident_id},
-                 {"reviewer", r.reviewer},        {"root_cause", r.root_cause},
-                 {"signed_at_ns", r.signed_at_ns}, {"algorithm", r.algorithm},
-                 {"public_key", r.public_key},    {"signature", r.signature}});
+    return dump({{"agent", r.agent_id},
+                 {"incident", r.incident_id},
+                 {"reviewer", r.reviewer},
+                 {"root_cause", r.root_cause},
+                 {"signed_at_ns", r.signed_at_ns},
+                 {"algorithm", r.algorithm},
+                 {"public_key", r.public_key},
+                 {"signature", r.signature}});
 }
 
 std::string to_json(const Reenable& r) {
@@ -202,7 +211,7 @@ std::string to_json(const Reenable& r) {
 IncidentReview incident_review_from_json(std::string_view text) {
     const char* what = "incident review";
     const json j = parse_object(text, what);
-    return {str(j, "agent", what),     str(j, "incident", what),  str(j, "reviewer", what),
+    return {str(j, "agent", what),      str(j, "incident", what),     str(j, "reviewer", what),
             str(j, "root_cause", what), num(j, "signed_at_ns", what), str(j, "algorithm", what),
             str(j, "public_key", what), str(j, "signature", what)};
 }
@@ -210,7 +219,7 @@ IncidentReview incident_review_from_json(std::string_view text) {
 Reenable reenable_from_json(std::string_view text) {
     const char* what = "re-enable";
     const json j = parse_object(text, what);
-    return {str(j, "agent", what),      str(j, "by", what),        str(j, "reason", what),
+    return {str(j, "agent", what),        str(j, "by", what),        str(j, "reason", what),
             num(j, "signed_at_ns", what), str(j, "algorithm", what), str(j, "public_key", what),
             str(j, "signature", what)};
 }
@@ -220,7 +229,8 @@ std::string to_json(const Incident& i) {
     for (const auto& t : i.history)
         history.push_back(
             {{"state", to_string(t.state)}, {"at_ns", t.at_ns}, {"by", t.by}, {"note", t.note}});
-    json trigger = i.trigger_order_json.empty() ? json::object() : json::parse(i.trigger_order_json);
+    json trigger =
+        i.trigger_order_json.empty() ? json::object() : json::parse(i.trigger_order_json);
     return dump({{"incident", i.id},
                  {"agent", i.agent_id},
                  {"opened_at_ns", i.opened_at_ns},
@@ -242,8 +252,8 @@ void Guard::setup_behaviour(const std::string& agent_id) {
     if (m_options.baseline) {
         enforce_baseline(*m_options.baseline);
     } else if (m_options.observe) {
-        m_builder = std::make_unique<BaselineBuilder>(m_scope, agent_id.empty() ? "agent" : agent_id,
-                                                      m_options.observation_policy);
+        m_builder = std::make_unique<BaselineBuilder>(
+            m_scope, agent_id.empty() ? "agent" : agent_id, m_options.observation_policy);
         m_builder->start(m_clock.now_ns());
     }
 }
@@ -252,9 +262,9 @@ void Guard::enforce_baseline(const ApprovedBaseline& ab) {
     const std::string problem = check_baseline_approval(ab.approval, ab.baseline);
     if (!problem.empty()) throw Error(ErrorCategory::unauthorised, "baseline refused: " + problem);
     if (!m_agent_id.empty() && ab.baseline.agent_id != m_agent_id)
-        throw Error(ErrorCategory::unauthorised, "baseline refused: it is agent '" +
-                                                     ab.baseline.agent_id + "'s, the certificate is '" +
-                                                     m_agent_id + "'s");
+        throw Error(ErrorCategory::unauthorised,
+                    "baseline refused: it is agent '" + ab.baseline.agent_id +
+                        "'s, the certificate is '" + m_agent_id + "'s");
     if (m_options.person_key_check) {
         const std::string why =
             m_options.person_key_check(ab.approval.approver, ab.approval.approver_public_key);
@@ -337,15 +347,16 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
         inc.opened_at_ns = d.ts_ns;
         inc.id = "inc-" + m_agent_id + "-" + compact_time(d.ts_ns) + "-" +
                  std::to_string(m_incidents.size() + 1);
-        inc.deadline_ns = d.ts_ns + static_cast<TimeNs>(policy.investigation_window_s) * 1'000'000'000;
+        inc.deadline_ns =
+            d.ts_ns + static_cast<TimeNs>(policy.investigation_window_s) * 1'000'000'000;
         inc.score_ppm = d.score_ppm;
         inc.components_ppm = d.components_ppm;
         inc.trigger_order_json = dump(order_json(e));
         inc.warnings = revocation ? 0 : 1;
         inc.last_warning_ns = d.ts_ns;
-        inc.history.push_back({IncidentState::open, d.ts_ns, "kakunin",
-                               "anomaly score " + score_text(d.score_ppm) + ": " +
-                                   explain(d.components_ppm)});
+        inc.history.push_back(
+            {IncidentState::open, d.ts_ns, "kakunin",
+             "anomaly score " + score_text(d.score_ppm) + ": " + explain(d.components_ppm)});
         m_incidents.push_back(std::move(inc));
         active = &m_incidents.back();
         audit_event(d.ts_ns, audit_event::incident_opened,
@@ -374,9 +385,9 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
         m_events.push_back({GuardEvent::Kind::halted, d.ts_ns, "kakunin",
                             "automatic halt: anomaly score " + score_text(d.score_ppm)});
     }
-    const std::string reason = "anomaly score " + score_text(d.score_ppm) + " >= " +
-                               score_text(policy.revoke_ppm) + " (" + explain(d.components_ppm) +
-                               "), incident " + active->id;
+    const std::string reason = "anomaly score " + score_text(d.score_ppm) +
+                               " >= " + score_text(policy.revoke_ppm) + " (" +
+                               explain(d.components_ppm) + "), incident " + active->id;
     std::string ca_result = "no certificate authority configured";
     if (m_options.authority && !serial.empty()) {
         try {
@@ -389,7 +400,8 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
     }
     active->state = IncidentState::revoked;
     active->score_ppm = std::max(active->score_ppm, d.score_ppm);
-    active->history.push_back({IncidentState::revoked, d.ts_ns, "kakunin", reason + "; CA: " + ca_result});
+    active->history.push_back(
+        {IncidentState::revoked, d.ts_ns, "kakunin", reason + "; CA: " + ca_result});
     audit_event(d.ts_ns, "incident.revoked",
                 dump({{"incident", active->id},
                       {"agent", m_agent_id},
@@ -406,8 +418,9 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
                 dump({{"incident", active->id},
                       {"agent", m_agent_id},
                       {"replacement_for_serial", serial},
-                      {"reason", "a new agent with a new key; its baseline must be approved "
-                                 "before it enforces"}}));
+                      {"reason",
+                       "a new agent with a new key; its baseline must be approved "
+                       "before it enforces"}}));
     if (m_options.on_replacement_request) {
         try {
             m_options.on_replacement_request(rr);
@@ -428,7 +441,8 @@ void Guard::check_deadlines() {
                              std::string("not acknowledged within the investigation window: ") +
                                  (halt_it ? "halted" : "escalated")});
         audit_event(now, "incident.escalated",
-                    dump({{"incident", i.id}, {"agent", m_agent_id},
+                    dump({{"incident", i.id},
+                          {"agent", m_agent_id},
                           {"action", halt_it ? "halt" : "notify"}}));
         notify(static_cast<int>(Notification::Kind::escalation), &i, now,
                m_agent_id + ": incident " + i.id + " not acknowledged within " +
@@ -506,8 +520,8 @@ void Guard::acknowledge_incident(std::string_view id, std::string_view by, std::
     for (auto& i : m_incidents) {
         if (i.id != id) continue;
         if (i.state != IncidentState::open)
-            throw Error(ErrorCategory::invalid_state, "acknowledge: incident " + i.id + " is " +
-                                                          to_string(i.state));
+            throw Error(ErrorCategory::invalid_state,
+                        "acknowledge: incident " + i.id + " is " + to_string(i.state));
         const TimeNs now = m_clock.now_ns();
         i.state = IncidentState::acknowledged;
         i.history.push_back({i.state, now, std::string(by), std::string(note)});
@@ -546,8 +560,8 @@ void Guard::review_incident(const IncidentReview& review) {
     for (auto& i : m_incidents) {
         if (i.id != review.incident_id) continue;
         if (i.state != IncidentState::revoked)
-            throw Error(ErrorCategory::invalid_state, "review: incident " + i.id + " is " +
-                                                          to_string(i.state) + ", not revoked");
+            throw Error(ErrorCategory::invalid_state,
+                        "review: incident " + i.id + " is " + to_string(i.state) + ", not revoked");
         i.state = IncidentState::reviewed;
         i.history.push_back({i.state, review.signed_at_ns, review.reviewer, review.root_cause});
         audit_event(m_clock.now_ns(), audit_event::review_signed, to_json(review));
