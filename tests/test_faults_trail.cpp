@@ -311,6 +311,45 @@ TEST_CASE(
     CHECK(allowed_again);
 }
 
+TEST_CASE("a shutdown held by a hung sink says so instead of waiting silently",
+          "[faults][trail][hung][shutdown]") {
+    TestAuthority authority;
+    auto sink = std::make_shared<LatchSink>();
+    GuardOptions options = trail_options(sink);
+    options.audit->shutdown_deadline = std::chrono::milliseconds(200);
+    auto messages = std::make_shared<std::vector<std::string>>();
+    auto messages_mutex = std::make_shared<std::mutex>();
+    const auto start = steady::now();
+    auto said_at = std::make_shared<std::atomic<std::int64_t>>(0);
+    options.audit->error_handler = [=](std::string_view m) {
+        std::lock_guard<std::mutex> l(*messages_mutex);
+        messages->emplace_back(m);
+        if (m.find("has not returned") != std::string_view::npos)
+            said_at->store(
+                std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start)
+                    .count());
+    };
+    std::optional<Guard> guard;
+    guard.emplace(authority.credentials_for(unlimited_seed()), authority.clock(), options);
+    sink->close_latch();
+    for (int i = 0; i < 5; ++i) REQUIRE(guard->check(good_order()).allowed());
+    // The backend wakes up 2.5 s later; the destructor must have spoken long before.
+    std::thread wake([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+        sink->open_latch();
+    });
+    guard.reset();
+    wake.join();
+    INFO("messages: " << Catch::Detail::stringify(*messages));
+    CHECK(said_at->load() > 0);
+    CHECK(said_at->load() < 2000);
+    std::lock_guard<std::mutex> l(*messages_mutex);
+    CHECK(std::any_of(messages->begin(), messages->end(), [](const std::string& m) {
+        return m.find("5 queued record(s) not durable") != std::string::npos;
+    }));
+    CHECK(sink->size() >= 5);  // once it returned, the records went through after all
+}
+
 // ---- fault 4: the open log file is deleted ----------------------------------------------------
 
 TEST_CASE("the file sink refuses to report durable once its file is deleted or replaced",

@@ -140,7 +140,8 @@ struct AuditTrail::Impl {
     mutable std::condition_variable durable_changed;
     std::mutex watch_mutex;
     std::condition_variable watch_wake;
-    bool watch_stop = false;  ///< guarded by watch_mutex
+    bool watch_stop = false;   ///< guarded by watch_mutex
+    bool writer_done = false;  ///< guarded by watch_mutex
 };
 
 AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
@@ -161,6 +162,24 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
 
 AuditTrail::~AuditTrail() {
     m_stop.store(true, std::memory_order_release);
+    {
+        // A sink hung inside a call holds the writer past any deadline: say so, then wait.
+        std::unique_lock<std::mutex> lock(m_impl->watch_mutex);
+        const auto patience = m_impl->options.shutdown_deadline + std::chrono::seconds(1);
+        if (!m_impl->watch_wake.wait_for(lock, patience, [&] { return m_impl->writer_done; })) {
+            lock.unlock();
+            const std::uint64_t pending = m_head.load(std::memory_order_acquire) -
+                                          m_impl->durable_entries.load(std::memory_order_acquire);
+            try {
+                m_impl->report(m_impl->where + "the sink has not returned for " +
+                                   std::to_string(patience.count()) + " ms of the shutdown; " +
+                                   std::to_string(pending) +
+                                   " queued record(s) not durable; waiting for it",
+                               true);
+            } catch (...) {
+            }
+        }
+    }
     if (m_thread.joinable()) m_thread.join();
     {
         std::lock_guard<std::mutex> lock(m_impl->watch_mutex);
@@ -265,6 +284,16 @@ void AuditTrail::watch() noexcept {
 
 void AuditTrail::run() noexcept {
     Impl& im = *m_impl;
+    struct Done {  // tells the destructor, however run() returns
+        Impl& im;
+        ~Done() {
+            {
+                std::lock_guard<std::mutex> lock(im.watch_mutex);
+                im.writer_done = true;
+            }
+            im.watch_wake.notify_all();
+        }
+    } done{im};
     std::uint64_t appended_entries = 0;  // entries whose records the writer has queued
     std::chrono::steady_clock::time_point stop_requested{};
     // Unrecorded rejections: how many are in the log, when the last record was made, and the
