@@ -368,22 +368,25 @@ void AuditTrail::run() noexcept {
         } else if (!backlog &&
                    (stopping || std::chrono::steady_clock::now() - unrecorded_recorded_at >=
                                     im.options.unrecorded_report_interval)) {
+            const TimeNs now = im.clock.now_ns();
+            const std::uint64_t records_before = im.writer->size();
             try {
-                const TimeNs now = im.clock.now_ns();
                 nlohmann::json p;
                 p["count"] = unrecorded - unrecorded_logged;
                 p["total"] = unrecorded;
                 p["from_ns"] = unrecorded_quiet_at;
                 p["to_ns"] = now;
                 im.writer->append(audit_event::audit_unrecorded_rejections, p.dump());
-                unrecorded_logged = unrecorded;
-                unrecorded_recorded_at = std::chrono::steady_clock::now();
-                unrecorded_quiet_at = now;
             } catch (const std::exception& x) {
                 try {
                     im.set_last_error(x.what());
                 } catch (...) {
                 }
+            }
+            if (im.writer->size() > records_before) {  // queued (a failed checkpoint retries)
+                unrecorded_logged = unrecorded;
+                unrecorded_recorded_at = std::chrono::steady_clock::now();
+                unrecorded_quiet_at = now;
             }
         }
         bool wrote = false;
