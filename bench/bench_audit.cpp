@@ -60,6 +60,7 @@ void write_log(benchmark::State& state, bool signed_records) {
     for (auto _ : state) {
         state.PauseTiming();
         std::remove(path.c_str());
+        std::remove((path + ".started").c_str());  // the sink's note that a log began here
         FileAuditSink sink(path);
         AuditSigner signer{*kms, key, "sha256:bench"};
         AuditWriterOptions options;
@@ -78,6 +79,7 @@ void write_log(benchmark::State& state, bool signed_records) {
         total += n;
     }
     std::remove(path.c_str());
+    std::remove((path + ".started").c_str());  // the sink's note that a log began here
     state.counters["records_per_s"] =
         benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
@@ -91,6 +93,7 @@ void BM_verify(benchmark::State& state) {
     const GuardCredentials c = authority.credentials_for(parse_scope_json(scope_json));
     const std::string path = temp_path("verify.jsonl");
     std::remove(path.c_str());
+    std::remove((path + ".started").c_str());  // the sink's note that a log began here
     const std::size_t n = static_cast<std::size_t>(state.range(0));
     {
         FileAuditSink sink(path);
@@ -114,6 +117,7 @@ void BM_verify(benchmark::State& state) {
         total += r.records;
     }
     std::remove(path.c_str());
+    std::remove((path + ".started").c_str());  // the sink's note that a log began here
     state.counters["records_per_s"] =
         benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }

@@ -250,61 +250,80 @@ TEST_CASE("audit: memory sink", "[audit][sink]") {
     CHECK_FALSE(sink.recovery().tail_cut);
 }
 
+namespace {
+
+/// Record lines of log "a" (unsigned), as the file sink expects to hold.
+std::string record_line(std::uint64_t seq) {
+    return make_audit_record(seq, utc(2024, 1, 8) + static_cast<TimeNs>(seq), "a", "a", "sha256:00",
+                             audit_event::order_allowed, payload(static_cast<int>(seq)))
+        .line();
+}
+
+}  // namespace
+
 TEST_CASE("audit: file sink writes JSON Lines and reads them back", "[audit][sink]") {
     TempDir dir;
     const std::string path = dir.file("sub/agent.jsonl");
+    const std::string a = record_line(0), b = record_line(1), c = record_line(2);
     {
         FileAuditSink sink(path);
         CHECK(sink.name() == "file:" + path);
-        sink.append(std::vector<std::string>{"{\"a\":1}", "{\"b\":2}"});
-        sink.append(std::string_view("{\"c\":3}"));
+        sink.append(std::vector<std::string>{a, b});
+        sink.append(std::string_view(c));
         CHECK_THROWS_AS(sink.append(std::string_view("{\"d\":\n4}")), Error);
         sink.flush();
     }
-    CHECK(read_file(path) == "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+    CHECK(read_file(path) == a + "\n" + b + "\n" + c + "\n");
     FileAuditSink again(path);
     CHECK_FALSE(again.recovery().tail_cut);
     std::vector<std::string> seen;
     again.for_each_line([&](std::string_view l) { seen.emplace_back(l); });
-    CHECK(seen == std::vector<std::string>{"{\"a\":1}", "{\"b\":2}", "{\"c\":3}"});
+    CHECK(seen == std::vector<std::string>{a, b, c});
 }
 
 TEST_CASE("audit: file sink cuts a torn last line and reports it", "[audit][sink]") {
     TempDir dir;
     const std::string path = dir.file("agent.jsonl");
+    const std::string a = record_line(0), b = record_line(1), c = record_line(2);
+    const std::string complete = a + "\n" + b + "\n";
     {
         FileAuditSink sink(path, FileAuditSinkOptions{false});
-        sink.append(std::vector<std::string>{"{\"a\":1}", "{\"b\":2}"});
+        sink.append(std::vector<std::string>{a, b});
         sink.flush();
     }
     SECTION("no trailing newline") {
-        append_raw(path, "{\"c\":");
+        append_raw(path, c.substr(0, 5));
         FileAuditSink sink(path);
         CHECK(sink.recovery().tail_cut);
-        CHECK(sink.recovery().cut_offset == 16);
+        CHECK(sink.recovery().cut_offset == complete.size());
         CHECK(sink.recovery().cut_bytes == 5);
         CHECK(sink.recovery().reason == "no trailing newline");
-        CHECK(read_file(path) == "{\"a\":1}\n{\"b\":2}\n");
+        CHECK(read_file(path) == complete);
     }
-    SECTION("a complete JSON value without its newline is still torn") {
-        append_raw(path, "{\"c\":3}");
+    SECTION("a complete record without its newline is still torn") {
+        append_raw(path, c);
         FileAuditSink sink(path);
         CHECK(sink.recovery().tail_cut);
-        CHECK(read_file(path) == "{\"a\":1}\n{\"b\":2}\n");
+        CHECK(read_file(path) == complete);
     }
-    SECTION("last line not valid JSON (zeros left by a crash)") {
+    SECTION("zeros left by a crash, without a newline, are torn") {
+        append_raw(path, std::string("{\"c\"\0\0\0", 7));
+        FileAuditSink sink(path);
+        CHECK(sink.recovery().tail_cut);
+        CHECK(sink.recovery().cut_bytes == 7);
+        CHECK(read_file(path) == complete);
+        sink.append(std::string_view(c));
+        CHECK(read_file(path) == complete + c + "\n");
+    }
+    SECTION("a complete last line is never cut: a torn write does not end in a newline") {
         append_raw(path, std::string("{\"c\"\0\0\0\n", 8));
         FileAuditSink sink(path);
-        CHECK(sink.recovery().tail_cut);
-        CHECK(sink.recovery().reason == "last line is not valid JSON");
-        CHECK(sink.recovery().cut_bytes == 8);
-        CHECK(read_file(path) == "{\"a\":1}\n{\"b\":2}\n");
-        sink.append(std::string_view("{\"c\":3}"));
-        CHECK(read_file(path) == "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        CHECK_FALSE(sink.recovery().tail_cut);
+        CHECK(read_file(path) == complete + std::string("{\"c\"\0\0\0\n", 8));
     }
-    SECTION("a file holding only a torn line becomes empty") {
+    SECTION("a file holding only a torn record becomes empty") {
         const std::string p2 = dir.file("torn-only.jsonl");
-        append_raw(p2, "{\"x\"");
+        append_raw(p2, a.substr(0, 20));
         FileAuditSink sink(p2);
         CHECK(sink.recovery().tail_cut);
         CHECK(sink.recovery().cut_offset == 0);

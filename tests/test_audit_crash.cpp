@@ -50,6 +50,7 @@ TEST_CASE("kill -9 of the writing process loses no durable record and the log st
     const GuardCredentials creds = authority.credentials_for(scope);
     const std::string path = "/tmp/kakunin-crash-" + std::to_string(getpid()) + ".jsonl";
     std::remove(path.c_str());
+    std::remove((path + ".started").c_str());  // the sink's note that a log began here
 
     int fds[2];
     REQUIRE(pipe(fds) == 0);
@@ -87,4 +88,5 @@ TEST_CASE("kill -9 of the writing process loses no durable record and the log st
     CHECK(r.ok);
     CHECK(r.records >= durable + 1);
     std::remove(path.c_str());
+    std::remove((path + ".started").c_str());  // the sink's note that a log began here
 }

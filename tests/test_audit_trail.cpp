@@ -59,6 +59,7 @@ TEST_CASE("every decision and state change is a signed record that verifies offl
     TestAuthority authority;
     const std::string path = temp_file("agent.jsonl");
     std::remove(path.c_str());
+    std::remove((path + ".started").c_str());  // the sink's note that a log began here
     GuardCredentials creds = authority.credentials_for(seed());
     const AgentCertificate cert = creds.certificate;
     {
@@ -140,6 +141,7 @@ TEST_CASE("every decision and state change is a signed record that verifies offl
     CHECK(again.ok);
     CHECK(again.records == 31);
     std::remove(path.c_str());
+    std::remove((path + ".started").c_str());  // the sink's note that a log began here
 }
 
 TEST_CASE("a nearly full queue rejects with audit_unavailable and never allows unrecorded") {

@@ -42,6 +42,8 @@ inline constexpr std::string_view incident_opened = "incident.opened";
 inline constexpr std::string_view incident_closed = "incident.closed";
 inline constexpr std::string_view review_signed = "review.signed";
 inline constexpr std::string_view log_truncated_tail = "log.truncated_tail";
+/// Rejected orders a full audit queue could not take: their count and the period.
+inline constexpr std::string_view audit_unrecorded_rejections = "audit.unrecorded_rejections";
 }  // namespace audit_event
 
 /// True for the documented event names and for "incident." + [a-z0-9_.]+.

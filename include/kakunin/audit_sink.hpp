@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,7 +27,7 @@ struct AuditSinkRecovery {
     bool tail_cut = false;
     std::uint64_t cut_offset = 0;  ///< byte offset where the removed bytes began
     std::uint64_t cut_bytes = 0;   ///< how many bytes were removed
-    std::string reason;            ///< "no trailing newline" or "last line is not valid JSON"
+    std::string reason;            ///< "no trailing newline" (a torn write)
 };
 
 /// Threading: the log writer calls a sink from one thread, but a sink may be shared with readers
@@ -96,14 +97,30 @@ struct FileAuditSinkOptions {
     /// fdatasync after every append (one batch): an appended batch is durable when append returns.
     /// When false, lines become durable at flush().
     bool sync_every_append = true;
+    /// The log the file must hold. When set, a file whose first record belongs to another log
+    /// is refused before anything in it is changed. Empty: any audit log.
+    std::string log_id = {};
 };
 
-/// JSON Lines in one file (DESIGN §5). Opening creates the file (and syncs its directory) or
-/// checks its end: a last line without a trailing newline, or that is not valid JSON, is what a
-/// crash in the middle of a write leaves; it is cut off and reported through recovery() so the
-/// writer can record a `log.truncated_tail` record. A failed append is truncated back, so the file
-/// never keeps half a batch. The file is locked (flock, exclusive) while open: a second
-/// FileAuditSink on the same file, in this or another process, throws kakunin::Error (io).
+/// JSON Lines in one file (DESIGN §5).
+///
+/// Opening creates the file (and syncs its directory), or checks what it holds before changing
+/// anything: its first line must be a record (of `options.log_id` when set), else it is refused
+/// (kakunin::Error invalid_input, "not an audit log") and left as it was. A last line without
+/// its trailing newline is what a crash in the middle of a write leaves; it is cut off and
+/// reported through recovery() so the writer can record a `log.truncated_tail` record. A
+/// complete last line is never cut (the writer checks every line). A failed append is truncated
+/// back, so the file never keeps half a batch.
+///
+/// Once the log has a first record, the sink keeps a copy of it beside the log, in
+/// `PATH.started`: opening refuses (invalid_state) a missing, empty or different log where that
+/// file says one was started, instead of silently beginning a new log at seq 0. Every flush also
+/// checks that the path still names the open file (device and inode): a log deleted, moved or
+/// replaced while open makes every later append and flush throw (io), so nothing written to
+/// the orphaned file is reported durable.
+///
+/// The file is locked (flock, exclusive) while open: a second FileAuditSink on the same file,
+/// in this or another process, throws kakunin::Error (io).
 class FileAuditSink final : public LockingAuditSink {
 public:
     explicit FileAuditSink(std::string path, FileAuditSinkOptions options = {});
@@ -121,11 +138,20 @@ protected:
     void do_for_each_line(const std::function<void(std::string_view)>& fn) override;
 
 private:
+    std::optional<std::string> read_first_line() const;
+    std::optional<std::string> check_content() const;
     void repair_tail();
+    void write_marker(const std::string& first_line);
+    void check_still_named();
+    [[noreturn]] void throw_detached() const;
 
     std::string m_path;
+    std::string m_marker_path;  ///< PATH.started: the log's first record, once it has one
     FileAuditSinkOptions m_options;
     int m_fd = -1;
+    std::uint64_t m_dev = 0, m_ino = 0;  ///< of the open file, to notice a deleted path
+    bool m_has_marker = false;
+    bool m_detached = false;
     std::uint64_t m_size = 0;  ///< bytes of complete lines in the file
     bool m_unsynced = false;
     std::string m_buffer;

@@ -7,17 +7,22 @@
 //   options.audit = kakunin::AuditTrailOptions{sink};     // per-record signatures on by default
 //   kakunin::Guard guard(credentials, clock, options);    // every decision is now recorded
 //
-// Never drops silently: when the queue nears full, or the sink has failed for longer than
-// `sink_failure_grace`, check() rejects orders with `audit_unavailable` (still recording them in
-// the reserve), and allows again by itself once the writer catches up.
+// Never drops silently: when the queue nears full, or a record has waited longer than
+// `sink_failure_grace` to become durable (the sink failing, or hung and neither returning nor
+// throwing), check() rejects orders with `audit_unavailable` (still recording them in the
+// reserve), and allows again by itself once the writer catches up. Rejections the full queue
+// could not take are counted and the count recorded (`audit.unrecorded_rejections`); what a
+// shutdown could not make durable within `shutdown_deadline` is reported to `error_handler`.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -37,14 +42,27 @@ struct AuditTrailOptions {
     std::size_t reserve = 256;          ///< entries kept for recording rejections when nearly full
     std::size_t batch_max = 4096;       ///< records per durable write
     std::uint64_t checkpoint_every = 1000;
-    std::chrono::milliseconds checkpoint_interval{1000};
+    std::chrono::milliseconds checkpoint_interval{1000};  ///< measured on a monotonic clock
+    /// How long a record may wait to become durable, and the sink fail, before check() refuses
+    /// orders with audit_unavailable. Measured on a monotonic clock from the moment the oldest
+    /// record not yet durable was queued, whatever the sink is doing (failing or hung).
     std::chrono::milliseconds sink_failure_grace{2000};
+    /// At shutdown the writer keeps retrying the sink until every queued record is durable, for
+    /// at most this long; what is still not durable then is reported to `error_handler`.
+    std::chrono::milliseconds shutdown_deadline{10000};
+    /// At most one `audit.unrecorded_rejections` record per this interval (and one at shutdown).
+    std::chrono::milliseconds unrecorded_report_interval{1000};
+    /// Called (from the trail's threads, one call at a time) when the sink starts failing,
+    /// when orders start and stop being refused for the audit's sake, and with the count of
+    /// records a shutdown could not make durable. Must not throw or block for long. If unset,
+    /// the shutdown loss is written to stderr (never silent); the rest is not reported.
+    std::function<void(std::string_view message)> error_handler;
 };
 
 /// Counters, readable from any thread.
 struct AuditTrailCounters {
     std::uint64_t queued = 0;                 ///< entries handed over by check() and the cold paths
-    std::uint64_t durable = 0;                ///< records the sink has made durable
+    std::uint64_t durable = 0;                ///< of those, the ones the sink has made durable
     std::uint64_t unrecorded_rejections = 0;  ///< rejected orders the full queue could not take
     std::uint64_t sink_failures = 0;          ///< failed durable writes (retried)
     bool healthy = true;  ///< false while orders are refused for the audit's sake
@@ -99,7 +117,9 @@ public:
     /// kakunin::Error if the sink's content does not continue cleanly.
     AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
                KeyHandle key, std::string agent_id, std::string cert_fp);
-    /// Drains the queue, writes a final checkpoint and stops the thread.
+    /// Drains the queue, records the count of unrecorded rejections, writes a final checkpoint
+    /// and stops the threads. A failing sink is retried until everything is durable or
+    /// `shutdown_deadline` passes; then the number of records lost is reported (error_handler).
     ~AuditTrail();
     AuditTrail(const AuditTrail&) = delete;
     AuditTrail& operator=(const AuditTrail&) = delete;
@@ -107,7 +127,8 @@ public:
     // ---- producer side: called with the Guard's hot lock held (one producer at a time) ----
 
     /// True when an order may be allowed: the queue has room beyond the reserve and the sink
-    /// is healthy.
+    /// is healthy (no record has waited longer than the grace to become durable; a watchdog
+    /// thread keeps the flag, so this reads two indices and one flag, no clock).
     bool accepting() const noexcept {
         const std::uint64_t used =
             m_head.load(std::memory_order_relaxed) - m_tail.load(std::memory_order_acquire);
@@ -180,6 +201,7 @@ private:
         m_head.store(m_head.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
     void run() noexcept;
+    void watch() noexcept;
 
     struct Impl;
     std::unique_ptr<Impl> m_impl;
@@ -191,6 +213,7 @@ private:
     std::atomic<std::uint64_t> m_unrecorded{0};
     std::atomic<bool> m_stop{false};
     std::thread m_thread;
+    std::thread m_watchdog;
 };
 
 }  // namespace kakunin

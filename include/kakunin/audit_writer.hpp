@@ -31,7 +31,9 @@ struct AuditWriterOptions {
     /// A checkpoint after every this many records (0: only checkpoint() and close()).
     std::uint64_t checkpoint_every = 1000;
     /// A checkpoint once this much time has passed since the last one, when records are
-    /// uncovered (0: off). Checked by append() and maybe_checkpoint().
+    /// uncovered (0: off): on the monotonic clock, or on the writer's Clock if that runs faster
+    /// (simulated time), so a backwards step of the Clock never postpones one. Checked by
+    /// append() and maybe_checkpoint().
     TimeNs checkpoint_interval_ns = 0;
 };
 

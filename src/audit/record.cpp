@@ -27,6 +27,7 @@ bool is_valid_audit_event(std::string_view name) noexcept {
     for (std::string_view e : kDocumentedEvents) {
         if (name == e) return true;
     }
+    if (name == audit_event::audit_unrecorded_rejections) return true;
     constexpr std::string_view incident = "incident.";
     if (name.size() <= incident.size() || name.substr(0, incident.size()) != incident) return false;
     for (char c : name.substr(incident.size())) {

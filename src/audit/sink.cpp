@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "audit/json.hpp"
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/error.hpp"
 
@@ -95,12 +96,79 @@ void read_at(int fd, std::uint64_t offset, char* out, std::size_t size, const st
 
 }  // namespace
 
+namespace {
+
+constexpr std::string_view k_record_start = "{\"agent\":\"";  // every record line begins so
+
+/// Replaces `path` with `content`, durably: a temporary file written and fsynced, renamed over
+/// `path`, the directory fsynced.
+void write_durably(const std::string& path, const std::string& content) {
+    const std::string tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) throw_io("create", tmp, errno);
+    std::size_t done = 0;
+    while (done < content.size()) {
+        const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            const int err = errno;
+            ::close(fd);
+            throw_io("write", tmp, err);
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd) != 0) {
+        const int err = errno;
+        ::close(fd);
+        throw_io("fsync", tmp, err);
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_io("rename", tmp, errno);
+    sync_directory_of(path);
+}
+
+bool read_whole(const std::string& path, std::string& out) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return false;
+        throw_io("open", path, errno);
+    }
+    out.clear();
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            const int err = errno;
+            ::close(fd);
+            throw_io("read", path, err);
+        }
+        if (n == 0) break;
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return true;
+}
+
+}  // namespace
+
 FileAuditSink::FileAuditSink(std::string path, FileAuditSinkOptions options)
-    : m_path(std::move(path)), m_options(options) {
+    : m_path(std::move(path)), m_marker_path(m_path + ".started"), m_options(std::move(options)) {
     const std::filesystem::path parent = std::filesystem::path(m_path).parent_path();
     std::error_code ec;
     if (!parent.empty()) std::filesystem::create_directories(parent, ec);
     const bool existed = ::access(m_path.c_str(), F_OK) == 0;
+    std::string marker;
+    m_has_marker = read_whole(m_marker_path, marker);
+    if (!existed && m_has_marker) {
+        // Deleted (or moved) while a log was expected here: starting a fresh log at seq 0 would
+        // hide every record it held.
+        throw Error(ErrorCategory::invalid_state,
+                    "audit file " + m_path + " is missing, but " + m_marker_path +
+                        " says a log was started there: it was deleted or moved; restore it (or, "
+                        "to begin a new log on purpose, remove " +
+                        m_marker_path + ")");
+    }
     m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (m_fd < 0) throw_io("open", m_path, errno);
     try {
@@ -116,7 +184,22 @@ FileAuditSink::FileAuditSink(std::string path, FileAuditSinkOptions options)
         struct stat st {};
         if (::fstat(m_fd, &st) != 0) throw_io("stat", m_path, errno);
         m_size = static_cast<std::uint64_t>(st.st_size);
+        m_dev = st.st_dev;
+        m_ino = st.st_ino;
+        const std::optional<std::string> first = check_content();
+        if (m_has_marker) {
+            if (!first || *first + "\n" != marker) {
+                throw Error(ErrorCategory::invalid_state,
+                            "audit file " + m_path +
+                                (first ? " does not begin with" : " is empty of") +
+                                " the first record " + m_marker_path +
+                                " holds: it was truncated or replaced by another log; restore "
+                                "it (or, to begin a new log on purpose, remove " +
+                                m_marker_path + ")");
+            }
+        }
         repair_tail();
+        if (first && !m_has_marker) write_marker(*first);
     } catch (...) {
         ::close(m_fd);
         throw;
@@ -130,16 +213,71 @@ FileAuditSink::~FileAuditSink() {
     }
 }
 
+std::optional<std::string> FileAuditSink::read_first_line() const {
+    constexpr std::size_t block = 64 * 1024;
+    std::string line;
+    std::uint64_t offset = 0;
+    while (offset < m_size) {
+        const std::size_t n =
+            static_cast<std::size_t>(std::min<std::uint64_t>(block, m_size - offset));
+        const std::size_t old = line.size();
+        line.resize(old + n);
+        read_at(m_fd, offset, line.data() + old, n, m_path);
+        const std::size_t pos = line.find('\n', old);
+        if (pos != std::string::npos) {
+            line.resize(pos);
+            return line;
+        }
+        offset += n;
+    }
+    return std::nullopt;
+}
+
+std::optional<std::string> FileAuditSink::check_content() const {
+    if (m_size == 0) return std::nullopt;
+    auto refuse = [&](const std::string& why) {
+        throw Error(ErrorCategory::invalid_input,
+                    "audit file " + m_path + ": not an audit log" +
+                        (m_options.log_id.empty() ? "" : " of \"" + m_options.log_id + "\"") +
+                        ": " + why + "; nothing in the file was changed");
+    };
+    std::optional<std::string> first = read_first_line();
+    if (!first) {
+        // One unterminated line: a log whose first batch was torn, if it begins like a record.
+        std::string head(
+            static_cast<std::size_t>(std::min<std::uint64_t>(m_size, k_record_start.size())), '\0');
+        read_at(m_fd, 0, head.data(), head.size(), m_path);
+        if (k_record_start.substr(0, head.size()) != head)
+            refuse("its only line has no newline and does not begin like a record");
+        return std::nullopt;
+    }
+    audit_detail::ParsedLine parsed;
+    std::string error;
+    if (!audit_detail::parse_line(*first, parsed, error)) refuse("line 1: " + error);
+    if (parsed.kind != audit_detail::LineKind::record)
+        refuse("line 1 is a checkpoint, not the log's first record");
+    if (!m_options.log_id.empty() && parsed.record.log_id != m_options.log_id)
+        refuse("line 1 is a record of log \"" + parsed.record.log_id + "\"");
+    return first;
+}
+
+void FileAuditSink::write_marker(const std::string& first_line) {
+    write_durably(m_marker_path, first_line + "\n");
+    m_has_marker = true;
+}
+
 void FileAuditSink::repair_tail() {
     if (m_size == 0) return;
-    // Find the start of the last line: scan backwards from the end for the previous newline.
-    constexpr std::size_t block = 64 * 1024;
-    std::string buf;
-    std::uint64_t end = m_size;
     char last = 0;
     read_at(m_fd, m_size - 1, &last, 1, m_path);
-    const bool has_newline = last == '\n';
-    std::uint64_t scan_end = has_newline ? m_size - 1 : m_size;  // exclusive
+    // A complete last line is left alone (the writer checks every line when it opens the log);
+    // only what a torn write leaves, a last line without its newline, is cut. Each batch is
+    // written in one go and synced before it counts as durable, so such a line never held a
+    // record that was reported durable.
+    if (last == '\n') return;
+    constexpr std::size_t block = 64 * 1024;
+    std::string buf;
+    std::uint64_t scan_end = m_size;  // exclusive
     std::uint64_t line_start = 0;
     bool found = false;
     while (scan_end > 0 && !found) {
@@ -153,25 +291,33 @@ void FileAuditSink::repair_tail() {
         }
         scan_end = begin;
     }
-    std::string reason;
-    if (!has_newline) {
-        reason = "no trailing newline";
-    } else {
-        std::string line(static_cast<std::size_t>(end - 1 - line_start), '\0');
-        read_at(m_fd, line_start, line.data(), line.size(), m_path);
-        if (!nlohmann::json::accept(line)) reason = "last line is not valid JSON";
-    }
-    if (reason.empty()) return;
     if (::ftruncate(m_fd, static_cast<off_t>(line_start)) != 0) throw_io("truncate", m_path, errno);
     if (::fsync(m_fd) != 0) throw_io("fsync", m_path, errno);
     m_recovery.tail_cut = true;
     m_recovery.cut_offset = line_start;
     m_recovery.cut_bytes = m_size - line_start;
-    m_recovery.reason = reason;
+    m_recovery.reason = "no trailing newline";
     m_size = line_start;
 }
 
+void FileAuditSink::check_still_named() {
+    struct stat by_path {};
+    const bool same =
+        ::stat(m_path.c_str(), &by_path) == 0 && by_path.st_dev == m_dev && by_path.st_ino == m_ino;
+    if (same) return;
+    m_detached = true;
+    throw_detached();
+}
+
+void FileAuditSink::throw_detached() const {
+    throw Error(ErrorCategory::io,
+                "audit file " + m_path +
+                    ": the path no longer names the open log (deleted, moved or replaced): "
+                    "lines written since are not in the log; restore the file and restart");
+}
+
 void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) {
+    if (m_detached) throw_detached();
     if (count == 0) return;
     m_buffer.clear();
     for (std::size_t i = 0; i < count; ++i) {
@@ -202,9 +348,16 @@ void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) 
 }
 
 void FileAuditSink::do_flush() {
-    if (!m_unsynced) return;
-    if (::fdatasync(m_fd) != 0) throw_io("fdatasync", m_path, errno);
-    m_unsynced = false;
+    if (m_detached) throw_detached();
+    if (m_unsynced) {
+        if (::fdatasync(m_fd) != 0) throw_io("fdatasync", m_path, errno);
+        m_unsynced = false;
+        // Synced into a file nobody can find is not durable: the path must still name it.
+        check_still_named();
+    }
+    if (!m_has_marker && m_size > 0) {
+        if (const auto first = read_first_line()) write_marker(*first);
+    }
 }
 
 void FileAuditSink::do_for_each_line(const std::function<void(std::string_view)>& fn) {

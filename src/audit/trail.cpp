@@ -1,7 +1,9 @@
 // AuditTrail: the background writer behind the Guard's bounded queue.
 #include "kakunin/audit_trail.hpp"
 
+#include <algorithm>
 #include <condition_variable>
+#include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -68,6 +70,20 @@ std::string_view order_event(Verdict v) {
 
 }  // namespace
 
+namespace {
+
+std::int64_t steady_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+std::int64_t to_ns(std::chrono::milliseconds d) noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+}
+
+}  // namespace
+
 struct AuditTrail::Impl {
     Impl(AuditTrailOptions o, const Clock& c, std::shared_ptr<Kms> k, KeyHandle key,
          std::string agent, std::string fp)
@@ -79,15 +95,33 @@ struct AuditTrail::Impl {
         w.agent = agent;
         w.cert_fp = fp;
         w.checkpoint_every = options.checkpoint_every;
-        w.checkpoint_interval_ns =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(options.checkpoint_interval)
-                .count();
+        w.checkpoint_interval_ns = to_ns(options.checkpoint_interval);
         AuditSigner signer{*kms, key, fp};
         std::optional<AuditSigner> record_signer;
         if (options.record_signatures) record_signer = signer;
         writer =
             std::make_unique<AuditLogWriter>(*options.sink, event_clock, signer, w, record_signer);
-        durable.store(writer->durable_size());
+        where = "audit trail " + options.log_id + " (sink " + options.sink->name() + "): ";
+    }
+
+    /// One message to the error handler at a time; a throwing handler is ignored.
+    void report(const std::string& message, bool fallback_to_stderr = false) noexcept {
+        try {
+            std::lock_guard<std::mutex> lock(report_mutex);
+            if (options.error_handler)
+                options.error_handler(message);
+            else if (fallback_to_stderr)
+                std::cerr << "kakunin: " << message << std::endl;
+        } catch (...) {
+        }
+    }
+    void set_last_error(const std::string& what) {
+        std::lock_guard<std::mutex> lock(report_mutex);
+        last_error = what;
+    }
+    std::string get_last_error() const {
+        std::lock_guard<std::mutex> lock(report_mutex);
+        return last_error;
     }
 
     AuditTrailOptions options;
@@ -95,10 +129,19 @@ struct AuditTrail::Impl {
     EventClock event_clock;
     std::shared_ptr<Kms> kms;
     std::unique_ptr<AuditLogWriter> writer;
-    std::atomic<std::uint64_t> queued{0}, durable{0}, sink_failures{0};
-    std::uint64_t base_records = 0;  // records already in the log when the trail opened
+    std::string where;  ///< "audit trail LOG (sink NAME): ", for messages
+    std::atomic<std::uint64_t> durable_entries{0};  ///< queue entries whose records are durable
+    std::atomic<std::uint64_t> sink_failures{0};
+    /// Monotonic time (ns) of the first failure of the current outage; 0 while the sink works.
+    std::atomic<std::int64_t> failing_since{0};
+    mutable std::mutex report_mutex;  ///< serialises error_handler calls; guards last_error
+    std::string last_error;
     mutable std::mutex wait_mutex;
     mutable std::condition_variable durable_changed;
+    std::mutex watch_mutex;
+    std::condition_variable watch_wake;
+    bool watch_stop = false;   ///< guarded by watch_mutex
+    bool writer_done = false;  ///< guarded by watch_mutex
 };
 
 AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
@@ -107,13 +150,51 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
                                     std::move(agent_id), std::move(cert_fp))),
       m_entries(std::max<std::size_t>(m_impl->options.queue_capacity, 16)),
       m_reserve(std::min(m_impl->options.reserve, m_entries.size() / 2)) {
-    m_impl->base_records = m_impl->writer->size();
     m_thread = std::thread([this] { run(); });
+    try {
+        m_watchdog = std::thread([this] { watch(); });
+    } catch (...) {
+        m_stop.store(true, std::memory_order_release);
+        m_thread.join();
+        throw;
+    }
 }
 
 AuditTrail::~AuditTrail() {
     m_stop.store(true, std::memory_order_release);
+    {
+        // A sink hung inside a call holds the writer past any deadline: say so, then wait.
+        std::unique_lock<std::mutex> lock(m_impl->watch_mutex);
+        const auto patience = m_impl->options.shutdown_deadline + std::chrono::seconds(1);
+        if (!m_impl->watch_wake.wait_for(lock, patience, [&] { return m_impl->writer_done; })) {
+            lock.unlock();
+            const std::uint64_t pending = m_head.load(std::memory_order_acquire) -
+                                          m_impl->durable_entries.load(std::memory_order_acquire);
+            try {
+                m_impl->report(m_impl->where + "the sink has not returned for " +
+                                   std::to_string(patience.count()) + " ms of the shutdown; " +
+                                   std::to_string(pending) +
+                                   " queued record(s) not durable; waiting for it",
+                               true);
+            } catch (...) {
+            }
+        }
+    }
     if (m_thread.joinable()) m_thread.join();
+    {
+        std::lock_guard<std::mutex> lock(m_impl->watch_mutex);
+        m_impl->watch_stop = true;
+    }
+    m_impl->watch_wake.notify_all();
+    if (m_watchdog.joinable()) m_watchdog.join();
+    // Entries the writer never took still own their payloads.
+    for (std::uint64_t i = m_tail.load(); i != m_head.load(); ++i) {
+        detail::AuditEntry& e = m_entries[i % m_entries.size()];
+        if (e.kind == detail::AuditEntry::Kind::json) {
+            delete e.payload;
+            e.payload = nullptr;
+        }
+    }
 }
 
 const std::string& AuditTrail::log_id() const noexcept { return m_impl->options.log_id; }
@@ -121,7 +202,7 @@ const std::string& AuditTrail::log_id() const noexcept { return m_impl->options.
 AuditTrailCounters AuditTrail::counters() const noexcept {
     AuditTrailCounters c;
     c.queued = m_head.load(std::memory_order_acquire);
-    c.durable = m_impl->durable.load(std::memory_order_acquire) - m_impl->base_records;
+    c.durable = m_impl->durable_entries.load(std::memory_order_acquire);
     c.unrecorded_rejections = m_unrecorded.load(std::memory_order_relaxed);
     c.sink_failures = m_impl->sink_failures.load(std::memory_order_relaxed);
     c.healthy = m_healthy.load(std::memory_order_relaxed);
@@ -132,18 +213,110 @@ bool AuditTrail::wait_durable(std::chrono::milliseconds timeout) const {
     const std::uint64_t target = m_head.load(std::memory_order_acquire);
     std::unique_lock<std::mutex> lock(m_impl->wait_mutex);
     return m_impl->durable_changed.wait_for(lock, timeout, [&] {
-        return m_impl->durable.load(std::memory_order_acquire) - m_impl->base_records >= target;
+        return m_impl->durable_entries.load(std::memory_order_acquire) >= target;
     });
+}
+
+// The watchdog keeps m_healthy, so that check() reads a flag instead of a clock. It measures, on
+// the monotonic clock, how long the oldest entry not yet durable has been queued: it samples the
+// queue's head every tick, and an entry is at least as old as the first sample that saw it. The
+// writer cannot do this itself: a hung sink holds it inside flush(), which neither returns nor
+// throws.
+void AuditTrail::watch() noexcept {
+    Impl& im = *m_impl;
+    const std::int64_t grace = to_ns(im.options.sink_failure_grace);
+    const auto tick = std::clamp(im.options.sink_failure_grace / 20, std::chrono::milliseconds(1),
+                                 std::chrono::milliseconds(20));
+    struct Sample {
+        std::uint64_t head;
+        std::int64_t at;
+    };
+    constexpr std::size_t capacity = 1024;
+    Sample ring[capacity];
+    std::size_t first = 0, count = 0;
+    std::uint64_t seen_head = 0;
+    std::unique_lock<std::mutex> lock(im.watch_mutex);
+    while (!im.watch_wake.wait_for(lock, tick, [&] { return im.watch_stop; })) {
+        const std::int64_t now = steady_ns();
+        const std::uint64_t head = m_head.load(std::memory_order_acquire);
+        const std::uint64_t durable = im.durable_entries.load(std::memory_order_acquire);
+        if (head > seen_head) {
+            if (count < capacity) {
+                ring[(first + count) % capacity] = Sample{head, now};
+                ++count;
+            } else {
+                // Full: the newest sample takes the newer entries too, which only makes them
+                // older than they are (fails closed sooner, never later).
+                ring[(first + count - 1) % capacity].head = head;
+            }
+            seen_head = head;
+        }
+        while (count > 0 && ring[first].head <= durable) {
+            first = (first + 1) % capacity;
+            --count;
+        }
+        const std::int64_t oldest_age = count > 0 ? now - ring[first].at : 0;
+        const std::int64_t failing_since = im.failing_since.load(std::memory_order_acquire);
+        const std::int64_t failing_for = failing_since != 0 ? now - failing_since : 0;
+        const bool stale = count > 0 && oldest_age >= grace;
+        const bool failing = failing_since != 0 && failing_for >= grace;
+        const bool healthy = !stale && !failing;
+        if (healthy == m_healthy.load(std::memory_order_relaxed)) continue;
+        m_healthy.store(healthy, std::memory_order_relaxed);
+        lock.unlock();
+        try {
+            if (!healthy) {
+                std::string why = stale ? "the oldest record not yet durable was queued " +
+                                              std::to_string(oldest_age / 1'000'000) + " ms ago"
+                                        : "the sink has failed for " +
+                                              std::to_string(failing_for / 1'000'000) + " ms";
+                const std::string last = im.get_last_error();
+                if (!last.empty()) why += " (last error: " + last + ")";
+                im.report(im.where + "refusing orders with audit_unavailable: " + why);
+            } else {
+                im.report(im.where + "records are durable again; orders are accepted");
+            }
+        } catch (...) {
+        }
+        lock.lock();
+    }
 }
 
 void AuditTrail::run() noexcept {
     Impl& im = *m_impl;
-    TimeNs failing_since = 0;
-    std::chrono::steady_clock::time_point wall_since{}, stop_requested{};
-    auto made_durable = [&] {
-        im.durable.store(im.writer->durable_size(), std::memory_order_release);
+    struct Done {  // tells the destructor, however run() returns
+        Impl& im;
+        ~Done() {
+            {
+                std::lock_guard<std::mutex> lock(im.watch_mutex);
+                im.writer_done = true;
+            }
+            im.watch_wake.notify_all();
+        }
+    } done{im};
+    std::uint64_t appended_entries = 0;  // entries whose records the writer has queued
+    std::chrono::steady_clock::time_point stop_requested{};
+    // Unrecorded rejections: how many are in the log, when the last record was made, and the
+    // Guard-clock time of the last look that found none new (the period starts there).
+    std::uint64_t unrecorded_logged = 0;
+    auto unrecorded_recorded_at = std::chrono::steady_clock::now();
+    TimeNs unrecorded_quiet_at = im.clock.now_ns();
+    auto made_durable = [&](std::uint64_t entries) {
+        im.durable_entries.store(entries, std::memory_order_release);
         std::lock_guard<std::mutex> lock(im.wait_mutex);
         im.durable_changed.notify_all();
+    };
+    auto sink_failed = [&](const char* what) {
+        im.sink_failures.fetch_add(1, std::memory_order_relaxed);
+        try {
+            im.set_last_error(what);
+            if (im.failing_since.load(std::memory_order_relaxed) == 0) {
+                im.failing_since.store(std::max<std::int64_t>(steady_ns(), 1),
+                                       std::memory_order_release);
+                im.report(im.where + "write failed: " + what + "; records are kept and retried");
+            }
+        } catch (...) {
+        }
     };
     for (;;) {
         const bool stopping = m_stop.load(std::memory_order_acquire);
@@ -155,7 +328,9 @@ void AuditTrail::run() noexcept {
         if (!backlog) {
             const std::uint64_t n = std::min<std::uint64_t>(head - tail, im.options.batch_max);
             for (; taken < n; ++taken) {
-                const detail::AuditEntry& e = m_entries[(tail + taken) % m_entries.size()];
+                detail::AuditEntry& e = m_entries[(tail + taken) % m_entries.size()];
+                const std::uint64_t records_before = im.writer->size();
+                bool queued = false;
                 try {
                     im.event_clock.set(e.ts_ns);
                     if (e.kind == detail::AuditEntry::Kind::order)
@@ -164,62 +339,116 @@ void AuditTrail::run() noexcept {
                         im.writer->append(e.field(0), state_payload(e));
                     else
                         im.writer->append(e.field(0), *e.payload);
-                    if (e.kind == detail::AuditEntry::Kind::json) {
-                        delete e.payload;
-                        const_cast<detail::AuditEntry&>(e).payload = nullptr;
+                    queued = true;
+                } catch (const std::exception& x) {
+                    // Signing the record failed (nothing queued: retry this entry next round),
+                    // or signing a checkpoint due after it (the record is queued: do not queue
+                    // it twice; the checkpoint is retried).
+                    queued = im.writer->size() > records_before;
+                    try {
+                        im.set_last_error(x.what());
+                    } catch (...) {
                     }
-                    im.event_clock.clear();
-                } catch (const Error&) {
-                    im.event_clock.clear();
-                    break;  // signing failed: retry this entry on the next round
                 }
+                im.event_clock.clear();
+                if (!queued) break;
+                if (e.kind == detail::AuditEntry::Kind::json) {
+                    delete e.payload;
+                    e.payload = nullptr;
+                }
+                ++appended_entries;
             }
             m_tail.store(tail + taken, std::memory_order_release);
+        }
+        // Rejections the full queue could not take: their count goes into the log, at most once
+        // per interval and once more before the final checkpoint.
+        const std::uint64_t unrecorded = m_unrecorded.load(std::memory_order_relaxed);
+        if (unrecorded == unrecorded_logged) {
+            unrecorded_quiet_at = im.clock.now_ns();
+        } else if (!backlog &&
+                   (stopping || std::chrono::steady_clock::now() - unrecorded_recorded_at >=
+                                    im.options.unrecorded_report_interval)) {
+            const TimeNs now = im.clock.now_ns();
+            const std::uint64_t records_before = im.writer->size();
+            try {
+                nlohmann::json p;
+                p["count"] = unrecorded - unrecorded_logged;
+                p["total"] = unrecorded;
+                p["from_ns"] = unrecorded_quiet_at;
+                p["to_ns"] = now;
+                im.writer->append(audit_event::audit_unrecorded_rejections, p.dump());
+            } catch (const std::exception& x) {
+                try {
+                    im.set_last_error(x.what());
+                } catch (...) {
+                }
+            }
+            if (im.writer->size() > records_before) {  // queued (a failed checkpoint retries)
+                unrecorded_logged = unrecorded;
+                unrecorded_recorded_at = std::chrono::steady_clock::now();
+                unrecorded_quiet_at = now;
+            }
         }
         bool wrote = false;
         try {
             if (im.writer->pending_lines() > 0 || im.writer->maybe_checkpoint()) {
+                const std::uint64_t covered = appended_entries;
                 im.writer->flush();
+                made_durable(covered);
                 wrote = true;
             }
-            failing_since = 0;
-            m_healthy.store(true, std::memory_order_relaxed);
+            im.failing_since.store(0, std::memory_order_release);
+        } catch (const std::exception& x) {
+            sink_failed(x.what());
         } catch (...) {
-            im.sink_failures.fetch_add(1, std::memory_order_relaxed);
-            const TimeNs now = im.clock.now_ns();
-            if (failing_since == 0) {
-                failing_since = now;
-                wall_since = std::chrono::steady_clock::now();
+            sink_failed("unknown error");
+        }
+        if (stopping) {
+            if (stop_requested == std::chrono::steady_clock::time_point{})
+                stop_requested = std::chrono::steady_clock::now();
+            const bool drained =
+                m_tail.load(std::memory_order_relaxed) == m_head.load(std::memory_order_acquire) &&
+                im.writer->pending_lines() == 0 &&
+                m_unrecorded.load(std::memory_order_relaxed) == unrecorded_logged;
+            if (drained) {
+                try {
+                    im.writer->close();  // the final checkpoint, durable
+                    made_durable(appended_entries);
+                    return;
+                } catch (const std::exception& x) {
+                    sink_failed(x.what());  // keep trying until the deadline
+                } catch (...) {
+                    sink_failed("unknown error");
+                }
             }
-            const auto grace =
-                std::chrono::duration_cast<std::chrono::nanoseconds>(im.options.sink_failure_grace)
-                    .count();
-            // A real outage is measured on the wall clock even when the Guard's clock is
-            // simulated; either reaching the grace period is enough.
-            if (now - failing_since >= grace ||
-                std::chrono::steady_clock::now() - wall_since >= im.options.sink_failure_grace)
-                m_healthy.store(false, std::memory_order_relaxed);
+            // Shutting down on a sink that keeps failing: retry until the deadline, then give
+            // up loudly with the count of what was not made durable.
+            if (std::chrono::steady_clock::now() - stop_requested >= im.options.shutdown_deadline) {
+                const std::uint64_t lost = m_head.load(std::memory_order_acquire) -
+                                           im.durable_entries.load(std::memory_order_acquire);
+                try {
+                    std::string message = im.where + "shutting down with " + std::to_string(lost) +
+                                          " queued record(s) not durable after retrying for " +
+                                          std::to_string(im.options.shutdown_deadline.count()) +
+                                          " ms";
+                    const std::uint64_t uncounted =
+                        m_unrecorded.load(std::memory_order_relaxed) - unrecorded_logged;
+                    if (uncounted != 0)
+                        message += ", and " + std::to_string(uncounted) +
+                                   " unrecorded rejection(s) not counted in the log";
+                    if (lost == 0 && uncounted == 0) message += "; the final checkpoint is missing";
+                    const std::string last = im.get_last_error();
+                    if (!last.empty()) message += " (last error: " + last + ")";
+                    im.report(message, true);
+                } catch (...) {
+                }
+                return;
+            }
+        }
+        if (im.failing_since.load(std::memory_order_relaxed) != 0)
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-        if (wrote) made_durable();
-        if (stopping && stop_requested == std::chrono::steady_clock::time_point{})
-            stop_requested = std::chrono::steady_clock::now();
-        // Shutting down on a sink that keeps failing: give up after a bound rather than hang;
-        // what was not made durable is visible in counters() (queued > durable).
-        if (stopping && failing_since != 0 &&
-            std::chrono::steady_clock::now() - stop_requested > std::chrono::seconds(5))
-            return;
-        if (stopping &&
-            m_tail.load(std::memory_order_relaxed) == m_head.load(std::memory_order_acquire)) {
-            try {
-                im.writer->close();
-                made_durable();
-            } catch (...) {
-                im.sink_failures.fetch_add(1, std::memory_order_relaxed);
-            }
-            return;
-        }
-        if (taken == 0 && !wrote) std::this_thread::sleep_for(std::chrono::microseconds(200));
+        else if (taken == 0 && !wrote)
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
 }
 

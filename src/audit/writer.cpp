@@ -1,6 +1,7 @@
 // AuditLogWriter: events -> canonical records -> Merkle tree -> signatures -> sink.
 #include "kakunin/audit_writer.hpp"
 
+#include <chrono>
 #include <vector>
 
 #include "audit/canonical_scan.hpp"
@@ -30,6 +31,9 @@ struct AuditLogWriter::Impl {
     std::uint64_t appended = 0;
     std::optional<AuditCheckpoint> last_checkpoint;
     TimeNs last_checkpoint_time = 0;  ///< of the last checkpoint, or when the writer opened
+    /// The same moment on the monotonic clock: a step of the injected clock (NTP, an operator,
+    /// a restored VM) must not postpone the next time-based checkpoint.
+    std::chrono::steady_clock::time_point last_checkpoint_steady = std::chrono::steady_clock::now();
     AuditSinkRecovery recovery;
     bool closed = false;
 
@@ -53,6 +57,7 @@ struct AuditLogWriter::Impl {
         pending += c.line();
         queue_line_end();
         last_checkpoint_time = c.ts_ns;
+        last_checkpoint_steady = std::chrono::steady_clock::now();
         last_checkpoint = std::move(c);
     }
 
@@ -62,7 +67,13 @@ struct AuditLogWriter::Impl {
         const std::uint64_t uncovered = tree.size() - checkpointed();
         if (uncovered == 0) return false;
         if (options.checkpoint_every != 0 && uncovered >= options.checkpoint_every) return true;
-        return options.checkpoint_interval_ns > 0 &&
+        if (options.checkpoint_interval_ns <= 0) return false;
+        // Due when the interval has passed on the monotonic clock, or on the injected clock
+        // (a backtest's simulated time runs faster than real time); a backwards step of the
+        // injected clock therefore never delays a checkpoint beyond the real interval.
+        const auto elapsed = std::chrono::steady_clock::now() - last_checkpoint_steady;
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count() >=
+                   options.checkpoint_interval_ns ||
                clock.now_ns() - last_checkpoint_time >= options.checkpoint_interval_ns;
     }
 
@@ -128,6 +139,7 @@ AuditLogWriter::AuditLogWriter(AuditSink& sink, const Clock& clock, AuditSigner 
         audit_detail::make_record_template(d.options.log_id, d.options.agent, d.options.cert_fp);
     d.replay();
     d.last_checkpoint_time = d.clock.now_ns();
+    d.last_checkpoint_steady = std::chrono::steady_clock::now();
     d.recovery = sink.recovery();
     if (d.recovery.tail_cut) {
         audit_detail::json payload = {{"cut_offset", d.recovery.cut_offset},
