@@ -139,6 +139,11 @@ std::string Guard::record(GuardEvent event, bool audited) noexcept {
         const std::string who = m_agent_id.empty() ? std::string("guard") : m_agent_id;
         if (event.kind == GuardEvent::Kind::revoked) {
             const std::string serial = m_certificate ? m_certificate->serial() : std::string();
+            bool compromised;
+            {
+                std::lock_guard<detail::SpinLock> lock(m_lock);
+                compromised = m_key_compromised;
+            }
             notify(static_cast<int>(Notification::Kind::revocation), nullptr, event.at_ns,
                    who + ": certificate " + serial + " revoked (" + event.by +
                        "): " + event.reason + "; halted",
@@ -146,7 +151,7 @@ std::string Guard::record(GuardEvent event, bool audited) noexcept {
                          {"source", event.by},
                          {"reason", event.reason},
                          {"halt", event.halt_id},
-                         {"key_compromised", m_key_compromised}}));
+                         {"key_compromised", compromised}}));
         }
         if (halts)
             notify(static_cast<int>(Notification::Kind::halt), nullptr, event.at_ns,
