@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kakunin/baseline.hpp"
@@ -357,6 +359,32 @@ TEST_CASE("a clock stepping back and forward again does not loosen the rate wind
     clock.set(t + 100'000'000);
     for (int i = 0; i < 4; ++i) allowed += g.check(o).allowed();
     CHECK(allowed == 2);
+}
+
+/// Every reading one nanosecond later than the last, from any thread.
+class TickingClock final : public Clock {
+public:
+    explicit TickingClock(TimeNs start) : m_next(start) {}
+    TimeNs now_ns() const noexcept override { return m_next.fetch_add(1); }
+
+private:
+    mutable std::atomic<TimeNs> m_next;
+};
+
+TEST_CASE("concurrent checks on a clock that never goes back report no step",
+          "[hardening][clock][threads]") {
+    TickingClock clock(start + 10 * hour_ns);
+    Guard g(scope_with_limits(R"({"max_orders_per_second": 1000000})"), clock);
+    std::atomic<int> reports{0};
+    g.set_error_handler([&](std::string_view) { reports.fetch_add(1); });
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 20'000; ++i) (void)g.check(good_order());
+        });
+    for (auto& th : threads) th.join();
+    CHECK(g.counters().checks == 80'000);
+    CHECK(reports.load() == 0);  // times follow the order of the checks
 }
 
 // ---- item 15: revocation-feed serials compare canonically ----
