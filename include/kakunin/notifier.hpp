@@ -71,8 +71,9 @@ std::string to_json(const Notification& n);
 /// Threading contract: called from the Guard's background incident thread (or from
 /// Guard::process_incidents() when GuardOptions::incident_thread is off), never from check(),
 /// halt() or a revocation feed's publisher, which only queue; a Notifier shared by several Guards
-/// is called from several threads at once, so notify() must be thread-safe. notify() must not block for long (implementations whose delivery is slow
-/// queue and deliver on their own thread) and must not throw.
+/// is called from several threads at once, so notify() must be thread-safe. notify() must not block
+/// for long (implementations whose delivery is slow queue and deliver on their own thread) and must
+/// not throw.
 class Notifier {
 public:
     virtual ~Notifier() = default;
