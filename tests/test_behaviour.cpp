@@ -400,12 +400,12 @@ TEST_CASE("escalation can halt, only a signed re-enable lifts an automatic halt"
     CHECK(g->check(order({}, "0.5")).reasons.contains(ReasonCode::halted));
     CHECK_THROWS_WITH(g->resume("Desk Head"), Catch::Contains("signed"));
 
-    auto st = sign_reenable(*w.authority.kms(), w.agent, "Desk Head", "region confirmed",
-                            w.authority.clock().now_ns());
+    auto st = sign_reenable(*w.authority.kms(), w.agent, g->current_halt()->halt_id, "Desk Head",
+                            "region confirmed", w.authority.clock().now_ns());
     auto forged = st;
     forged.reason = "whatever";
     CHECK_THROWS_WITH(g->reenable(forged), Catch::Contains("does not verify"));
-    auto other = sign_reenable(*w.authority.kms(), "agent-other", "Desk Head", "x", 0);
+    auto other = sign_reenable(*w.authority.kms(), "agent-other", st.halt_id, "Desk Head", "x", 0);
     CHECK_THROWS(g->reenable(other));
     g->reenable(st);
     CHECK_FALSE(g->halted());

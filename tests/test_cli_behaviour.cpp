@@ -251,8 +251,9 @@ TEST_CASE("incident steps and re-enables are signed and recorded in the CA log",
        "incident review --dir state --agent agent-7 --incident inc-1 --by 'R. Reviewer' "
        "--root-cause 'bad news feed'");
     ok(d,
-       "agent reenable --dir state --agent agent-7 --by 'D. Head' --reason 'feed fixed' "
-       "--out reenable.json");
+       "agent reenable --dir state --agent agent-7 "
+       "--halt halt-agent-7-20240108T130000Z-0123456789abcdef-1 --by 'D. Head' "
+       "--reason 'feed fixed' --out reenable.json");
     const Reenable r = reenable_from_json(slurp(d / "reenable.json"));
     CHECK(r.by == "D. Head");
     CHECK(check_reenable(r).empty());

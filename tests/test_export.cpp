@@ -214,8 +214,9 @@ struct State {
                                       std::chrono::hours(48));
         guard.update_crl(ca->current_crl());
         guard.rotate(*renewed);
-        guard.reenable(sign_reenable(*kms, k_agent, "B. Head of Desk",
-                                     "feed fixed; new certificate", clock.now_ns()));
+        guard.reenable(sign_reenable(*kms, k_agent, guard.current_halt()->halt_id,
+                                     "B. Head of Desk", "feed fixed; new certificate",
+                                     clock.now_ns()));
         for (int i = 0; i < 4; ++i) {
             clock.set(day(14, 10) + i * 10 * minute_ns);
             REQUIRE(guard.check(make_order(sizes[i])).allowed());

@@ -268,7 +268,6 @@ TEST_CASE("every reason code is produced by some order") {
     o = good_order();
     o.region = "x";
     note(f.at(monday(12), o));
-    note(f.at(monday(21), good_order()));  // hours
     note(f.at(monday(12), with(good_order(), "9223372036854775807", "9223372036854775807")));
     note(f.at(monday(12), with(good_order(), "1", "105.01")));  // collar needs a ref below
     o = with(good_order(), "1", "105.01");
@@ -289,6 +288,8 @@ TEST_CASE("every reason code is produced by some order") {
     note(f.at(monday(12), o));
     for (int i = 0; i < 60; ++i) note(f.at(monday(14), good_order()));  // rate
     for (int i = 0; i < 12; ++i) note(f.at(monday(15, i), with(good_order(), "5", "100000.00")));
+    // Last: a Guard's rate window and daily total never go back with the clock.
+    note(f.at(monday(21), good_order()));  // hours
     f.guard.halt("test", "tester");
     note(f.at(monday(16), good_order()));
     for (ReasonCode r : all_reason_codes) {

@@ -37,13 +37,13 @@
 #include "kakunin/error.hpp"
 #include "kakunin/incident.hpp"
 #include "kakunin/kms.hpp"
+#include "kakunin/notifier.hpp"
 #include "kakunin/order.hpp"
 #include "kakunin/revocation.hpp"
 #include "kakunin/scope.hpp"
 
 namespace kakunin {
 
-class Notifier;
 class CertificateAuthority;
 
 namespace detail {
@@ -189,6 +189,9 @@ struct GuardEvent {
     TimeNs at_ns = 0;
     std::string by;      ///< a named person, or "kakunin" / the feed for automatic changes
     std::string reason;  ///< why, or the new serial for rotations
+    /// halted, revoked: the id of the halt (what a signed re-enable names); resumed: the id of
+    /// the halt lifted. Unique across Guards, processes and restarts.
+    std::string halt_id = {};
 };
 
 const char* to_string(GuardEvent::Kind k) noexcept;
@@ -225,7 +228,8 @@ struct GuardOptions {
     bool observe = true;
     /// The policy a learned baseline will carry (weights, thresholds, observation minimum).
     ScoringPolicy observation_policy;
-    /// Told about warnings, escalations, revocations and halts (from the incident thread).
+    /// Told about warnings, escalations, revocations, halts and closed incidents, from the
+    /// incident thread (which runs whenever a notifier is set; docs/notifier.md).
     std::shared_ptr<Notifier> notifier;
     /// Revokes the certificate after an automatic halt (e.g. a LocalCa, or your CA's client).
     /// Without it the Guard still halts and reports that nobody revoked.
@@ -270,26 +274,40 @@ public:
     /// atomically with the verdict, so concurrent callers see one consistent order of checks.
     Decision check(const Order& order) noexcept {
         Decision d;
-        d.ts_ns = m_clock.now_ns();
-        const std::int64_t second = floor_div(d.ts_ns, 1'000'000'000);
         bool warn_expiry = false;
+        bool stepped = false;  // the clock stepped back in this call (from stepped_from)
+        TimeNs stepped_from = 0;
         {
             std::lock_guard<detail::SpinLock> lock(m_lock);
+            // Read under the lock, so the times of concurrent checks follow their order.
+            d.ts_ns = m_clock.now_ns();
+            // Time-keyed state (rate window, daily total, scoring, expiry) never goes back: after
+            // a backward step it keeps the latest time seen until the clock passes it again.
+            if (d.ts_ns < m_last_ns) {  // a step back: reported once, however far it went
+                stepped = true;
+                stepped_from = m_last_ns;
+            }
+            m_last_ns = d.ts_ns;
+            if (d.ts_ns > m_latest_ns) m_latest_ns = d.ts_ns;
+            const TimeNs t = m_latest_ns;
+            const std::int64_t second = floor_div(d.ts_ns, 1'000'000'000);
+            const std::int64_t latest_second = floor_div(t, 1'000'000'000);
             const detail::Authority& a = *m_authority;
             int128 day_units;
             d.reasons = a.compiled.evaluate(order, d.ts_ns, day_units);
             if (second < a.not_before_s) d.reasons.add(ReasonCode::certificate_not_yet_valid);
-            if (second > a.not_after_s) d.reasons.add(ReasonCode::certificate_expired);
-            if (second > a.crl_next_update_s) d.reasons.add(ReasonCode::revocation_status_stale);
+            if (latest_second > a.not_after_s) d.reasons.add(ReasonCode::certificate_expired);
+            if (latest_second > a.crl_next_update_s)
+                d.reasons.add(ReasonCode::revocation_status_stale);
             if (m_revoked) d.reasons.add(ReasonCode::certificate_revoked);
             if (m_halted.load(std::memory_order_relaxed)) d.reasons.add(ReasonCode::halted);
             if (m_audit && !m_audit->accepting()) d.reasons.add(ReasonCode::audit_unavailable);
             if (!m_rate_ring.empty()) {
                 // Sliding one-second window over every message checked, rejected ones included.
                 const TimeNs oldest = m_rate_ring[m_rate_next];
-                if (m_rate_filled && d.ts_ns - oldest < 1'000'000'000)
+                if (m_rate_filled && t - oldest < 1'000'000'000)
                     d.reasons.add(ReasonCode::order_rate_exceeded);
-                m_rate_ring[m_rate_next] = d.ts_ns;
+                m_rate_ring[m_rate_next] = t;
                 if (++m_rate_next == m_rate_ring.size()) {
                     m_rate_next = 0;
                     m_rate_filled = true;
@@ -297,8 +315,8 @@ public:
             }
             const bool counts_daily = a.compiled.has_daily_limit() && day_units >= 0;
             if (counts_daily) {
-                const std::int64_t day = utc_day(d.ts_ns);
-                if (day != m_day) {
+                const std::int64_t day = utc_day(t);
+                if (day > m_day) {  // only a new day resets; t never goes back
                     m_day = day;
                     m_day_total = 0;
                 }
@@ -308,7 +326,7 @@ public:
             ++m_counters.checks;
             bool revoke_now = false;
             if (m_scorer) {
-                m_scorer->score(order, d.ts_ns, d);
+                m_scorer->score(order, t, d);
                 const ScoringPolicy& p = m_scorer->policy();
                 if (d.score_ppm >= p.revoke_ppm && !m_halted.load(std::memory_order_relaxed)) {
                     // Halt in this very call: no order from any thread is allowed after it.
@@ -316,6 +334,7 @@ public:
                     m_halted.store(true, std::memory_order_release);
                     m_revoked = true;
                     m_auto_halted = true;
+                    m_key_compromised = true;  // the revocation is for keyCompromise
                     revoke_now = true;
                 }
             }
@@ -327,7 +346,7 @@ public:
                 }
                 if (counts_daily) m_day_total += day_units;
                 ++m_counters.allowed;
-                if (m_builder) m_builder->observe(order, d.ts_ns);
+                if (m_builder) m_builder->observe(order, t);
             } else {
                 d.verdict = Verdict::reject;
                 ++m_counters.rejected;
@@ -343,29 +362,38 @@ public:
                        !d.reasons.contains(ReasonCode::halted)) {
                 push_anomaly(order, d);
             }
-            if (second >= a.expiry_warning_s && !m_expiry_warned) {
+            if (latest_second >= a.expiry_warning_s && !m_expiry_warned) {
                 m_expiry_warned = true;
                 warn_expiry = true;
             }
         }
+        if (stepped) report_clock_step(stepped_from, d.ts_ns);
         if (warn_expiry) report_expiry();
         return d;
     }
 
     /// Kill switch (RTS 6 Art. 12): from the moment this returns, every check() rejects with
-    /// `halted`. `by` names the person or system; both strings are kept.
-    void halt(std::string_view reason, std::string_view by);
+    /// `halted`. `by` names the person or system; both strings are kept. Returns the halt's id
+    /// (also in events(), the audit record and the `halt` notification), which a signed
+    /// re-enable must name. A halt while halted supersedes the earlier one.
+    std::string halt(std::string_view reason, std::string_view by);
 
     /// Re-enables a Guard halted by a person (RTS 6 Art. 15(3): a designated person decides).
     /// Throws kakunin::Error: invalid_input if `by` is empty; invalid_state if the Guard is not
-    /// halted, its certificate is revoked (rotate() to a new certificate first), or the halt
-    /// was automatic (that needs reenable(), a signed statement).
+    /// halted, its certificate is revoked (rotate() to a new certificate first; never after a
+    /// keyCompromise), or a halt since the last re-enable was automatic (that needs reenable(),
+    /// a signed statement).
     void resume(std::string_view by);
 
-    /// Re-enables after any halt, on a named person's signed statement (sign_reenable). Throws
-    /// kakunin::Error: unauthorised if the signature or the person's key is refused;
+    /// Re-enables after any halt, on a named person's signed statement (sign_reenable) naming
+    /// the halt in force (current_halt()). Throws kakunin::Error: unauthorised if the signature
+    /// or the person's key is refused, or the statement names another halt (an earlier one,
+    /// one already lifted, or one of another Guard: stale or reused statements lift nothing);
     /// invalid_state as resume().
     void reenable(const Reenable& statement);
+
+    /// The halt in force (kind halted or revoked, with its id), or nullopt when running.
+    std::optional<GuardEvent> current_halt() const;
 
     // ---- behaviour and incidents ----
 
@@ -400,7 +428,11 @@ public:
 
     /// Swaps in a renewed certificate for the same agent without a restart. It is validated
     /// first exactly as at construction; check() sees the old or the new authority, never a mix.
-    /// Throws kakunin::Error (unauthorised / invalid_input) and keeps the old one on failure.
+    /// Rotation never goes back: the certificate must be newer than the one in force (a
+    /// notBefore not earlier, and a serial this Guard has never held). Once a certificate
+    /// carrying this Guard's key was revoked for keyCompromise (or the Guard revoked it
+    /// automatically), every rotation is refused and the Guard stays revoked. Throws
+    /// kakunin::Error (unauthorised / invalid_input) and keeps the old one on failure.
     void rotate(const AgentCertificate& renewed);
 
     /// Takes a newer CRL from the issuer. If it lists the certificate, the Guard halts as
@@ -408,9 +440,12 @@ public:
     void update_crl(const CertificateRevocationList& crl);
 
     /// RevocationListener: a pushed revocation of this certificate halts the Guard before its
-    /// next check.
+    /// next check; so does a keyCompromise revocation of any certificate this Guard held before
+    /// (they all carry its key). Serials compare canonically (hex case, leading zeros).
     void on_revocation(const Revocation& revocation) noexcept override;
 
+    /// Also told, once per step, when the clock steps back: limits then keep the latest time
+    /// seen until the clock passes it again (nothing resets or loosens).
     void set_error_handler(GuardErrorHandler handler);
 
     bool halted() const noexcept { return m_halted.load(std::memory_order_acquire); }
@@ -435,7 +470,14 @@ public:
 private:
     void report(std::string_view message) noexcept;
     void report_expiry() noexcept;
-    void record(GuardEvent event) noexcept;
+    void report_clock_step(TimeNs from, TimeNs to) noexcept;
+    /// Appends to the history (m_admin held); audits it unless `audited` (check() did). A halt
+    /// or revocation gets a new halt id, becomes the halt in force and is notified; returns the
+    /// id ("" for other kinds).
+    std::string record(GuardEvent event, bool audited = false) noexcept;
+    /// The halt in force is lifted (m_admin held): its id can never be lifted again.
+    void lift_halt(const std::string& by) noexcept;
+    std::string new_id(std::string_view prefix, TimeNs at, std::uint64_t n) const;
     CertificateCheck verify(const AgentCertificate& cert,
                             const CertificateRevocationList* crl) const;
     std::unique_ptr<detail::Authority> make_authority(const AgentCertificate& cert,
@@ -469,7 +511,12 @@ private:
     void handle_anomaly(const detail::AuditEntry& e);
     void check_deadlines();
     void incident_loop();
-    void notify(int kind, const Incident* incident, TimeNs at, std::string summary) noexcept;
+    /// Queues a notification for the incident thread (any thread; never calls the Notifier).
+    void notify(int kind, const Incident* incident, TimeNs at, std::string summary,
+                std::string details_json = {}) noexcept;
+    /// Hands what notify() queued to the Notifier, in order (m_incident_mutex held).
+    void deliver_notifications() noexcept;
+    void start_incident_thread();
     void require_person(std::string_view person, std::string_view key) const;
 
     const Clock& m_clock;
@@ -486,8 +533,11 @@ private:
     bool m_rate_filled = false;
     std::int64_t m_day = INT64_MIN;
     int128 m_day_total = 0;
+    TimeNs m_latest_ns = INT64_MIN;  ///< the latest time check() has seen
+    TimeNs m_last_ns = INT64_MIN;    ///< the time of the previous check()
     GuardCounters m_counters;
-    bool m_auto_halted = false;  ///< the halt was automatic: only reenable() lifts it
+    bool m_auto_halted = false;      ///< a halt was automatic: only reenable() lifts it
+    bool m_key_compromised = false;  ///< revoked for keyCompromise: stays revoked
     std::unique_ptr<detail::AnomalyScorer> m_scorer;
     std::unique_ptr<BaselineBuilder> m_builder;
     std::vector<detail::AuditEntry> m_anomalies;  ///< ring to the incident handler
@@ -505,6 +555,15 @@ private:
     std::vector<std::vector<std::uint8_t>> m_intermediates;
     std::shared_ptr<RevocationFeed> m_feed;
     std::vector<GuardEvent> m_events;
+    std::vector<std::string> m_held_serials;  ///< canonical serials rotated away from
+    std::string m_instance;                   ///< random, in every halt and incident id
+    std::uint64_t m_halts = 0;                ///< halts so far (in the halt ids)
+    std::optional<GuardEvent> m_halt;         ///< the halt in force
+    struct PastHalt {
+        std::string id;
+        std::string fate;  ///< "lifted at ... by ..." or "superseded by halt ..."
+    };
+    std::vector<PastHalt> m_past_halts;
     mutable std::mutex m_handler_mutex;
     GuardErrorHandler m_handler;
 
@@ -512,6 +571,9 @@ private:
     mutable std::mutex m_incident_mutex;
     std::vector<Incident> m_incidents;
     std::string m_agent_id;
+    std::mutex m_notes_mutex;  ///< guards m_notes; taken alone
+    std::vector<Notification> m_notes;
+    std::atomic<std::uint64_t> m_notes_queued{0}, m_notes_delivered{0};
     std::mutex m_wake_mutex;
     std::condition_variable m_wake;
     std::atomic<bool> m_stop{false};

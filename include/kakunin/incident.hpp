@@ -4,7 +4,8 @@
 //   auto review = kakunin::sign_incident_review(kms, "agent-7", "inc-agent-7-1", "A. Officer",
 //                                                "LLM prompt injection via news feed", now);
 //   guard.review_incident(review);                     // revoked -> reviewed, recorded
-//   auto ok = kakunin::sign_reenable(kms, "agent-7", "B. Head of Desk", "fixed feed filter", now);
+//   const std::string halt = guard.current_halt()->halt_id;   // the halt to lift
+//   auto ok = kakunin::sign_reenable(kms, "agent-7", halt, "B. Head of Desk", "fixed feed", now);
 //   guard.reenable(ok);                                // after an automatic halt (Art. 15(3))
 #pragma once
 
@@ -32,7 +33,9 @@ struct IncidentTransition {
 };
 
 struct Incident {
-    std::string id;  ///< "inc-" + agent + "-" + opening time (ns)
+    /// "inc-" agent "-" opening time (YYYYMMDDTHHMMSSZ) "-" the Guard's random instance tag "-"
+    /// n: unique across Guards, processes and restarts.
+    std::string id;
     std::string agent_id;
     TimeNs opened_at_ns = 0;
     TimeNs deadline_ns = 0;       ///< end of the investigation window
@@ -69,8 +72,10 @@ struct IncidentReview {
 };
 
 /// A named person's signed decision to let a halted agent trade again (RTS 6 Art. 15(3)).
+/// It lifts the one halt it names and nothing else: not an earlier or later halt, not twice.
 struct Reenable {
     std::string agent_id;
+    std::string halt_id;  ///< the halt it lifts (GuardEvent::halt_id, Guard::current_halt())
     std::string by;
     std::string reason;
     TimeNs signed_at_ns = 0;
@@ -82,7 +87,8 @@ struct Reenable {
 /// "kakunin-incident-review/v1\n" agent "\n" incident "\n" reviewer "\n" signed_at_ns "\n"
 /// root_cause "\n" (UTF-8).
 std::string incident_review_text(const IncidentReview& r);
-/// "kakunin-reenable/v1\n" agent "\n" by "\n" signed_at_ns "\n" reason "\n" (UTF-8).
+/// "kakunin-reenable/v2\n" agent "\n" halt "\n" by "\n" signed_at_ns "\n" reason "\n" (UTF-8).
+/// (v1, without the halt, lifted any halt and is no longer accepted.)
 std::string reenable_text(const Reenable& r);
 
 /// Sign with the person's key (label "approver:" + name, created on first use) in `kms`.
@@ -91,8 +97,9 @@ IncidentReview sign_incident_review(Kms& kms, std::string_view agent_id,
                                     std::string_view incident_id, std::string_view reviewer,
                                     std::string_view root_cause, TimeNs at,
                                     KeyAlgorithm algorithm = KeyAlgorithm::ed25519);
-Reenable sign_reenable(Kms& kms, std::string_view agent_id, std::string_view by,
-                       std::string_view reason, TimeNs at,
+/// Also throws (invalid_input) for an empty halt id.
+Reenable sign_reenable(Kms& kms, std::string_view agent_id, std::string_view halt_id,
+                       std::string_view by, std::string_view reason, TimeNs at,
                        KeyAlgorithm algorithm = KeyAlgorithm::ed25519);
 
 /// Empty when the signature verifies under the statement's own key; else the reason.

@@ -37,9 +37,10 @@ struct Notification {
     enum class Kind {
         warning,     ///< anomaly score over the warning threshold; an incident is opened
         escalation,  ///< an open incident got worse or was not acknowledged in time
-        revocation,  ///< the agent's certificate was revoked (automatically or by a person)
-        halt,        ///< the Guard halted (kill switch, automatic halt, revocation)
-        incident,    ///< an incident changed state (opened, acknowledged, closed)
+        revocation,  ///< the agent's certificate was revoked (automatically, by CRL or feed)
+        halt,        ///< the Guard halted (kill switch, automatic halt, revocation);
+                     ///< details.halt is the id a signed re-enable names
+        incident,    ///< an incident was closed (resolved, or reviewed after a revocation)
     };
     Kind kind = Kind::warning;
     std::string agent_id;
@@ -67,10 +68,12 @@ std::string to_json(const Notification& n);
 
 /// Told about warnings, escalations, revocations, halts and incidents.
 ///
-/// Threading contract: called from the Guard's background incident thread, never from check();
-/// a Notifier shared by several Guards is called from several threads at once, so notify() must
-/// be thread-safe. notify() must not block for long (implementations whose delivery is slow
-/// queue and deliver on their own thread) and must not throw.
+/// Threading contract: called from the Guard's background incident thread (or from
+/// Guard::process_incidents() when GuardOptions::incident_thread is off), never from check(),
+/// halt() or a revocation feed's publisher, which only queue; a Notifier shared by several Guards
+/// is called from several threads at once, so notify() must be thread-safe. notify() must not block
+/// for long (implementations whose delivery is slow queue and deliver on their own thread) and must
+/// not throw.
 class Notifier {
 public:
     virtual ~Notifier() = default;

@@ -3,7 +3,8 @@
 //   kakunin baseline approve --dir STATE --agent ID --baseline baseline.json --approver NAME
 //   kakunin incident ack|resolve --dir STATE --agent ID --incident ID --by NAME --note TEXT
 //   kakunin incident review --dir STATE --agent ID --incident ID --by NAME --root-cause TEXT
-//   kakunin agent reenable --dir STATE --agent ID --by NAME --reason TEXT [--out FILE]
+//   kakunin agent reenable --dir STATE --agent ID --halt HALT_ID --by NAME --reason TEXT
+//                          [--out FILE]
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -21,7 +22,7 @@ namespace {
 using json = nlohmann::json;
 
 struct Args {
-    std::string dir, agent, baseline, approver, incident, by, note, root_cause, reason, out;
+    std::string dir, agent, baseline, approver, incident, by, note, root_cause, reason, out, halt;
     bool json = false;
 };
 
@@ -91,16 +92,24 @@ void incident_review(const Args& a) {
 }
 
 void agent_reenable(const Args& a) {
+    // A halt id names its agent: catch a statement for another agent's halt before signing.
+    const std::string prefix = "halt-" + a.agent + "-";
+    if (a.halt.compare(0, prefix.size(), prefix) != 0)
+        throw Error(ErrorCategory::invalid_input,
+                    "--halt: '" + a.halt + "' is not a halt of agent '" + a.agent +
+                        "' (a halt id reads " + prefix +
+                        "YYYYMMDDTHHMMSSZ-TAG-N: see the halt notification, the guard.halted "
+                        "record of the agent's log or Guard::current_halt())");
     SystemClock clock;
     OpenedCa state = open_for_agent(a, clock);
-    const Reenable r = sign_reenable(*state.kms, a.agent, a.by, a.reason, clock.now_ns());
+    const Reenable r = sign_reenable(*state.kms, a.agent, a.halt, a.by, a.reason, clock.now_ns());
     const std::uint64_t seq = state.ca->record_event("guard.resumed", to_json(r));
     const std::string out = a.out.empty() ? a.dir + "/reenable-" + a.agent + "-" +
                                                 std::to_string(r.signed_at_ns) + ".json"
                                           : a.out;
     write_file(out, to_json(r) + "\n");
     std::cout << "re-enable of '" << a.agent << "' signed by " << a.by << " (CA log seq " << seq
-              << ")\n  statement  " << out
+              << ")\n  lifts      halt " << r.halt_id << " (and no other)\n  statement  " << out
               << "\n  the trading process passes it to Guard::reenable(reenable_from_json(...))\n";
 }
 
@@ -157,6 +166,10 @@ void add_behaviour_commands(CLI::App& app) {
         CLI::App* cmd = agent->add_subcommand(
             "reenable", "Sign the decision to let a halted agent trade again (RTS 6 Art. 15(3))");
         add_common(cmd, *a);
+        cmd->add_option("--halt", a->halt,
+                        "The halt it lifts: its id from the halt notification, the agent's audit "
+                        "log (guard.halted) or Guard::current_halt()")
+            ->required();
         cmd->add_option("--by", a->by, "The person deciding")->required();
         cmd->add_option("--reason", a->reason, "Why it is safe again")->required();
         cmd->add_option("--out", a->out, "Where the signed statement goes");

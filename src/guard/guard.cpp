@@ -2,6 +2,15 @@
 // halt and resume. The hot path, check(), is inline in include/kakunin/guard.hpp.
 #include "kakunin/guard.hpp"
 
+#include <botan/system_rng.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cinttypes>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "crypto/encoding.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/replay.hpp"
 
@@ -20,6 +29,39 @@ const char* to_string(GuardEvent::Kind k) noexcept {
 
 namespace {
 constexpr std::int64_t seconds_of(TimeNs t) { return floor_div(t, 1'000'000'000); }
+
+/// A serial as hex without case or leading zeros: "00AB12" and "ab12" are one serial.
+std::string canonical_serial(std::string_view hex) {
+    std::string out;
+    for (char c : hex) {
+        if (out.empty() && c == '0') continue;
+        out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+    return out.empty() ? "0" : out;
+}
+
+/// A revocation reason whose first word (as the CA reads it into the CRL's reasonCode) says
+/// the key is compromised: keyCompromise or cACompromise.
+bool compromise_reason(std::string_view reason) {
+    std::string word;
+    for (char c : reason) {
+        if (c == ':' || c == ' ' || c == ',') break;
+        if (c != '_' && c != '-')
+            word.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+    return word == "keycompromise" || word == "cacompromise";
+}
+
+/// 64 random bits, in every halt and incident id: unique across Guards, processes, restarts.
+std::string instance_tag() {
+    std::uint8_t bytes[8];
+    Botan::system_rng().randomize(bytes, sizeof bytes);
+    return crypto::to_hex(bytes, sizeof bytes);
+}
+
+std::string dump(const nlohmann::json& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 }  // namespace
 
 Guard::Guard(const Scope& scope, const Clock& clock)
@@ -33,14 +75,15 @@ Guard::Guard(const Scope& scope, const Clock& clock, GuardOptions options)
     : m_clock(clock),
       m_options(std::move(options)),
       m_authority(std::make_unique<detail::Authority>(scope)),
-      m_scope(scope) {
+      m_scope(scope),
+      m_instance(instance_tag()) {
     if (m_authority->compiled.rate_limit() > 0)
         m_rate_ring.assign(m_authority->compiled.rate_limit(), 0);
     setup_behaviour(m_options.baseline ? m_options.baseline->baseline.agent_id : std::string());
 }
 
 Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
-    : m_clock(clock), m_options(options) {
+    : m_clock(clock), m_options(options), m_instance(instance_tag()) {
     if (!c.kms)
         throw Error(ErrorCategory::invalid_input, "guard: credentials need the agent's Kms");
     if (!c.crl)
@@ -71,17 +114,90 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     if (m_feed) m_feed->subscribe(this);
 }
 
-void Guard::record(GuardEvent event) noexcept {
-    audit_state(event);
+std::string Guard::record(GuardEvent event, bool audited) noexcept {
+    const bool halts =
+        event.kind == GuardEvent::Kind::halted || event.kind == GuardEvent::Kind::revoked;
     try {
-        m_events.push_back(std::move(event));
+        if (halts) {
+            event.halt_id = new_id("halt", event.at_ns, ++m_halts);
+            if (m_halt)
+                m_past_halts.push_back({m_halt->halt_id, "superseded by halt " + event.halt_id +
+                                                             " (" + event.reason +
+                                                             ") before it was lifted"});
+            m_halt = event;
+        }
+    } catch (...) {
+        report("out of memory recording a halt");
+    }
+    if (!audited) audit_state(event);
+    try {
+        m_events.push_back(event);
     } catch (...) {
         // Out of memory for the in-process history; the audit trail has the event.
     }
+    try {
+        const std::string who = m_agent_id.empty() ? std::string("guard") : m_agent_id;
+        if (event.kind == GuardEvent::Kind::revoked) {
+            const std::string serial = m_certificate ? m_certificate->serial() : std::string();
+            bool compromised;
+            {
+                std::lock_guard<detail::SpinLock> lock(m_lock);
+                compromised = m_key_compromised;
+            }
+            notify(static_cast<int>(Notification::Kind::revocation), nullptr, event.at_ns,
+                   who + ": certificate " + serial + " revoked (" + event.by +
+                       "): " + event.reason + "; halted",
+                   dump({{"serial", serial},
+                         {"source", event.by},
+                         {"reason", event.reason},
+                         {"halt", event.halt_id},
+                         {"key_compromised", compromised}}));
+        }
+        if (halts)
+            notify(static_cast<int>(Notification::Kind::halt), nullptr, event.at_ns,
+                   who + ": halted by " + event.by + ": " + event.reason + " (halt " +
+                       event.halt_id + ")",
+                   dump({{"halt", event.halt_id},
+                         {"by", event.by},
+                         {"reason", event.reason},
+                         {"revoked", event.kind == GuardEvent::Kind::revoked}}));
+    } catch (...) {
+        report("notifier: could not build a halt notification");
+    }
+    return event.halt_id;
+}
+
+void Guard::lift_halt(const std::string& by) noexcept {
+    if (!m_halt) return;
+    try {
+        m_past_halts.push_back(
+            {m_halt->halt_id, "lifted at " + format_timestamp(m_clock.now_ns()) + " by " + by});
+    } catch (...) {
+        report("out of memory recording a lifted halt");
+    }
+    m_halt.reset();
+}
+
+std::optional<GuardEvent> Guard::current_halt() const {
+    std::lock_guard<std::mutex> admin(m_admin);
+    return m_halt;
 }
 
 void Guard::audit_state(const GuardEvent& e) noexcept {
     if (!m_audit) return;
+    if (!e.halt_id.empty()) {
+        // With the halt's id, the one thing a signed re-enable must name.
+        try {
+            audit_event(e.at_ns,
+                        e.kind == GuardEvent::Kind::resumed   ? audit_event::guard_resumed
+                        : e.kind == GuardEvent::Kind::revoked ? audit_event::certificate_revoked
+                                                              : audit_event::guard_halted,
+                        dump({{"by", e.by}, {"reason", e.reason}, {"halt", e.halt_id}}));
+            return;
+        } catch (...) {
+            // Out of memory for the payload: record it without the id below.
+        }
+    }
     std::string_view event;
     switch (e.kind) {
         case GuardEvent::Kind::halted: event = audit_event::guard_halted; break;
@@ -151,7 +267,7 @@ void Guard::install(std::unique_ptr<detail::Authority> next, bool new_serial) {
         old.reset(m_authority.release());
         m_authority = std::move(next);
         if (new_serial) {
-            m_revoked = false;
+            if (!m_key_compromised) m_revoked = false;  // a compromised key stays revoked
             m_expiry_warned = false;
         }
     }
@@ -166,14 +282,40 @@ void Guard::rotate(const AgentCertificate& renewed) {
         throw Error(ErrorCategory::invalid_input, "rotate: the renewed certificate is for agent '" +
                                                       renewed.agent_id() + "', not '" +
                                                       m_certificate->agent_id() + "'");
+    bool compromised;
+    {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        compromised = m_key_compromised;
+    }
+    if (compromised)
+        throw Error(ErrorCategory::unauthorised,
+                    "rotate: renewed certificate refused: key_compromised: a certificate carrying "
+                    "this Guard's key was revoked for keyCompromise, so every certificate of that "
+                    "key stays refused; a replacement agent needs a new key and a new Guard");
+    // Never back: not the certificate in force, not one held before, not an older one.
+    const std::string serial = canonical_serial(renewed.serial());
+    if (serial == canonical_serial(m_certificate->serial()))
+        throw Error(ErrorCategory::unauthorised,
+                    "rotate: renewed certificate refused: not_newer: serial " + renewed.serial() +
+                        " is the certificate in force");
+    if (std::find(m_held_serials.begin(), m_held_serials.end(), serial) != m_held_serials.end())
+        throw Error(ErrorCategory::unauthorised,
+                    "rotate: renewed certificate refused: not_newer: serial " + renewed.serial() +
+                        " was in force before; rotation never goes back");
+    if (seconds_of(renewed.not_before()) < seconds_of(m_certificate->not_before()))
+        throw Error(ErrorCategory::unauthorised,
+                    "rotate: renewed certificate refused: not_newer: its notBefore " +
+                        format_timestamp(renewed.not_before()) +
+                        " is before that of the certificate in force (" +
+                        format_timestamp(m_certificate->not_before()) + ")");
     const CertificateCheck result = verify(renewed, &*m_crl);
     if (!result.ok())
         throw Error(ErrorCategory::unauthorised,
                     std::string("rotate: renewed certificate refused: ") +
                         to_string(result.status) + ": " + result.detail);
     auto next = make_authority(renewed, *m_crl);
-    const bool new_serial = renewed.serial() != m_certificate->serial();
-    install(std::move(next), new_serial);
+    m_held_serials.push_back(canonical_serial(m_certificate->serial()));
+    install(std::move(next), true);
     m_certificate = renewed;
     m_scope = renewed.scope();
     record(
@@ -208,19 +350,29 @@ void Guard::update_crl(const CertificateRevocationList& crl) {
 void Guard::on_revocation(const Revocation& r) noexcept {
     try {
         std::lock_guard<std::mutex> admin(m_admin);
-        if (!m_certificate || m_certificate->serial() != r.serial) return;
+        if (!m_certificate) return;
+        const std::string serial = canonical_serial(r.serial);
+        const bool compromise = compromise_reason(r.reason);
+        const bool current = serial == canonical_serial(m_certificate->serial());
+        // Every certificate this Guard held carries its key: a compromise of one is of all.
+        const bool held =
+            std::find(m_held_serials.begin(), m_held_serials.end(), serial) != m_held_serials.end();
+        if (!current && !(held && compromise)) return;
         {
             std::lock_guard<detail::SpinLock> lock(m_lock);
             m_revoked = true;
+            if (compromise) m_key_compromised = true;
             m_halted.store(true, std::memory_order_relaxed);
         }
-        record({GuardEvent::Kind::revoked, r.revoked_at, "revocation feed", r.reason});
+        record({GuardEvent::Kind::revoked, r.revoked_at, "revocation feed",
+                current ? r.reason
+                        : "certificate " + r.serial + " of this Guard's key revoked: " + r.reason});
     } catch (...) {
         // Only the history entry can fail (allocation); the halt above has already happened.
     }
 }
 
-void Guard::halt(std::string_view reason, std::string_view by) {
+std::string Guard::halt(std::string_view reason, std::string_view by) {
     GuardEvent event{GuardEvent::Kind::halted, m_clock.now_ns(), std::string(by),
                      std::string(reason)};
     std::lock_guard<std::mutex> admin(m_admin);
@@ -228,7 +380,7 @@ void Guard::halt(std::string_view reason, std::string_view by) {
         std::lock_guard<detail::SpinLock> lock(m_lock);
         m_halted.store(true, std::memory_order_relaxed);
     }
-    record(std::move(event));
+    return record(std::move(event));
 }
 
 void Guard::resume(std::string_view by) {
@@ -241,15 +393,21 @@ void Guard::resume(std::string_view by) {
         if (!m_halted.load(std::memory_order_relaxed))
             throw Error(ErrorCategory::invalid_state, "resume: the guard is not halted");
         if (m_revoked)
-            throw Error(
-                ErrorCategory::invalid_state,
-                "resume: the certificate is revoked; rotate() to a newly issued certificate first");
+            throw Error(ErrorCategory::invalid_state,
+                        m_key_compromised
+                            ? "resume: the certificate is revoked for keyCompromise: every "
+                              "certificate of this key stays refused; a replacement agent needs "
+                              "a new key"
+                            : "resume: the certificate is revoked; rotate() to a newly issued "
+                              "certificate first");
         if (m_auto_halted)
             throw Error(ErrorCategory::invalid_state,
                         "resume: the halt was automatic; re-enabling needs a named person's "
                         "signed statement (Guard::reenable, kakunin agent reenable)");
         m_halted.store(false, std::memory_order_relaxed);
     }
+    if (m_halt) event.halt_id = m_halt->halt_id;
+    lift_halt(event.by);
     record(std::move(event));
 }
 
@@ -285,6 +443,17 @@ void Guard::report(std::string_view message) noexcept {
     } catch (...) {
         // A handler must not throw; if it does, the check that triggered it is unaffected.
     }
+}
+
+void Guard::report_clock_step(TimeNs from, TimeNs to) noexcept {
+    // No allocation: this runs on the thread calling check().
+    char message[256];
+    std::snprintf(message, sizeof message,
+                  "clock stepped back %" PRId64 " ns (from %" PRId64 " to %" PRId64
+                  " ns since the epoch): the rate window, daily total, scoring and expiry keep "
+                  "the later time until the clock passes it; no limit is reset",
+                  from - to, from, to);
+    report(message);
 }
 
 void Guard::report_expiry() noexcept {

@@ -141,7 +141,7 @@ std::string incident_review_text(const IncidentReview& r) {
 }
 
 std::string reenable_text(const Reenable& r) {
-    return "kakunin-reenable/v1\n" + r.agent_id + "\n" + r.by + "\n" +
+    return "kakunin-reenable/v2\n" + r.agent_id + "\n" + r.halt_id + "\n" + r.by + "\n" +
            std::to_string(r.signed_at_ns) + "\n" + r.reason + "\n";
 }
 
@@ -165,13 +165,21 @@ IncidentReview sign_incident_review(Kms& kms, std::string_view agent_id,
     return r;
 }
 
-Reenable sign_reenable(Kms& kms, std::string_view agent_id, std::string_view by,
-                       std::string_view reason, TimeNs at, KeyAlgorithm algorithm) {
-    if (by.empty() || reason.empty())
+Reenable sign_reenable(Kms& kms, std::string_view agent_id, std::string_view halt_id,
+                       std::string_view by, std::string_view reason, TimeNs at,
+                       KeyAlgorithm algorithm) {
+    if (halt_id.empty() || by.empty() || reason.empty())
         throw Error(ErrorCategory::invalid_input,
-                    "re-enable: the person and the reason are required");
+                    "re-enable: the halt, the person and the reason are required");
     validate_agent_id(agent_id);
-    Reenable r{std::string(agent_id), std::string(by), std::string(reason), at, {}, {}, {}};
+    Reenable r{std::string(agent_id),
+               std::string(halt_id),
+               std::string(by),
+               std::string(reason),
+               at,
+               {},
+               {},
+               {}};
     sign_statement(kms, by, algorithm, r, &reenable_text);
     return r;
 }
@@ -183,6 +191,8 @@ std::string check_incident_review(const IncidentReview& r) noexcept {
 }
 
 std::string check_reenable(const Reenable& r) noexcept {
+    if (r.halt_id.empty())
+        return "it names no halt (a kakunin-reenable/v1 statement lifts nothing)";
     if (r.by.empty() || r.reason.empty()) return "the person and the reason are required";
     return check_statement(r, &reenable_text);
 }
@@ -200,6 +210,7 @@ std::string to_json(const IncidentReview& r) {
 
 std::string to_json(const Reenable& r) {
     return dump({{"agent", r.agent_id},
+                 {"halt", r.halt_id},
                  {"by", r.by},
                  {"reason", r.reason},
                  {"signed_at_ns", r.signed_at_ns},
@@ -219,9 +230,9 @@ IncidentReview incident_review_from_json(std::string_view text) {
 Reenable reenable_from_json(std::string_view text) {
     const char* what = "re-enable";
     const json j = parse_object(text, what);
-    return {str(j, "agent", what),        str(j, "by", what),        str(j, "reason", what),
-            num(j, "signed_at_ns", what), str(j, "algorithm", what), str(j, "public_key", what),
-            str(j, "signature", what)};
+    return {str(j, "agent", what),      str(j, "halt", what),         str(j, "by", what),
+            str(j, "reason", what),     num(j, "signed_at_ns", what), str(j, "algorithm", what),
+            str(j, "public_key", what), str(j, "signature", what)};
 }
 
 std::string to_json(const Incident& i) {
@@ -247,6 +258,11 @@ std::string to_json(const Incident& i) {
 
 // ---- the Guard's side ----
 
+std::string Guard::new_id(std::string_view prefix, TimeNs at, std::uint64_t n) const {
+    return std::string(prefix) + "-" + (m_agent_id.empty() ? std::string() : m_agent_id + "-") +
+           compact_time(at) + "-" + m_instance + "-" + std::to_string(n);
+}
+
 void Guard::setup_behaviour(const std::string& agent_id) {
     m_agent_id = agent_id;
     if (m_options.baseline) {
@@ -256,6 +272,13 @@ void Guard::setup_behaviour(const std::string& agent_id) {
             m_scope, agent_id.empty() ? "agent" : agent_id, m_options.observation_policy);
         m_builder->start(m_clock.now_ns());
     }
+    // Halts, revocations and incident steps are notified from the incident thread.
+    if (m_options.notifier) start_incident_thread();
+}
+
+void Guard::start_incident_thread() {
+    if (m_options.incident_thread && !m_incident_thread.joinable())
+        m_incident_thread = std::thread([this] { incident_loop(); });
 }
 
 void Guard::enforce_baseline(const ApprovedBaseline& ab) {
@@ -286,8 +309,7 @@ void Guard::enforce_baseline(const ApprovedBaseline& ab) {
     json p = json::parse(to_json(ab.approval));
     p["enforced_from_ns"] = m_clock.now_ns();
     audit_event(m_clock.now_ns(), audit_event::baseline_approved, dump(p));
-    if (m_options.incident_thread && !m_incident_thread.joinable())
-        m_incident_thread = std::thread([this] { incident_loop(); });
+    start_incident_thread();
 }
 
 void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) noexcept {
@@ -301,7 +323,8 @@ void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) 
     }
 }
 
-void Guard::notify(int kind, const Incident* incident, TimeNs at, std::string summary) noexcept {
+void Guard::notify(int kind, const Incident* incident, TimeNs at, std::string summary,
+                   std::string details_json) noexcept {
     if (!m_options.notifier) return;
     try {
         Notification n;
@@ -309,6 +332,7 @@ void Guard::notify(int kind, const Incident* incident, TimeNs at, std::string su
         n.agent_id = m_agent_id;
         n.at_ns = at;
         n.summary = std::move(summary);
+        n.details_json = std::move(details_json);
         if (incident != nullptr) {
             n.incident_id = incident->id;
             n.score_ppm = incident->score_ppm;
@@ -317,10 +341,26 @@ void Guard::notify(int kind, const Incident* incident, TimeNs at, std::string su
                                    {"deadline_ns", incident->deadline_ns},
                                    {"trigger_order", json::parse(incident->trigger_order_json)}});
         }
-        m_options.notifier->notify(n);
+        {
+            std::lock_guard<std::mutex> lock(m_notes_mutex);
+            m_notes.push_back(std::move(n));
+        }
+        m_notes_queued.fetch_add(1, std::memory_order_release);
+        m_wake.notify_all();
     } catch (...) {
         report("notifier: could not build a notification");
     }
+}
+
+void Guard::deliver_notifications() noexcept {
+    if (!m_options.notifier) return;
+    std::vector<Notification> batch;
+    {
+        std::lock_guard<std::mutex> lock(m_notes_mutex);
+        batch.swap(m_notes);
+    }
+    for (const Notification& n : batch) m_options.notifier->notify(n);
+    m_notes_delivered.fetch_add(batch.size(), std::memory_order_release);
 }
 
 void Guard::handle_anomaly(const detail::AuditEntry& e) {
@@ -345,8 +385,7 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
         Incident inc;
         inc.agent_id = m_agent_id;
         inc.opened_at_ns = d.ts_ns;
-        inc.id = "inc-" + m_agent_id + "-" + compact_time(d.ts_ns) + "-" +
-                 std::to_string(m_incidents.size() + 1);
+        inc.id = new_id("inc", d.ts_ns, m_incidents.size() + 1);
         inc.deadline_ns =
             d.ts_ns + static_cast<TimeNs>(policy.investigation_window_s) * 1'000'000'000;
         inc.score_ppm = d.score_ppm;
@@ -382,8 +421,11 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
     {
         std::lock_guard<std::mutex> admin(m_admin);
         if (m_certificate) serial = m_certificate->serial();
-        m_events.push_back({GuardEvent::Kind::halted, d.ts_ns, "kakunin",
-                            "automatic halt: anomaly score " + score_text(d.score_ppm)});
+        // check() halted and audited it; this gives the halt its id, history and notification.
+        record({GuardEvent::Kind::halted, d.ts_ns, "kakunin",
+                "automatic halt: anomaly score " + score_text(d.score_ppm) + ", incident " +
+                    active->id},
+               true);
     }
     const std::string reason = "anomaly score " + score_text(d.score_ppm) +
                                " >= " + score_text(policy.revoke_ppm) + " (" +
@@ -432,7 +474,12 @@ void Guard::handle_anomaly(const detail::AuditEntry& e) {
 
 void Guard::check_deadlines() {
     if (!m_scorer) return;  // set once under m_incident_mutex (held here), never unset
-    const TimeNs now = m_clock.now_ns();
+    TimeNs now = m_clock.now_ns();
+    {
+        // A clock stepping back does not put a deadline off: the latest time checked counts.
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        now = std::max(now, m_latest_ns);
+    }
     for (auto& i : m_incidents) {
         if (i.state != IncidentState::open || i.escalated || now < i.deadline_ns) continue;
         i.escalated = true;
@@ -449,28 +496,30 @@ void Guard::check_deadlines() {
                    std::to_string(m_scorer->policy().investigation_window_s) + " s" +
                    (halt_it ? "; the agent is halted" : ""));
         if (halt_it) {
+            std::lock_guard<std::mutex> admin(m_admin);
             {
                 std::lock_guard<detail::SpinLock> lock(m_lock);
                 m_halted.store(true, std::memory_order_release);
                 m_auto_halted = true;
             }
-            std::lock_guard<std::mutex> admin(m_admin);
             record({GuardEvent::Kind::halted, now, "kakunin",
-                    "incident " + i.id + " not acknowledged in time"});
+                    "automatic halt: incident " + i.id + " not acknowledged in time"});
         }
     }
 }
 
 void Guard::process_incidents() {
     std::lock_guard<std::mutex> lock(m_incident_mutex);
-    if (!m_scorer) return;
-    for (;;) {
-        const std::uint64_t tail = m_anomaly_tail.load(std::memory_order_relaxed);
-        if (tail == m_anomaly_head.load(std::memory_order_acquire)) break;
-        handle_anomaly(m_anomalies[tail % m_anomalies.size()]);
-        m_anomaly_tail.store(tail + 1, std::memory_order_release);
+    if (m_scorer) {
+        for (;;) {
+            const std::uint64_t tail = m_anomaly_tail.load(std::memory_order_relaxed);
+            if (tail == m_anomaly_head.load(std::memory_order_acquire)) break;
+            handle_anomaly(m_anomalies[tail % m_anomalies.size()]);
+            m_anomaly_tail.store(tail + 1, std::memory_order_release);
+        }
+        check_deadlines();
     }
-    check_deadlines();
+    deliver_notifications();
 }
 
 void Guard::incident_loop() {
@@ -490,10 +539,14 @@ bool Guard::wait_incidents(std::chrono::milliseconds timeout) {
     const auto until = std::chrono::steady_clock::now() + timeout;
     for (;;) {
         const std::uint64_t head = m_anomaly_head.load(std::memory_order_acquire);
-        if (m_anomaly_tail.load(std::memory_order_acquire) == head) {
+        const std::uint64_t notes = m_notes_queued.load(std::memory_order_acquire);
+        if (m_anomaly_tail.load(std::memory_order_acquire) == head &&
+            m_notes_delivered.load(std::memory_order_acquire) == notes) {
             // The last one may still be in handling: take the lock once to be sure.
             std::lock_guard<std::mutex> lock(m_incident_mutex);
-            if (m_anomaly_tail.load(std::memory_order_acquire) == head) return true;
+            if (m_anomaly_tail.load(std::memory_order_acquire) == head &&
+                m_notes_delivered.load(std::memory_order_acquire) == notes)
+                return true;
         }
         if (!m_options.incident_thread) process_incidents();
         if (std::chrono::steady_clock::now() >= until) return false;
@@ -545,6 +598,9 @@ void Guard::resolve_incident(std::string_view id, std::string_view by, std::stri
         i.history.push_back({i.state, now, std::string(by), std::string(note)});
         audit_event(now, "incident.resolved",
                     dump({{"incident", i.id}, {"agent", m_agent_id}, {"by", by}, {"note", note}}));
+        notify(static_cast<int>(Notification::Kind::incident), &i, now,
+               m_agent_id + ": incident " + i.id + " resolved by " + std::string(by) +
+                   (note.empty() ? "" : ": " + std::string(note)));
         return;
     }
     throw Error(ErrorCategory::not_found, "resolve: no incident " + std::string(id));
@@ -565,6 +621,9 @@ void Guard::review_incident(const IncidentReview& review) {
         i.state = IncidentState::reviewed;
         i.history.push_back({i.state, review.signed_at_ns, review.reviewer, review.root_cause});
         audit_event(m_clock.now_ns(), audit_event::review_signed, to_json(review));
+        notify(static_cast<int>(Notification::Kind::incident), &i, m_clock.now_ns(),
+               m_agent_id + ": incident " + i.id + " reviewed by " + review.reviewer +
+                   " (signed): " + review.root_cause);
         return;
     }
     throw Error(ErrorCategory::not_found, "review: no incident " + review.incident_id);
@@ -578,18 +637,38 @@ void Guard::reenable(const Reenable& st) {
     require_person(st.by, st.public_key);
     const TimeNs now = m_clock.now_ns();
     std::lock_guard<std::mutex> admin(m_admin);
+    // Bound to one halt: a statement for an earlier halt, one already lifted or another
+    // Guard's lifts nothing.
+    if (!m_halt || m_halt->halt_id != st.halt_id) {
+        for (const PastHalt& past : m_past_halts)
+            if (past.id == st.halt_id)
+                throw Error(ErrorCategory::unauthorised,
+                            "re-enable refused: stale statement: halt " + st.halt_id + " was " +
+                                past.fate +
+                                (m_halt ? "; the halt in force is " + m_halt->halt_id : ""));
+        if (!m_halt)
+            throw Error(ErrorCategory::invalid_state, "re-enable: the guard is not halted");
+        throw Error(ErrorCategory::unauthorised,
+                    "re-enable refused: the statement lifts halt " + st.halt_id +
+                        ", not a halt of this guard; the halt in force is " + m_halt->halt_id +
+                        " (" + m_halt->reason + ")");
+    }
     {
         std::lock_guard<detail::SpinLock> lock(m_lock);
         if (!m_halted.load(std::memory_order_relaxed))
             throw Error(ErrorCategory::invalid_state, "re-enable: the guard is not halted");
         if (m_revoked)
             throw Error(ErrorCategory::invalid_state,
-                        "re-enable: the certificate is revoked; a replacement agent with a new "
-                        "certificate (rotate()) is needed");
+                        "re-enable: the certificate is revoked; " +
+                            std::string(m_key_compromised
+                                            ? "its key was revoked for keyCompromise: a "
+                                              "replacement agent with a new key is needed"
+                                            : "rotate() to a newly issued certificate first"));
         m_halted.store(false, std::memory_order_release);
         m_auto_halted = false;
     }
-    m_events.push_back({GuardEvent::Kind::resumed, now, st.by, st.reason});
+    lift_halt(st.by);
+    m_events.push_back({GuardEvent::Kind::resumed, now, st.by, st.reason, st.halt_id});
     audit_event(now, audit_event::guard_resumed, to_json(st));
 }
 
