@@ -12,13 +12,20 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "kakunin/audit.hpp"
+#include "kakunin/baseline.hpp"
+#include "kakunin/ca.hpp"
 #include "kakunin/decimal.hpp"
+#include "kakunin/export.hpp"
+#include "kakunin/guard.hpp"
 #include "kakunin/replay.hpp"
+#include "kakunin/software_kms.hpp"
 #include "pkcs11_test_support.hpp"
 
 using json = nlohmann::json;
@@ -105,7 +112,8 @@ std::string row(TimeNs t, const std::string& rest) { return format_timestamp(t) 
 /// The state and the packages, made once through the command line.
 struct Scenario {
     TempDir dir;
-    json replay;  ///< the trading day's replay --json summary
+    json replay;      ///< the trading day's replay --json summary
+    json production;  ///< agent-8's production certificate (cert issue --json), revoked
     std::string package = dir / "pkg", plain = dir / "pkg-no-baseline";
     std::string html, plain_html;
     json manifest, timeline;
@@ -157,7 +165,13 @@ struct Scenario {
         manifest = json::parse(read_text(package + "/manifest.json"));
         timeline = json::parse(read_text(package + "/timeline.json"));
 
-        // Another agent of the same CA with no baseline at all.
+        // Another agent of the same CA with no baseline at all, and a production certificate
+        // that an operator revoked.
+        production = json::parse(ok(dir,
+                                    "cert issue --dir state --agent agent-8 --out agent-8.pem "
+                                    "--json"));
+        ok(dir, "cert revoke --dir state --serial " + production["serial"].get<std::string>() +
+                    " --reason 'keyCompromise: laptop stolen'");
         ok(dir, "replay --dir state --agent agent-8 --orders day.csv");
         ok(dir, "export --dir state --agent agent-8 --log-id agent-8.replay --out pkg-no-baseline");
         ok(dir, "export verify pkg-no-baseline --ca state/ca.pem");
@@ -219,7 +233,7 @@ TEST_CASE(
     "[hardening][export]") {
     Scenario& s = scenario();
     const std::string serial = s.replay["certificate"]["serial"];
-    const std::string cert = row_with(s.html, "data-serial=\"" + serial + "\"");
+    const std::string cert = row_with(s.html, "<td><code>" + serial + "</code></td>");
     INFO(cert);
     CHECK_THAT(cert, Catch::Contains(">revoked</span>"));
     CHECK_THAT(cert, !Catch::Contains("not revoked"));
@@ -236,9 +250,96 @@ TEST_CASE(
         if (e.path().extension() != ".json") continue;
         const std::string other = name.substr(0, name.size() - 5);
         if (other == serial) continue;
-        CHECK_THAT(row_with(s.html, "data-serial=\"" + other + "\""),
+        CHECK_THAT(row_with(s.html, "<td><code>" + other + "</code></td>"),
                    Catch::Contains("not revoked"));
     }
+}
+
+TEST_CASE(
+    "hardening export: a production certificate revoked at the CA shows the CRL's date and "
+    "the CA log's reason",
+    "[hardening][export]") {
+    Scenario& s = scenario();
+    const std::string serial = s.production["serial"];
+    std::optional<TimeNs> revoked_at;
+    std::string seq;
+    std::istringstream in(read_text(s.plain + "/audit/ca.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+        const json j = json::parse(line);
+        if (j["kind"] == "record" && j["event"] == "certificate.revoked" &&
+            j["payload"]["serial"] == serial) {
+            revoked_at = j["payload"]["revoked_at_ns"].get<TimeNs>();
+            seq = std::to_string(j["seq"].get<std::uint64_t>());
+        }
+    }
+    REQUIRE(revoked_at);
+    const std::string cert = row_with(s.plain_html, "<td><code>" + serial + "</code></td>");
+    INFO(cert);
+    CHECK_THAT(cert, Catch::Contains(">revoked</span> " + human(*revoked_at) +
+                                     ": keyCompromise: laptop stolen"));
+    CHECK_THAT(cert, Catch::Contains("listed on the CRL; CA log seq " + seq));
+    CHECK_THAT(cert, !Catch::Contains("not revoked"));
+    CHECK_THAT(cert, !Catch::Contains("not on the package"));
+}
+
+TEST_CASE("hardening export: a Guard halted with no CA to revoke is not shown as not revoked",
+          "[hardening][export]") {
+    // A trading process enforcing the approved baseline without a CertificateAuthority: an
+    // order over the revocation threshold halts it, and nobody revokes the certificate.
+    Scenario& s = scenario();
+    TempDir tmp;
+    const std::string state = tmp / "state";
+    fs::copy(s.dir / "state", state, fs::copy_options::recursive);
+    std::shared_ptr<Kms> kms = SoftwareKms::open(state + "/keys", "hardening");
+    SystemClock system;
+    ManualClock clock(system.now_ns());
+    LocalCaOptions o;
+    o.state_dir = state;
+    auto ca = LocalCa::open(kms, clock, o);
+    const KeyHandle key = kms->create_key("agent:agent-7", KeyAlgorithm::ed25519);
+    const AgentCertificate cert =
+        ca->issue_for_agent("agent-7", kms->public_key(key).spki_der, std::chrono::hours(48));
+    FileBaselineStore store(state);
+    const auto stored = store.get_baseline("agent-7");
+    REQUIRE(stored);
+    const auto approval = store.get_approval("agent-7", stored->version);
+    REQUIRE(approval);
+    GuardOptions options;
+    AuditTrailOptions audit{std::make_shared<FileAuditSink>(state + "/audit/agent-7.jsonl")};
+    audit.log_id = "agent-7";
+    options.audit = audit;
+    options.baseline = ApprovedBaseline{parse_baseline_json(stored->json), *approval};
+    options.incident_thread = false;
+    {
+        Guard guard(GuardCredentials{cert, ca->trust_anchor(), ca->current_crl(), kms, key}, clock,
+                    options);
+        Order big;
+        big.instrument = "SOL_EUR";
+        big.counterparty = "exchange_a";
+        big.region = "eu-west-1";
+        big.side = Side::buy;
+        big.quantity = parse_decimal("1000");
+        big.price = parse_decimal("400");
+        big.reference_price = big.price;
+        clock.advance(std::chrono::minutes(1));
+        const Decision d = guard.check(big);
+        REQUIRE(d.reasons.contains(ReasonCode::anomaly_revocation));
+        guard.process_incidents();
+        REQUIRE(guard.halted());
+        REQUIRE(guard.audit()->wait_durable(std::chrono::seconds(10)));
+    }
+    CHECK_FALSE(ca->is_revoked(cert.serial()));
+    ExportOptions e;
+    e.state_dir = state;
+    e.agent = "agent-7";
+    e.out_dir = tmp / "pkg";
+    export_package(*ca, *kms, e, clock);
+    const std::string html = read_text(tmp / "pkg/report.html");
+    const std::string r = row_with(html, "<td><code>" + cert.serial() + "</code></td>");
+    INFO(r);
+    CHECK_THAT(r, Catch::Contains("halted, revocation not confirmed"));
+    CHECK_THAT(r, Catch::Contains("no certificate authority configured"));
+    CHECK_THAT(r, !Catch::Contains("not revoked"));
 }
 
 TEST_CASE("hardening export: the chart draws the approved baseline's thresholds",
