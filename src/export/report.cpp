@@ -570,7 +570,9 @@ string incidents_section(const PackageView& v, std::optional<TimeNs> to) {
     const bool replay = is_replay_log(v.manifest);
     std::ostringstream s;
     s << "<section id=\"incidents\">\n<h2>Incidents at the end of the period</h2>\n"
-         "<table id=\"incidents-table\">\n<tr><th>Incident</th><th>Opened</th><th>Score</th>"
+         "<table id=\"incidents-table\" class=\"fixed\">\n<colgroup><col style=\"width:200px\">"
+         "<col style=\"width:120px\"><col style=\"width:64px\"><col style=\"width:300px\"><col>"
+         "</colgroup>\n<tr><th>Incident</th><th>Opened</th><th>Score</th>"
          "<th>State at the end of the period</th><th>Last step</th></tr>\n";
     for (const IncidentView& i : incidents) {
         string state;
