@@ -26,6 +26,7 @@
 #include "kakunin/guard.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"
+#include "pg_test_support.hpp"
 #include "pkcs11_test_support.hpp"
 
 using json = nlohmann::json;
@@ -584,4 +585,33 @@ TEST_CASE("kakunin baseline show: the approved baseline as a table and as JSON",
         CHECK(r.exit_code != 0);
         CHECK_THAT(r.output, Catch::Contains("the approval does not verify"));
     }
+}
+
+TEST_CASE("kakunin baseline show --postgres: the approved baseline from the PostgreSQL store",
+          "[hardening][cli][baseline][postgres]") {
+    Scenario& s = scenario();
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    PostgresBaselineStore store(db.app());
+    const std::string text = read_text(s.dir / "state/baselines/agent-7/1.json");
+    const StoredBaseline stored = store.put_baseline("agent-7", text);
+    const std::string conninfo = shell_quote(db.app());
+
+    const auto unapproved = cli(s.dir, "baseline show --postgres " + conninfo + " --agent agent-7");
+    CHECK(unapproved.exit_code != 0);
+    CHECK_THAT(unapproved.output, Catch::Contains("has no approved baseline"));
+
+    BaselineApproval approval =
+        baseline_approval_from_json(read_text(s.dir / "state/baselines/agent-7/1.approval.json"));
+    REQUIRE(approval.version == stored.version);
+    store.put_approval(approval);
+    const json j =
+        json::parse(ok(s.dir, "baseline show --postgres " + conninfo + " --agent agent-7 --json"));
+    CHECK(j["version"] == stored.version);
+    CHECK(j["approval"]["approver"] == "C. Officer");
+    CHECK(j["baseline_sha256"] == approval.baseline_sha256);
+    CHECK(j["policy"] == json::parse(text)["policy"]);
+    const auto both =
+        cli(s.dir, "baseline show --dir state --postgres " + conninfo + " --agent agent-7");
+    CHECK(both.exit_code != 0);
+    CHECK_THAT(both.output, Catch::Contains("either --dir STATE or --postgres CONNINFO"));
 }
