@@ -195,7 +195,7 @@ Scenario& scenario() {
     return s;
 }
 
-/// The table row of `html` holding `marker` (e.g. data-serial="..."), from <tr to </tr>.
+/// The table row of `html` holding `marker` (e.g. the serial in its first cell), <tr to </tr>.
 std::string row_with(const std::string& html, const std::string& marker) {
     const std::size_t at = html.find(marker);
     INFO("no row with " << marker);

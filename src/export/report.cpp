@@ -368,10 +368,12 @@ Thresholds thresholds_of(const PackageView& v) {
         if (l.is_record() && str(l.value, "event") == "baseline.approved")
             enforced_sha = str(object_at(l.value, "payload"), "baseline_sha256");
     const PackageView::BaselineFiles* chosen = nullptr;
+    bool enforced = false;  // chosen is the one the log names
     for (const auto& b : v.baselines) {
         if (!b.approval || !b.baseline) continue;
         if (!enforced_sha.empty() && str(*b.approval, "baseline_sha256") == enforced_sha) {
             chosen = &b;
+            enforced = true;
             break;
         }
         chosen = &b;  // ascending versions: the latest approved one
@@ -402,7 +404,12 @@ Thresholds thresholds_of(const PackageView& v) {
     t.from_baseline = true;
     t.source = "Thresholds from the scoring policy of baseline version " + version + " (baseline/" +
                version + ".json), approved by " + str(*chosen->approval, "approver") +
-               (enforced_sha.empty() ? "." : ", the baseline the agent's log shows enforced.");
+               (enforced ? ", the baseline the agent's log shows enforced."
+                : enforced_sha.empty()
+                    ? " (the latest approved version)."
+                    : " (the latest approved version; the baseline the agent's log shows "
+                      "enforced, sha256 " +
+                          short_hash(enforced_sha) + ", is not in this package).");
     return t;
 }
 
