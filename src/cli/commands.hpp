@@ -22,4 +22,8 @@ void add_export_command(CLI::App& app);
 /// Registers `agent reenable` under the `agent` command: call after add_ca_commands().
 void add_behaviour_commands(CLI::App& app);
 
+/// `kakunin baseline show` (docs/cli.md). Registers under `baseline`: call after
+/// add_behaviour_commands().
+void add_baseline_show_command(CLI::App& app);
+
 }  // namespace kakunin::cli

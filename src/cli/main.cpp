@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     kakunin::cli::add_replay_command(app);
     kakunin::cli::add_audit_commands(app);
     kakunin::cli::add_behaviour_commands(app);
+    kakunin::cli::add_baseline_show_command(app);
     kakunin::cli::add_export_command(app);
     try {
         app.parse(argc, argv);

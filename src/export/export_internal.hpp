@@ -38,7 +38,8 @@ inline constexpr const char* signature_format = "kakunin-export-signature/v1";
 /// The files every package has, whatever its manifest says.
 const std::vector<std::string>& required_files();
 
-/// Scores at or above these are warnings and revocations (DESIGN §4); the report draws them.
+/// The default warning and revocation thresholds (DESIGN §4): the report draws the approved
+/// baseline's policy, and these only when the package has none (and says so).
 inline constexpr std::uint32_t warn_ppm = 750'000;
 inline constexpr std::uint32_t revoke_ppm = 850'000;
 
@@ -64,11 +65,12 @@ struct PackageView {
     };
     std::vector<Certificate> certificates;
     json ca_certificate;  ///< {"subject","fingerprint","not_before_ns","not_after_ns"}
-    json crl;             ///< {"this_update_ns","next_update_ns","revoked":[serial...]}
+    json crl;             ///< {"this_update_ns","next_update_ns","revoked":[serial...],
+                          ///<  "entries":[{"serial","revoked_at_ns"}...]}
     std::optional<json> scope_approval;  ///< approvals/scope.json
     struct BaselineFiles {
         std::uint64_t version = 0;
-        std::optional<json> baseline;  ///< only format/agent/observed_* are interpreted
+        std::optional<json> baseline;  ///< format/agent/observed_* and policy are read
         std::optional<json> approval;
     };
     std::vector<BaselineFiles> baselines;

@@ -67,11 +67,12 @@ constexpr const char* mapping_text = R"json([
     "how": "The certified instrument, counterparty and region lists; orders outside them are rejected with instrument_not_allowed, counterparty_not_allowed or region_not_allowed."
   },
   {
-    "requirement": "Kill functionality: cancel unexecuted orders immediately, and identify which algorithm and trader each order came from",
+    "requirement": "Kill functionality: cancel any or all unexecuted orders immediately, and identify which algorithm and trader each order came from",
     "instrument": "Commission Delegated Regulation (EU) 2017/589 (MiFID II RTS 6)",
     "provision": "Art. 12",
+    "coverage": "partial",
     "evidence": ["timeline.json", "audit/extract.jsonl", "crl.pem", "certificates/*.pem"],
-    "how": "Halts (guard.halted) with who and why; automatic revocations listed on the CRL; every record names the agent and the certificate that identified it."
+    "how": "Partially met. What exists: the kill switch halts the agent (guard.halted, with who and why), after which every new order is rejected (reason halted); automatic revocations are listed on the CRL; every record names the agent and the certificate that identified it. Not implemented yet: cancelling the agent's unexecuted (resting) orders at the venue; a halt stops new orders only, and resting orders must be cancelled by the trading system."
   },
   {
     "requirement": "After an automatic halt, trading stays disabled until a designated staff member re-enables it",

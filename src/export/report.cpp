@@ -4,10 +4,13 @@
 // regulatory mapping. Rendered only from the package's own files, deterministically (integer
 // geometry, no clock), so `kakunin export verify` renders it again and compares.
 #include <algorithm>
+#include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "export/export_internal.hpp"
 #include "kakunin/decimal.hpp"
+#include "kakunin/decision.hpp"
 #include "kakunin/replay.hpp"
 
 namespace kakunin::export_detail {
@@ -144,7 +147,17 @@ string tick_time(TimeNs t, TimeNs span) {
     return buf;
 }
 
-string chart(const std::vector<Point>& all, TimeNs t0, TimeNs t1, string& caption) {
+/// The thresholds the chart draws: those of the scoring policy inside the latest approved
+/// baseline of the package (what the Guard enforced), or DESIGN §4's defaults when the package
+/// has no approved baseline, said so in `source`.
+struct Thresholds {
+    std::uint64_t warn = warn_ppm, revoke = revoke_ppm;
+    bool from_baseline = false;
+    string source;
+};
+
+string chart(const std::vector<Point>& all, TimeNs t0, TimeNs t1, const Thresholds& th,
+             string& caption) {
     if (t1 <= t0) t1 = t0 + 1'000'000'000;
     std::vector<Point> pts;
     if (all.size() <= max_points) {
@@ -164,8 +177,9 @@ string chart(const std::vector<Point>& all, TimeNs t0, TimeNs t1, string& captio
     std::ostringstream s;
     s << "<svg id=\"score-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"" << chart_w
       << "\" height=\"" << chart_h << "\" viewBox=\"0 0 " << chart_w << " " << chart_h
-      << "\" role=\"img\" aria-label=\"Risk score of each order over time, with the 0.75 warning "
-         "and 0.85 revocation thresholds\">\n";
+      << "\" role=\"img\" aria-label=\"Risk score of each order over time, with the "
+      << score_text(th.warn) << " warning and " << score_text(th.revoke)
+      << " revocation thresholds\">\n";
     s << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w << "\" height=\""
       << plot_h << "\" fill=\"#fbfcfd\" stroke=\"#d5dde6\"/>\n";
     for (std::uint64_t v : {0u, 250'000u, 500'000u, 1'000'000u}) {
@@ -211,17 +225,18 @@ string chart(const std::vector<Point>& all, TimeNs t0, TimeNs t1, string& captio
         std::uint64_t ppm;
         const char* cls;
         const char* colour;
-        const char* label;
-    } thresholds[] = {{warn_ppm, "threshold threshold-warn", "#d98b00", "0.75 warning"},
-                      {revoke_ppm, "threshold threshold-revoke", "#c0392b", "0.85 revocation"}};
-    for (const auto& th : thresholds) {
-        const auto y = y_of(th.ppm);
-        s << "<line class=\"" << th.cls << "\" data-threshold=\"" << score_text(th.ppm)
+        string label;
+    } lines[] = {{th.warn, "threshold threshold-warn", "#d98b00", score_text(th.warn) + " warning"},
+                 {th.revoke, "threshold threshold-revoke", "#c0392b",
+                  score_text(th.revoke) + " revocation"}};
+    for (const auto& line : lines) {
+        const auto y = y_of(line.ppm);
+        s << "<line class=\"" << line.cls << "\" data-threshold=\"" << score_text(line.ppm)
           << "\" x1=\"" << left << "\" y1=\"" << y << "\" x2=\"" << left + plot_w << "\" y2=\"" << y
-          << "\" stroke=\"" << th.colour << "\" stroke-width=\"2\" stroke-dasharray=\"8 5\"/>"
+          << "\" stroke=\"" << line.colour << "\" stroke-width=\"2\" stroke-dasharray=\"8 5\"/>"
           << "<text x=\"" << left + plot_w - 4 << "\" y=\"" << y - 5
-          << "\" font-size=\"11\" text-anchor=\"end\" fill=\"" << th.colour << "\">" << th.label
-          << "</text>\n";
+          << "\" font-size=\"11\" text-anchor=\"end\" fill=\"" << line.colour << "\">"
+          << esc(line.label) << "</text>\n";
     }
     if (all.empty())
         s << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << top + plot_h / 2
@@ -236,9 +251,8 @@ string chart(const std::vector<Point>& all, TimeNs t0, TimeNs t1, string& captio
     if (all.size() > max_points)
         caption += " Each dot is the highest score among the orders of one of " +
                    std::to_string(slices) + " equal time slices.";
-    caption +=
-        " Dashed lines: 0.75 opens an incident and notifies; 0.85 rejects, halts and "
-        "revokes (DESIGN §4).";
+    caption += " Dashed lines: " + score_text(th.warn) + " opens an incident and notifies; " +
+               score_text(th.revoke) + " rejects, halts and revokes. " + th.source;
     return s.str();
 }
 
@@ -318,6 +332,498 @@ string row_class(const string& event) {
     return "";
 }
 
+// ---- derived evidence: thresholds, revocations, incidents, rejections, limit usage
+// ----------------
+
+/// `j[key]` when it is an object, else an empty object (never throws).
+json object_at(const json& j, const char* key) {
+    if (!j.is_object()) return json::object();
+    const auto it = j.find(key);
+    return it != j.end() && it->is_object() ? *it : json::object();
+}
+
+std::optional<std::uint64_t> unsigned_at(const json& j, const char* key) {
+    if (!j.is_object()) return std::nullopt;
+    const auto it = j.find(key);
+    if (it == j.end() || !it->is_number_integer()) return std::nullopt;
+    if (it->is_number_unsigned()) return it->get<std::uint64_t>();
+    const auto v = it->get<std::int64_t>();
+    if (v < 0) return std::nullopt;
+    return static_cast<std::uint64_t>(v);
+}
+
+bool is_replay_log(const json& manifest) {
+    const string id = str(manifest, "log_id");
+    return id.size() > 7 && id.compare(id.size() - 7, 7, ".replay") == 0;
+}
+
+Thresholds thresholds_of(const PackageView& v) {
+    Thresholds t;
+    const string defaults = "the default thresholds " + score_text(warn_ppm) + " and " +
+                            score_text(revoke_ppm) + " (DESIGN §4)";
+    // The baseline the agent's log says was enforced (its approval's hash), else the latest
+    // approved version of the package.
+    string enforced_sha;
+    for (const LogLine& l : v.extract)
+        if (l.is_record() && str(l.value, "event") == "baseline.approved")
+            enforced_sha = str(object_at(l.value, "payload"), "baseline_sha256");
+    const PackageView::BaselineFiles* chosen = nullptr;
+    bool enforced = false;  // chosen is the one the log names
+    for (const auto& b : v.baselines) {
+        if (!b.approval || !b.baseline) continue;
+        if (!enforced_sha.empty() && str(*b.approval, "baseline_sha256") == enforced_sha) {
+            chosen = &b;
+            enforced = true;
+            break;
+        }
+        chosen = &b;  // ascending versions: the latest approved one
+    }
+    if (chosen == nullptr) {
+        t.source = enforced_sha.empty()
+                       ? "No approved baseline in the package: orders were not scored against "
+                         "approved behaviour; the lines are drawn at " +
+                             defaults + "."
+                       : "The agent's log records an approved baseline (sha256 " +
+                             short_hash(enforced_sha) +
+                             ") that is not in this package: the lines are drawn at " + defaults +
+                             ", which may differ from the policy that was enforced.";
+        return t;
+    }
+    const json policy = object_at(*chosen->baseline, "policy");
+    const auto w = unsigned_at(policy, "warn_ppm");
+    const auto r = unsigned_at(policy, "revoke_ppm");
+    const string version = std::to_string(chosen->version);
+    if (!w || !r || *w > 1'000'000 || *r > 1'000'000) {
+        t.source = "Baseline version " + version +
+                   " states no readable policy thresholds: the lines are drawn at " + defaults +
+                   ".";
+        return t;
+    }
+    t.warn = *w;
+    t.revoke = *r;
+    t.from_baseline = true;
+    t.source = "Thresholds from the scoring policy of baseline version " + version + " (baseline/" +
+               version + ".json), approved by " + str(*chosen->approval, "approver") +
+               (enforced ? ", the baseline the agent's log shows enforced."
+                : enforced_sha.empty()
+                    ? " (the latest approved version)."
+                    : " (the latest approved version; the baseline the agent's log shows "
+                      "enforced, sha256 " +
+                          short_hash(enforced_sha) + ", is not in this package).");
+    return t;
+}
+
+/// What the package says about one certificate's revocation.
+struct RevocationStatus {
+    bool revoked = false;    ///< the CRL, the CA log or the Guard's records say it was revoked
+    bool requested = false;  ///< the Guard asked for it and no CA confirmed it
+    bool on_crl = false;
+    std::optional<TimeNs> at;
+    string reason, ca_result;
+    std::vector<string> evidence;
+};
+
+std::map<string, RevocationStatus> revocations_of(const PackageView& v) {
+    std::map<string, RevocationStatus> out;
+    std::map<string, string> serial_of_fp;
+    for (const auto& c : v.certificates)
+        serial_of_fp[str(c.info, "fingerprint")] = str(c.info, "serial");
+    for (const auto& e : v.crl.value("entries", json::array())) {
+        RevocationStatus& r = out[str(e, "serial")];
+        r.revoked = r.on_crl = true;
+        if (const auto t = time_member(e, "revoked_at_ns")) r.at = *t;
+        r.evidence.push_back("listed on the CRL");
+    }
+    for (const LogLine& l : v.ca_log) {
+        if (!l.is_record() || str(l.value, "event") != "certificate.revoked") continue;
+        const json p = object_at(l.value, "payload");
+        RevocationStatus& r = out[str(p, "serial")];
+        r.revoked = true;
+        if (const auto t = time_member(p, "revoked_at_ns")) r.at = *t;
+        if (!str(p, "reason").empty()) r.reason = str(p, "reason");
+        r.evidence.push_back("CA log seq " + str(l.value, "seq"));
+    }
+    for (const LogLine& l : v.extract) {
+        if (!l.is_record()) continue;
+        const string event = str(l.value, "event");
+        const json p = object_at(l.value, "payload");
+        const auto ts = time_member(l.value, "ts_ns");
+        if (event == "incident.revoked" && !str(p, "serial").empty()) {
+            RevocationStatus& r = out[str(p, "serial")];
+            if (str(p, "ca") == "revoked") {
+                r.revoked = true;
+                r.evidence.push_back(
+                    "the Guard's automatic revocation, confirmed by its CA "
+                    "(agent log seq " +
+                    str(l.value, "seq") + ")");
+            } else {
+                r.requested = true;
+                r.ca_result = str(p, "ca");
+            }
+            if (!r.at && ts) r.at = *ts;
+            if (r.reason.empty()) r.reason = str(p, "reason");
+        } else if (event == "certificate.revoked") {
+            const auto it = serial_of_fp.find(str(l.value, "cert_fp"));
+            if (it == serial_of_fp.end()) continue;
+            RevocationStatus& r = out[it->second];
+            r.revoked = true;
+            if (!r.at && ts) r.at = *ts;
+            if (r.reason.empty()) r.reason = str(p, "reason");
+            r.evidence.push_back("the Guard learned of it (agent log seq " + str(l.value, "seq") +
+                                 ")");
+        }
+    }
+    for (const auto& c : v.certificates) {
+        const auto it = out.find(str(c.info, "serial"));
+        if (it == out.end()) continue;
+        const json rv = object_at(c.info, "revocation");
+        if (it->second.reason.empty()) it->second.reason = str(rv, "reason");
+        if (!it->second.at)
+            if (const auto t = time_member(rv, "revoked_at_ns")) it->second.at = *t;
+    }
+    return out;
+}
+
+string status_html(const RevocationStatus* r, bool simulation) {
+    string s;
+    if (simulation) s = "<span class=\"tag sim\">simulation</span> ";
+    if (r != nullptr && r->revoked) {
+        s += "<span class=\"tag bad cert-revoked\">revoked</span> " +
+             esc(r->at ? human_time(*r->at) : string("(date not in the package)"));
+        if (!r->reason.empty()) s += ": " + esc(r->reason);
+        string evidence;
+        for (const auto& e : r->evidence) evidence += (evidence.empty() ? "" : "; ") + e;
+        s += " <span class=\"muted\">(" + esc(evidence) + ")</span>";
+        if (!r->on_crl && !simulation)
+            s += " <span class=\"tag warn\">not on the package's CRL</span>";
+        else if (!r->on_crl)
+            s += " <span class=\"muted\">by the throwaway simulation CA: not on the CA's "
+                 "CRL</span>";
+        return s;
+    }
+    if (r != nullptr && r->requested) {
+        s += "<span class=\"tag bad cert-revocation-requested\">halted, revocation not "
+             "confirmed</span> " +
+             esc(r->at ? human_time(*r->at) : string()) + ": CA: " + esc(r->ca_result);
+        return s;
+    }
+    return s + "<span class=\"tag ok\">not revoked</span>";
+}
+
+/// One incident as the timeline of the period leaves it.
+struct IncidentView {
+    string id;
+    std::optional<TimeNs> opened;
+    std::optional<std::uint64_t> score;
+    string state = "open";  // open, acknowledged, resolved, closed, revoked, reviewed
+    bool escalated = false;
+    string last_event, last_who, last_detail;
+    TimeNs last_ts = 0;
+};
+
+std::vector<IncidentView> incidents_of(const json& timeline) {
+    std::vector<IncidentView> out;
+    for (const auto& e : timeline) {
+        const string id = str(e, "incident");
+        const string ev = str(e, "event");
+        if (id.empty()) continue;
+        if (ev.rfind("incident.", 0) != 0 && ev != "review.signed") continue;
+        auto it =
+            std::find_if(out.begin(), out.end(), [&](const IncidentView& i) { return i.id == id; });
+        if (it == out.end()) {
+            out.push_back({});
+            it = out.end() - 1;
+            it->id = id;
+        }
+        const auto ts = time_member(e, "ts_ns");
+        if (ev == "incident.opened") {
+            it->opened = ts;
+            it->score = unsigned_at(e, "score_ppm");
+            it->state = "open";
+        } else if (ev == "incident.escalated") {
+            it->escalated = true;
+        } else if (ev == "incident.acknowledged") {
+            it->state = "acknowledged";
+        } else if (ev == "incident.resolved") {
+            it->state = "resolved";
+        } else if (ev == "incident.closed") {
+            it->state = "closed";
+        } else if (ev == "incident.revoked") {
+            it->state = "revoked";
+            if (const auto sc = unsigned_at(e, "score_ppm")) it->score = sc;
+        } else if (ev == "review.signed") {
+            it->state = "reviewed";
+        }
+        it->last_event = ev;
+        it->last_who = str(e, "who");
+        it->last_detail = str(e, "detail");
+        it->last_ts = ts.value_or(0);
+    }
+    return out;
+}
+
+string incidents_section(const PackageView& v, std::optional<TimeNs> to) {
+    const std::vector<IncidentView> incidents = incidents_of(v.timeline);
+    // How the agent's log of the period ends: its last record, and a torn tail cut on reopening
+    // (the writing process had stopped).
+    std::optional<TimeNs> last_record, process_stopped;
+    for (const LogLine& l : v.extract) {
+        if (!l.is_record()) continue;
+        const auto ts = time_member(l.value, "ts_ns");
+        if (!ts) continue;
+        last_record = std::max(last_record.value_or(*ts), *ts);
+        if (str(l.value, "event") == "log.truncated_tail") process_stopped = *ts;
+    }
+    const bool replay = is_replay_log(v.manifest);
+    std::ostringstream s;
+    s << "<section id=\"incidents\">\n<h2>Incidents at the end of the period</h2>\n"
+         "<table id=\"incidents-table\" class=\"fixed\">\n<colgroup><col style=\"width:200px\">"
+         "<col style=\"width:120px\"><col style=\"width:64px\"><col style=\"width:300px\"><col>"
+         "</colgroup>\n<tr><th>Incident</th><th>Opened</th><th>Score</th>"
+         "<th>State at the end of the period</th><th>Last step</th></tr>\n";
+    for (const IncidentView& i : incidents) {
+        string state;
+        string cls;
+        if (i.state == "resolved" || i.state == "closed" || i.state == "reviewed") {
+            cls = "closed";
+            state = "<span class=\"tag ok\">" + esc(i.state) + "</span>";
+        } else if (i.state == "revoked") {
+            cls = "revoked";
+            state =
+                "<span class=\"tag bad\">certificate revoked</span> no signed review in the "
+                "period";
+        } else {
+            cls = "unresolved";
+            state = "<span class=\"tag warn\">unresolved at the end of the period</span> " +
+                    esc(i.state == "acknowledged" ? "acknowledged, never resolved"
+                                                  : "never acknowledged") +
+                    (i.escalated ? esc("; escalated") : string());
+            string ended;
+            if (process_stopped && *process_stopped >= i.last_ts)
+                ended =
+                    "The process that wrote the log stopped: a torn last line was cut when "
+                    "the log was reopened at " +
+                    human_time(*process_stopped) +
+                    "; a restarted Guard does not carry open incidents over.";
+            else if (replay && last_record)
+                ended = "The replay that wrote this log ended at " + human_time(*last_record) +
+                        " (its last record) with this incident open; nobody can act on it in "
+                        "that run.";
+            else
+                ended = "No later step on it in the package up to " +
+                        human_time(to.value_or(last_record.value_or(i.last_ts))) + ".";
+            state += "<br><span class=\"incident-end\">" + esc(ended) + "</span>";
+        }
+        s << "<tr class=\"incident-" << cls << "\" data-incident=\"" << esc(i.id) << "\"><td>"
+          << "<code>" << esc(i.id) << "</code></td><td>"
+          << esc(i.opened ? human_time(*i.opened) : string("before the period")) << "</td><td>"
+          << esc(i.score ? score_text(*i.score) : string("—")) << "</td><td>" << state
+          << "</td><td>" << esc(i.last_event) << " at " << esc(human_time(i.last_ts)) << " by "
+          << esc(i.last_who) << "<br><span class=\"muted\">" << esc(i.last_detail)
+          << "</span></td></tr>\n";
+    }
+    if (incidents.empty()) s << "<tr><td colspan=\"5\">no incident in the period</td></tr>\n";
+    s << "</table>\n</section>\n";
+    return s.str();
+}
+
+string rejections_section(const std::vector<LogLine>& extract) {
+    std::map<string, std::uint64_t> counts;
+    std::uint64_t rejected = 0;
+    for (const LogLine& l : extract) {
+        if (!l.is_record() || str(l.value, "event") != "order.rejected") continue;
+        ++rejected;
+        const json p = object_at(l.value, "payload");
+        const auto it = p.find("reasons");
+        if (it == p.end() || !it->is_array() || it->empty()) {
+            ++counts["(no reason recorded)"];
+            continue;
+        }
+        for (const auto& r : *it) ++counts[r.is_string() ? r.get<string>() : r.dump()];
+    }
+    struct Row {
+        int code;
+        string name;
+        std::uint64_t count;
+    };
+    std::vector<Row> rows;
+    for (const auto& [name, n] : counts) {
+        int code = -1;
+        for (ReasonCode c : all_reason_codes)
+            if (name == to_string(c)) code = static_cast<int>(c);
+        rows.push_back({code, name, n});
+    }
+    std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+        return (a.code < 0 ? 100000 : a.code) < (b.code < 0 ? 100000 : b.code);
+    });
+    std::ostringstream s;
+    s << "<section id=\"rejections\">\n<h2>Rejections by reason</h2>\n<p>" << rejected
+      << " rejected orders in the period; an order rejected for several reasons counts under "
+         "each.</p>\n<table id=\"rejections-table\">\n<tr><th>Code</th><th>Reason</th>"
+         "<th>Rejected orders</th></tr>\n";
+    for (const Row& r : rows)
+        s << "<tr data-reason=\"" << esc(r.name) << "\"><td>"
+          << (r.code < 0 ? string("—") : std::to_string(r.code)) << "</td><td><code>" << esc(r.name)
+          << "</code></td><td class=\"count\">" << r.count << "</td></tr>\n";
+    if (rows.empty()) s << "<tr><td colspan=\"3\">no rejected order in the period</td></tr>\n";
+    s << "</table>\n</section>\n";
+    return s.str();
+}
+
+/// A decimal of the records, or nullopt.
+std::optional<Decimal> decimal_at(const json& j, const char* key) {
+    const string text = str(j, key);
+    if (text.empty()) return std::nullopt;
+    return try_parse_decimal(text);
+}
+
+/// "1234.5" from units at `scale`: trailing zeros dropped, at least two decimals kept.
+string amount_text(int128 units, unsigned scale) {
+    string t = detail::format_units(units, scale);
+    const std::size_t dot = t.find('.');
+    if (dot == string::npos) return t + ".00";
+    if (t.size() < dot + 3) t.append(dot + 3 - t.size(), '0');
+    std::size_t keep = t.size();
+    while (keep > dot + 3 && t[keep - 1] == '0') --keep;
+    return t.substr(0, keep);
+}
+
+string amount_text(const Wide& w) { return amount_text(w.units, w.scale); }
+
+/// used / limit as a percentage with two decimals, exactly (both >= 0, at one scale).
+string percent_text(int128 used, int128 limit) {
+    if (limit <= 0) return "—";
+    while (limit > static_cast<int128>(1'000'000'000'000'000'000LL) * 1'000'000'000'000'000LL) {
+        used /= 10;
+        limit /= 10;
+    }
+    const int128 q = std::min<int128>(used / limit, static_cast<int128>(1'000'000'000'000LL));
+    const int128 hundredths = q * 10'000 + (used % limit) * 10'000 / limit;
+    return amount_text(hundredths, 2) + " %";
+}
+
+/// Both at scale 18 (the Guard's day-total units); false when it does not fit.
+bool at_scale18(const Wide& w, int128& out) { return rescale_ceil(w, 18, out); }
+
+string limits_section(const json& scope, const std::vector<LogLine>& extract) {
+    struct PerInstrument {
+        std::uint64_t allowed = 0, rejected = 0;
+        std::optional<Wide> max_allowed_notional, max_requested_notional;
+        std::optional<Decimal> max_allowed_quantity;
+    };
+    struct PerDay {
+        std::uint64_t allowed = 0;
+        int128 total = 0;  // scale 18
+        bool overflow = false;
+    };
+    std::map<string, PerInstrument> instruments;
+    std::map<std::int64_t, PerDay> days;
+    std::uint64_t unreadable = 0;
+    for (const LogLine& l : extract) {
+        if (!l.is_record()) continue;
+        const string event = str(l.value, "event");
+        const bool allowed = event == "order.allowed" || event == "order.warned";
+        if (!allowed && event != "order.rejected") continue;
+        const json order = object_at(object_at(l.value, "payload"), "order");
+        const auto q = decimal_at(order, "quantity");
+        const auto p = decimal_at(order, "price");
+        const auto ts = time_member(l.value, "ts_ns");
+        if (!q || !p || !ts || !q->is_positive() || !p->is_positive()) {
+            ++unreadable;
+            continue;
+        }
+        const Wide notional = multiply(*q, *p);
+        PerInstrument& i = instruments[str(order, "instrument")];
+        if (!i.max_requested_notional || compare(notional, *i.max_requested_notional) > 0)
+            i.max_requested_notional = notional;
+        if (!allowed) {
+            ++i.rejected;
+            continue;
+        }
+        ++i.allowed;
+        if (!i.max_allowed_notional || compare(notional, *i.max_allowed_notional) > 0)
+            i.max_allowed_notional = notional;
+        if (!i.max_allowed_quantity || compare(*q, *i.max_allowed_quantity) > 0)
+            i.max_allowed_quantity = *q;
+        PerDay& d = days[utc_day(*ts)];
+        ++d.allowed;
+        int128 units = 0;
+        if (!at_scale18(notional, units) || __builtin_add_overflow(d.total, units, &d.total))
+            d.overflow = true;
+    }
+    const json max_tx = object_at(scope, "max_transaction");
+    const auto max_tx_amount = decimal_at(max_tx, "amount");
+    const string currency = str(max_tx, "currency");
+    const json limits = object_at(scope, "limits");
+    const json max_qty = object_at(limits, "max_order_quantity");
+    const json daily = object_at(limits, "max_daily_notional");
+    const auto daily_amount = decimal_at(daily, "amount");
+
+    std::ostringstream s;
+    s << "<section id=\"limits\">\n<h2>Limit usage</h2>\n<p class=\"muted\">From the order "
+         "records of the period, against the approved scope above; notional is quantity × "
+         "price, exactly, in "
+      << esc(currency.empty() ? string("the scope's currency") : currency) << ".</p>\n"
+      << "<h3>Largest order per instrument</h3>\n<table id=\"instrument-limits\">\n<tr>"
+         "<th>Instrument</th><th>Orders allowed / rejected</th><th>Largest allowed "
+         "(notional)</th><th>Of max_transaction "
+      << esc(max_tx_amount ? amount_text(widen(*max_tx_amount)) : string("—"))
+      << "</th><th>Largest requested (notional)</th><th>Largest allowed quantity</th>"
+         "<th>max_order_quantity</th></tr>\n";
+    for (const auto& [name, i] : instruments) {
+        string of_max = "—";
+        int128 used = 0, limit = 0;
+        if (i.max_allowed_notional && max_tx_amount && at_scale18(*i.max_allowed_notional, used) &&
+            at_scale18(widen(*max_tx_amount), limit))
+            of_max = percent_text(used, limit);
+        const string qty_limit = str(max_qty, name.c_str());
+        s << "<tr data-instrument=\"" << esc(name) << "\"><td><code>" << esc(name)
+          << "</code></td><td>" << i.allowed << " / " << i.rejected << "</td><td class=\"max-"
+          << "notional\">"
+          << esc(i.max_allowed_notional ? amount_text(*i.max_allowed_notional) : string("—"))
+          << "</td><td class=\"of-max\">" << esc(of_max) << "</td><td>"
+          << esc(i.max_requested_notional ? amount_text(*i.max_requested_notional) : string("—"))
+          << "</td><td>"
+          << esc(i.max_allowed_quantity ? to_string(*i.max_allowed_quantity) : string("—"))
+          << "</td><td>" << esc(qty_limit.empty() ? string("not set") : qty_limit)
+          << "</td></tr>\n";
+    }
+    if (instruments.empty()) s << "<tr><td colspan=\"7\">no orders in the period</td></tr>\n";
+    s << "</table>\n<h3>Daily notional (UTC days, allowed orders, as the Guard counts "
+         "them)</h3>\n";
+    int128 daily_limit = 0;
+    const bool has_daily = daily_amount && at_scale18(widen(*daily_amount), daily_limit);
+    s << "<p>max_daily_notional: "
+      << esc(has_daily ? amount_text(widen(*daily_amount)) + " " + str(daily, "currency")
+                       : string("not set"))
+      << "</p>\n<table id=\"daily-limits\">\n<tr><th>Day</th><th>Orders allowed</th>"
+         "<th>Notional allowed</th><th>Of max_daily_notional</th></tr>\n";
+    std::optional<std::int64_t> peak;
+    for (const auto& [day, d] : days)
+        if (!d.overflow && (!peak || d.total > days[*peak].total)) peak = day;
+    for (const auto& [day, d] : days) {
+        const CivilTime c = civil_from_ns(day * 86'400'000'000'000);
+        char date[32];
+        std::snprintf(date, sizeof date, "%04lld-%02u-%02u", static_cast<long long>(c.year),
+                      c.month, c.day);
+        s << "<tr data-day=\"" << date << "\"" << (peak && *peak == day ? " class=\"peak\"" : "")
+          << "><td>" << date << (peak && *peak == day ? " (highest)" : "") << "</td><td>"
+          << d.allowed << "</td><td class=\"day-notional\">"
+          << esc(d.overflow ? string("too large to add up") : amount_text(d.total, 18))
+          << "</td><td class=\"of-max\">"
+          << esc(has_daily && !d.overflow ? percent_text(d.total, daily_limit) : string("—"))
+          << "</td></tr>\n";
+    }
+    if (days.empty()) s << "<tr><td colspan=\"4\">no allowed orders in the period</td></tr>\n";
+    s << "</table>\n";
+    if (unreadable > 0)
+        s << "<p class=\"note\">" << unreadable
+          << " order records have no readable positive quantity and price: not counted.</p>\n";
+    s << "<p class=\"muted\">A Guard keeps the day's total in memory: one restarted during a "
+         "day started that day's total again at zero.</p>\n</section>\n";
+    return s.str();
+}
+
 }  // namespace
 
 string render_report(const PackageView& v) {
@@ -356,7 +862,12 @@ string render_report(const PackageView& v) {
         incidents += ev == "incident.opened";
         halts += ev == "guard.halted";
     }
-    for (const auto& c : v.certificates) revocations += c.info.contains("revocation");
+    const Thresholds thresholds = thresholds_of(v);
+    const std::map<string, RevocationStatus> revocation = revocations_of(v);
+    for (const auto& c : v.certificates) {
+        const auto it = revocation.find(str(c.info, "serial"));
+        revocations += it != revocation.end() && it->second.revoked;
+    }
     s << "<section id=\"summary\"><div class=\"cards\">\n";
     auto card = [&](const string& n, const string& label, const string& cls = "") {
         s << "<div class=\"card " << cls << "\"><div class=\"n\">" << esc(n)
@@ -367,9 +878,9 @@ string render_report(const PackageView& v) {
     card(std::to_string(warned), "warnings", warned ? "warn" : "");
     card(std::to_string(rejected), "rejected orders", rejected ? "bad" : "");
     card(score_text(max_score), "highest score",
-         max_score >= revoke_ppm ? "bad"
-         : max_score >= warn_ppm ? "warn"
-                                 : "");
+         max_score >= thresholds.revoke ? "bad"
+         : max_score >= thresholds.warn ? "warn"
+                                        : "");
     card(std::to_string(incidents), "incidents opened", incidents ? "warn" : "");
     card(std::to_string(halts), "halts", halts ? "bad" : "");
     card(std::to_string(revocations), "certificates revoked", revocations ? "bad" : "");
@@ -395,21 +906,14 @@ string render_report(const PackageView& v) {
     for (const auto& c : v.certificates) {
         const json& i = c.info;
         const string serial = str(i, "serial");
-        string status;
-        if (i.value("simulation", false)) status = "<span class=\"tag sim\">simulation</span> ";
-        const bool listed =
-            std::find(revoked.begin(), revoked.end(), json(serial)) != revoked.end();
-        if (listed) {
-            status += "<span class=\"tag bad\">revoked</span>";
-            const json rv = i.value("revocation", json::object());
-            if (!str(rv, "reason").empty())
-                status +=
-                    " " + esc(str(rv, "reason")) + " (" + esc(when(rv, "revoked_at_ns")) + ")";
-        } else {
-            status += "<span class=\"tag ok\">not revoked</span>";
-        }
-        s << "<tr><td><code>" << esc(serial) << "</code></td><td>" << esc(when(i, "not_before_ns"))
-          << "</td><td>" << esc(when(i, "not_after_ns")) << "</td><td><code>"
+        const auto rv = revocation.find(serial);
+        const string status =
+            status_html(rv == revocation.end() ? nullptr : &rv->second,
+                        i.contains("simulation") && i["simulation"].is_boolean() &&
+                            i["simulation"].get<bool>());
+        s << "<tr data-serial=\"" << esc(serial) << "\"><td><code>" << esc(serial)
+          << "</code></td><td>" << esc(when(i, "not_before_ns")) << "</td><td>"
+          << esc(when(i, "not_after_ns")) << "</td><td><code>"
           << esc(short_hash(str(i, "scope_sha256"))) << "</code></td><td>" << status
           << "</td></tr>\n";
     }
@@ -491,7 +995,7 @@ string render_report(const PackageView& v) {
         t1 = std::max(t1, points.back().ts);
     }
     string caption;
-    const string svg = chart(points, t0, t1, caption);
+    const string svg = chart(points, t0, t1, thresholds, caption);
     s << "<section id=\"scores\">\n<h2>Risk score over time</h2>\n<figure>\n"
       << svg << "<figcaption>" << esc(caption) << "</figcaption>\n</figure>\n</section>\n";
 
@@ -524,6 +1028,9 @@ string render_report(const PackageView& v) {
         s << "<tr><td colspan=\"7\">no warnings, incidents, halts, revocations or sign-offs in "
              "the period</td></tr>\n";
     s << "</table>\n</section>\n";
+    s << incidents_section(v, to);
+    s << rejections_section(v.extract);
+    s << limits_section(scope, v.extract);
 
     // Audit evidence
     const json cover = audit.value("covering_checkpoint", json::object());
@@ -555,7 +1062,12 @@ string render_report(const PackageView& v) {
     s << "<section id=\"mapping\">\n<h2>Regulatory mapping</h2>\n<table>\n<tr><th>Provision</th>"
          "<th>Requirement</th><th>Evidence in this package</th><th>How</th></tr>\n";
     for (const auto& e : m.value("regulatory_mapping", json::array())) {
+        const string coverage = str(e, "coverage");
         s << "<tr><td>" << esc(str(e, "instrument")) << ", " << esc(str(e, "provision"))
+          << (coverage == "partial" ? "<br><span class=\"tag warn coverage-partial\">partially "
+                                      "met</span>"
+              : coverage == "none"  ? "<br><span class=\"tag bad coverage-none\">not met</span>"
+                                    : "")
           << "</td><td>" << esc(str(e, "requirement")) << "</td><td class=\"mono\">"
           << esc(list_text(e.value("evidence", json()))) << "</td><td>" << esc(str(e, "how"))
           << "</td></tr>\n";

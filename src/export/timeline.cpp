@@ -26,12 +26,16 @@ std::optional<std::uint64_t> uint_member(const json& j, const char* key) {
 }
 
 /// Events of the agent's log that belong on the timeline (orders only when they warned or
-/// triggered a revocation).
+/// triggered a revocation). The trigger is named by its reason, anomaly_revocation, not by a
+/// score: the thresholds are the approved baseline's policy, and an order rejected for another
+/// reason (halted, revoked) may score high without triggering anything.
 bool agent_event_on_timeline(const std::string& event, const json& payload) {
     if (event == "order.warned") return true;
     if (event == "order.rejected") {
-        const auto score = uint_member(payload, "score_ppm");
-        return score && *score >= revoke_ppm;
+        const auto reasons = payload.find("reasons");
+        if (reasons == payload.end() || !reasons->is_array()) return false;
+        return std::find(reasons->begin(), reasons->end(), json("anomaly_revocation")) !=
+               reasons->end();
     }
     return event.rfind("incident.", 0) == 0 || event == "guard.halted" ||
            event == "guard.resumed" || event == "guard.rotated" || event == "certificate.revoked" ||

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "crypto/encoding.hpp"
 #include "export/export_internal.hpp"
 #include "kakunin/certificate.hpp"
 #include "kakunin/error.hpp"
@@ -77,9 +78,22 @@ PackageView load_package_view(const std::string& dir, const json& manifest) {
 
     const CertificateRevocationList crl =
         CertificateRevocationList::load_file(dir + "/" + crl_file);
+    // Each listed serial with the revocation date the CA signed into the CRL.
+    json entries = json::array();
+    for (const auto& entry : crl.impl().crl->get_revoked()) {
+        if (entry.reason_code() == Botan::REMOVE_FROM_CRL) continue;
+        json e = {{"serial", crypto::to_hex(entry.serial_number())}};
+        try {
+            e["revoked_at_ns"] = x509::to_time_ns(entry.expire_time());
+        } catch (const std::exception&) {
+            e["revoked_at_ns"] = nullptr;
+        }
+        entries.push_back(std::move(e));
+    }
     v.crl = {{"this_update_ns", crl.this_update()},
              {"next_update_ns", crl.next_update()},
-             {"revoked", crl.revoked_serials()}};
+             {"revoked", crl.revoked_serials()},
+             {"entries", entries}};
 
     if (file_exists(dir + "/" + scope_approval_file))
         v.scope_approval = parse_file(dir, scope_approval_file);
