@@ -13,9 +13,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "kakunin/audit.hpp"
@@ -105,7 +107,14 @@ struct State {
     std::optional<ApprovedBaseline> baseline;
     std::string log_path = dir + "/audit/" + k_agent + ".jsonl";
 
-    explicit State(std::shared_ptr<AuditSink> sink = nullptr) {
+    /// Each Guard gets its own sink from `make_sink` (default: the file log at log_path).
+    using SinkFactory = std::function<std::shared_ptr<AuditSink>()>;
+    SinkFactory make_sink;
+
+    explicit State(SinkFactory sinks = nullptr) {
+        make_sink = sinks
+                        ? std::move(sinks)
+                        : SinkFactory([this] { return std::make_shared<FileAuditSink>(log_path); });
         fs::create_directories(dir + "/audit");
         kms = SoftwareKms::open(dir + "/keys", k_passphrase);
         LocalCaOptions options;
@@ -130,7 +139,7 @@ struct State {
         ca->record_approval(approve_scope(*kms, "agent-9", k_officer, scope, clock.now_ns()),
                             scope);
         (void)ca->issue_for_agent("agent-9", kms->public_key(other).spki_der);
-        trade(sink ? sink : std::make_shared<FileAuditSink>(log_path));
+        trade();
     }
 
     /// A week of observed orders (weekdays 07:00-19:58, one every 2 minutes, 0.05-0.95 BTC,
@@ -161,9 +170,9 @@ struct State {
         baseline = ApprovedBaseline{learned, approval};
     }
 
-    void trade(std::shared_ptr<AuditSink> sink) {
+    void trade() {
         GuardOptions options;
-        AuditTrailOptions audit{sink};
+        AuditTrailOptions audit{make_sink()};
         audit.log_id = k_agent;
         audit.checkpoint_every = 7;
         audit.checkpoint_interval = std::chrono::milliseconds(0);  // deterministic: every 7
@@ -171,9 +180,12 @@ struct State {
         options.baseline = baseline;
         options.authority = ca;
         options.incident_thread = false;
-        Guard guard(GuardCredentials{*cert, ca->trust_anchor(), ca->current_crl(), kms, agent_key},
-                    clock, options);
-        const char* sizes[] = {"0.25", "0.5", "0.75", "0.4"};
+        std::optional<Guard> first;
+        first.emplace(
+            GuardCredentials{*cert, ca->trust_anchor(), ca->current_crl(), kms, agent_key}, clock,
+            options);
+        Guard& guard = *first;
+        static const char* const sizes[] = {"0.25", "0.5", "0.75", "0.4"};
         auto at = [&](unsigned h, unsigned m) { clock.set(day(h, m)); };
         // 07:00-11:50 every 10 minutes; every fifth order to a counterparty outside the scope.
         for (int i = 0; i < 30; ++i) {
@@ -208,15 +220,31 @@ struct State {
         ca->record_event("review.signed", to_json(sign_incident_review(
                                               *kms, k_agent, guard.incidents().at(1).id, k_officer,
                                               "stale position feed", clock.now_ns())));
-        // 14:00 a renewed certificate and a signed re-enable (RTS 6 Art. 15(3)).
+        // 14:00 the revocation was for keyCompromise, so the key is done: a replacement key, a
+        // certificate for it, the signed re-enable (RTS 6 Art. 15(3)) recorded in the CA log
+        // as `kakunin agent reenable` does, and a new Guard on the same log.
         at(14, 0);
-        renewed = ca->issue_for_agent(k_agent, kms->public_key(agent_key).spki_der,
+        const std::string halt_id = guard.current_halt()->halt_id;
+        REQUIRE(guard.audit()->wait_durable(std::chrono::seconds(10)));
+        first.reset();
+        audit.sink.reset();  // the file sink's lock goes with its last owner
+        options.audit->sink.reset();
+        options.audit->sink = make_sink();
+        replace(options, halt_id, sizes);
+    }
+
+    void replace(GuardOptions options, const std::string& halt_id, const char* const* sizes) {
+        const KeyHandle replacement =
+            kms->create_key("agent:" + k_agent + "#2", KeyAlgorithm::ed25519);
+        renewed = ca->issue_for_agent(k_agent, kms->public_key(replacement).spki_der,
                                       std::chrono::hours(48));
-        guard.update_crl(ca->current_crl());
-        guard.rotate(*renewed);
-        guard.reenable(sign_reenable(*kms, k_agent, guard.current_halt()->halt_id,
-                                     "B. Head of Desk", "feed fixed; new certificate",
-                                     clock.now_ns()));
+        ca->record_event(
+            "guard.resumed",
+            to_json(sign_reenable(*kms, k_agent, halt_id, "B. Head of Desk",
+                                  "feed fixed; new key and certificate", clock.now_ns())));
+        Guard guard(
+            GuardCredentials{*renewed, ca->trust_anchor(), ca->current_crl(), kms, replacement},
+            clock, options);
         for (int i = 0; i < 4; ++i) {
             clock.set(day(14, 10) + i * 10 * minute_ns);
             REQUIRE(guard.check(make_order(sizes[i])).allowed());
@@ -804,7 +832,7 @@ TEST_CASE("export --postgres: the agent's log read from PostgreSQL", "[export][p
     test::AuditTestDb db(test::shared_pg_conninfo());
     PostgresAuditSinkOptions so;
     so.log_id = k_agent;
-    State s(std::make_shared<PostgresAuditSink>(db.app(), so));
+    State s([&] { return std::make_shared<PostgresAuditSink>(db.app(), so); });
     TempDir tmp;
     ExportOptions o = options_for(s, tmp / "from-pg");
     o.postgres = db.app();
