@@ -99,7 +99,7 @@ void BM_verify(benchmark::State& state) {
         FileAuditSink sink(path);
         AuditSigner signer{*c.kms, c.key, c.certificate.fingerprint()};
         AuditWriterOptions options;
-        options.log_id = "bench";
+        options.log_id = c.certificate.agent_id();  // the verifier binds a log to its agent
         options.checkpoint_every = 1000;
         AuditLogWriter writer(sink, authority.clock(), signer, options);
         for (std::size_t i = 0; i < n; ++i) {

@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
+#include "kakunin/audit.hpp"
 #include "kakunin/scope_extension.hpp"
 #include "kakunin/testing.hpp"
 
@@ -28,7 +30,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     const std::string dir = argv[1];
-    for (const char* sub : {"", "/fuzz_scope_json", "/fuzz_scope_extension", "/fuzz_certificate"})
+    for (const char* sub : {"", "/fuzz_scope_json", "/fuzz_scope_extension", "/fuzz_certificate",
+                            "/fuzz_audit_line", "/fuzz_crl"})
         ::mkdir((dir + sub).c_str(), 0755);
     const kakunin::Scope scope = kakunin::parse_scope_json(seed_scope);
     write(dir + "/fuzz_scope_json/seed.json", seed_scope);
@@ -41,5 +44,38 @@ int main(int argc, char** argv) {
     const auto cert = authority.credentials_for(scope).certificate;
     write(dir + "/fuzz_certificate/agent.der", text(cert.der()));
     write(dir + "/fuzz_certificate/agent.pem", cert.pem());
+
+    // Audit lines: signed and unsigned records, a checkpoint, and a CA log record.
+    const kakunin::GuardCredentials agent = authority.credentials_for(scope);
+    const kakunin::AuditSigner signer{*agent.kms, agent.key, agent.certificate.fingerprint()};
+    const std::string id = agent.certificate.agent_id();
+    for (bool signed_records : {true, false}) {
+        kakunin::MemoryAuditSink sink;
+        std::optional<kakunin::AuditSigner> record_signer;
+        if (signed_records) record_signer = signer;
+        kakunin::AuditLogWriter log(sink, authority.clock(), signer,
+                                    kakunin::AuditWriterOptions{id, id, "", 0}, record_signer);
+        log.append("order.allowed",
+                   R"({"decision":"allow","order":{"instrument":"BTC_EUR","price":"42000.00",)"
+                   R"("quantity":"0.25","side":"BUY"},"reasons":[],"score_ppm":120345})");
+        log.append("guard.halted", R"({"by":"M. Rossi","reason":"desk kill switch \u00e9\n"})");
+        log.close();
+        const auto lines = sink.lines();
+        const std::string tag = signed_records ? "signed" : "unsigned";
+        for (std::size_t i = 0; i < lines.size(); ++i)
+            write(dir + "/fuzz_audit_line/" + tag + "-" + std::to_string(i) + ".jsonl", lines[i]);
+    }
+    const auto ca_lines = authority.ca().audit_log_lines();
+    for (std::size_t i = 0; i < ca_lines.size() && i < 4; ++i)
+        write(dir + "/fuzz_audit_line/ca-" + std::to_string(i) + ".jsonl", ca_lines[i]);
+
+    // CRLs: empty and with a revoked serial, DER and PEM.
+    const kakunin::CertificateRevocationList empty = authority.ca().current_crl();
+    write(dir + "/fuzz_crl/empty.der", text(empty.der()));
+    write(dir + "/fuzz_crl/empty.pem", empty.pem());
+    authority.revoke(cert, "keyCompromise fuzz seed");
+    const kakunin::CertificateRevocationList revoked = authority.ca().current_crl();
+    write(dir + "/fuzz_crl/revoked.der", text(revoked.der()));
+    write(dir + "/fuzz_crl/revoked.pem", revoked.pem());
     return 0;
 }

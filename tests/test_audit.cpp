@@ -72,9 +72,17 @@ std::string payload(int i) {
            std::to_string(1000 + i) + "}";
 }
 
+/// The test identities' certificates name their Kms key label ("agent:ID"), not the agent id:
+/// bound to the agent explicitly, as the verifier binds a log's signers to its agent.
 AuditCertificates certs_for(const std::vector<const test::TestIdentity*>& ids) {
     AuditCertificates c;
-    for (const auto* id : ids) c.add_der(id->cert_der);
+    for (const auto* id : ids) {
+        const std::string& label = id->key.label;
+        if (label.rfind("agent:", 0) == 0)
+            c.add_der(id->cert_der, label.substr(6));
+        else
+            c.add_der(id->cert_der);
+    }
     return c;
 }
 

@@ -76,8 +76,9 @@ struct Fixture {
     TestIdentity attacker = test::make_identity(kms, "attacker");
     AuditCertificates certs;
     Fixture() {
-        certs.add_der(agent.cert_der);
-        certs.add_der(other.cert_der);
+        // The test certificates name the key label, not the agent: bound explicitly.
+        certs.add_der(agent.cert_der, "agent-7");
+        certs.add_der(other.cert_der, "agent-8");
     }
 };
 
@@ -115,7 +116,7 @@ TEST_CASE("verify: ECDSA P-256 keys verify too", "[audit][verify]") {
     AuditTestKms kms;
     const auto id = test::make_identity(kms, "agent:p256", KeyAlgorithm::ecdsa_p256);
     AuditCertificates certs;
-    certs.add_der(id.cert_der);
+    certs.add_der(id.cert_der, "p256");
     auto lines = make_log(kms, id, "p256", true);
     CHECK(check(lines, certs).ok);
     edit(lines[line_of_seq(12)], "\"qty\":\"1.5\"", "\"qty\":\"9.5\"");
@@ -363,8 +364,10 @@ TEST_CASE("verify: a file log against a certificate directory", "[audit][verify]
         std::ofstream junk(dir / "certs" / "README.txt");
         junk << "not a certificate";
     }
-    const auto certs = AuditCertificates::from_directory((dir / "certs").string());
+    auto certs = AuditCertificates::from_directory((dir / "certs").string());
     CHECK(certs.size() == 2);
+    // The test certificate names its key label, not the agent: bound explicitly.
+    certs.add_der(f.agent.cert_der, "agent-7");
     CHECK(certs.contains(f.agent.fp));
     CHECK(certs.contains(f.other.fp));
     const std::string path = (dir / "agent-7.jsonl").string();

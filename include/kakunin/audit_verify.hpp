@@ -21,7 +21,11 @@
 namespace kakunin {
 
 /// Certificates by fingerprint ("sha256:" + hex SHA-256 of the DER), with their public keys
-/// loaded once. Not synchronised; share a const instance between threads only for lookups.
+/// loaded once and whom each may sign for (docs/audit-format.md §5, "Who signs which log"): a
+/// CA certificate (basicConstraints CA) signs only the CA log (`log_id` "ca"); any other
+/// certificate signs only the logs of the agent its subject names (its one CN, the agent id),
+/// unless added for an agent explicitly. Not synchronised; share a const instance between
+/// threads only for lookups.
 class AuditCertificates {
 public:
     AuditCertificates();
@@ -30,12 +34,19 @@ public:
     AuditCertificates& operator=(AuditCertificates&&) noexcept;
 
     /// Every *.pem, *.crt, *.cer and *.der file in `dir` (a PEM file may hold several
-    /// certificates). Throws kakunin::Error (io, invalid_input) naming the file.
+    /// certificates). A file that holds no certificate (a CRL, a key) is skipped and named in
+    /// notes(). Throws kakunin::Error (io) for a directory or file that cannot be read.
     static AuditCertificates from_directory(const std::string& dir);
     /// Adds one certificate (DER); returns its fingerprint. Throws kakunin::Error (invalid_input,
     /// crypto) for a malformed certificate or a key other than Ed25519 / ECDSA P-256.
     std::string add_der(const std::vector<std::uint8_t>& der);
-    /// Adds every certificate of a PEM text or a DER file's content.
+    /// Adds one end-entity certificate that signs for `agent` whatever its subject names (a key
+    /// kept for one agent's log under another subject); a certificate already added is bound to
+    /// `agent` instead of what its subject names. Throws like add_der, and
+    /// kakunin::Error (invalid_input) for a CA certificate or an empty `agent`.
+    std::string add_der(const std::vector<std::uint8_t>& der, std::string_view agent);
+    /// Adds every certificate of a PEM text or a DER file's content. Throws kakunin::Error (io,
+    /// invalid_input) naming the file when it holds no certificate.
     void add_file(const std::string& path);
 
     bool contains(std::string_view fingerprint) const;
@@ -45,10 +56,35 @@ public:
     bool verify(std::string_view fingerprint, const std::uint8_t* message, std::size_t size,
                 const std::uint8_t* sig, std::size_t sig_size) const;
 
+    /// Empty when the certificate `fingerprint` may sign lines of the log `log_id` whose
+    /// records concern `agent`; else why not, in one line starting with the fingerprint (to
+    /// follow "signed by "). The verifier asks this of every record signature and checkpoint.
+    std::string signer_problem(std::string_view fingerprint, std::string_view log_id,
+                               std::string_view agent) const;
+
+    /// One certificate that may sign, as added.
+    struct Entry {
+        std::string fingerprint;
+        std::vector<std::uint8_t> der;
+        std::string source;  ///< the file it was read from (empty for add_der)
+        std::string agent;   ///< whom it signs for (empty for a CA certificate)
+        bool ca = false;     ///< a CA certificate: signs the CA log only
+    };
+    /// Every certificate that may sign, in the order added: what a caller checks against its
+    /// trust anchor (kakunin audit verify --ca).
+    std::vector<Entry> entries() const;
+    /// What from_directory() skipped, one line per file naming it and why.
+    const std::vector<std::string>& notes() const noexcept;
+
 private:
     struct Impl;
     std::unique_ptr<Impl> m_impl;
 };
+
+/// Empty when `log_id` may hold the records of `agent`: the CA log "ca" holds the CA's records
+/// (agent "ca"); any other log holds one agent's, and its id is the agent id or the agent id
+/// followed by "." and a suffix ("agent-7.replay"). Else why not, in one line.
+std::string audit_log_agent_problem(std::string_view log_id, std::string_view agent);
 
 /// The signature check the verifier uses, over a DER SubjectPublicKeyInfo: Ed25519 (64-byte
 /// signatures) or ECDSA P-256 with SHA-256 (DER signatures, canonical encoding only). Throws
@@ -73,6 +109,8 @@ enum class AuditProblem : std::uint8_t {
     root_mismatch,              ///< the recomputed root differs from the checkpoint's
     not_covered,                ///< records after the last checkpoint (log not closed)
     known_checkpoint_mismatch,  ///< the log does not extend the checkpoint the auditor holds
+    wrong_agent,   ///< a record of another agent than the log's, or a log id not the agent's
+    wrong_signer,  ///< a line signed by a certificate that may not sign this log
 };
 const char* to_string(AuditProblem p) noexcept;
 
@@ -100,6 +138,7 @@ struct AuditVerifyResult {
     std::string message;     ///< one line, names the seq and what is wrong
 
     std::string log_id;
+    std::string agent;                    ///< the agent the log's records concern
     std::uint64_t records = 0;            ///< records read
     std::uint64_t signed_records = 0;     ///< of which carried a verified `sig`
     std::uint64_t checkpoints = 0;        ///< checkpoints verified

@@ -11,7 +11,7 @@ kakunin_fuzz() {
     corpus="$dir/fuzz-corpus"
     mkdir -p "$corpus" "$dir/fuzz-artifacts"
     "$dir/fuzz/fuzz_seeds" "$corpus"
-    for target in fuzz_scope_json fuzz_scope_extension fuzz_certificate; do
+    for target in fuzz_scope_json fuzz_scope_extension fuzz_certificate fuzz_audit_line fuzz_crl; do
         echo "fuzzing $target for ${seconds}s"
         if ! "$dir/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
             -artifact_prefix="$dir/fuzz-artifacts/$target-" "$corpus/$target" \

@@ -21,9 +21,37 @@ bool is_ascii(std::string_view s) {
 
 std::string quoted(std::string_view s) { return json(std::string(s)).dump(); }
 
+std::string too_deep() {
+    return "objects and arrays nested deeper than " + std::to_string(max_json_depth) + " levels";
+}
+
 }  // namespace
 
+bool json_depth_within(std::string_view text, std::size_t limit) noexcept {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') {
+                ++i;  // the escaped character cannot end the string
+            } else if (c == '"') {
+                in_string = false;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > limit) return false;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            --depth;
+        }
+    }
+    return true;
+}
+
 json parse_strict(std::string_view text, const std::string& what) {
+    if (!json_depth_within(text))
+        throw Error(ErrorCategory::invalid_input, what + ": malformed JSON: " + too_deep());
     // One parse; the callback sees member names in document order, so a stack of the names seen
     // per open object finds duplicates (which nlohmann would otherwise resolve silently).
     std::vector<std::set<std::string>> open;
@@ -349,6 +377,7 @@ bool parse_line_fast(std::string_view line, ParsedLine& out) {
 }
 
 bool parse_line_detailed(std::string_view line, ParsedLine& out, std::string& error) {
+    if (!json_depth_within(line)) return fail(error, too_deep());
     json j = json::parse(line.begin(), line.end(), nullptr, false);
     if (j.is_discarded()) return fail(error, "not valid JSON");
     if (!j.is_object()) return fail(error, "not a JSON object");

@@ -14,8 +14,19 @@ namespace kakunin::audit_detail {
 
 using json = nlohmann::json;
 
-/// Parses `text`; throws kakunin::Error (invalid_input) for malformed JSON or a duplicate member
-/// name. `what` prefixes the message ("payload", "line 12").
+/// The deepest nesting of objects and arrays a reader accepts (the top-level value counts as
+/// one). Deeper text is refused before nlohmann sees it: its serialiser, comparison and our own
+/// walks over a value recurse once per level, so unbounded nesting would overflow the stack.
+/// The canonical scanner (canonical_scan.hpp) has the same bound.
+inline constexpr std::size_t max_json_depth = 256;
+
+/// False when objects and arrays in `text` nest deeper than `limit` (brackets inside strings do
+/// not count). One pass, no allocation; says nothing else about whether `text` is JSON.
+bool json_depth_within(std::string_view text, std::size_t limit = max_json_depth) noexcept;
+
+/// Parses `text`; throws kakunin::Error (invalid_input) for malformed JSON, nesting deeper than
+/// max_json_depth or a duplicate member name. `what` prefixes the message ("payload",
+/// "line 12").
 json parse_strict(std::string_view text, const std::string& what);
 
 /// Empty when `value` meets the canonical-form preconditions (no floating-point number, only

@@ -4,6 +4,7 @@
 #include <botan/data_src.h>
 #include <botan/x509cert.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -16,14 +17,53 @@ namespace kakunin {
 
 // ---- certificates ----------------------------------------------------------------------------
 
-struct AuditCertificates::Impl {
-    std::map<std::string, audit_detail::SignatureChecker, std::less<>> keys;
+namespace {
 
-    std::string add(const Botan::X509_Certificate& cert) {
+/// The one agent id a certificate's subject names (its one CN), else empty.
+std::string subject_agent(const Botan::X509_Certificate& cert) {
+    const std::vector<std::string> cn = cert.subject_info("X520.CommonName");
+    return cn.size() == 1 ? cn.front() : std::string();
+}
+
+constexpr std::string_view ca_log_id = "ca";
+
+}  // namespace
+
+struct AuditCertificates::Impl {
+    struct Key {
+        audit_detail::SignatureChecker checker;
+        std::size_t entry;  // index into entries
+    };
+    std::map<std::string, Key, std::less<>> keys;
+    std::vector<Entry> entries;
+    std::vector<std::string> notes;
+
+    std::string add(const Botan::X509_Certificate& cert, const std::string& source,
+                    std::optional<std::string_view> agent = std::nullopt) {
         const std::vector<std::uint8_t> der = cert.BER_encode();
         std::string fp = certificate_fingerprint(der);
+        const bool ca = cert.is_CA_cert();
+        if (agent && ca)
+            throw Error(ErrorCategory::invalid_input,
+                        "certificate " + fp + " is a CA certificate: it signs the CA log only");
+        if (agent && agent->empty())
+            throw Error(ErrorCategory::invalid_input, "certificate " + fp + ": empty agent id");
         std::unique_ptr<Botan::Public_Key> key(cert.load_subject_public_key());
-        keys.emplace(fp, audit_detail::SignatureChecker(std::move(key)));
+        audit_detail::SignatureChecker checker(std::move(key));
+        const auto it = keys.find(fp);
+        if (it != keys.end()) {
+            // The same certificate again (e.g. in two files): an explicit agent overrides.
+            if (agent) entries[it->second.entry].agent = std::string(*agent);
+            return fp;
+        }
+        Entry e;
+        e.fingerprint = fp;
+        e.der = der;
+        e.source = source;
+        e.ca = ca;
+        if (!ca) e.agent = agent ? std::string(*agent) : subject_agent(cert);
+        entries.push_back(std::move(e));
+        keys.emplace(fp, Key{std::move(checker), entries.size() - 1});
         return fp;
     }
 };
@@ -33,14 +73,25 @@ AuditCertificates::~AuditCertificates() = default;
 AuditCertificates::AuditCertificates(AuditCertificates&&) noexcept = default;
 AuditCertificates& AuditCertificates::operator=(AuditCertificates&&) noexcept = default;
 
-std::string AuditCertificates::add_der(const std::vector<std::uint8_t>& der) {
-    std::unique_ptr<Botan::X509_Certificate> cert;
+namespace {
+
+Botan::X509_Certificate certificate_from_der(const std::vector<std::uint8_t>& der) {
     try {
-        cert = std::make_unique<Botan::X509_Certificate>(der);
+        return Botan::X509_Certificate(der);
     } catch (const std::exception& e) {
         throw Error(ErrorCategory::invalid_input, std::string("certificate: ") + e.what());
     }
-    return m_impl->add(*cert);
+}
+
+}  // namespace
+
+std::string AuditCertificates::add_der(const std::vector<std::uint8_t>& der) {
+    return m_impl->add(certificate_from_der(der), "");
+}
+
+std::string AuditCertificates::add_der(const std::vector<std::uint8_t>& der,
+                                       std::string_view agent) {
+    return m_impl->add(certificate_from_der(der), "", agent);
 }
 
 void AuditCertificates::add_file(const std::string& path) {
@@ -62,7 +113,7 @@ void AuditCertificates::add_file(const std::string& path) {
     }
     for (const auto& c : certs) {
         try {
-            m_impl->add(c);
+            m_impl->add(c, path);
         } catch (const Error&) {
             // A certificate whose key cannot sign audit lines (e.g. an RSA root) is not needed.
         }
@@ -82,7 +133,20 @@ AuditCertificates AuditCertificates::from_directory(const std::string& dir) {
             files.push_back(entry.path().string());
         }
     }
-    for (const auto& f : files) out.add_file(f);
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+        try {
+            out.add_file(f);
+        } catch (const Error& e) {
+            if (e.category() != ErrorCategory::invalid_input) throw;
+            // A CRL, a key or anything else that is no certificate signs nothing: say so, and
+            // go on (signatures by a certificate that is not loaded do not verify).
+            std::string why = e.what();
+            const std::string prefix = "certificate file " + f + ": ";
+            if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
+            out.m_impl->notes.push_back(f + ": skipped, not a certificate (" + why + ")");
+        }
+    }
     return out;
 }
 
@@ -96,7 +160,48 @@ bool AuditCertificates::verify(std::string_view fingerprint, const std::uint8_t*
                                std::size_t size, const std::uint8_t* sig,
                                std::size_t sig_size) const {
     auto it = m_impl->keys.find(fingerprint);
-    return it != m_impl->keys.end() && it->second.verify(message, size, sig, sig_size);
+    return it != m_impl->keys.end() && it->second.checker.verify(message, size, sig, sig_size);
+}
+
+std::string AuditCertificates::signer_problem(std::string_view fingerprint, std::string_view log_id,
+                                              std::string_view agent) const {
+    auto it = m_impl->keys.find(fingerprint);
+    if (it == m_impl->keys.end())
+        return std::string(fingerprint) + ", which is not among the certificates given";
+    const Entry& e = m_impl->entries[it->second.entry];
+    const std::string who =
+        std::string(fingerprint) + (e.source.empty() ? std::string() : " (" + e.source + ")");
+    if (log_id == ca_log_id) {
+        if (e.ca) return {};
+        return who + ", not a CA certificate: only the CA key signs the CA log";
+    }
+    if (e.ca)
+        return who +
+               ", a CA certificate: the CA key signs the CA log only, never the log of agent '" +
+               std::string(agent) + "'";
+    if (e.agent.empty())
+        return who + ", which names no agent (its subject has not exactly one CN): it signs no log";
+    if (e.agent != agent)
+        return who + ", the certificate of '" + e.agent + "', not of agent '" + std::string(agent) +
+               "'";
+    return {};
+}
+
+std::vector<AuditCertificates::Entry> AuditCertificates::entries() const { return m_impl->entries; }
+
+const std::vector<std::string>& AuditCertificates::notes() const noexcept { return m_impl->notes; }
+
+std::string audit_log_agent_problem(std::string_view log_id, std::string_view agent) {
+    if (log_id == ca_log_id) {
+        if (agent == ca_log_id) return {};
+        return "the CA log \"ca\" holds a record of agent \"" + std::string(agent) + "\"";
+    }
+    if (log_id == agent) return {};
+    if (log_id.size() > agent.size() + 1 && log_id.compare(0, agent.size(), agent) == 0 &&
+        log_id[agent.size()] == '.' && !agent.empty())
+        return {};
+    return "log \"" + std::string(log_id) + "\" is not the log of agent \"" + std::string(agent) +
+           "\" (a log's id is its agent's id, or that id followed by \".\" and a suffix)";
 }
 
 bool verify_audit_signature(const PublicKeyInfo& key, const std::uint8_t* message, std::size_t size,
@@ -126,6 +231,8 @@ const char* to_string(AuditProblem p) noexcept {
         case AuditProblem::root_mismatch: return "root_mismatch";
         case AuditProblem::not_covered: return "not_covered";
         case AuditProblem::known_checkpoint_mismatch: return "known_checkpoint_mismatch";
+        case AuditProblem::wrong_agent: return "wrong_agent";
+        case AuditProblem::wrong_signer: return "wrong_signer";
     }
     return "unknown";
 }
@@ -146,6 +253,7 @@ struct AuditLogVerifier::Impl {
     std::vector<std::uint8_t> sig;
     std::uint64_t line_no = 0;
     bool failed = false;
+    std::string allowed_signer;  ///< the last fingerprint found allowed to sign this log
 
     bool fail(AuditProblem p, std::uint64_t seq, const std::string& message) {
         failed = true;
@@ -167,7 +275,46 @@ struct AuditLogVerifier::Impl {
                         "\" (seq " + std::to_string(seq) + ")");
     }
 
-    bool record(const AuditRecord& r, std::string_view canonical, const std::string& cert_fp) {
+    /// The log's agent is the one its first record names, and the log's id must be that
+    /// agent's; every later record must name the same agent.
+    bool check_agent(const std::string& agent, std::uint64_t seq) {
+        if (result.agent.empty()) {
+            const std::string problem = audit_log_agent_problem(result.log_id, agent);
+            if (!problem.empty())
+                return fail(AuditProblem::wrong_agent, seq,
+                            at() + "seq " + std::to_string(seq) + ": " + problem);
+            result.agent = agent;
+            allowed_signer.clear();  // found allowed for the log id alone
+            return true;
+        }
+        if (agent == result.agent) return true;
+        return fail(AuditProblem::wrong_agent, seq,
+                    at() + "seq " + std::to_string(seq) + " concerns agent \"" + agent +
+                        "\" in the log of agent \"" + result.agent + "\"");
+    }
+
+    /// Who signed a line must be allowed to sign this log (docs/audit-format.md §5). `what`
+    /// names the line for the message: a record's seq, or a checkpoint's size.
+    bool check_signer(const std::string& fp, const std::string& agent, std::uint64_t seq,
+                      const char* what, std::uint64_t number) {
+        if (fp == allowed_signer) return true;  // the usual case: the same key line after line
+        const std::string problem = certs.signer_problem(fp, result.log_id, agent);
+        if (problem.empty()) {
+            allowed_signer = fp;
+            return true;
+        }
+        return fail(AuditProblem::wrong_signer, seq,
+                    at() + what + std::to_string(number) + " is signed by " + problem);
+    }
+
+    /// The agent whose certificates sign this log: "ca" for the CA log; before the first record
+    /// (a checkpoint of size 0) the one the log id names.
+    const std::string& log_agent() const {
+        return result.agent.empty() ? result.log_id : result.agent;
+    }
+
+    bool record(const AuditRecord& r, std::string_view canonical, const std::string& agent,
+                const std::string& cert_fp) {
         const std::uint64_t expected = tree.size();
         if (!check_log_id(r.log_id, expected, "record")) return false;
         if (r.seq != expected) {
@@ -177,6 +324,10 @@ struct AuditLogVerifier::Impl {
                             (r.seq > expected ? " (records missing)"
                                               : " (record repeated or out of order)"));
         }
+        // The agent whose certificates may sign: the log's, or for its first record the one the
+        // record names (checked against the log id below). The signature is checked first, so
+        // that an altered record is reported as altered.
+        const std::string& signer_agent = result.agent.empty() ? agent : result.agent;
         if (!r.sig.empty()) {
             if (!certs.contains(cert_fp)) {
                 return fail(AuditProblem::unknown_certificate, r.seq,
@@ -197,11 +348,14 @@ struct AuditLogVerifier::Impl {
                                 "signed by " +
                                 cert_fp + ")");
             }
+            // A genuine signature, but is it by one who may sign this log?
+            if (!check_signer(cert_fp, signer_agent, r.seq, "seq ", r.seq)) return false;
             ++result.signed_records;
         } else if (options.require_record_signatures) {
             return fail(AuditProblem::missing_record_signature, r.seq,
                         at() + "seq " + std::to_string(r.seq) + " is not signed");
         }
+        if (!check_agent(agent, r.seq)) return false;
         tree.append(merkle_leaf_hash(canonical));
         ++result.records;
         return true;
@@ -229,6 +383,7 @@ struct AuditLogVerifier::Impl {
                             ": signature does not verify, so records " + range +
                             " are not vouched for");
         }
+        if (!check_signer(c.key_fp, log_agent(), from, "checkpoint of size ", c.size)) return false;
         if (c.size > tree.size()) {
             return fail(AuditProblem::checkpoint_beyond_records, tree.size(),
                         at() + "checkpoint covers " + std::to_string(c.size) +
@@ -255,7 +410,7 @@ struct AuditLogVerifier::Impl {
                         at() + "(after seq " + std::to_string(tree.size()) + " records) " + error);
         }
         if (parsed.kind == audit_detail::LineKind::record) {
-            return record(parsed.record, parsed.canonical, parsed.cert_fp);
+            return record(parsed.record, parsed.canonical, parsed.agent, parsed.cert_fp);
         }
         return checkpoint(parsed.checkpoint);
     }
@@ -272,6 +427,7 @@ struct AuditLogVerifier::Impl {
             const AuditCheckpoint& k = *options.known_checkpoint;
             const std::string text = k.signed_text();
             if (k.log_id != result.log_id || k.size > tree.size() || tree.root(k.size) != k.root ||
+                !certs.signer_problem(k.key_fp, result.log_id, log_agent()).empty() ||
                 !certs.verify(k.key_fp, reinterpret_cast<const std::uint8_t*>(text.data()),
                               text.size(), k.sig.data(), k.sig.size())) {
                 fail(AuditProblem::known_checkpoint_mismatch, std::min(k.size, tree.size()),
@@ -329,6 +485,10 @@ std::string verify_audit_record_inclusion(std::string_view record_line,
         return "checkpoint signed by " + checkpoint.key_fp +
                ", which is not among the certificates given";
     }
+    if (std::string p = audit_log_agent_problem(r.log_id, parsed.agent); !p.empty()) return p;
+    if (std::string p = certificates.signer_problem(checkpoint.key_fp, r.log_id, parsed.agent);
+        !p.empty())
+        return "checkpoint signed by " + p;
     if (!certificates.verify(checkpoint.key_fp, reinterpret_cast<const std::uint8_t*>(text.data()),
                              text.size(), checkpoint.sig.data(), checkpoint.sig.size())) {
         return "checkpoint signature does not verify";
@@ -339,6 +499,9 @@ std::string verify_audit_record_inclusion(std::string_view record_line,
                std::to_string(checkpoint.size) + " (record altered or wrong proof)";
     }
     if (!r.sig.empty()) {
+        if (std::string p = certificates.signer_problem(parsed.cert_fp, r.log_id, parsed.agent);
+            !p.empty())
+            return "seq " + std::to_string(r.seq) + " signed by " + p;
         std::vector<std::uint8_t> sig;
         try {
             sig = base64_decode(r.sig);

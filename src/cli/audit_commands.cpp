@@ -1,9 +1,8 @@
 // kakunin audit verify (--log FILE | --postgres CONNINFO) [--certs DIR] [--ca ca.pem] [--json]
 // kakunin audit init-db --postgres CONNINFO
-#include <dirent.h>
-
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli/commands.hpp"
 #include "kakunin/audit_verify.hpp"
@@ -20,32 +19,29 @@ struct VerifyArgs {
     bool allow_open = false;
 };
 
-/// Checks that every certificate in `dir` was issued by the CA in `ca_path` (at its own
-/// notBefore: a certificate may have expired or been revoked since it signed records). A copy of
-/// the CA certificate itself in `dir` is no agent certificate and is skipped.
-void check_issuer(const std::string& dir, const std::string& ca_path) {
-    const TrustAnchor anchor = TrustAnchor::load_file(ca_path);
-    DIR* d = ::opendir(dir.c_str());
-    if (d == nullptr)
-        throw Error(ErrorCategory::io, dir + ": cannot open the certificate directory");
-    std::vector<std::string> names;
-    while (const dirent* e = ::readdir(d)) {
-        const std::string name = e->d_name;
-        if (name.size() > 4 &&
-            (name.rfind(".pem") == name.size() - 4 || name.rfind(".der") == name.size() - 4))
-            names.push_back(name);
-    }
-    ::closedir(d);
-    for (const auto& name : names) {
-        const std::string path = dir + "/" + name;
-        const AgentCertificate cert = AgentCertificate::load_file(path);
-        if (cert.der() == anchor.der()) continue;
+/// Checks that every certificate the verifier may use as a signer was issued by the CA in
+/// `ca_path` (at its own notBefore: a certificate may have expired or been revoked since it
+/// signed records), whatever file it came from: these are the very certificates the verifier
+/// loaded, so nothing signs unchecked. A copy of the CA certificate itself is the CA log's
+/// signer and passes.
+void check_issuer(const AuditCertificates& certs, const TrustAnchor& anchor,
+                  const std::string& ca_path) {
+    for (const AuditCertificates::Entry& e : certs.entries()) {
+        if (e.der == anchor.der()) continue;
+        const std::string name = e.source.empty() ? e.fingerprint : e.source;
+        std::optional<AgentCertificate> cert;
+        try {
+            cert.emplace(AgentCertificate::from_der(e.der));
+        } catch (const Error& x) {
+            throw Error(ErrorCategory::unauthorised,
+                        name + ": not issued by " + ca_path + ": " + x.what());
+        }
         VerifyOptions options;
         options.require_crl = false;
         const CertificateCheck r =
-            verify_certificate(cert, anchor, nullptr, cert.not_before(), options);
+            verify_certificate(*cert, anchor, nullptr, cert->not_before(), options);
         if (!r.ok())
-            throw Error(ErrorCategory::unauthorised, path + ": not issued by " + ca_path + ": " +
+            throw Error(ErrorCategory::unauthorised, name + ": not issued by " + ca_path + ": " +
                                                          to_string(r.status) + ": " + r.detail);
     }
 }
@@ -53,11 +49,16 @@ void check_issuer(const std::string& dir, const std::string& ca_path) {
 void report(const VerifyArgs& a, const std::string& name, const AuditVerifyResult& r);
 
 void run_verify(const VerifyArgs& a) {
-    if (!a.ca.empty() && !a.certs.empty()) check_issuer(a.certs, a.ca);
     AuditCertificates certs =
         a.certs.empty() ? AuditCertificates{} : AuditCertificates::from_directory(a.certs);
-    // The CA's own log (STATE/audit/ca.jsonl) is signed by the CA key: its certificate verifies.
-    if (!a.ca.empty()) certs.add_der(TrustAnchor::load_file(a.ca).der());
+    for (const std::string& note : certs.notes()) std::cerr << "kakunin: note: " << note << "\n";
+    if (!a.ca.empty()) {
+        const TrustAnchor anchor = TrustAnchor::load_file(a.ca);
+        check_issuer(certs, anchor, a.ca);
+        // The CA's own log (STATE/audit/ca.jsonl) is signed by the CA key: its certificate
+        // verifies it.
+        certs.add_der(anchor.der());
+    }
     AuditVerifyOptions options;
     options.require_closed = !a.allow_open;
     if (a.log.empty() == a.postgres.empty())
@@ -89,6 +90,7 @@ void report(const VerifyArgs& a, const std::string& name, const AuditVerifyResul
         }
         j["message"] = r.message;
         j["log_id"] = r.log_id;
+        j["agent"] = r.agent;
         j["records"] = r.records;
         j["signed_records"] = r.signed_records;
         j["checkpoints"] = r.checkpoints;
@@ -120,12 +122,13 @@ void add_audit_commands(CLI::App& app) {
     verify->add_option("--postgres", args->postgres,
                        "Verify every log stored in this database (libpq conninfo)");
     verify->add_option("--certs", args->certs,
-                       "Directory of the certificates whose keys signed (PEM or DER)");
+                       "Directory of the certificates whose keys signed (PEM or DER; files "
+                       "that hold no certificate, such as a CRL, are skipped with a note)");
     verify
         ->add_option("--ca", args->ca,
                      "The CA certificate (STATE/ca.pem): it verifies the CA log's signatures "
-                     "(STATE/audit/ca.jsonl), and every certificate in --certs must be issued "
-                     "by it")
+                     "(STATE/audit/ca.jsonl), and every certificate loaded from --certs must be "
+                     "issued by it")
         ->check(CLI::ExistingFile);
     verify->add_flag("--allow-open", args->allow_open,
                      "Accept records after the last checkpoint (a log still being written)");

@@ -436,6 +436,8 @@ private:
 
     // 7. The extract: records, signatures, checkpoints, inclusion and consistency proofs.
     void check_extract() {
+        if (const std::string p = audit_log_agent_problem(m_log_id, m_agent); !p.empty())
+            fail(manifest_file, p);
         std::vector<LogLine> lines;
         try {
             lines = parse_json_lines(read_file_bytes(path(extract_file)), extract_file);
@@ -486,6 +488,7 @@ private:
                     if (!m_audit_certs.contains(fp))
                         fail(extract_file, "signed by " + fp + ", a certificate not in the package",
                              l.number, r.seq);
+                    check_signer(fp, extract_file, l.number, r.seq);
                     if (!m_audit_certs.verify(
                             fp, reinterpret_cast<const std::uint8_t*>(r.canonical.data()),
                             r.canonical.size(), sig.data(), sig.size()))
@@ -642,11 +645,20 @@ private:
         }
     }
 
+    /// The agent's log is signed by the agent's certificates only: never by the CA key, nor by
+    /// another agent's (docs/audit-format.md §5, the same binding as the log verifier's).
+    void check_signer(const std::string& fp, const std::string& file, std::uint64_t line,
+                      std::optional<std::uint64_t> seq = std::nullopt) {
+        const std::string problem = m_audit_certs.signer_problem(fp, m_log_id, m_agent);
+        if (!problem.empty()) fail(file, "signed by " + problem, line, seq);
+    }
+
     void check_checkpoint_signature(const AuditCheckpoint& c, const std::string& file,
                                     std::uint64_t line) {
         if (!m_audit_certs.contains(c.key_fp))
             fail(file, "checkpoint signed by " + c.key_fp + ", a certificate not in the package",
                  line);
+        check_signer(c.key_fp, file, line);
         const std::string text = c.signed_text();
         if (!m_audit_certs.verify(c.key_fp, reinterpret_cast<const std::uint8_t*>(text.data()),
                                   text.size(), c.sig.data(), c.sig.size()))
@@ -713,22 +725,27 @@ private:
             fail(".", e.what());
         }
         m_r.timeline_entries = view.timeline.is_array() ? view.timeline.size() : 0;
-        const std::string generator =
-            m_manifest.value("generator", json::object()).value("version", "");
-        if (generator != version_string) {
-            m_r.notes.push_back("made by kakunin " + generator +
-                                ": timeline.json and report.html were not re-derived");
-            return;
-        }
+        // Always re-derived: the generator's version is a claim inside the package, and a check
+        // skipped on its say-so would let anyone skip it. A package of another version whose
+        // derivation differs fails here, saying so.
+        const json generator = m_manifest.value("generator", json::object());
+        const std::string version = generator.is_object() && generator.contains("version") &&
+                                            generator["version"].is_string()
+                                        ? generator["version"].get<std::string>()
+                                        : std::string();
+        const std::string made_by = version == version_string
+                                        ? std::string()
+                                        : " (the package says it was made by kakunin '" + version +
+                                              "', this is " + version_string + ")";
         const json timeline = build_timeline(m_agent, view.extract, view.ca_log, m_from, m_to);
         if (!view.timeline.is_array()) fail(timeline_file, "not a JSON array");
         for (std::size_t i = 0; i < std::max(timeline.size(), view.timeline.size()); ++i)
             if (i >= timeline.size() || i >= view.timeline.size() ||
                 timeline[i] != view.timeline[i])
                 fail(timeline_file, "entry " + std::to_string(i + 1) +
-                                        " differs from the timeline the records produce");
+                                        " differs from the timeline the records produce" + made_by);
         if (render_report(view) != read_file_bytes(path(report_file)))
-            fail(report_file, "differs from the report the package's evidence produces");
+            fail(report_file, "differs from the report the package's evidence produces" + made_by);
     }
 
     std::string m_dir;
