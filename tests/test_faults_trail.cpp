@@ -450,7 +450,7 @@ TEST_CASE("reopening refuses to begin a new log where a deleted or replaced one 
         write_log(path, "agent-7", 1);
         const auto v = verify_audit_log_file(path, [&] {
             AuditCertificates c;
-            c.add_der(agent.cert_der);
+            c.add_der(agent.cert_der, "agent-7");  // its CN is "agent:agent-7"
             return c;
         }());
         CHECK(v.ok);
