@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <map>
 
+#include <botan/pk_keys.h>
 #include "audit/json.hpp"
-#include "audit/signature.hpp"
+
+#include "crypto/signature.hpp"
 #include "kakunin/error.hpp"
 
 namespace kakunin {
@@ -17,13 +19,13 @@ namespace kakunin {
 // ---- certificates ----------------------------------------------------------------------------
 
 struct AuditCertificates::Impl {
-    std::map<std::string, audit_detail::SignatureChecker, std::less<>> keys;
+    std::map<std::string, crypto::SignatureChecker, std::less<>> keys;
 
     std::string add(const Botan::X509_Certificate& cert) {
         const std::vector<std::uint8_t> der = cert.BER_encode();
         std::string fp = certificate_fingerprint(der);
         std::unique_ptr<Botan::Public_Key> key(cert.load_subject_public_key());
-        keys.emplace(fp, audit_detail::SignatureChecker(std::move(key)));
+        keys.emplace(fp, crypto::SignatureChecker(std::move(key)));
         return fp;
     }
 };
@@ -101,7 +103,7 @@ bool AuditCertificates::verify(std::string_view fingerprint, const std::uint8_t*
 
 bool verify_audit_signature(const PublicKeyInfo& key, const std::uint8_t* message, std::size_t size,
                             const std::uint8_t* sig, std::size_t sig_size) {
-    const auto checker = audit_detail::SignatureChecker::from_spki(key.spki_der);
+    const auto checker = crypto::SignatureChecker::from_spki(key.spki_der);
     if (checker.algorithm() != key.algorithm) {
         throw Error(ErrorCategory::crypto, std::string("signature: key is ") +
                                                to_string(checker.algorithm()) + ", expected " +
