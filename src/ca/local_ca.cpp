@@ -467,6 +467,8 @@ struct LocalCa::Impl {
             if (it == approvals.end() || rel != "approvals/" + a.agent_id + ".json")
                 mismatch(rel, "holds a scope approval for agent '" + a.agent_id +
                                   "', which the CA log does not");
+            if (scope_sha256_hex(scope) != a.scope_sha256)
+                mismatch(rel, "holds a scope that does not match its approval's hash");
             const ScopeApproval& logged = it->second.approval;
             if (to_json(a) != to_json(logged) || scope_sha256_hex(scope) != logged.scope_sha256)
                 mismatch(rel,
