@@ -154,6 +154,13 @@ public:
     static std::unique_ptr<LocalCa> init(std::shared_ptr<Kms> kms, const Clock& clock,
                                          LocalCaOptions options, const CaInitOptions& init = {});
     /// Opens an existing state directory. Throws kakunin::Error (not_found) without ca.pem.
+    /// What the CA acts on (registrations, scope approvals, issued certificates, revocations,
+    /// the latest CRL) is read from its log, STATE/audit/ca.jsonl, after every line of it has
+    /// verified with the key of ca.pem; the state files are checked against it. Throws
+    /// kakunin::Error (invalid_state), naming the file, for a missing, empty or unverifiable log
+    /// and for a state file that differs from the log or names what the log does not (restored
+    /// from an older state, altered, copied in). A file missing for something the log holds is
+    /// written again from the log.
     static std::unique_ptr<LocalCa> open(std::shared_ptr<Kms> kms, const Clock& clock,
                                          LocalCaOptions options);
     ~LocalCa() override;
@@ -162,8 +169,10 @@ public:
 
     /// Refuses (unauthorised) unless the agent is registered, the approval names it, its hash
     /// equals the requested scope's, its signature verifies, and its key is the approver's key
-    /// in this CA's Kms.
+    /// in this CA's Kms; and refuses a public key that was revoked for keyCompromise.
     AgentCertificate issue(const IssueRequest& request) override;
+    /// A reason whose first word is keyCompromise revokes every certificate of the same public
+    /// key (each recorded), in one CRL.
     void revoke(std::string_view serial_hex, std::string_view reason) override;
     CertificateRevocationList current_crl() override;
     TrustAnchor trust_anchor() const override;

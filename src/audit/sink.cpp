@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "audit/json.hpp"
+#include "io/durable_file.hpp"
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/error.hpp"
 
@@ -69,16 +70,7 @@ namespace {
     throw Error(ErrorCategory::io, "audit file " + path + ": " + what + ": " + std::strerror(err));
 }
 
-void sync_directory_of(const std::string& path) {
-    std::filesystem::path dir = std::filesystem::path(path).parent_path();
-    if (dir.empty()) dir = ".";
-    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) throw_io("open directory", dir.string(), errno);
-    const int rc = ::fsync(fd);
-    const int err = errno;
-    ::close(fd);
-    if (rc != 0) throw_io("fsync directory", dir.string(), err);
-}
+void sync_directory_of(const std::string& path) { io::sync_parent_directory(path); }
 
 // Reads exactly `size` bytes at `offset`.
 void read_at(int fd, std::uint64_t offset, char* out, std::size_t size, const std::string& path) {

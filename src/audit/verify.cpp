@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <map>
 
+#include <botan/pk_keys.h>
 #include "audit/json.hpp"
-#include "audit/signature.hpp"
+
+#include "crypto/signature.hpp"
 #include "kakunin/error.hpp"
 
 namespace kakunin {
@@ -31,7 +33,7 @@ constexpr std::string_view ca_log_id = "ca";
 
 struct AuditCertificates::Impl {
     struct Key {
-        audit_detail::SignatureChecker checker;
+        crypto::SignatureChecker checker;
         std::size_t entry;  // index into entries
     };
     std::map<std::string, Key, std::less<>> keys;
@@ -49,7 +51,7 @@ struct AuditCertificates::Impl {
         if (agent && agent->empty())
             throw Error(ErrorCategory::invalid_input, "certificate " + fp + ": empty agent id");
         std::unique_ptr<Botan::Public_Key> key(cert.load_subject_public_key());
-        audit_detail::SignatureChecker checker(std::move(key));
+        crypto::SignatureChecker checker(std::move(key));
         const auto it = keys.find(fp);
         if (it != keys.end()) {
             // The same certificate again (e.g. in two files): an explicit agent overrides.
@@ -206,7 +208,7 @@ std::string audit_log_agent_problem(std::string_view log_id, std::string_view ag
 
 bool verify_audit_signature(const PublicKeyInfo& key, const std::uint8_t* message, std::size_t size,
                             const std::uint8_t* sig, std::size_t sig_size) {
-    const auto checker = audit_detail::SignatureChecker::from_spki(key.spki_der);
+    const auto checker = crypto::SignatureChecker::from_spki(key.spki_der);
     if (checker.algorithm() != key.algorithm) {
         throw Error(ErrorCategory::crypto, std::string("signature: key is ") +
                                                to_string(checker.algorithm()) + ", expected " +

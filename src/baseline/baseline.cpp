@@ -281,8 +281,9 @@ std::string baseline_approval_text(const BaselineApproval& a) {
 BaselineApproval approve_baseline(Kms& kms, const Baseline& b, std::string_view approver,
                                   TimeNs approved_at, std::uint64_t version, bool automatic,
                                   KeyAlgorithm algorithm) {
-    if (approver.empty())
-        throw Error(ErrorCategory::invalid_input, "baseline approval: the approver is required");
+    if (approver.empty() || approver.find('\n') != std::string_view::npos)
+        throw Error(ErrorCategory::invalid_input,
+                    "baseline approval: the approver must be named on one line");
     validate_agent_id(b.agent_id);
     BaselineApproval a;
     a.agent_id = b.agent_id;

@@ -1,14 +1,10 @@
 // FileBaselineStore: baselines and approvals as files in the state directory.
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "crypto/encoding.hpp"
+#include "io/durable_file.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/ca.hpp"
 
@@ -25,39 +21,11 @@ std::string read_file(const fs::path& p) {
     return buf.str();
 }
 
-/// Creates `p` with `content`, durable (file and directory fsynced); refuses to overwrite.
+/// Creates `p` with `content`, durable (io::write_durable); refuses to overwrite.
 void create_durable(const fs::path& p, const std::string& content) {
     if (fs::exists(p))
         throw Error(ErrorCategory::invalid_state, p.string() + " exists; the store is append-only");
-    const std::string tmp = p.string() + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        throw Error(ErrorCategory::io, "cannot create " + tmp + ": " + std::strerror(errno));
-    std::size_t done = 0;
-    while (done < content.size()) {
-        const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            ::close(fd);
-            throw Error(ErrorCategory::io, "cannot write " + tmp + ": " + std::strerror(errno));
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0 || ::close(fd) != 0)
-        throw Error(ErrorCategory::io, "cannot sync " + tmp + ": " + std::strerror(errno));
-    // link() refuses an existing name, unlike rename(): two writers cannot both win.
-    if (::link(tmp.c_str(), p.c_str()) != 0) {
-        const int e = errno;
-        ::unlink(tmp.c_str());
-        throw Error(e == EEXIST ? ErrorCategory::invalid_state : ErrorCategory::io,
-                    "cannot create " + p.string() + ": " + std::strerror(e));
-    }
-    ::unlink(tmp.c_str());
-    const int dir = ::open(p.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-        ::fsync(dir);
-        ::close(dir);
-    }
+    io::write_durable(p.string(), content, io::Overwrite::refuse, 0600);
 }
 
 std::uint64_t latest_version(const fs::path& dir) {

@@ -21,8 +21,10 @@
 
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
+#include "io/durable_file.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/audit_sink.hpp"
+#include "kakunin/audit_verify.hpp"
 #include "kakunin/audit_writer.hpp"
 #include "kakunin/ca.hpp"
 #include "kms/kms_botan_key.hpp"
@@ -53,17 +55,10 @@ std::string read_text(const std::string& path) {
     return buf.str();
 }
 
-/// Write to a temporary file, then rename: a reader never sees half a file.
+/// The CA's files are made durable like every other file (io::write_durable): a reader never
+/// sees half a file, and a file the CA wrote survives a crash.
 void write_atomic(const std::string& path, const std::string& content) {
-    const std::string tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        out << content;
-        out.flush();
-        if (!out) throw Error(ErrorCategory::io, "cannot write " + tmp);
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-        throw Error(ErrorCategory::io, "cannot rename " + tmp + ": " + std::strerror(errno));
+    io::write_durable(path, content);
 }
 
 std::vector<std::string> list_dir(const std::string& dir, const std::string& suffix) {
@@ -245,11 +240,15 @@ struct LocalCa::Impl {
         write_atomic(path("ca.json"), j.dump(2) + "\n");
     }
 
-    void save_revocations(const std::vector<Revocation>& list) const {
-        if (!persistent()) return;
+    static json revocations_json(const std::vector<Revocation>& list) {
         json arr = json::array();
         for (const auto& r : list) arr.push_back(revocation_json(r));
-        write_atomic(path("revocations.json"), arr.dump(2) + "\n");
+        return arr;
+    }
+
+    void save_revocations(const std::vector<Revocation>& list) const {
+        if (!persistent()) return;
+        write_atomic(path("revocations.json"), revocations_json(list).dump(2) + "\n");
     }
 
     void install_crl(const CertificateRevocationList& c) {
@@ -354,37 +353,193 @@ struct LocalCa::Impl {
             refuse("the approval was not signed with approver '" + a.approver + "''s key");
     }
 
-    void load() {
+    // ---- state from the log ----------------------------------------------------------------
+
+    [[noreturn]] void refuse_state(const std::string& why) const {
+        throw Error(ErrorCategory::invalid_state, options.state_dir + ": " + why);
+    }
+
+    /// Rebuilds what the CA signs from its own log (registrations, current scope approvals,
+    /// issued certificates, revocations, the latest CRL), after verifying every line of it with
+    /// the CA key. The files beside it are copies that check_files() compares with this: a file
+    /// restored from an older state cannot undo a revocation or widen a scope. Caller holds the
+    /// log open (open_log) and so is its only writer.
+    void load_from_log() {
+        const std::string name = "audit/ca.jsonl";
+        std::vector<std::string> lines;
+        log_sink->for_each_line([&](std::string_view l) { lines.emplace_back(l); });
+        if (lines.empty())
+            refuse_state("the CA log " + name +
+                         " is missing or empty, so the state files cannot be checked against it");
+        AuditCertificates certs;
+        certs.add_der(ca_der);
+        AuditVerifyOptions vo;
+        vo.expected_log_id = ca_log_id;
+        vo.require_record_signatures = true;
+        vo.require_closed = false;  // a crash may leave records signed but not checkpointed
+        const AuditVerifyResult verdict = verify_audit_lines(lines, certs, vo);
+        if (!verdict.ok)
+            refuse_state("the CA log " + name +
+                         " does not verify with the key of ca.pem: " + verdict.message);
+        bool initialised = false;
+        for (const std::string& text : lines) {
+            const json line = json::parse(text);
+            if (line.at("kind").get<std::string>() != "record") continue;
+            const std::string event = line.at("event").get<std::string>();
+            const json& p = line.at("payload");
+            const std::string where = name + " seq " +
+                                      std::to_string(line.at("seq").get<std::uint64_t>()) + " (" +
+                                      event + ")";
+            try {
+                if (event == audit_event::ca_initialised) {
+                    if (crypto::base64_decode(p.at("certificate").get<std::string>(),
+                                              "certificate") != ca_der)
+                        refuse_state(where + ": the CA certificate is not ca.pem");
+                    if (p.at("key_label").get<std::string>() != options.key_label ||
+                        p.at("oid_arc").get<std::string>() != options.oid_arc)
+                        refuse_state(where +
+                                     ": ca.json's key label or OID arc is not the logged one");
+                    initialised = true;
+                } else if (!initialised) {
+                    refuse_state(where + ": the log does not begin with ca.initialised");
+                } else if (event == audit_event::agent_registered) {
+                    auto r = agent_registration_from_json(p.at("registration").dump());
+                    registrations[r.agent_id] = std::move(r);
+                } else if (event == audit_event::scope_approved) {
+                    ApprovedScope as{scope_approval_from_json(p.at("approval").dump()),
+                                     parse_scope_json(p.at("scope").dump())};
+                    if (as.approval.scope_sha256 != scope_sha256_hex(as.scope))
+                        refuse_state(where + ": the scope does not match its approval's hash");
+                    approvals[as.approval.agent_id] = std::move(as);
+                } else if (event == audit_event::certificate_issued) {
+                    issued.push_back(AgentCertificate::from_der(
+                        crypto::base64_decode(p.at("certificate").get<std::string>(),
+                                              "certificate"),
+                        options.oid_arc));
+                } else if (event == audit_event::certificate_revoked) {
+                    revoked.push_back(Revocation{
+                        p.at("serial").get<std::string>(), p.at("agent").get<std::string>(),
+                        p.at("reason").get<std::string>(), p.at("revoked_at_ns").get<TimeNs>()});
+                } else if (event == audit_event::crl_issued) {
+                    crl = CertificateRevocationList::from_der(
+                        crypto::base64_decode(p.at("crl").get<std::string>(), "crl"));
+                }
+            } catch (const json::exception& e) {
+                refuse_state(where + ": " + e.what());
+            } catch (const Error& e) {
+                if (e.category() == ErrorCategory::invalid_state) throw;
+                refuse_state(where + ": " + e.what());
+            }
+        }
+        if (!initialised) refuse_state("the CA log " + name + " holds no ca.initialised record");
+    }
+
+    /// The state files must say what the log says. A file missing for something the log holds
+    /// is written from the log (the CA stops between its log and its files only in a crash); a
+    /// file that differs, or that names something the log does not, is refused: it was restored
+    /// from an older state or altered, and the CA must not act on it or overwrite the evidence.
+    void check_files() {
+        const std::string hint =
+            ": it was restored from an older state or altered (remove it to have the CA write "
+            "it again from its log)";
+        auto mismatch = [&](const std::string& rel, const std::string& what) {
+            refuse_state(rel + " " + what + hint);
+        };
         for (const auto& name : list_dir(path("registrations"), ".json")) {
-            auto r = agent_registration_from_json(read_text(path("registrations/" + name)));
-            registrations.emplace(r.agent_id, std::move(r));
+            const std::string rel = "registrations/" + name;
+            const auto r = agent_registration_from_json(read_text(path(rel)));
+            auto it = registrations.find(r.agent_id);
+            if (it == registrations.end() || rel != "registrations/" + r.agent_id + ".json")
+                mismatch(rel, "registers agent '" + r.agent_id + "', which the CA log does not");
+            if (to_json(r) != to_json(it->second))
+                mismatch(rel, "is not the registration in the CA log");
+        }
+        for (const auto& [agent, r] : registrations) {
+            const std::string rel = "registrations/" + agent + ".json";
+            if (!exists(path(rel))) write_atomic(path(rel), to_json(r) + "\n");
         }
         for (const auto& name : list_dir(path("approvals"), ".json")) {
-            const std::string file = path("approvals/" + name);
-            const json j = json::parse(read_text(file));
-            ApprovedScope as{scope_approval_from_json(j.at("approval").dump()),
-                             parse_scope_json(j.at("scope").get<std::string>())};
-            if (as.approval.scope_sha256 != scope_sha256_hex(as.scope))
-                throw Error(ErrorCategory::invalid_input,
-                            file + ": the stored scope does not match its approval's hash");
-            approvals.emplace(as.approval.agent_id, std::move(as));
+            const std::string rel = "approvals/" + name;
+            const json j = json::parse(read_text(path(rel)));
+            const ScopeApproval a = scope_approval_from_json(j.at("approval").dump());
+            const Scope scope = parse_scope_json(j.at("scope").get<std::string>());
+            auto it = approvals.find(a.agent_id);
+            if (it == approvals.end() || rel != "approvals/" + a.agent_id + ".json")
+                mismatch(rel, "holds a scope approval for agent '" + a.agent_id +
+                                  "', which the CA log does not");
+            if (scope_sha256_hex(scope) != a.scope_sha256)
+                mismatch(rel, "holds a scope that does not match its approval's hash");
+            const ScopeApproval& logged = it->second.approval;
+            if (to_json(a) != to_json(logged) || scope_sha256_hex(scope) != logged.scope_sha256)
+                mismatch(rel,
+                         "holds the scope sha256:" + scope_sha256_hex(scope) + " approved by '" +
+                             a.approver + "' at " + std::to_string(a.approved_at) +
+                             " ns, but the CA log's current approval for agent '" + a.agent_id +
+                             "' is sha256:" + logged.scope_sha256 + " by '" + logged.approver +
+                             "' at " + std::to_string(logged.approved_at) + " ns");
         }
-        std::vector<AgentCertificate> certs;
-        for (const auto& name : list_dir(path("certs"), ".pem"))
-            certs.push_back(AgentCertificate::load_file(path("certs/" + name), options.oid_arc));
-        std::sort(certs.begin(), certs.end(), [](const auto& a, const auto& b) {
-            return a.not_before() != b.not_before() ? a.not_before() < b.not_before()
-                                                    : a.serial() < b.serial();
-        });
-        issued = std::move(certs);
+        for (const auto& [agent, as] : approvals) {
+            const std::string rel = "approvals/" + agent + ".json";
+            if (!exists(path(rel))) save_approval(as.approval, as.scope);
+        }
+        for (const auto& name : list_dir(path("certs"), ".pem")) {
+            const std::string rel = "certs/" + name;
+            const auto c = AgentCertificate::load_file(path(rel), options.oid_arc);
+            const AgentCertificate* logged = find_issued(c.serial());
+            if (logged == nullptr || rel != "certs/" + c.serial() + ".pem")
+                mismatch(rel, "holds serial " + c.serial() + ", which the CA log never issued");
+            if (logged->der() != c.der())
+                mismatch(rel, "is not the certificate the CA log issued as serial " + c.serial());
+        }
+        for (const auto& c : issued) {
+            const std::string rel = "certs/" + c.serial() + ".pem";
+            if (!exists(path(rel))) write_atomic(path(rel), c.pem());
+        }
         if (exists(path("revocations.json"))) {
             const json arr = json::parse(read_text(path("revocations.json")));
-            for (const auto& r : arr)
-                revoked.push_back(Revocation{
-                    r.at("serial").get<std::string>(), r.at("agent_id").get<std::string>(),
-                    r.at("reason").get<std::string>(), r.at("revoked_at_ns").get<TimeNs>()});
+            if (arr != revocations_json(revoked)) {
+                std::string serials;
+                for (const auto& r : revoked) serials += (serials.empty() ? "" : ", ") + r.serial;
+                mismatch("revocations.json", "is not the CA log's list of revocations (" +
+                                                 (serials.empty() ? "none" : serials) + ")");
+            }
+        } else {
+            save_revocations(revoked);
         }
-        if (exists(path("crl.pem"))) crl = CertificateRevocationList::load_file(path("crl.pem"));
+        if (exists(path("crl.pem"))) {
+            const auto file = CertificateRevocationList::load_file(path("crl.pem"));
+            if (!crl || file.der() != crl->der()) {
+                std::string serials;
+                if (crl)
+                    for (const auto& s : crl->revoked_serials())
+                        serials += (serials.empty() ? "" : ", ") + s;
+                mismatch("crl.pem", "is not the latest CRL in the CA log (revoked: " +
+                                        (serials.empty() ? "none" : serials) + ")");
+            }
+        } else if (crl) {
+            write_atomic(path("crl.pem"), crl->pem());
+        }
+    }
+
+    void save_approval(const ScopeApproval& approval, const Scope& scope) const {
+        json j = {{"approval", as_json(approval, "scope approval")}, {"scope", to_json(scope)}};
+        write_atomic(path("approvals/" + approval.agent_id + ".json"), j.dump(2) + "\n");
+    }
+
+    bool is_revoked(std::string_view serial) const {
+        for (const auto& r : revoked)
+            if (r.serial == serial) return true;
+        return false;
+    }
+
+    /// The revocation for keyCompromise of a certificate with this public key, if any.
+    const Revocation* key_compromise(const std::vector<std::uint8_t>& public_key) const {
+        for (const auto& r : revoked) {
+            if (reason_code(r.reason) != Botan::KEY_COMPROMISE) continue;
+            const AgentCertificate* c = find_issued(r.serial);
+            if (c != nullptr && c->public_key() == public_key) return &r;
+        }
+        return nullptr;
     }
 
     const AgentCertificate* find_issued(const std::string& serial) const {
@@ -492,14 +647,16 @@ std::unique_ptr<LocalCa> LocalCa::open(std::shared_ptr<Kms> kms, const Clock& cl
     if (impl->kms->public_key(impl->ca_key).spki_der != impl->ca_cert->subject_public_key_info())
         throw Error(ErrorCategory::invalid_state,
                     "the Kms key '" + impl->options.key_label + "' is not the key of ca.pem");
+    // First: the log's file lock is what makes this process the CA's only writer, and the log
+    // is what the CA's state is read from.
+    impl->open_log();
+    impl->load_from_log();
     try {
-        impl->load();
+        impl->check_files();
     } catch (const json::exception& e) {
         throw Error(ErrorCategory::invalid_input,
                     impl->options.state_dir + ": malformed state file: " + e.what());
     }
-    // Last: the log's file lock is what makes this process the CA's only writer.
-    impl->open_log();
     return std::unique_ptr<LocalCa>(new LocalCa(std::move(impl)));
 }
 
@@ -544,10 +701,7 @@ void LocalCa::record_approval(const ScopeApproval& approval, const Scope& scope)
                           {"scope", json::parse(to_json(scope))}};
     m_impl->write_log(
         {{audit_event::scope_approved, dump_payload(payload, audit_event::scope_approved)}});
-    if (m_impl->persistent()) {
-        json j = {{"approval", approval_json}, {"scope", to_json(scope)}};
-        write_atomic(m_impl->path("approvals/" + approval.agent_id + ".json"), j.dump(2) + "\n");
-    }
+    if (m_impl->persistent()) m_impl->save_approval(approval, scope);
     m_impl->approvals[approval.agent_id] = ApprovedScope{approval, scope};
 }
 
@@ -567,6 +721,13 @@ AgentCertificate LocalCa::issue(const IssueRequest& request) {
                         "': the public key is not an Ed25519 or ECDSA P-256 SubjectPublicKeyInfo");
     std::lock_guard<std::mutex> lock(m_impl->mutex);
     m_impl->check_approval(request.approval, request.agent_id, request.scope);
+    if (const Revocation* r = m_impl->key_compromise(request.public_key))
+        throw Error(
+            ErrorCategory::unauthorised,
+            "agent '" + request.agent_id + "': the public key was revoked for " +
+                "keyCompromise (serial " + r->serial + ", agent '" + r->agent_id + "', reason \"" +
+                r->reason +
+                "\"): a compromised key is never certified again; the agent needs a new key");
 
     const TimeNs now = m_impl->clock.now_ns();
     const TimeNs not_before = request.not_before.value_or(now);
@@ -629,24 +790,40 @@ void LocalCa::revoke(std::string_view serial_hex, std::string_view reason) {
     if (cert == nullptr)
         throw Error(ErrorCategory::not_found,
                     "no certificate with serial " + serial + " was issued by this CA");
-    for (const auto& r : m_impl->revoked)
-        if (r.serial == serial) return;
-    const TimeNs now = m_impl->clock.now_ns();
-    const Revocation r{serial, cert->agent_id(), std::string(reason), now};
     const Botan::CRL_Code code = reason_code(reason);
-    const json revoked = {{"agent", r.agent_id},
-                          {"serial", r.serial},
-                          {"reason", r.reason},
-                          {"reason_code", crl_reason_name(code)},
-                          {"revoked_at_ns", r.revoked_at},
-                          {"fingerprint", cert->fingerprint()}};
-    const std::string revoked_payload = dump_payload(revoked, audit_event::certificate_revoked);
-    const CertificateRevocationList next = m_impl->make_crl({crl_entry(serial, now, code)});
-    m_impl->write_log(
-        {{audit_event::certificate_revoked, revoked_payload},
-         {audit_event::crl_issued, dump_payload(crl_json(next), audit_event::crl_issued)}});
+    // A compromised key is compromised in every certificate that carries it: all of them go on
+    // the CRL, each recorded, so that no earlier (or renewed) certificate of the key still works.
+    std::vector<const AgentCertificate*> targets;
+    if (!m_impl->is_revoked(serial)) targets.push_back(cert);
+    if (code == Botan::KEY_COMPROMISE) {
+        const std::vector<std::uint8_t> key = cert->public_key();
+        for (const auto& c : m_impl->issued)
+            if (c.serial() != serial && !m_impl->is_revoked(c.serial()) && c.public_key() == key)
+                targets.push_back(&c);
+    }
+    if (targets.empty()) return;  // revoking twice is a no-op
+    const TimeNs now = m_impl->clock.now_ns();
+    std::vector<CaEvent> events;
+    std::vector<Botan::CRL_Entry> entries;
     std::vector<Revocation> list = m_impl->revoked;
-    list.push_back(r);
+    for (const AgentCertificate* t : targets) {
+        const Revocation r{t->serial(), t->agent_id(), std::string(reason), now};
+        json revoked = {{"agent", r.agent_id},
+                        {"serial", r.serial},
+                        {"reason", r.reason},
+                        {"reason_code", crl_reason_name(code)},
+                        {"revoked_at_ns", r.revoked_at},
+                        {"fingerprint", t->fingerprint()}};
+        if (t != cert) revoked["same_key_as_serial"] = serial;
+        events.push_back({audit_event::certificate_revoked,
+                          dump_payload(revoked, audit_event::certificate_revoked)});
+        entries.push_back(crl_entry(r.serial, now, code));
+        list.push_back(r);
+    }
+    const CertificateRevocationList next = m_impl->make_crl(entries);
+    events.push_back(
+        {audit_event::crl_issued, dump_payload(crl_json(next), audit_event::crl_issued)});
+    m_impl->write_log(events);
     m_impl->install_crl(next);
     m_impl->save_revocations(list);
     m_impl->revoked = std::move(list);
@@ -703,9 +880,7 @@ std::vector<Revocation> LocalCa::revocations() const {
 bool LocalCa::is_revoked(std::string_view serial_hex) const {
     const std::string serial = normalise_serial(serial_hex);
     std::lock_guard<std::mutex> lock(m_impl->mutex);
-    for (const auto& r : m_impl->revoked)
-        if (r.serial == serial) return true;
-    return false;
+    return m_impl->is_revoked(serial);
 }
 
 std::vector<AgentCertificate> LocalCa::issued_certificates(std::string_view agent_id) const {

@@ -11,6 +11,7 @@
 
 #include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
+#include "io/durable_file.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/incident.hpp"
@@ -42,13 +43,22 @@ void baseline_approve(const Args& a) {
     if (b.agent_id != a.agent)
         throw Error(ErrorCategory::invalid_input, a.baseline + ": the baseline is agent '" +
                                                       b.agent_id + "'s, not '" + a.agent + "'s");
-    // Stored as canonical JSON: the bytes the approval's hash covers.
+    // Signed and checked first, stored last: a failure leaves the store as it was (an unapproved
+    // latest version would stop replay from enforcing the approved one). The CA is open, so this
+    // process is the state directory's only writer and the next version is known.
     FileBaselineStore store(a.dir);
-    const StoredBaseline stored = store.put_baseline(a.agent, to_json(b));
-    const BaselineApproval approval =
-        approve_baseline(*state.kms, b, a.approver, clock.now_ns(), stored.version);
+    const auto latest = store.get_baseline(a.agent);
+    const std::uint64_t version = latest ? latest->version + 1 : 1;
+    const BaselineApproval approval = approve_baseline(*state.kms, b, a.approver, clock.now_ns(),
+                                                       version, false, state.config.algorithm);
     const std::string problem = check_baseline_approval(approval, b);
     if (!problem.empty()) throw Error(ErrorCategory::kms, "approval does not verify: " + problem);
+    // Stored as canonical JSON: the bytes the approval's hash covers.
+    const StoredBaseline stored = store.put_baseline(a.agent, to_json(b));
+    if (stored.version != version)
+        throw Error(ErrorCategory::invalid_state,
+                    "baseline store: version " + std::to_string(stored.version) +
+                        " was stored where " + std::to_string(version) + " was expected");
     store.put_approval(approval);
     json record = json::parse(to_json(approval));
     record["observed_from_ns"] = b.observed_from_ns;
@@ -102,12 +112,15 @@ void agent_reenable(const Args& a) {
                         "record of the agent's log or Guard::current_halt())");
     SystemClock clock;
     OpenedCa state = open_for_agent(a, clock);
-    const Reenable r = sign_reenable(*state.kms, a.agent, a.halt, a.by, a.reason, clock.now_ns());
+    const TimeNs signed_at = clock.now_ns();
+    const std::string out =
+        a.out.empty() ? a.dir + "/reenable-" + a.agent + "-" + std::to_string(signed_at) + ".json"
+                      : a.out;
+    // Ready before the statement is signed and recorded: an unwritable --out refuses first.
+    io::DurableFile file = io::DurableFile::prepare(out);
+    const Reenable r = sign_reenable(*state.kms, a.agent, a.halt, a.by, a.reason, signed_at);
     const std::uint64_t seq = state.ca->record_event("guard.resumed", to_json(r));
-    const std::string out = a.out.empty() ? a.dir + "/reenable-" + a.agent + "-" +
-                                                std::to_string(r.signed_at_ns) + ".json"
-                                          : a.out;
-    write_file(out, to_json(r) + "\n");
+    file.commit(to_json(r) + "\n");
     std::cout << "re-enable of '" << a.agent << "' signed by " << a.by << " (CA log seq " << seq
               << ")\n  lifts      halt " << r.halt_id << " (and no other)\n  statement  " << out
               << "\n  the trading process passes it to Guard::reenable(reenable_from_json(...))\n";

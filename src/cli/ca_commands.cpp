@@ -15,10 +15,14 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
+#include "crypto/encoding.hpp"
+#include "io/durable_file.hpp"
+#include "kakunin/audit_verify.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/certificate.hpp"
 #include "kakunin/pkcs11_kms.hpp"
@@ -204,6 +208,9 @@ void cert_issue(const IssueArgs& a) {
     const std::chrono::seconds validity =
         a.validity.empty() ? std::chrono::seconds{0} : parse_duration(a.validity, "--validity");
     if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
+    // The output is made ready before anything is issued: a certificate that cannot be written
+    // is refused, not issued and logged behind the caller's back.
+    io::DurableFile out = io::DurableFile::prepare(a.out);
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);
     require_registered(*opened.ca, a.dir, a.agent);
@@ -241,7 +248,15 @@ void cert_issue(const IssueArgs& a) {
         request.public_key = opened.kms->public_key(key).spki_der;
     }
     const AgentCertificate cert = opened.ca->issue(request);
-    write_file(a.out, cert.pem());
+    try {
+        out.commit(cert.pem());
+    } catch (const Error& e) {
+        throw Error(e.category(), "certificate serial " + cert.serial() + " for agent '" + a.agent +
+                                      "' was issued and recorded in the CA log, but " + a.out +
+                                      " was not written (" + e.what() +
+                                      "); the certificate is kept as " + a.dir + "/certs/" +
+                                      cert.serial() + ".pem");
+    }
     if (a.json) {
         json j = certificate_summary(cert);
         j["out"] = a.out;
@@ -294,13 +309,49 @@ struct VerifyArgs {
     bool json = false;
 };
 
+/// crl.pem must be the latest CRL that the CA log (verified with ca.pem) records: an older copy
+/// is still signed by the CA, and until its nextUpdate it would hide every later revocation.
+void require_logged_crl(const std::string& dir, const TrustAnchor& anchor,
+                        const CertificateRevocationList& crl) {
+    const std::string log = dir + "/audit/ca.jsonl";
+    struct stat st;
+    if (::stat(log.c_str(), &st) != 0)
+        throw Error(ErrorCategory::invalid_state,
+                    dir + "/crl.pem cannot be checked against the CA log: " + log + " is missing");
+    AuditCertificates certs;
+    certs.add_der(anchor.der());
+    AuditVerifyOptions options;
+    options.expected_log_id = "ca";
+    options.require_record_signatures = true;
+    options.require_closed = false;
+    const AuditVerifyResult verdict = verify_audit_log_file(log, certs, options);
+    if (!verdict.ok)
+        throw Error(ErrorCategory::invalid_state,
+                    log + " does not verify with the key of ca.pem: " + verdict.message);
+    std::string latest;
+    std::istringstream lines(read_file(log));
+    for (std::string line; std::getline(lines, line);) {
+        if (line.empty()) continue;
+        const json j = json::parse(line);
+        if (j.at("kind") == "record" && j.at("event") == "crl.issued")
+            latest = j.at("payload").at("crl").get<std::string>();
+    }
+    if (latest.empty() || crypto::base64_decode(latest, "crl") != crl.der())
+        throw Error(ErrorCategory::invalid_state,
+                    dir +
+                        "/crl.pem is not the latest CRL in the CA log: it was restored from an "
+                        "older state or altered");
+}
+
 void cert_verify(const VerifyArgs& a) {
     require_ca_dir(a.dir, false);
     const TrustAnchor anchor = TrustAnchor::load_file(a.dir + "/ca.pem");
     std::optional<CertificateRevocationList> crl;
     struct stat st;
-    if (::stat((a.dir + "/crl.pem").c_str(), &st) == 0)
+    if (::stat((a.dir + "/crl.pem").c_str(), &st) == 0) {
         crl = CertificateRevocationList::load_file(a.dir + "/crl.pem");
+        require_logged_crl(a.dir, anchor, *crl);
+    }
     const std::string text = read_file(a.path);
     const std::vector<std::uint8_t> bytes(text.begin(), text.end());
     const SystemClock clock;
@@ -363,10 +414,11 @@ struct CrlArgs {
 
 void crl_command(const CrlArgs& a) {
     if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
+    io::DurableFile out = io::DurableFile::prepare(a.out);  // before a CRL may be issued
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);
     const CertificateRevocationList crl = opened.ca->current_crl();
-    write_file(a.out, crl.pem());
+    out.commit(crl.pem());
     std::cout << "CRL written to " << a.out << ": " << crl.revoked_serials().size()
               << " revoked, this update " << format_timestamp(crl.this_update()) << ", next update "
               << format_timestamp(crl.next_update()) << "\n";

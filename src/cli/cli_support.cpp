@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "io/durable_file.hpp"
 #include "kakunin/pkcs11_kms.hpp"
 #include "kakunin/scope_extension.hpp"
 #include "kakunin/software_kms.hpp"
@@ -203,27 +204,7 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
-void write_file(const std::string& path, const std::string& text) {
-    if (path.empty()) throw Error(ErrorCategory::invalid_input, "output path is empty");
-    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        if (!out)
-            throw Error(ErrorCategory::io,
-                        path + ": cannot write (" + std::string(std::strerror(errno)) + ")");
-        out << text;
-        out.flush();
-        if (!out) {
-            std::remove(tmp.c_str());
-            throw Error(ErrorCategory::io, path + ": write failed");
-        }
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const std::string why = std::strerror(errno);
-        std::remove(tmp.c_str());
-        throw Error(ErrorCategory::io, path + ": cannot write (" + why + ")");
-    }
-}
+void write_file(const std::string& path, const std::string& text) { io::write_durable(path, text); }
 
 std::string login_name() {
     if (const passwd* pw = ::getpwuid(::geteuid()); pw != nullptr && pw->pw_name != nullptr)

@@ -66,7 +66,8 @@ std::string state_oid_arc(const std::string& state_dir);
 std::chrono::seconds parse_duration(std::string_view text, std::string_view what);
 
 std::string read_file(const std::string& path);
-/// Writes `text` to a temporary file next to `path` and renames it over `path`.
+/// Writes `text` to `path` durably (io::write_durable: temporary file, fsync, rename, fsync of
+/// the directory).
 void write_file(const std::string& path, const std::string& text);
 
 /// The name of the user running the program (for "registered by"), or "" if unknown.

@@ -9,6 +9,7 @@
 
 #include "crypto/encoding.hpp"
 #include "export/export_internal.hpp"
+#include "io/durable_file.hpp"
 #include "kakunin/error.hpp"
 
 namespace kakunin::export_detail {
@@ -30,12 +31,7 @@ std::string read_file_bytes(const std::string& path) {
 }
 
 void write_file_bytes(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    if (!out)
-        throw Error(ErrorCategory::io, path + ": cannot write (" + std::strerror(errno) + ")");
-    out << bytes;
-    out.flush();
-    if (!out) throw Error(ErrorCategory::io, path + ": write failed");
+    io::write_durable(path, bytes);
 }
 
 bool file_exists(const std::string& path) {

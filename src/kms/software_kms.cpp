@@ -1,6 +1,7 @@
 // SoftwareKms: Botan keys, stored as PKCS#8 PEM encrypted with PBES2 (PBKDF2-SHA-256,
 // AES-256/CBC, the combination every PKCS#8 reader understands).
 #include "kakunin/software_kms.hpp"
+#include "io/durable_file.hpp"
 
 #include <botan/auto_rng.h>
 #include <botan/data_src.h>
@@ -203,27 +204,15 @@ KeyHandle SoftwareKms::create_key(std::string_view label, KeyAlgorithm algorithm
     if (!m_impl->directory.empty()) {
         id = file_name_for(label);
         const std::string path = m_impl->path_of(label);
-        // O_EXCL: two processes creating the same label cannot overwrite each other's key.
-        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            if (errno == EEXIST)
+        // Overwrite::refuse: two processes creating the same label cannot overwrite each
+        // other's key.
+        try {
+            io::write_durable(path, pem, io::Overwrite::refuse, 0600);
+        } catch (const Error& e) {
+            if (e.category() == ErrorCategory::invalid_state)
                 throw Error(ErrorCategory::invalid_state,
                             "key '" + std::string(label) + "' already exists in the KMS");
-            throw Error(ErrorCategory::io, "cannot create " + path + ": " + std::strerror(errno));
-        }
-        std::size_t done = 0;
-        bool ok = true;
-        while (ok && done < pem.size()) {
-            const ssize_t n = ::write(fd, pem.data() + done, pem.size() - done);
-            if (n < 0 && errno == EINTR) continue;
-            ok = n > 0;
-            if (ok) done += static_cast<std::size_t>(n);
-        }
-        ok = ok && ::fsync(fd) == 0;
-        ::close(fd);
-        if (!ok) {
-            ::unlink(path.c_str());
-            throw Error(ErrorCategory::io, "cannot write " + path);
+            throw;
         }
     }
     Entry entry = m_impl->make_entry(label, id, std::move(key));
