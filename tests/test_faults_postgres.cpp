@@ -276,3 +276,107 @@ TEST_CASE("postgres faults: init-db gives an older schema's revocations their tr
     CHECK(eventually([&] { return listener.has("c0ffee02"); }, 5s));
     feed->unsubscribe(&listener);
 }
+
+// ---- 3. an outage of the audit database
+// ----------------------------------------------------------
+
+namespace {
+
+// The outage: nobody may connect to the test database, and the sink's session is cut. `admin`
+// is connected to another database of the server.
+void block_connections(test::PgSession& admin, const std::string& db, bool blocked) {
+    admin.value("ALTER DATABASE " + db +
+                (blocked ? " ALLOW_CONNECTIONS false" : " ALLOW_CONNECTIONS true"));
+    if (blocked) {
+        admin.value(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 "
+            "AND application_name = 'kakunin-audit-sink'",
+            {db});
+    }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "postgres faults: an outage keeps the sink's buffer bounded and the backlog arrives in "
+    "bounded transactions") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    test::PgSession admin(test::shared_pg_conninfo());
+    su.value("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(kJan2024)});
+    TestAuthority authority;
+    Scope scope = seed();
+    scope.limits = PreTradeLimits{};
+    GuardCredentials creds = authority.credentials_for(scope);
+    const std::string log_id = creds.certificate.agent_id();
+    AuditCertificates certs;
+    certs.add_der(creds.certificate.der());
+
+    const PostgresAuditSinkOptions defaults{log_id};
+    const std::size_t max_lines = defaults.max_pending_lines;
+    const std::size_t max_bytes = defaults.max_pending_bytes;
+    const std::size_t max_batch = defaults.max_batch_lines;
+    auto sink = std::make_shared<PostgresAuditSink>(db.app(), defaults);
+    GuardOptions options;
+    options.audit = AuditTrailOptions{sink};
+    options.audit->record_signatures = false;
+    options.audit->sink_failure_grace = 200ms;
+    std::uint64_t queued = 0, allowed = 0, refused = 0;
+    std::size_t max_pending = 0, max_pending_bytes = 0;
+    {
+        Guard guard(std::move(creds), authority.clock(), options);
+        REQUIRE(guard.check(test::good_order()).allowed());
+        REQUIRE(guard.audit()->wait_durable(10s));
+
+        block_connections(admin, db.name(), true);
+        std::atomic<bool> done{false};
+        std::thread sampler([&] {
+            while (!done.load()) {
+                max_pending = std::max(max_pending, sink->pending_lines());
+                max_pending_bytes = std::max(max_pending_bytes, sink->pending_bytes());
+                std::this_thread::sleep_for(5ms);
+            }
+        });
+        // Four seconds of orders at about 20,000 a second: far more records than the bound.
+        const auto until = std::chrono::steady_clock::now() + 4s;
+        while (std::chrono::steady_clock::now() < until) {
+            for (int i = 0; i < 100; ++i) {
+                authority.clock().advance(1ms);
+                const Decision d = guard.check(test::good_order());
+                allowed += d.allowed();
+                refused += d.reasons.contains(ReasonCode::audit_unavailable);
+            }
+            std::this_thread::sleep_for(5ms);
+        }
+        done = true;
+        sampler.join();
+        INFO("largest buffer " << max_pending << " lines; allowed " << allowed << ", refused "
+                               << refused);
+        CHECK(max_pending <= max_lines);
+        CHECK(max_pending_bytes <= max_bytes);
+        CHECK(max_pending > max_lines / 2);  // the outage did fill it
+        CHECK(refused > 0);
+        CHECK_FALSE(guard.audit()->counters().healthy);
+
+        block_connections(admin, db.name(), false);
+        REQUIRE(guard.audit()->wait_durable(60s));
+        const AuditTrailCounters c = guard.audit()->counters();
+        CHECK(c.durable == c.queued);
+        CHECK(allowed + 1 <= c.queued);  // every allowed order was recorded
+        queued = c.queued;
+    }
+    // The backlog came in transactions of at most max_batch lines each.
+    const test::SqlOutcome per_tx = su.exec(
+        "SELECT count(*) FROM kakunin_audit.audit_records WHERE log_id = $1 GROUP BY "
+        "xmin::text ORDER BY 1 DESC",
+        {log_id});
+    REQUIRE(per_tx.ok);
+    REQUIRE_FALSE(per_tx.rows.empty());
+    INFO(per_tx.rows.size() << " transactions, the largest " << per_tx.rows[0][0] << " records");
+    CHECK(std::stoull(per_tx.rows[0][0]) <= max_batch);
+    CHECK(per_tx.rows.size() >= queued / max_batch);
+    const AuditVerifyResult r = verify_audit_lines(read_back(db.app(), log_id), certs);
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(r.records == queued);
+}

@@ -53,12 +53,25 @@ struct PostgresAuditSinkOptions {
     int reconnect_attempts = 2;
     /// Wait before each reconnect.
     std::chrono::milliseconds reconnect_delay{100};
+    /// The most lines, and bytes of lines, the sink holds uncommitted (they pile up only while
+    /// the database is away). An append() past either bound first tries to store the backlog and
+    /// throws kakunin::Error (database) if it cannot: the writer keeps the refused lines, the
+    /// trail stops taking orders' records from its queue and fails closed (audit_unavailable),
+    /// and no line the sink took is dropped. A single append larger than the bound is taken
+    /// when nothing is pending.
+    std::size_t max_pending_lines = 16384;
+    std::size_t max_pending_bytes = 32u << 20;
+    /// The most lines, and bytes of lines, one transaction of flush() stores: a backlog goes in
+    /// several transactions, in seq order, each committed before the next begins.
+    std::size_t max_batch_lines = 4096;
+    std::size_t max_batch_bytes = 8u << 20;
 };
 
 /// AuditSink over the kakunin_audit tables, connected as the application role. append() keeps
-/// the lines in memory; flush() stores all of them in one transaction (records by COPY straight
-/// into the month's partition, the canonical bytes verbatim as text; checkpoints after them) and
-/// returns once it is committed.
+/// the lines in memory (bounded: max_pending_lines, max_pending_bytes); flush() stores all of
+/// them, in transactions of at most max_batch_lines (records by COPY straight into the month's
+/// partition, the canonical bytes verbatim as text; each transaction's checkpoints after its
+/// records) and returns once the last is committed.
 /// After a lost connection (server restart) it reconnects and first reads what the database
 /// already holds, so a commit whose acknowledgement was lost is neither duplicated nor reported
 /// durable before it is known to be committed. for_each_line() replays the committed lines of
@@ -73,8 +86,9 @@ public:
 
     /// "postgres:" + log_id (never the conninfo, which may hold a password).
     std::string name() const override;
-    /// Lines appended and not yet committed.
+    /// Lines appended and not yet committed, and their bytes.
     std::size_t pending_lines() const;
+    std::size_t pending_bytes() const;
 
 protected:
     void do_append(const std::string_view* lines, std::size_t count) override;

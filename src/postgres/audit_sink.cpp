@@ -1,7 +1,9 @@
 // PostgresAuditSink: JSON Lines of one log into kakunin_audit.audit_records (COPY straight into
-// the month's partition, one transaction per flush) and audit_checkpoints, replayed in seq order.
+// the month's partition, transactions of bounded size) and audit_checkpoints, replayed in seq
+// order. What it holds uncommitted is bounded too: during an outage append() refuses more.
 #include <array>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <optional>
 #include <thread>
@@ -115,7 +117,8 @@ struct PostgresAuditSink::Impl {
     PostgresAuditSinkOptions options;
     std::unique_ptr<pg::Connection> conn;
     bool need_reconcile = false;
-    std::vector<PendingLine> pending;
+    std::deque<PendingLine> pending;               ///< in log order; the front is the oldest
+    std::size_t pending_bytes = 0;                 ///< sum of pending lines' sizes
     std::map<std::int64_t, Partition> partitions;  ///< months whose partition exists (committed)
     std::string copy_buffer;
     std::string log_id_field;  ///< options.log_id escaped for COPY
@@ -176,12 +179,14 @@ struct PostgresAuditSink::Impl {
                 ++row;
             }
         }
-        std::vector<PendingLine> rest;
-        rest.reserve(pending.size());
+        std::deque<PendingLine> rest;
+        pending_bytes = 0;
         for (auto& p : pending) {
             const bool stored =
                 p.is_record ? p.seq_or_size < stored_next : p.seq_or_size <= stored_cp;
-            if (!stored) rest.push_back(std::move(p));
+            if (stored) continue;
+            pending_bytes += p.line.size();
+            rest.push_back(std::move(p));
         }
         pending = std::move(rest);
         need_reconcile = false;
@@ -253,14 +258,15 @@ struct PostgresAuditSink::Impl {
         while (PGresult* extra = PQgetResult(c)) PQclear(extra);
     }
 
-    void write_batch() {
+    /// Stores pending[0, end) in one transaction.
+    void write_batch(std::size_t end) {
         conn->command("BEGIN");
         // Records in seq order, one COPY per run of records of the same month. Each COPY names
         // the month's partition (no routing through the parent), whose own statement trigger
         // checks that the run continues the log without gap.
         std::map<std::int64_t, Partition> fresh;
         std::size_t i = 0;
-        while (i < pending.size()) {
+        while (i < end) {
             if (!pending[i].is_record) {
                 ++i;
                 continue;
@@ -268,14 +274,14 @@ struct PostgresAuditSink::Impl {
             const std::int64_t month = month_index(pending[i].ts_ns);
             const std::string target = partition_for(pending[i].ts_ns, fresh).target;
             std::size_t j = i + 1;
-            while (j < pending.size() &&
-                   (!pending[j].is_record || month_index(pending[j].ts_ns) == month)) {
+            while (j < end && (!pending[j].is_record || month_index(pending[j].ts_ns) == month)) {
                 ++j;
             }
             copy_records(target, i, j);
             i = j;
         }
-        for (const auto& p : pending) {
+        for (std::size_t k = 0; k < end; ++k) {
+            const PendingLine& p = pending[k];
             if (p.is_record) continue;
             conn->exec_prepared("kk_insert_checkpoint",
                                 {options.log_id, std::to_string(p.seq_or_size),
@@ -283,6 +289,26 @@ struct PostgresAuditSink::Impl {
         }
         conn->command("COMMIT");
         partitions.insert(fresh.begin(), fresh.end());
+    }
+
+    /// Stores everything pending, in seq order, in transactions of at most max_batch_lines lines
+    /// and max_batch_bytes bytes (one line at least), so that a backlog after an outage is not
+    /// one huge transaction. What each transaction committed leaves `pending` at once: a later
+    /// failure retries only the rest.
+    void write_pending() {
+        const std::size_t max_lines = std::max<std::size_t>(options.max_batch_lines, 1);
+        while (!pending.empty()) {
+            std::size_t end = 0;
+            std::size_t bytes = 0;
+            while (end < pending.size() && end < max_lines &&
+                   (end == 0 || bytes + pending[end].line.size() <= options.max_batch_bytes)) {
+                bytes += pending[end].line.size();
+                ++end;
+            }
+            write_batch(end);
+            pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(end));
+            pending_bytes -= bytes;
+        }
     }
 };
 
@@ -317,10 +343,16 @@ std::size_t PostgresAuditSink::pending_lines() const {
     return m_impl->pending.size();
 }
 
+std::size_t PostgresAuditSink::pending_bytes() const {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    return m_impl->pending_bytes;
+}
+
 void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t count) {
     Impl& d = *m_impl;
     std::vector<PendingLine> batch;
     batch.reserve(count);
+    std::size_t batch_bytes = 0;
     audit_detail::ParsedLine parsed;
     std::string error;
     for (std::size_t i = 0; i < count; ++i) {
@@ -374,9 +406,27 @@ void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t cou
             p.sig = base64_encode(c.sig.data(), c.sig.size());
         }
         p.line = std::string(line);
+        batch_bytes += p.line.size();
         batch.push_back(std::move(p));
     }
+    // Bounded: lines wait here only while the database is away. Past the bound, store the
+    // backlog first; if that fails the batch is refused (the writer keeps it, and the trail holds
+    // back and fails closed), and nothing already taken is dropped. A batch larger than the
+    // bound is taken when nothing is pending, so the writer can always make progress.
+    if (!d.pending.empty() && (d.pending.size() + batch.size() > d.options.max_pending_lines ||
+                               d.pending_bytes + batch_bytes > d.options.max_pending_bytes)) {
+        try {
+            do_flush();
+        } catch (const Error& e) {
+            throw Error(e.category(),
+                        "postgres audit sink " + d.options.log_id + ": " +
+                            std::to_string(d.pending.size()) + " lines (" +
+                            std::to_string(d.pending_bytes) +
+                            " bytes) wait for the database, the most it holds: " + e.what());
+        }
+    }
     for (auto& p : batch) d.pending.push_back(std::move(p));
+    d.pending_bytes += batch_bytes;
 }
 
 void PostgresAuditSink::do_flush() {
@@ -388,8 +438,7 @@ void PostgresAuditSink::do_flush() {
         try {
             d.ensure_connected();
             if (d.need_reconcile) d.reconcile();
-            if (!d.pending.empty()) d.write_batch();
-            d.pending.clear();
+            d.write_pending();
             return;
         } catch (const pg::DbError& e) {
             if (!e.connection_lost()) {
