@@ -380,3 +380,65 @@ TEST_CASE(
     CHECK(r.ok);
     CHECK(r.records == queued);
 }
+
+// ---- a backend that stops answering ------------------------------------------------------------
+
+TEST_CASE("postgres faults: a stopped backend does not hang the sink's flush") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    su.value("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(kJan2024)});
+    test::AuditTestKms kms;
+    const test::TestIdentity id = test::make_identity(kms, "agent-hung");
+    AuditCertificates certs;
+    certs.add_der(id.cert_der);
+    ManualClock clock(kJan2024);
+
+    PostgresAuditSinkOptions so{"agent-hung"};
+    so.io_timeout = 1s;
+    so.reconnect_attempts = 1;
+    so.reconnect_delay = 50ms;
+    PostgresAuditSink sink(db.app(), so);
+    AuditLogWriter writer(sink, clock, id.signer(kms), {"agent-hung", "", "", 10});
+    for (int i = 0; i < 5; ++i) writer.append(audit_event::order_allowed, R"({"i":1})");
+    writer.flush();
+
+    const std::string pid_text = su.value(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+        "application_name = 'kakunin-audit-sink'");
+    REQUIRE_FALSE(pid_text.empty());
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    // SIGSTOP: the backend keeps its socket open and never answers (what a hung host does).
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    struct Resume {
+        pid_t pid;
+        ~Resume() { ::kill(pid, SIGCONT); }
+    } resume{pid};
+
+    for (int i = 0; i < 5; ++i) writer.append(audit_event::order_allowed, R"({"i":2})");
+    const auto started = std::chrono::steady_clock::now();
+    auto flushed = std::async(std::launch::async, [&]() -> std::string {
+        try {
+            writer.flush();
+            return "";
+        } catch (const std::exception& e) {
+            return e.what();
+        }
+    });
+    const bool returned = flushed.wait_for(20s) == std::future_status::ready;
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(returned);
+    if (!returned) ::kill(pid, SIGCONT);  // let a flush without a deadline finish
+    const std::string error = flushed.get();
+    INFO("flush took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                       << " ms: " << (error.empty() ? "stored" : error));
+    // The sink gave up on the silent connection and stored the lines through a new one.
+    CHECK(error.empty());
+    CHECK(took < 15s);
+    CHECK(writer.durable_size() == 10);
+    ::kill(pid, SIGCONT);
+    writer.close();
+    const AuditVerifyResult r = verify_audit_lines(read_back(db.app(), "agent-hung"), certs);
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(r.records == 10);
+}

@@ -53,6 +53,10 @@ struct PostgresAuditSinkOptions {
     int reconnect_attempts = 2;
     /// Wait before each reconnect.
     std::chrono::milliseconds reconnect_delay{100};
+    /// The longest wait for the server at a time (sending, or for the next result; connecting:
+    /// at least 2 s). Past it flush() gives the connection up as lost, so a backend that stops
+    /// answering (a hung host, SIGSTOP) cannot block the writer for good. Zero: no deadline.
+    std::chrono::milliseconds io_timeout{10000};
     /// The most lines, and bytes of lines, the sink holds uncommitted (they pile up only while
     /// the database is away). An append() past either bound first tries to store the backlog and
     /// throws kakunin::Error (database) if it cannot: the writer keeps the refused lines, the

@@ -125,7 +125,7 @@ struct PostgresAuditSink::Impl {
 
     void connect() {
         conn.reset();
-        conn = std::make_unique<pg::Connection>(conninfo, "kakunin-audit-sink");
+        conn = std::make_unique<pg::Connection>(conninfo, "kakunin-audit-sink", options.io_timeout);
         conn->prepare("kk_insert_checkpoint", insert_checkpoint_sql, 7);
         need_reconcile = true;
     }
@@ -135,7 +135,12 @@ struct PostgresAuditSink::Impl {
     }
 
     void rollback_quietly() {
-        if (conn && conn->ok()) PQclear(PQexec(conn->get(), "ROLLBACK"));
+        if (!conn || !conn->ok()) return;
+        try {
+            conn->command("ROLLBACK");
+        } catch (const Error&) {
+            conn.reset();  // the next flush reconnects and reconciles
+        }
     }
 
     // After a new connection: drop from `pending` what an earlier, unacknowledged commit already
@@ -212,11 +217,8 @@ struct PostgresAuditSink::Impl {
     /// One COPY of pending[begin, end) (records only) into `target`, sent in chunks as the rows
     /// are formatted so that the server parses and inserts while the rest is being built.
     void copy_records(const std::string& target, std::size_t begin, std::size_t end) {
-        PGconn* c = conn->get();
-        conn->check(PQexec(c, ("COPY " + target +
-                               " (log_id, seq, ts_ns, event, canonical, sig, line) FROM STDIN")
-                                  .c_str()),
-                    PGRES_COPY_IN, "COPY audit_records");
+        conn->copy_in("COPY " + target +
+                      " (log_id, seq, ts_ns, event, canonical, sig, line) FROM STDIN");
         constexpr std::size_t chunk = 256 * 1024;
         copy_buffer.clear();
         for (std::size_t i = begin; i < end; ++i) {
@@ -242,20 +244,12 @@ struct PostgresAuditSink::Impl {
             append_copy_field(copy_buffer, p.line);
             copy_buffer += '\n';
             if (copy_buffer.size() >= chunk) {
-                if (PQputCopyData(c, copy_buffer.data(), static_cast<int>(copy_buffer.size())) !=
-                    1) {
-                    conn->fail(nullptr, "COPY data");
-                }
+                conn->put_copy_data(copy_buffer.data(), copy_buffer.size());
                 copy_buffer.clear();
             }
         }
-        if (!copy_buffer.empty() &&
-            PQputCopyData(c, copy_buffer.data(), static_cast<int>(copy_buffer.size())) != 1) {
-            conn->fail(nullptr, "COPY data");
-        }
-        if (PQputCopyEnd(c, nullptr) != 1) conn->fail(nullptr, "COPY end");
-        conn->check(PQgetResult(c), PGRES_COMMAND_OK, "COPY audit_records");
-        while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+        if (!copy_buffer.empty()) conn->put_copy_data(copy_buffer.data(), copy_buffer.size());
+        conn->end_copy("COPY audit_records");
     }
 
     /// Stores pending[0, end) in one transaction.
@@ -462,21 +456,12 @@ void PostgresAuditSink::do_for_each_line(const std::function<void(std::string_vi
         {d.options.log_id});
     const int n_cps = PQntuples(cps.get());
     int next_cp = 0;
-    PGconn* c = d.conn->get();
-    const char* values[1] = {d.options.log_id.c_str()};
-    if (!PQsendQueryParams(c,
-                           "SELECT seq, line FROM kakunin_audit.audit_records WHERE log_id = $1 "
-                           "ORDER BY seq",
-                           1, nullptr, values, nullptr, nullptr, 0) ||
-        !PQsetSingleRowMode(c)) {
-        d.conn->fail(nullptr, "read audit_records");
-    }
     try {
-        while (PGresult* raw = PQgetResult(c)) {
-            pg::Result r(raw);
-            const ExecStatusType st = PQresultStatus(raw);
-            if (st == PGRES_TUPLES_OK) continue;  // the end; PQgetResult returns null next
-            if (st != PGRES_SINGLE_TUPLE) d.conn->fail(raw, "read audit_records");
+        d.conn->send_single_row(
+            "SELECT seq, line FROM kakunin_audit.audit_records WHERE log_id = $1 ORDER BY seq",
+            {d.options.log_id});
+        while (pg::Result r = d.conn->next_row("read audit_records")) {
+            const PGresult* raw = r.get();
             const std::int64_t seq = pg::to_i64(pg::value(raw, 0, 0));
             while (next_cp < n_cps && pg::to_i64(pg::value(cps.get(), next_cp, 0)) <= seq) {
                 fn(pg::value(cps.get(), next_cp++, 1));

@@ -475,7 +475,8 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
         throw Error(ErrorCategory::invalid_input,
                     "init-db: the owner role and the application role must differ");
     }
-    pg::Connection c(conninfo, "kakunin-init-db");
+    // No deadline: its DDL may rightly wait for locks, and a person is watching it.
+    pg::Connection c(conninfo, "kakunin-init-db", std::chrono::milliseconds(0));
     const std::string owner = c.quote_identifier(options.owner_role);
     const std::string app = c.quote_identifier(options.app_role);
 
