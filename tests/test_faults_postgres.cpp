@@ -442,3 +442,33 @@ TEST_CASE("postgres faults: a stopped backend does not hang the sink's flush") {
     CHECK(r.ok);
     CHECK(r.records == 10);
 }
+
+TEST_CASE(
+    "postgres faults: a stopped backend under the revocation feed is replaced and the "
+    "revocation still arrives") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    PostgresRevocationFeedOptions options;
+    options.io_timeout = 1s;
+    options.check_interval = 300ms;
+    options.reconnect_delay = 50ms;
+    auto feed = std::make_shared<PostgresRevocationFeed>(db.app(), options);
+    REQUIRE(feed->wait_until_listening(10s));
+    RecordingListener listener;
+    feed->subscribe(&listener);
+    test::PgSession su(db.superuser());
+    const std::string pid_text = su.value(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+        "application_name = 'kakunin-revocation-feed'");
+    REQUIRE_FALSE(pid_text.empty());
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    struct Resume {
+        pid_t pid;
+        ~Resume() { ::kill(pid, SIGCONT); }
+    } resume{pid};
+
+    publish_revocation(db.app(), {"dead01", "agent", "while the feed's backend is stopped", 1});
+    CHECK(eventually([&] { return listener.has("dead01"); }, 10s));
+    CHECK(feed->connections() >= 2);
+    feed->unsubscribe(&listener);
+}

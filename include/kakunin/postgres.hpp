@@ -139,13 +139,21 @@ struct PostgresRevocationFeedOptions {
     /// Told about connection failures (rate: at most once per reconnect attempt). Must not
     /// throw; called on the feed's thread.
     std::function<void(std::string_view)> error_handler = {};
+    /// The longest wait for the server at a time (connecting: at least 2 s); past it the feed
+    /// gives the connection up and reconnects.
+    std::chrono::milliseconds io_timeout{10000};
+    /// How often a quiet feed catches up anyway: a backend that stopped answering sends no
+    /// notifications and no error, so only a query with a deadline finds it out. Zero: never.
+    std::chrono::milliseconds check_interval{5000};
 };
 
-/// RevocationFeed over LISTEN/NOTIFY. A background thread LISTENs on kakunin_revocations,
-/// delivers each revocation to every subscriber (on that thread; listeners must not block), and
-/// after a lost connection reconnects and catches up from the last sequence number it saw.
-/// subscribe() first delivers, synchronously, every revocation the feed has already seen.
-/// After unsubscribe() returns the listener is not called again.
+/// RevocationFeed over LISTEN/NOTIFY. A background thread LISTENs on kakunin_revocations and
+/// delivers each revocation (once per serial) to every subscriber (on that thread; listeners must
+/// not block). After a lost connection, and every check_interval, it catches up on everything
+/// committed since its previous catch-up, whatever the order of the sequence numbers (a lower
+/// seq may commit after a higher one). subscribe() first delivers, synchronously, every
+/// revocation the feed has already seen. After unsubscribe() returns the listener is not called
+/// again.
 class PostgresRevocationFeed final : public RevocationFeed {
 public:
     explicit PostgresRevocationFeed(std::string conninfo,
@@ -159,7 +167,8 @@ public:
 
     /// Waits until the feed is listening and has caught up; false on timeout.
     bool wait_until_listening(std::chrono::milliseconds timeout);
-    /// Highest sequence number delivered so far.
+    /// Highest sequence number received so far (lower ones may still arrive: seqs commit out
+    /// of order).
     std::uint64_t last_seq() const;
     /// How many times the feed has (re)connected.
     std::uint64_t connections() const;

@@ -199,16 +199,27 @@ struct PostgresRevocationFeed::Impl {
     }
 
     void session() {
-        pg::Connection c(conninfo, "kakunin-revocation-feed");
+        pg::Connection c(conninfo, "kakunin-revocation-feed", options.io_timeout);
         c.command("LISTEN kakunin_revocations");
         // After LISTEN: what commits from here on is notified; what committed before is visible
         // to the catch-up, which reads everything committed since the last one's snapshot.
         catch_up(c);
         set_listening(true);
         PGconn* raw = c.get();
+        // A silent LISTEN connection looks the same whether nothing is published or the backend
+        // stopped answering: a catch-up every check_interval (with its deadline) tells them apart
+        // and reconnects in the second case.
+        const bool checking = options.check_interval.count() > 0;
+        auto next_check = std::chrono::steady_clock::now() + options.check_interval;
         while (!stop.load()) {
+            int wait_ms = 1000;
+            if (checking) {
+                const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    next_check - std::chrono::steady_clock::now());
+                wait_ms = static_cast<int>(std::clamp<long long>(left.count() + 1, 0, 1000));
+            }
             pollfd fds[2] = {{PQsocket(raw), POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
-            const int n = ::poll(fds, 2, 1000);
+            const int n = ::poll(fds, 2, wait_ms);
             if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
             if (stop.load()) break;
             if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
@@ -217,7 +228,11 @@ struct PostgresRevocationFeed::Impl {
                 need_catch_up |= handle_notification(note->extra);
                 PQfreemem(note);
             }
-            if (need_catch_up) catch_up(c);
+            if (checking && std::chrono::steady_clock::now() >= next_check) need_catch_up = true;
+            if (need_catch_up) {
+                catch_up(c);
+                next_check = std::chrono::steady_clock::now() + options.check_interval;
+            }
         }
     }
 
