@@ -212,6 +212,19 @@ struct PostgresRevocationFeed::Impl {
         const bool checking = options.check_interval.count() > 0;
         auto next_check = std::chrono::steady_clock::now() + options.check_interval;
         while (!stop.load()) {
+            // Notifications first: a catch-up's round trip may have read some into libpq's
+            // queue, and the socket would not wake the poll for them.
+            bool need_catch_up = false;
+            while (PGnotify* note = PQnotifies(raw)) {
+                need_catch_up |= handle_notification(note->extra);
+                PQfreemem(note);
+            }
+            if (checking && std::chrono::steady_clock::now() >= next_check) need_catch_up = true;
+            if (need_catch_up) {
+                catch_up(c);
+                next_check = std::chrono::steady_clock::now() + options.check_interval;
+                continue;
+            }
             int wait_ms = 1000;
             if (checking) {
                 const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -223,16 +236,6 @@ struct PostgresRevocationFeed::Impl {
             if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
             if (stop.load()) break;
             if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
-            bool need_catch_up = false;
-            while (PGnotify* note = PQnotifies(raw)) {
-                need_catch_up |= handle_notification(note->extra);
-                PQfreemem(note);
-            }
-            if (checking && std::chrono::steady_clock::now() >= next_check) need_catch_up = true;
-            if (need_catch_up) {
-                catch_up(c);
-                next_check = std::chrono::steady_clock::now() + options.check_interval;
-            }
         }
     }
 
