@@ -381,6 +381,63 @@ TEST_CASE(
     CHECK(r.records == queued);
 }
 
+TEST_CASE(
+    "postgres faults: past its bound the sink refuses more while the database is away "
+    "and drops nothing") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    test::PgSession admin(test::shared_pg_conninfo());
+    su.value("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(kJan2024)});
+    test::AuditTestKms kms;
+    const test::TestIdentity id = test::make_identity(kms, "agent-bound");
+    AuditCertificates certs;
+    certs.add_der(id.cert_der);
+    ManualClock clock(kJan2024);
+
+    PostgresAuditSinkOptions so{"agent-bound"};
+    so.reconnect_attempts = 0;
+    so.max_pending_lines = 20;
+    so.max_batch_lines = 7;
+    PostgresAuditSink sink(db.app(), so);
+    AuditLogWriter writer(sink, clock, id.signer(kms), {"agent-bound", "", "", 1000});
+    writer.append(audit_event::order_allowed, R"({"i":0})");
+    writer.flush();
+
+    block_connections(admin, db.name(), true);
+    std::size_t most = 0;
+    int refused = 0;
+    for (int round = 0; round < 10; ++round) {
+        for (int i = 0; i < 5; ++i) writer.append(audit_event::order_allowed, R"({"i":1})");
+        try {
+            writer.flush();
+        } catch (const Error& e) {
+            if (std::string(e.what()).find("the most it holds") != std::string::npos) ++refused;
+        }
+        most = std::max(most, sink.pending_lines());
+    }
+    CHECK(most <= 20);
+    CHECK(refused > 0);
+    // What the sink refused the writer still holds: 20 in the sink, 30 in the writer.
+    CHECK(sink.pending_lines() + writer.pending_lines() == 50);
+    CHECK(writer.durable_size() == 1);
+
+    block_connections(admin, db.name(), false);
+    writer.flush();
+    CHECK(writer.durable_size() == 51);
+    CHECK(sink.pending_lines() == 0);
+    writer.close();
+    const test::SqlOutcome per_tx = su.exec(
+        "SELECT count(*) FROM kakunin_audit.audit_records WHERE log_id = 'agent-bound' GROUP BY "
+        "xmin::text ORDER BY 1 DESC");
+    REQUIRE(per_tx.ok);
+    CHECK(std::stoi(per_tx.rows.at(0).at(0)) <= 7);
+    CHECK(per_tx.rows.size() >= 8);  // 50 lines after the outage in batches of 7
+    const AuditVerifyResult r = verify_audit_lines(read_back(db.app(), "agent-bound"), certs);
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(r.records == 51);
+}
+
 // ---- a backend that stops answering ------------------------------------------------------------
 
 TEST_CASE("postgres faults: a stopped backend does not hang the sink's flush") {
