@@ -53,12 +53,29 @@ struct PostgresAuditSinkOptions {
     int reconnect_attempts = 2;
     /// Wait before each reconnect.
     std::chrono::milliseconds reconnect_delay{100};
+    /// The longest wait for the server at a time (sending, or for the next result; connecting:
+    /// at least 2 s). Past it flush() gives the connection up as lost, so a backend that stops
+    /// answering (a hung host, SIGSTOP) cannot block the writer for good. Zero: no deadline.
+    std::chrono::milliseconds io_timeout{10000};
+    /// The most lines, and bytes of lines, the sink holds uncommitted (they pile up only while
+    /// the database is away). An append() past either bound first tries to store the backlog and
+    /// throws kakunin::Error (database) if it cannot: the writer keeps the refused lines, the
+    /// trail stops taking orders' records from its queue and fails closed (audit_unavailable),
+    /// and no line the sink took is dropped. A single append larger than the bound is taken
+    /// when nothing is pending.
+    std::size_t max_pending_lines = 16384;
+    std::size_t max_pending_bytes = 32u << 20;
+    /// The most lines, and bytes of lines, one transaction of flush() stores: a backlog goes in
+    /// several transactions, in seq order, each committed before the next begins.
+    std::size_t max_batch_lines = 4096;
+    std::size_t max_batch_bytes = 8u << 20;
 };
 
 /// AuditSink over the kakunin_audit tables, connected as the application role. append() keeps
-/// the lines in memory; flush() stores all of them in one transaction (records by COPY straight
-/// into the month's partition, the canonical bytes verbatim as text; checkpoints after them) and
-/// returns once it is committed.
+/// the lines in memory (bounded: max_pending_lines, max_pending_bytes); flush() stores all of
+/// them, in transactions of at most max_batch_lines (records by COPY straight into the month's
+/// partition, the canonical bytes verbatim as text; each transaction's checkpoints after its
+/// records) and returns once the last is committed.
 /// After a lost connection (server restart) it reconnects and first reads what the database
 /// already holds, so a commit whose acknowledgement was lost is neither duplicated nor reported
 /// durable before it is known to be committed. for_each_line() replays the committed lines of
@@ -73,8 +90,9 @@ public:
 
     /// "postgres:" + log_id (never the conninfo, which may hold a password).
     std::string name() const override;
-    /// Lines appended and not yet committed.
+    /// Lines appended and not yet committed, and their bytes.
     std::size_t pending_lines() const;
+    std::size_t pending_bytes() const;
 
 protected:
     void do_append(const std::string_view* lines, std::size_t count) override;
@@ -121,13 +139,21 @@ struct PostgresRevocationFeedOptions {
     /// Told about connection failures (rate: at most once per reconnect attempt). Must not
     /// throw; called on the feed's thread.
     std::function<void(std::string_view)> error_handler = {};
+    /// The longest wait for the server at a time (connecting: at least 2 s); past it the feed
+    /// gives the connection up and reconnects.
+    std::chrono::milliseconds io_timeout{10000};
+    /// How often a quiet feed catches up anyway: a backend that stopped answering sends no
+    /// notifications and no error, so only a query with a deadline finds it out. Zero: never.
+    std::chrono::milliseconds check_interval{5000};
 };
 
-/// RevocationFeed over LISTEN/NOTIFY. A background thread LISTENs on kakunin_revocations,
-/// delivers each revocation to every subscriber (on that thread; listeners must not block), and
-/// after a lost connection reconnects and catches up from the last sequence number it saw.
-/// subscribe() first delivers, synchronously, every revocation the feed has already seen.
-/// After unsubscribe() returns the listener is not called again.
+/// RevocationFeed over LISTEN/NOTIFY. A background thread LISTENs on kakunin_revocations and
+/// delivers each revocation (once per serial) to every subscriber (on that thread; listeners must
+/// not block). After a lost connection, and every check_interval, it catches up on everything
+/// committed since its previous catch-up, whatever the order of the sequence numbers (a lower
+/// seq may commit after a higher one). subscribe() first delivers, synchronously, every
+/// revocation the feed has already seen. After unsubscribe() returns the listener is not called
+/// again.
 class PostgresRevocationFeed final : public RevocationFeed {
 public:
     explicit PostgresRevocationFeed(std::string conninfo,
@@ -141,7 +167,8 @@ public:
 
     /// Waits until the feed is listening and has caught up; false on timeout.
     bool wait_until_listening(std::chrono::milliseconds timeout);
-    /// Highest sequence number delivered so far.
+    /// Highest sequence number received so far (lower ones may still arrive: seqs commit out
+    /// of order).
     std::uint64_t last_seq() const;
     /// How many times the feed has (re)connected.
     std::uint64_t connections() const;

@@ -1,7 +1,9 @@
 // PostgresAuditSink: JSON Lines of one log into kakunin_audit.audit_records (COPY straight into
-// the month's partition, one transaction per flush) and audit_checkpoints, replayed in seq order.
+// the month's partition, transactions of bounded size) and audit_checkpoints, replayed in seq
+// order. What it holds uncommitted is bounded too: during an outage append() refuses more.
 #include <array>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <optional>
 #include <thread>
@@ -115,14 +117,15 @@ struct PostgresAuditSink::Impl {
     PostgresAuditSinkOptions options;
     std::unique_ptr<pg::Connection> conn;
     bool need_reconcile = false;
-    std::vector<PendingLine> pending;
+    std::deque<PendingLine> pending;               ///< in log order; the front is the oldest
+    std::size_t pending_bytes = 0;                 ///< sum of pending lines' sizes
     std::map<std::int64_t, Partition> partitions;  ///< months whose partition exists (committed)
     std::string copy_buffer;
     std::string log_id_field;  ///< options.log_id escaped for COPY
 
     void connect() {
         conn.reset();
-        conn = std::make_unique<pg::Connection>(conninfo, "kakunin-audit-sink");
+        conn = std::make_unique<pg::Connection>(conninfo, "kakunin-audit-sink", options.io_timeout);
         conn->prepare("kk_insert_checkpoint", insert_checkpoint_sql, 7);
         need_reconcile = true;
     }
@@ -132,7 +135,12 @@ struct PostgresAuditSink::Impl {
     }
 
     void rollback_quietly() {
-        if (conn && conn->ok()) PQclear(PQexec(conn->get(), "ROLLBACK"));
+        if (!conn || !conn->ok()) return;
+        try {
+            conn->command("ROLLBACK");
+        } catch (const Error&) {
+            conn.reset();  // the next flush reconnects and reconciles
+        }
     }
 
     // After a new connection: drop from `pending` what an earlier, unacknowledged commit already
@@ -176,12 +184,14 @@ struct PostgresAuditSink::Impl {
                 ++row;
             }
         }
-        std::vector<PendingLine> rest;
-        rest.reserve(pending.size());
+        std::deque<PendingLine> rest;
+        pending_bytes = 0;
         for (auto& p : pending) {
             const bool stored =
                 p.is_record ? p.seq_or_size < stored_next : p.seq_or_size <= stored_cp;
-            if (!stored) rest.push_back(std::move(p));
+            if (stored) continue;
+            pending_bytes += p.line.size();
+            rest.push_back(std::move(p));
         }
         pending = std::move(rest);
         need_reconcile = false;
@@ -207,11 +217,8 @@ struct PostgresAuditSink::Impl {
     /// One COPY of pending[begin, end) (records only) into `target`, sent in chunks as the rows
     /// are formatted so that the server parses and inserts while the rest is being built.
     void copy_records(const std::string& target, std::size_t begin, std::size_t end) {
-        PGconn* c = conn->get();
-        conn->check(PQexec(c, ("COPY " + target +
-                               " (log_id, seq, ts_ns, event, canonical, sig, line) FROM STDIN")
-                                  .c_str()),
-                    PGRES_COPY_IN, "COPY audit_records");
+        conn->copy_in("COPY " + target +
+                      " (log_id, seq, ts_ns, event, canonical, sig, line) FROM STDIN");
         constexpr std::size_t chunk = 256 * 1024;
         copy_buffer.clear();
         for (std::size_t i = begin; i < end; ++i) {
@@ -237,30 +244,23 @@ struct PostgresAuditSink::Impl {
             append_copy_field(copy_buffer, p.line);
             copy_buffer += '\n';
             if (copy_buffer.size() >= chunk) {
-                if (PQputCopyData(c, copy_buffer.data(), static_cast<int>(copy_buffer.size())) !=
-                    1) {
-                    conn->fail(nullptr, "COPY data");
-                }
+                conn->put_copy_data(copy_buffer.data(), copy_buffer.size());
                 copy_buffer.clear();
             }
         }
-        if (!copy_buffer.empty() &&
-            PQputCopyData(c, copy_buffer.data(), static_cast<int>(copy_buffer.size())) != 1) {
-            conn->fail(nullptr, "COPY data");
-        }
-        if (PQputCopyEnd(c, nullptr) != 1) conn->fail(nullptr, "COPY end");
-        conn->check(PQgetResult(c), PGRES_COMMAND_OK, "COPY audit_records");
-        while (PGresult* extra = PQgetResult(c)) PQclear(extra);
+        if (!copy_buffer.empty()) conn->put_copy_data(copy_buffer.data(), copy_buffer.size());
+        conn->end_copy("COPY audit_records");
     }
 
-    void write_batch() {
+    /// Stores pending[0, end) in one transaction.
+    void write_batch(std::size_t end) {
         conn->command("BEGIN");
         // Records in seq order, one COPY per run of records of the same month. Each COPY names
         // the month's partition (no routing through the parent), whose own statement trigger
         // checks that the run continues the log without gap.
         std::map<std::int64_t, Partition> fresh;
         std::size_t i = 0;
-        while (i < pending.size()) {
+        while (i < end) {
             if (!pending[i].is_record) {
                 ++i;
                 continue;
@@ -268,14 +268,14 @@ struct PostgresAuditSink::Impl {
             const std::int64_t month = month_index(pending[i].ts_ns);
             const std::string target = partition_for(pending[i].ts_ns, fresh).target;
             std::size_t j = i + 1;
-            while (j < pending.size() &&
-                   (!pending[j].is_record || month_index(pending[j].ts_ns) == month)) {
+            while (j < end && (!pending[j].is_record || month_index(pending[j].ts_ns) == month)) {
                 ++j;
             }
             copy_records(target, i, j);
             i = j;
         }
-        for (const auto& p : pending) {
+        for (std::size_t k = 0; k < end; ++k) {
+            const PendingLine& p = pending[k];
             if (p.is_record) continue;
             conn->exec_prepared("kk_insert_checkpoint",
                                 {options.log_id, std::to_string(p.seq_or_size),
@@ -283,6 +283,26 @@ struct PostgresAuditSink::Impl {
         }
         conn->command("COMMIT");
         partitions.insert(fresh.begin(), fresh.end());
+    }
+
+    /// Stores everything pending, in seq order, in transactions of at most max_batch_lines lines
+    /// and max_batch_bytes bytes (one line at least), so that a backlog after an outage is not
+    /// one huge transaction. What each transaction committed leaves `pending` at once: a later
+    /// failure retries only the rest.
+    void write_pending() {
+        const std::size_t max_lines = std::max<std::size_t>(options.max_batch_lines, 1);
+        while (!pending.empty()) {
+            std::size_t end = 0;
+            std::size_t bytes = 0;
+            while (end < pending.size() && end < max_lines &&
+                   (end == 0 || bytes + pending[end].line.size() <= options.max_batch_bytes)) {
+                bytes += pending[end].line.size();
+                ++end;
+            }
+            write_batch(end);
+            pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(end));
+            pending_bytes -= bytes;
+        }
     }
 };
 
@@ -317,10 +337,16 @@ std::size_t PostgresAuditSink::pending_lines() const {
     return m_impl->pending.size();
 }
 
+std::size_t PostgresAuditSink::pending_bytes() const {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    return m_impl->pending_bytes;
+}
+
 void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t count) {
     Impl& d = *m_impl;
     std::vector<PendingLine> batch;
     batch.reserve(count);
+    std::size_t batch_bytes = 0;
     audit_detail::ParsedLine parsed;
     std::string error;
     for (std::size_t i = 0; i < count; ++i) {
@@ -374,9 +400,27 @@ void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t cou
             p.sig = base64_encode(c.sig.data(), c.sig.size());
         }
         p.line = std::string(line);
+        batch_bytes += p.line.size();
         batch.push_back(std::move(p));
     }
+    // Bounded: lines wait here only while the database is away. Past the bound, store the
+    // backlog first; if that fails the batch is refused (the writer keeps it, and the trail holds
+    // back and fails closed), and nothing already taken is dropped. A batch larger than the
+    // bound is taken when nothing is pending, so the writer can always make progress.
+    if (!d.pending.empty() && (d.pending.size() + batch.size() > d.options.max_pending_lines ||
+                               d.pending_bytes + batch_bytes > d.options.max_pending_bytes)) {
+        try {
+            do_flush();
+        } catch (const Error& e) {
+            throw Error(e.category(),
+                        "postgres audit sink " + d.options.log_id + ": " +
+                            std::to_string(d.pending.size()) + " lines (" +
+                            std::to_string(d.pending_bytes) +
+                            " bytes) wait for the database, the most it holds: " + e.what());
+        }
+    }
     for (auto& p : batch) d.pending.push_back(std::move(p));
+    d.pending_bytes += batch_bytes;
 }
 
 void PostgresAuditSink::do_flush() {
@@ -388,8 +432,7 @@ void PostgresAuditSink::do_flush() {
         try {
             d.ensure_connected();
             if (d.need_reconcile) d.reconcile();
-            if (!d.pending.empty()) d.write_batch();
-            d.pending.clear();
+            d.write_pending();
             return;
         } catch (const pg::DbError& e) {
             if (!e.connection_lost()) {
@@ -413,21 +456,12 @@ void PostgresAuditSink::do_for_each_line(const std::function<void(std::string_vi
         {d.options.log_id});
     const int n_cps = PQntuples(cps.get());
     int next_cp = 0;
-    PGconn* c = d.conn->get();
-    const char* values[1] = {d.options.log_id.c_str()};
-    if (!PQsendQueryParams(c,
-                           "SELECT seq, line FROM kakunin_audit.audit_records WHERE log_id = $1 "
-                           "ORDER BY seq",
-                           1, nullptr, values, nullptr, nullptr, 0) ||
-        !PQsetSingleRowMode(c)) {
-        d.conn->fail(nullptr, "read audit_records");
-    }
     try {
-        while (PGresult* raw = PQgetResult(c)) {
-            pg::Result r(raw);
-            const ExecStatusType st = PQresultStatus(raw);
-            if (st == PGRES_TUPLES_OK) continue;  // the end; PQgetResult returns null next
-            if (st != PGRES_SINGLE_TUPLE) d.conn->fail(raw, "read audit_records");
+        d.conn->send_single_row(
+            "SELECT seq, line FROM kakunin_audit.audit_records WHERE log_id = $1 ORDER BY seq",
+            {d.options.log_id});
+        while (pg::Result r = d.conn->next_row("read audit_records")) {
+            const PGresult* raw = r.get();
             const std::int64_t seq = pg::to_i64(pg::value(raw, 0, 0));
             while (next_cp < n_cps && pg::to_i64(pg::value(cps.get(), next_cp, 0)) <= seq) {
                 fn(pg::value(cps.get(), next_cp++, 1));

@@ -1,10 +1,18 @@
 // Private to src/postgres: a thin RAII layer over libpq. Every statement with values goes through
-// PQexecParams/PQprepare with bound parameters; identifiers are validated and quoted with
+// PQsendQueryParams/PQsendPrepare with bound parameters; identifiers are validated and quoted with
 // PQescapeIdentifier. Failures throw kakunin::Error (database) carrying the SQLSTATE.
+//
+// libpq waits for a server forever: a backend that stops answering (SIGSTOP, a hung host, a
+// network that drops packets without a reset) would block its caller for good. So a Connection
+// is non-blocking and waits with poll() for at most its io_timeout at a time (sending, or
+// waiting for the next result); past it the connection is given up (DbError, connection_lost).
+// The connection also asks for connect_timeout, TCP keepalives and tcp_user_timeout, which the
+// conninfo may override.
 #pragma once
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -40,17 +48,25 @@ using Result = std::unique_ptr<PGresult, ResultDeleter>;
 /// Text parameters; std::nullopt is SQL NULL.
 using Params = std::vector<std::optional<std::string>>;
 
+/// How long the backends wait for the server at a time, unless told otherwise.
+inline constexpr std::chrono::milliseconds default_io_timeout{10000};
+
 class Connection {
 public:
     /// Connects; throws DbError (connection_lost) when the server cannot be reached.
     /// `application_name` is what pg_stat_activity shows unless the conninfo sets one.
-    explicit Connection(const std::string& conninfo, const char* application_name = "kakunin");
+    /// `io_timeout`: the longest wait for the server at a time; zero waits forever (init-db,
+    /// whose DDL may rightly wait for locks).
+    explicit Connection(const std::string& conninfo, const char* application_name = "kakunin",
+                        std::chrono::milliseconds io_timeout = default_io_timeout);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
 
     PGconn* get() const noexcept { return m_conn; }
-    bool ok() const noexcept { return m_conn != nullptr && PQstatus(m_conn) == CONNECTION_OK; }
+    bool ok() const noexcept {
+        return m_conn != nullptr && !m_broken && PQstatus(m_conn) == CONNECTION_OK;
+    }
 
     /// Runs one statement with bound text parameters; throws DbError unless it succeeded.
     Result exec(const char* sql, const Params& params = {});
@@ -59,6 +75,17 @@ public:
     void prepare(const char* name, const char* sql, int nparams);
     /// Runs a utility statement that takes no values (BEGIN, COMMIT, DDL with quoted names).
     void command(const std::string& sql);
+
+    /// COPY ... FROM STDIN: starts it, sends data (waiting until the server took it), ends it.
+    void copy_in(const std::string& sql);
+    void put_copy_data(const char* data, std::size_t size);
+    void end_copy(const char* what);
+
+    /// Sends a statement whose rows are read one by one with next_row() (single-row mode).
+    void send_single_row(const char* sql, const Params& params);
+    /// The next row of send_single_row()'s statement as a PGRES_SINGLE_TUPLE result, or null at
+    /// the end; throws DbError if the statement failed.
+    Result next_row(const char* what);
     /// `"name"` quoted by libpq, after checking that `name` is a plain lowercase identifier.
     std::string quote_identifier(std::string_view name);
 
@@ -68,7 +95,25 @@ public:
     Result check(PGresult* r, ExecStatusType expected, const char* what) const;
 
 private:
+    /// Starts the wait budget of one step (a statement, a chunk of COPY data).
+    void start_wait();
+    /// Waits until the socket is readable (or writable too); gives the connection up past the
+    /// deadline.
+    void wait_socket(bool writable, const char* what);
+    /// Sends what libpq has buffered.
+    void flush_output(const char* what);
+    /// The next result of the statement in flight (null when it is complete).
+    PGresult* next_result(const char* what);
+    /// Sends one statement's results to check(): the first error, else the last result (stopping
+    /// at COPY IN, which wants data).
+    Result finish(ExecStatusType expected, const char* what);
+    /// Result of a send function: fail unless it queued the statement, then send it.
+    void sent(int ok, const char* what);
+
     PGconn* m_conn = nullptr;
+    std::chrono::milliseconds m_io_timeout{0};
+    std::chrono::steady_clock::time_point m_deadline{};
+    bool m_broken = false;  ///< given up after a timeout: the owner must reconnect
 };
 
 /// True for [a-z_][a-z0-9_]{0,62}: the role names Kakunin accepts from options.

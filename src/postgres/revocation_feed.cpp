@@ -1,5 +1,6 @@
 // Revocations through PostgreSQL: an INSERT into kakunin_audit.revocations NOTIFYs
-// kakunin_revocations; PostgresRevocationFeed LISTENs, delivers, and catches up by seq.
+// kakunin_revocations; PostgresRevocationFeed LISTENs, delivers by serial, and catches up on
+// what committed since its last snapshot.
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -8,7 +9,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -90,17 +93,34 @@ std::uint64_t PostgresRevocationPublisher::publish(const Revocation& revocation)
 
 // ---- PostgresRevocationFeed ------------------------------------------------------------------
 
+// Everything committed since `$2` (the snapshot of the previous catch-up; NULL: everything),
+// with the snapshot this statement reads under (one statement: the same snapshot for both). A
+// bigserial is taken before COMMIT, so seqs commit out of order: a window on seq would skip a
+// lower seq that commits after a higher one; a window of snapshots skips nothing.
+constexpr const char* catch_up_sql =
+    "SELECT s.snap::text, r.seq, r.serial, r.agent_id, r.reason, r.revoked_at "
+    "FROM (SELECT pg_catalog.pg_current_snapshot() AS snap) s "
+    "LEFT JOIN kakunin_audit.revocations r ON r.seq > $1 AND ($2::pg_snapshot IS NULL OR "
+    "(r.xact >= pg_catalog.pg_snapshot_xmin($2::pg_snapshot) AND "
+    "NOT pg_catalog.pg_visible_in_snapshot(r.xact, $2::pg_snapshot))) "
+    "ORDER BY r.seq";
+
 struct PostgresRevocationFeed::Impl {
     std::string conninfo;
     PostgresRevocationFeedOptions options;
 
-    std::mutex mutex;  ///< listeners, seen, last_seq, listening
+    std::mutex mutex;  ///< listeners, seen, delivered, last_seq, listening
     std::condition_variable changed;
     std::vector<RevocationListener*> listeners;
     std::vector<Revocation> seen;
+    std::unordered_set<std::string> delivered;  ///< serials in `seen`
     std::uint64_t last_seq = 0;
     std::uint64_t connections = 0;
     bool listening = false;
+
+    /// Feed thread only: the snapshot of the last catch-up. Every revocation visible in it has
+    /// been delivered; kept across reconnects.
+    std::optional<std::string> snapshot;
 
     std::atomic<bool> stop{false};
     int wake_pipe[2] = {-1, -1};
@@ -115,45 +135,42 @@ struct PostgresRevocationFeed::Impl {
         }
     }
 
+    // By identity, not by seq order: a NOTIFY and a catch-up may both bring a revocation (and a
+    // publisher's retry may store it twice); delivering it twice would be harmless, missing one
+    // is not, so only a serial already delivered is skipped.
     void deliver(std::uint64_t seq, Revocation r) {
+        if (seq <= options.start_after_seq) return;
         std::lock_guard<std::mutex> lock(mutex);
-        if (seq <= last_seq) return;  // already delivered (NOTIFY and catch-up overlap)
-        last_seq = seq;
+        last_seq = std::max(last_seq, seq);
+        if (!delivered.insert(r.serial).second) return;
         for (RevocationListener* l : listeners) l->on_revocation(r);
         seen.push_back(std::move(r));
         changed.notify_all();
     }
 
-    std::uint64_t current_seq() {
-        std::lock_guard<std::mutex> lock(mutex);
-        return last_seq;
-    }
-
     void catch_up(pg::Connection& c) {
-        pg::Result r = c.exec(
-            "SELECT seq, serial, agent_id, reason, revoked_at FROM kakunin_audit.revocations "
-            "WHERE seq > $1 ORDER BY seq",
-            {std::to_string(current_seq())});
-        for (int i = 0; i < PQntuples(r.get()); ++i) {
+        pg::Result r = c.exec(catch_up_sql, {std::to_string(options.start_after_seq), snapshot});
+        const PGresult* res = r.get();
+        for (int i = 0; i < PQntuples(res); ++i) {
+            if (pg::is_null(res, i, 1)) continue;  // nothing new: the snapshot row alone
             Revocation rev;
-            rev.serial = std::string(pg::value(r.get(), i, 1));
-            rev.agent_id = std::string(pg::value(r.get(), i, 2));
-            rev.reason = std::string(pg::value(r.get(), i, 3));
-            rev.revoked_at = pg::to_i64(pg::value(r.get(), i, 4));
-            deliver(static_cast<std::uint64_t>(pg::to_i64(pg::value(r.get(), i, 0))),
-                    std::move(rev));
+            rev.serial = std::string(pg::value(res, i, 2));
+            rev.agent_id = std::string(pg::value(res, i, 3));
+            rev.reason = std::string(pg::value(res, i, 4));
+            rev.revoked_at = pg::to_i64(pg::value(res, i, 5));
+            deliver(static_cast<std::uint64_t>(pg::to_i64(pg::value(res, i, 1))), std::move(rev));
         }
+        if (PQntuples(res) > 0) snapshot = std::string(pg::value(res, 0, 0));
     }
 
-    // Returns true when a catch-up query is needed (a notification without the full row, or
-    // one that skips a seq).
+    // Delivers a notification that carries the whole row. Returns true when a catch-up is needed
+    // instead (a notification with the seq only, or one it cannot read).
     bool handle_notification(const char* payload) {
         const auto j = nlohmann::json::parse(payload, nullptr, false);
         if (!j.is_object() || !j.contains("seq") || !j["seq"].is_number_unsigned()) return true;
         const std::uint64_t seq = j["seq"].get<std::uint64_t>();
-        if (seq <= current_seq()) return false;
-        if (seq != current_seq() + 1 || !j.contains("serial") || !j.contains("agent_id") ||
-            !j.contains("reason") || !j.contains("revoked_at")) {
+        if (!j.contains("serial") || !j.contains("agent_id") || !j.contains("reason") ||
+            !j.contains("revoked_at")) {
             return true;
         }
         if (!j["serial"].is_string() || !j["agent_id"].is_string() || !j["reason"].is_string() ||
@@ -182,23 +199,43 @@ struct PostgresRevocationFeed::Impl {
     }
 
     void session() {
-        pg::Connection c(conninfo, "kakunin-revocation-feed");
+        pg::Connection c(conninfo, "kakunin-revocation-feed", options.io_timeout);
         c.command("LISTEN kakunin_revocations");
-        catch_up(c);  // after LISTEN: nothing published from here on can be missed
+        // After LISTEN: what commits from here on is notified; what committed before is visible
+        // to the catch-up, which reads everything committed since the last one's snapshot.
+        catch_up(c);
         set_listening(true);
         PGconn* raw = c.get();
+        // A silent LISTEN connection looks the same whether nothing is published or the backend
+        // stopped answering: a catch-up every check_interval (with its deadline) tells them apart
+        // and reconnects in the second case.
+        const bool checking = options.check_interval.count() > 0;
+        auto next_check = std::chrono::steady_clock::now() + options.check_interval;
         while (!stop.load()) {
-            pollfd fds[2] = {{PQsocket(raw), POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
-            const int n = ::poll(fds, 2, 1000);
-            if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
-            if (stop.load()) break;
-            if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
+            // Notifications first: a catch-up's round trip may have read some into libpq's
+            // queue, and the socket would not wake the poll for them.
             bool need_catch_up = false;
             while (PGnotify* note = PQnotifies(raw)) {
                 need_catch_up |= handle_notification(note->extra);
                 PQfreemem(note);
             }
-            if (need_catch_up) catch_up(c);
+            if (checking && std::chrono::steady_clock::now() >= next_check) need_catch_up = true;
+            if (need_catch_up) {
+                catch_up(c);
+                next_check = std::chrono::steady_clock::now() + options.check_interval;
+                continue;
+            }
+            int wait_ms = 1000;
+            if (checking) {
+                const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    next_check - std::chrono::steady_clock::now());
+                wait_ms = static_cast<int>(std::clamp<long long>(left.count() + 1, 0, 1000));
+            }
+            pollfd fds[2] = {{PQsocket(raw), POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
+            const int n = ::poll(fds, 2, wait_ms);
+            if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
+            if (stop.load()) break;
+            if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
         }
     }
 

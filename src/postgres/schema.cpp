@@ -59,8 +59,12 @@ CREATE TABLE kakunin_audit.revocations (
     agent_id text NOT NULL,
     reason text NOT NULL,
     revoked_at bigint NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now()
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    xact xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
+-- The inserting transaction: a feed catches up on the rows that committed since its last
+-- snapshot, whatever their seq (a bigserial is taken before commit, so seqs commit out of order).
+CREATE INDEX revocations_xact ON kakunin_audit.revocations (xact);
 
 CREATE TABLE kakunin_audit.baselines (
     agent_id text NOT NULL CHECK (agent_id <> ''),
@@ -413,6 +417,18 @@ CREATE EVENT TRIGGER kakunin_audit_drop ON sql_drop EXECUTE FUNCTION kakunin_aud
 ALTER EVENT TRIGGER kakunin_audit_drop ENABLE ALWAYS;
 )sql";
 
+// An older schema's revocations table lacks the inserting transaction (xact) that the feed's
+// catch-up needs: added as the owner, under the maintenance switch (honoured for a superuser).
+constexpr const char* revocations_xact_sql = R"sql(
+SET LOCAL kakunin.maintenance = on;
+SET LOCAL ROLE @OWNER@;
+ALTER TABLE kakunin_audit.revocations
+    ADD COLUMN xact xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id();
+CREATE INDEX revocations_xact ON kakunin_audit.revocations (xact);
+RESET ROLE;
+SET LOCAL kakunin.maintenance = off;
+)sql";
+
 // What the application role (@APP@) may do: column-level INSERT and SELECT, nothing else.
 constexpr const char* app_sql = R"sql(
 GRANT USAGE ON SCHEMA kakunin_audit TO @APP@;
@@ -420,7 +436,7 @@ GRANT SELECT (log_id, seq, ts_ns, event, canonical, sig, line),
       INSERT (log_id, seq, ts_ns, event, canonical, sig, line) ON kakunin_audit.audit_records TO @APP@;
 GRANT SELECT (log_id, size, ts_ns, root, key_fp, sig, line),
       INSERT (log_id, size, ts_ns, root, key_fp, sig, line) ON kakunin_audit.audit_checkpoints TO @APP@;
-GRANT SELECT (seq, serial, agent_id, reason, revoked_at, recorded_at),
+GRANT SELECT (seq, serial, agent_id, reason, revoked_at, recorded_at, xact),
       INSERT (serial, agent_id, reason, revoked_at) ON kakunin_audit.revocations TO @APP@;
 GRANT USAGE ON SEQUENCE kakunin_audit.revocations_seq_seq TO @APP@;
 GRANT SELECT (agent_id, version, json, sha256, created_at),
@@ -459,7 +475,8 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
         throw Error(ErrorCategory::invalid_input,
                     "init-db: the owner role and the application role must differ");
     }
-    pg::Connection c(conninfo, "kakunin-init-db");
+    // No deadline: its DDL may rightly wait for locks, and a person is watching it.
+    pg::Connection c(conninfo, "kakunin-init-db", std::chrono::milliseconds(0));
     const std::string owner = c.quote_identifier(options.owner_role);
     const std::string app = c.quote_identifier(options.app_role);
 
@@ -496,6 +513,11 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
                         "init-db: schema kakunin_audit exists and is owned by \"" +
                             std::string(pg::value(ns.get(), 0, 0)) + "\", not \"" +
                             options.owner_role + "\"");
+        } else if (PQntuples(c.exec("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+                                    "'kakunin_audit.revocations'::pg_catalog.regclass AND "
+                                    "attname = 'xact' AND NOT attisdropped")
+                                 .get()) == 0) {
+            c.command(substitute(revocations_xact_sql, "@OWNER@", owner));
         }
         if (superuser) {
             pg::Result g = c.exec("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
