@@ -246,7 +246,7 @@ TEST_CASE("hardening-ca: restored or foreign state files are refused, naming the
     SECTION("a CA log that was removed") {
         fs::remove(d / "state/audit/ca.jsonl");
         refused(d, "cert issue --dir state --agent agent-7 --out b.pem",
-                "audit/ca.jsonl is missing or empty");
+                "audit/ca.jsonl is missing");
     }
     SECTION("a CA log that was edited") {
         std::string log = slurp(d / "state/audit/ca.jsonl");
@@ -329,7 +329,8 @@ TEST_CASE("hardening-ca: cert issue with an unwritable --out issues nothing", "[
         CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
 
     refused(d,
-            "agent reenable --dir state --agent agent-7 --by 'M. Rossi' --reason fixed "
+            "agent reenable --dir state --agent agent-7 --halt halt-agent-7-20240108T060000Z-0-1 "
+            "--by 'M. Rossi' --reason fixed "
             "--out missing/reenable.json",
             "missing/reenable.json: cannot write");
     CHECK(records_of(d / "state/audit/ca.jsonl", "guard.resumed").empty());
