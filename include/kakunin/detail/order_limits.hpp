@@ -378,7 +378,10 @@ public:
 
     /// Counts one request (new, amend or cancel, allowed or not) toward
     /// max_messages_per_second. Call once per request, after evaluating it.
+    /// Also starts a new UTC day's totals when `now` is past the current one, so every
+    /// request and report moves the day forward alike.
     void count_message(TimeNs now) noexcept {
+        roll(now);
         if (m_rate_ring.empty()) return;
         m_rate_ring[m_rate_next] = now;
         if (++m_rate_next == m_rate_ring.size()) {
