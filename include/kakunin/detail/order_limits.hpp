@@ -175,6 +175,7 @@ public:
             m_slots.assign(slots, -1);
             m_mask = slots - 1;
             m_orders.assign(m_capacity, Working{});
+            m_nodes.assign(m_capacity, Node{});
             m_free.reserve(m_capacity);
             for (std::size_t i = m_capacity; i > 0; --i)
                 m_free.push_back(static_cast<std::int32_t>(i - 1));
@@ -278,9 +279,11 @@ public:
         w.reserved_quantity = w.latest_quantity = plan.quantity;
         w.price_high = w.price_low = w.latest_price = o.price;
         w.notional = plan.notional;
-        w.group = group_of(plan.instrument, plan.counterparty, o.side == Side::sell);
-        w.key = aggressive_key(w);
-        w.priority = next_priority();
+        Node& node = m_nodes[static_cast<std::size_t>(index)];
+        node.group = group_of(plan.instrument, plan.counterparty, o.side == Side::sell);
+        node.key = aggressive_key(w);
+        node.priority = next_priority();
+        node.left = node.right = -1;
         insert_slot(index);
         m_root = treap_insert(m_root, index);
         InstrumentState& st = m_instrument_state[static_cast<std::size_t>(w.instrument)];
@@ -507,21 +510,26 @@ public:
 private:
     struct Working {
         std::uint64_t hash = 0;
-        std::uint64_t group = 0;  ///< (instrument, counterparty, side) for self-trade
-        int128 key = 0;           ///< aggressive price: buys negated, so smaller is keener
         int128 filled = 0;
         int128 reserved_quantity = 0;
         int128 latest_quantity = 0;
         int128 notional = 0;
         Decimal latest_price, price_high, price_low;
         std::int32_t instrument = -1, counterparty = -1;
-        std::int32_t left = -1, right = -1;  ///< treap children
-        std::uint32_t priority = 0;
         std::uint32_t pending_amends = 0;
         Side side = Side::buy;
         bool in_use = false, acked = false, cancel_pending = false;
         std::uint8_t id_length = 0;
         char id[max_order_id_length] = {};
+    };
+
+    /// A working order in the self-trade index, apart from its record so that a search
+    /// touches one small node per level.
+    struct Node {
+        int128 key = 0;           ///< aggressive price: buys negated, so smaller is keener
+        std::uint64_t group = 0;  ///< (instrument, counterparty, side)
+        std::int32_t left = -1, right = -1;
+        std::uint32_t priority = 0;
     };
 
     struct InstrumentState {
@@ -610,7 +618,7 @@ private:
     bool crosses(std::uint64_t group, bool buy, int128 price) const noexcept {
         std::int32_t t = m_root, best = -1;
         while (t >= 0) {
-            const Working& n = m_orders[static_cast<std::size_t>(t)];
+            const Node& n = m_nodes[static_cast<std::size_t>(t)];
             if (n.group >= group) {
                 best = t;
                 t = n.left;
@@ -619,7 +627,7 @@ private:
             }
         }
         if (best < 0) return false;
-        const Working& n = m_orders[static_cast<std::size_t>(best)];
+        const Node& n = m_nodes[static_cast<std::size_t>(best)];
         if (n.group != group) return false;
         return buy ? n.key <= price : -n.key >= price;
     }
@@ -640,10 +648,11 @@ private:
         w.price_high = high;
         w.price_low = low;
         const int128 key = aggressive_key(w);
-        if (key != w.key) {
+        Node& node = m_nodes[static_cast<std::size_t>(index)];
+        if (key != node.key) {
             m_root = treap_erase(m_root, index);
-            w.key = key;
-            w.left = w.right = -1;
+            node.key = key;
+            node.left = node.right = -1;
             m_root = treap_insert(m_root, index);
         }
     }
@@ -839,8 +848,8 @@ private:
     // ---- the self-trade index: a treap of working orders by (group, aggressive key) ------
 
     bool before(std::int32_t a, std::int32_t b) const noexcept {
-        const Working& x = m_orders[static_cast<std::size_t>(a)];
-        const Working& y = m_orders[static_cast<std::size_t>(b)];
+        const Node& x = m_nodes[static_cast<std::size_t>(a)];
+        const Node& y = m_nodes[static_cast<std::size_t>(b)];
         if (x.group != y.group) return x.group < y.group;
         if (x.key != y.key) return x.key < y.key;
         return a < b;
@@ -848,10 +857,10 @@ private:
 
     std::int32_t treap_insert(std::int32_t t, std::int32_t x) noexcept {
         if (t < 0) return x;
-        Working& n = m_orders[static_cast<std::size_t>(t)];
-        if (m_orders[static_cast<std::size_t>(x)].priority > n.priority) {
-            split(t, x, m_orders[static_cast<std::size_t>(x)].left,
-                  m_orders[static_cast<std::size_t>(x)].right);
+        Node& n = m_nodes[static_cast<std::size_t>(t)];
+        if (m_nodes[static_cast<std::size_t>(x)].priority > n.priority) {
+            split(t, x, m_nodes[static_cast<std::size_t>(x)].left,
+                  m_nodes[static_cast<std::size_t>(x)].right);
             return x;
         }
         if (before(x, t))
@@ -867,7 +876,7 @@ private:
             l = r = -1;
             return;
         }
-        Working& n = m_orders[static_cast<std::size_t>(t)];
+        Node& n = m_nodes[static_cast<std::size_t>(t)];
         if (before(t, x)) {
             split(n.right, x, n.right, r);
             l = t;
@@ -880,8 +889,8 @@ private:
     std::int32_t merge(std::int32_t l, std::int32_t r) noexcept {
         if (l < 0) return r;
         if (r < 0) return l;
-        Working& a = m_orders[static_cast<std::size_t>(l)];
-        Working& b = m_orders[static_cast<std::size_t>(r)];
+        Node& a = m_nodes[static_cast<std::size_t>(l)];
+        Node& b = m_nodes[static_cast<std::size_t>(r)];
         if (a.priority > b.priority) {
             a.right = merge(a.right, r);
             return l;
@@ -892,7 +901,7 @@ private:
 
     std::int32_t treap_erase(std::int32_t t, std::int32_t x) noexcept {
         if (t < 0) return -1;
-        Working& n = m_orders[static_cast<std::size_t>(t)];
+        Node& n = m_nodes[static_cast<std::size_t>(t)];
         if (t == x) {
             const std::int32_t joined = merge(n.left, n.right);
             n.left = n.right = -1;
@@ -916,6 +925,7 @@ private:
     std::vector<InstrumentState> m_instrument_state;
     std::size_t m_capacity = 0;
     std::vector<Working> m_orders;
+    std::vector<Node> m_nodes;
     std::vector<std::int32_t> m_free;
     std::vector<std::int32_t> m_slots;
     std::size_t m_mask = 0;
