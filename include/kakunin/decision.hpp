@@ -50,6 +50,17 @@ enum class ReasonCode : std::uint16_t {
     reference_price_missing = 302,      ///< a collar is set but the order has no reference price
     order_rate_exceeded = 303,          ///< RTS 6 Art. 15(1) maximum messages per second
     daily_notional_exceeded = 304,      ///< RTS 6 Art. 15(4) credit/market limit per UTC day
+    // Order lifecycle (docs/lifecycle.md): working orders, positions, messages, daily loss.
+    max_position_exceeded = 305,          ///< worst-case net position beyond max_position
+    max_open_orders_exceeded = 306,       ///< max_open_orders working, or the table is full
+    max_working_notional_exceeded = 307,  ///< remaining notional of working orders too large
+    message_rate_exceeded = 308,          ///< new, amend and cancel requests per second
+    daily_loss_limit_reached = 309,       ///< the UTC day's loss has reached max_daily_loss
+    reduce_only = 310,                    ///< reduce-only mode: the order does not reduce
+    duplicate_order_id = 311,             ///< a working order already has this id
+    unknown_order_id = 312,               ///< amend or cancel of an id that is not working
+    self_trade = 313,        ///< would cross the agent's own working order (same venue)
+    order_id_missing = 314,  ///< no usable client_order_id (empty or over 64 bytes)
 
     invalid_quantity = 400,         ///< quantity zero or negative
     invalid_price = 401,            ///< price zero or negative
@@ -67,7 +78,7 @@ enum class ReasonCode : std::uint16_t {
 };
 
 /// Every code, in numeric order. Keep in step with the enum.
-inline constexpr std::array<ReasonCode, 24> all_reason_codes = {
+inline constexpr std::array<ReasonCode, 34> all_reason_codes = {
     ReasonCode::halted,
     ReasonCode::audit_unavailable,
     ReasonCode::instrument_not_allowed,
@@ -81,6 +92,16 @@ inline constexpr std::array<ReasonCode, 24> all_reason_codes = {
     ReasonCode::reference_price_missing,
     ReasonCode::order_rate_exceeded,
     ReasonCode::daily_notional_exceeded,
+    ReasonCode::max_position_exceeded,
+    ReasonCode::max_open_orders_exceeded,
+    ReasonCode::max_working_notional_exceeded,
+    ReasonCode::message_rate_exceeded,
+    ReasonCode::daily_loss_limit_reached,
+    ReasonCode::reduce_only,
+    ReasonCode::duplicate_order_id,
+    ReasonCode::unknown_order_id,
+    ReasonCode::self_trade,
+    ReasonCode::order_id_missing,
     ReasonCode::invalid_quantity,
     ReasonCode::invalid_price,
     ReasonCode::invalid_instrument,
@@ -109,6 +130,16 @@ inline const char* to_string(ReasonCode r) noexcept {
         case ReasonCode::reference_price_missing: return "reference_price_missing";
         case ReasonCode::order_rate_exceeded: return "order_rate_exceeded";
         case ReasonCode::daily_notional_exceeded: return "daily_notional_exceeded";
+        case ReasonCode::max_position_exceeded: return "max_position_exceeded";
+        case ReasonCode::max_open_orders_exceeded: return "max_open_orders_exceeded";
+        case ReasonCode::max_working_notional_exceeded: return "max_working_notional_exceeded";
+        case ReasonCode::message_rate_exceeded: return "message_rate_exceeded";
+        case ReasonCode::daily_loss_limit_reached: return "daily_loss_limit_reached";
+        case ReasonCode::reduce_only: return "reduce_only";
+        case ReasonCode::duplicate_order_id: return "duplicate_order_id";
+        case ReasonCode::unknown_order_id: return "unknown_order_id";
+        case ReasonCode::self_trade: return "self_trade";
+        case ReasonCode::order_id_missing: return "order_id_missing";
         case ReasonCode::invalid_quantity: return "invalid_quantity";
         case ReasonCode::invalid_price: return "invalid_price";
         case ReasonCode::invalid_instrument: return "invalid_instrument";

@@ -26,17 +26,44 @@ struct TradingWindow {
     std::uint16_t to_minute = 0;    ///< exclusive, 1..1440 (1440 = "24:00")
 };
 
+/// The largest net position an agent may hold in one instrument, in base units, each side
+/// checked worst case (docs/lifecycle.md): position + working buys + this buy <= max_long, and
+/// position - working sells - this sell >= -max_short. Zero forbids that side.
+struct PositionLimit {
+    Decimal max_long;
+    Decimal max_short;
+};
+
 /// RTS 6 Art. 15 pre-trade limits. Every member is optional.
 struct PreTradeLimits {
     /// instrument -> maximum quantity per order, sorted by instrument.
     std::vector<std::pair<std::string, Decimal>> max_order_quantity;
     std::optional<std::uint32_t> price_collar_bps;       ///< |price - reference| <= bps/10^4 x ref
-    std::optional<std::uint32_t> max_orders_per_second;  ///< every order message checked counts
-    std::optional<Money> max_daily_notional;             ///< allowed orders per UTC day
+    std::optional<std::uint32_t> max_orders_per_second;  ///< every new order checked counts
+    /// Exposure per UTC day: notional filled today plus the remaining notional of working
+    /// orders (without lifecycle tracking: the notional of the day's allowed orders).
+    std::optional<Money> max_daily_notional;
+
+    // Order lifecycle limits (docs/lifecycle.md). Any of them turns lifecycle tracking on:
+    // every new order then needs a client_order_id.
+    /// instrument -> worst-case net position limit, sorted by instrument.
+    std::vector<std::pair<std::string, PositionLimit>> max_position;
+    std::optional<std::uint32_t> max_open_orders;  ///< working orders at once
+    std::optional<Money> max_working_notional;     ///< remaining notional of working orders
+    /// New orders, amends and cancels together, in any one-second window.
+    std::optional<std::uint32_t> max_messages_per_second;
+    /// Realised plus unrealised loss over the UTC day; reaching it means reduce-only.
+    std::optional<Money> max_daily_loss;
+
+    /// True when any order lifecycle limit is set.
+    bool has_lifecycle_limits() const noexcept {
+        return !max_position.empty() || max_open_orders || max_working_notional ||
+               max_messages_per_second || max_daily_loss;
+    }
 
     bool empty() const noexcept {
         return max_order_quantity.empty() && !price_collar_bps && !max_orders_per_second &&
-               !max_daily_notional;
+               !max_daily_notional && !has_lifecycle_limits();
     }
 };
 
@@ -46,6 +73,8 @@ struct Scope {
     static constexpr std::size_t max_list_size = 4096;
     static constexpr std::uint32_t max_rate_limit = 1'000'000;
     static constexpr std::uint32_t max_collar_bps = 1'000'000;
+    /// Bound of limits.max_open_orders: the working-order table is preallocated to it.
+    static constexpr std::uint32_t max_open_orders_limit = 100'000;
 
     int version = current_version;
     Money max_transaction;

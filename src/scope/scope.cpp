@@ -61,6 +61,44 @@ void validate_money(const Money& m, const std::string& name) {
     if (!m.amount.is_positive()) fail(name + ".amount", "must be greater than zero");
 }
 
+void validate_same_currency(const Money& m, const std::string& name, const Scope& s) {
+    validate_money(m, name);
+    if (m.currency != s.max_transaction.currency)
+        fail(name + ".currency",
+             "must equal the max_transaction currency " + s.max_transaction.currency.code());
+}
+
+/// The order lifecycle limits (docs/lifecycle.md).
+void validate_lifecycle(const Scope& s) {
+    const auto& l = s.limits;
+    if (l.max_position.size() > Scope::max_list_size)
+        fail("limits.max_position",
+             "more than " + std::to_string(Scope::max_list_size) + " instruments");
+    std::string previous;
+    for (std::size_t i = 0; i < l.max_position.size(); ++i) {
+        const auto& [instrument, limit] = l.max_position[i];
+        const std::string where = "limits.max_position." + instrument;
+        if (std::find(s.instruments.begin(), s.instruments.end(), instrument) ==
+            s.instruments.end())
+            fail(where, "instrument is not in 'instruments'");
+        if (i > 0 && instrument <= previous) fail(where, "duplicate or unsorted instrument");
+        if (limit.max_long.is_negative()) fail(where + ".long", "must not be negative");
+        if (limit.max_short.is_negative()) fail(where + ".short", "must not be negative");
+        previous = instrument;
+    }
+    if (l.max_open_orders &&
+        (*l.max_open_orders < 1 || *l.max_open_orders > Scope::max_open_orders_limit))
+        fail("limits.max_open_orders",
+             "must be from 1 to " + std::to_string(Scope::max_open_orders_limit));
+    if (l.max_messages_per_second &&
+        (*l.max_messages_per_second < 1 || *l.max_messages_per_second > Scope::max_rate_limit))
+        fail("limits.max_messages_per_second",
+             "must be from 1 to " + std::to_string(Scope::max_rate_limit));
+    if (l.max_working_notional)
+        validate_same_currency(*l.max_working_notional, "limits.max_working_notional", s);
+    if (l.max_daily_loss) validate_same_currency(*l.max_daily_loss, "limits.max_daily_loss", s);
+}
+
 std::string hhmm(unsigned minute) {
     char buf[8];
     std::snprintf(buf, sizeof buf, "%02u:%02u", minute / 60, minute % 60);
@@ -128,6 +166,7 @@ void validate(const Scope& s) {
             fail("limits.max_daily_notional.currency",
                  "must equal the max_transaction currency " + currency);
     }
+    validate_lifecycle(s);
 }
 
 // ---- JSON ------------------------------------------------------------------------------------
@@ -296,6 +335,36 @@ TradingWindow window(const json& v, const std::string& where) {
     return w;
 }
 
+/// limits.max_position: {"INSTRUMENT": {"long": "Q", "short": "Q"}, ...}, both sides required.
+std::vector<std::pair<std::string, PositionLimit>> position_limits(const json& v) {
+    const std::string where = "limits.max_position";
+    object(v, where);
+    std::vector<std::pair<std::string, PositionLimit>> out;
+    for (auto e = v.begin(); e != v.end(); ++e) {  // nlohmann objects iterate sorted
+        const std::string at = where + "." + e.key();
+        object(e.value(), at);
+        only_members(e.value(), at, {"long", "short"});
+        PositionLimit limit;
+        limit.max_long = decimal(member(e.value(), at, "long"), at + ".long");
+        limit.max_short = decimal(member(e.value(), at, "short"), at + ".short");
+        out.emplace_back(e.key(), limit);
+    }
+    return out;
+}
+
+/// The order lifecycle members of "limits".
+void lifecycle_from_json(const json& l, PreTradeLimits& out) {
+    if (auto p = l.find("max_position"); p != l.end()) out.max_position = position_limits(*p);
+    if (auto o = l.find("max_open_orders"); o != l.end())
+        out.max_open_orders = whole_number(*o, "limits.max_open_orders");
+    if (auto w = l.find("max_working_notional"); w != l.end())
+        out.max_working_notional = money(*w, "limits.max_working_notional");
+    if (auto m = l.find("max_messages_per_second"); m != l.end())
+        out.max_messages_per_second = whole_number(*m, "limits.max_messages_per_second");
+    if (auto d = l.find("max_daily_loss"); d != l.end())
+        out.max_daily_loss = money(*d, "limits.max_daily_loss");
+}
+
 Scope from_json(const json& root) {
     object(root, "scope");
     only_members(root, "",
@@ -319,7 +388,8 @@ Scope from_json(const json& root) {
         const json& l = object(*it, "limits");
         only_members(l, "limits",
                      {"max_order_quantity", "price_collar_bps", "max_orders_per_second",
-                      "max_daily_notional"});
+                      "max_daily_notional", "max_position", "max_open_orders",
+                      "max_working_notional", "max_messages_per_second", "max_daily_loss"});
         if (auto q = l.find("max_order_quantity"); q != l.end()) {
             object(*q, "limits.max_order_quantity");
             for (auto e = q->begin(); e != q->end(); ++e)  // nlohmann objects iterate sorted
@@ -332,6 +402,7 @@ Scope from_json(const json& root) {
             s.limits.max_orders_per_second = whole_number(*r, "limits.max_orders_per_second");
         if (auto d = l.find("max_daily_notional"); d != l.end())
             s.limits.max_daily_notional = money(*d, "limits.max_daily_notional");
+        lifecycle_from_json(l, s.limits);
     }
     validate(s);
     return s;
@@ -339,6 +410,22 @@ Scope from_json(const json& root) {
 
 json money_json(const Money& m) {
     return json{{"currency", m.currency.code()}, {"amount", to_string(m.amount)}};
+}
+
+void lifecycle_to_json(const PreTradeLimits& limits, json& l) {
+    if (!limits.max_position.empty()) {
+        json p = json::object();
+        for (const auto& [instrument, limit] : limits.max_position)
+            p[instrument] =
+                json{{"long", to_string(limit.max_long)}, {"short", to_string(limit.max_short)}};
+        l["max_position"] = p;
+    }
+    if (limits.max_open_orders) l["max_open_orders"] = *limits.max_open_orders;
+    if (limits.max_working_notional)
+        l["max_working_notional"] = money_json(*limits.max_working_notional);
+    if (limits.max_messages_per_second)
+        l["max_messages_per_second"] = *limits.max_messages_per_second;
+    if (limits.max_daily_loss) l["max_daily_loss"] = money_json(*limits.max_daily_loss);
 }
 
 json to_json_value(const Scope& s) {
@@ -369,6 +456,7 @@ json to_json_value(const Scope& s) {
             l["max_orders_per_second"] = *s.limits.max_orders_per_second;
         if (s.limits.max_daily_notional)
             l["max_daily_notional"] = money_json(*s.limits.max_daily_notional);
+        lifecycle_to_json(s.limits, l);
         j["limits"] = l;
     }
     return j;

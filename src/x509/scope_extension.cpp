@@ -72,6 +72,35 @@ void put_strings(Botan::DER_Encoder& enc, const std::vector<std::string>& list) 
     enc.end_cons();
 }
 
+void put_money_tagged(Botan::DER_Encoder& enc, unsigned tag, const Money& m) {
+    enc.start_cons(Botan::ASN1_Tag(tag), Botan::CONTEXT_SPECIFIC);
+    enc.add_object(Botan::PRINTABLE_STRING, Botan::UNIVERSAL, m.currency.code());
+    put_int(enc, m.amount.units);
+    put_int(enc, -static_cast<std::int64_t>(m.amount.scale));
+    enc.end_cons();
+}
+
+/// The order lifecycle members [4]..[8], after the RTS 6 ones (absent members add no bytes).
+void put_lifecycle(Botan::DER_Encoder& enc, const PreTradeLimits& l) {
+    if (!l.max_position.empty()) {
+        enc.start_cons(Botan::ASN1_Tag(4), Botan::CONTEXT_SPECIFIC);
+        for (const auto& [instrument, limit] : l.max_position) {
+            enc.start_cons(Botan::SEQUENCE);
+            put_utf8(enc, instrument);
+            put_decimal(enc, limit.max_long);
+            put_decimal(enc, limit.max_short);
+            enc.end_cons();
+        }
+        enc.end_cons();
+    }
+    if (l.max_open_orders)
+        put_int(enc, *l.max_open_orders, Botan::ASN1_Tag(5), Botan::CONTEXT_SPECIFIC);
+    if (l.max_working_notional) put_money_tagged(enc, 6, *l.max_working_notional);
+    if (l.max_messages_per_second)
+        put_int(enc, *l.max_messages_per_second, Botan::ASN1_Tag(7), Botan::CONTEXT_SPECIFIC);
+    if (l.max_daily_loss) put_money_tagged(enc, 8, *l.max_daily_loss);
+}
+
 std::vector<std::uint8_t> encode_unchecked(const Scope& s) {
     std::vector<std::uint8_t> out;
     Botan::DER_Encoder enc(out);
@@ -107,14 +136,8 @@ std::vector<std::uint8_t> encode_unchecked(const Scope& s) {
             put_int(enc, *l.price_collar_bps, Botan::ASN1_Tag(1), Botan::CONTEXT_SPECIFIC);
         if (l.max_orders_per_second)
             put_int(enc, *l.max_orders_per_second, Botan::ASN1_Tag(2), Botan::CONTEXT_SPECIFIC);
-        if (l.max_daily_notional) {
-            enc.start_cons(Botan::ASN1_Tag(3), Botan::CONTEXT_SPECIFIC);
-            enc.add_object(Botan::PRINTABLE_STRING, Botan::UNIVERSAL,
-                           l.max_daily_notional->currency.code());
-            put_int(enc, l.max_daily_notional->amount.units);
-            put_int(enc, -static_cast<std::int64_t>(l.max_daily_notional->amount.scale));
-            enc.end_cons();
-        }
+        if (l.max_daily_notional) put_money_tagged(enc, 3, *l.max_daily_notional);
+        put_lifecycle(enc, l);
         enc.end_cons();
     }
     enc.end_cons();
@@ -259,6 +282,77 @@ std::vector<std::string> strings_in(Botan::BER_Decoder& d, const std::string& fi
     return out;
 }
 
+/// A DecimalValue SEQUENCE, read from `d`.
+Decimal decimal_value_in(Botan::BER_Decoder& d, const std::string& field) {
+    Botan::BER_Object q = next(d, field);
+    expect(q, Botan::SEQUENCE, Botan::CONSTRUCTED, field, "SEQUENCE (DecimalValue)");
+    Botan::BER_Decoder qd(q);
+    const std::int64_t units =
+        int_in(qd, field + ".amount", std::numeric_limits<std::int64_t>::min(),
+               std::numeric_limits<std::int64_t>::max());
+    const std::int64_t exponent =
+        int_in(qd, field + ".exponent", -static_cast<std::int64_t>(Decimal::max_scale), 0);
+    expect_end(qd, field);
+    return decimal_from(units, exponent);
+}
+
+/// [5] and [7]: a primitive context-specific INTEGER within lo..hi.
+std::uint32_t tagged_count(const Botan::BER_Object& o, const std::string& field, std::int64_t lo,
+                           std::int64_t hi) {
+    const std::int64_t v = read_int(o, field);
+    if (v < lo || v > hi)
+        fail(field,
+             std::to_string(v) + " outside " + std::to_string(lo) + ".." + std::to_string(hi));
+    return static_cast<std::uint32_t>(v);
+}
+
+/// The order lifecycle members [4]..[8]; `o` is the first element after the RTS 6 ones.
+/// Returns the first element it did not consume.
+Botan::BER_Object lifecycle_body(Botan::BER_Decoder& d, Botan::BER_Object o, PreTradeLimits& l) {
+    if (o.is_a(4, constructed_context)) {
+        Botan::BER_Decoder list(o);
+        if (!list.more_items()) fail("limits.maxPosition", "present but empty");
+        while (list.more_items()) {
+            const std::string f =
+                "limits.maxPosition[" + std::to_string(l.max_position.size()) + "]";
+            if (l.max_position.size() >= Scope::max_list_size)
+                fail("limits.maxPosition",
+                     "more than " + std::to_string(Scope::max_list_size) + " entries");
+            Botan::BER_Object e = next(list, f);
+            expect(e, Botan::SEQUENCE, Botan::CONSTRUCTED, f, "SEQUENCE (InstrumentPosition)");
+            Botan::BER_Decoder entry(e);
+            std::string instrument = utf8_in(entry, f + ".instrument");
+            PositionLimit limit;
+            limit.max_long = decimal_value_in(entry, f + ".maxLong");
+            limit.max_short = decimal_value_in(entry, f + ".maxShort");
+            expect_end(entry, f);
+            l.max_position.emplace_back(std::move(instrument), limit);
+        }
+        o = d.get_next_object();
+    }
+    if (o.is_a(5, Botan::CONTEXT_SPECIFIC)) {
+        l.max_open_orders =
+            tagged_count(o, "limits.maxOpenOrders", 1, Scope::max_open_orders_limit);
+        o = d.get_next_object();
+    }
+    if (o.is_a(6, constructed_context)) {
+        Botan::BER_Decoder md(o);
+        l.max_working_notional = money_body(md, "limits.maxWorkingNotional");
+        o = d.get_next_object();
+    }
+    if (o.is_a(7, Botan::CONTEXT_SPECIFIC)) {
+        l.max_messages_per_second =
+            tagged_count(o, "limits.maxMessagesPerSecond", 1, Scope::max_rate_limit);
+        o = d.get_next_object();
+    }
+    if (o.is_a(8, constructed_context)) {
+        Botan::BER_Decoder md(o);
+        l.max_daily_loss = money_body(md, "limits.maxDailyLoss");
+        o = d.get_next_object();
+    }
+    return o;
+}
+
 PreTradeLimits limits_body(Botan::BER_Decoder& d) {
     PreTradeLimits l;
     Botan::BER_Object o = d.get_next_object();
@@ -275,18 +369,9 @@ PreTradeLimits limits_body(Botan::BER_Decoder& d) {
             expect(e, Botan::SEQUENCE, Botan::CONSTRUCTED, f, "SEQUENCE (InstrumentQuantity)");
             Botan::BER_Decoder entry(e);
             std::string instrument = utf8_in(entry, f + ".instrument");
-            Botan::BER_Object q = next(entry, f + ".maxQuantity");
-            expect(q, Botan::SEQUENCE, Botan::CONSTRUCTED, f + ".maxQuantity",
-                   "SEQUENCE (DecimalValue)");
-            Botan::BER_Decoder qd(q);
-            const std::int64_t units =
-                int_in(qd, f + ".maxQuantity.amount", std::numeric_limits<std::int64_t>::min(),
-                       std::numeric_limits<std::int64_t>::max());
-            const std::int64_t exponent = int_in(qd, f + ".maxQuantity.exponent",
-                                                 -static_cast<std::int64_t>(Decimal::max_scale), 0);
-            expect_end(qd, f + ".maxQuantity");
+            const Decimal quantity = decimal_value_in(entry, f + ".maxQuantity");
             expect_end(entry, f);
-            l.max_order_quantity.emplace_back(std::move(instrument), decimal_from(units, exponent));
+            l.max_order_quantity.emplace_back(std::move(instrument), quantity);
         }
         o = d.get_next_object();
     }
@@ -311,6 +396,7 @@ PreTradeLimits limits_body(Botan::BER_Decoder& d) {
         l.max_daily_notional = money_body(md, "limits.maxDailyNotional");
         o = d.get_next_object();
     }
+    o = lifecycle_body(d, o, l);
     if (o.is_set()) fail("limits", "unexpected element " + describe(o));
     if (l.empty()) fail("limits", "present but empty");
     return l;

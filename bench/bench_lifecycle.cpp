@@ -1,0 +1,197 @@
+// The order lifecycle engine on the hot path (DESIGN §7): a new order with every lifecycle
+// limit set against 1,000 working orders, and one fill applied to a working order.
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "kakunin/detail/order_limits.hpp"
+
+namespace kakunin::bench {
+namespace {
+
+/// The typical scope of bench_check.cpp with every lifecycle limit set, wide enough that the
+/// orders below are allowed.
+const char* const lifecycle_scope = R"({
+  "version": 1,
+  "max_transaction": {"currency": "EUR", "amount": "500000.00"},
+  "instruments": ["BTC_EUR", "ETH_EUR", "SOL_EUR"],
+  "counterparties": ["exchange_a", "exchange_b"],
+  "trading_hours": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "00:00", "to": "24:00"}],
+  "regions": ["eu-west-1", "eu-central-1"],
+  "limits": {
+    "max_order_quantity": {"BTC_EUR": "10", "ETH_EUR": "150"},
+    "price_collar_bps": 500,
+    "max_orders_per_second": 50,
+    "max_daily_notional": {"currency": "EUR", "amount": "900000000.00"},
+    "max_position": {"BTC_EUR": {"long": "100000", "short": "100000"},
+                     "ETH_EUR": {"long": "100000", "short": "100000"},
+                     "SOL_EUR": {"long": "100000", "short": "100000"}},
+    "max_open_orders": 2000,
+    "max_working_notional": {"currency": "EUR", "amount": "900000000.00"},
+    "max_messages_per_second": 1000000,
+    "max_daily_loss": {"currency": "EUR", "amount": "900000000.00"}
+  }
+})";
+
+constexpr std::size_t working = 1000;
+constexpr std::size_t id_ring = 4096;
+
+const char* const instruments[3] = {"BTC_EUR", "ETH_EUR", "SOL_EUR"};
+const char* const venues[2] = {"exchange_a", "exchange_b"};
+
+/// Order k of the flow: spread over instruments, venues and sides, buys below 100 and sells
+/// above it, so no order crosses another.
+Order flow_order(const std::vector<std::string>& ids, std::size_t k) {
+    Order o;
+    o.client_order_id = ids[k % id_ring];
+    o.instrument = instruments[k % 3];
+    o.counterparty = venues[(k / 3) % 2];
+    o.region = "eu-west-1";
+    o.side = (k / 6) % 2 ? Side::sell : Side::buy;
+    o.quantity = Decimal{static_cast<std::int64_t>(1000 + k % 97), 3};
+    o.price = Decimal{o.side == Side::buy ? 9000 + static_cast<std::int64_t>(k % 900)
+                                          : 10100 + static_cast<std::int64_t>(k % 900),
+                      2};
+    return o;
+}
+
+std::vector<std::string> make_ids() {
+    std::vector<std::string> ids;
+    for (std::size_t i = 0; i < id_ring; ++i) ids.push_back("bench-order-" + std::to_string(i));
+    return ids;
+}
+
+/// Enters orders 0 .. working-1 as they would be after check(): evaluated, counted, committed.
+bool fill_book(detail::OrderLimits& limits, const std::vector<std::string>& ids, TimeNs& now) {
+    for (std::size_t k = 0; k < working; ++k) {
+        const Order o = flow_order(ids, k);
+        detail::OrderLimits::NewPlan plan;
+        if (!limits.evaluate_new(o, now, plan).empty()) return false;
+        limits.count_message(now);
+        limits.commit_new(o, plan, now);
+        now += 1'000'000;
+    }
+    return limits.working_count() == working;
+}
+
+/// One new order decided with every lifecycle limit (evaluated, counted, committed) while
+/// 1,000 to 2,000 orders work: every 1,000 orders the timer stops while the oldest 1,000 are
+/// confirmed cancelled (the pause costs about a nanosecond per order).
+void BM_check_lifecycle(benchmark::State& state) {
+    detail::OrderLimits limits(parse_scope_json(lifecycle_scope));
+    const std::vector<std::string> ids = make_ids();
+    TimeNs now = utc(2024, 1, 8, 0, 0, 0);
+    if (!fill_book(limits, ids, now)) state.SkipWithError("the book does not fill");
+    std::size_t k = working, oldest = 0;
+    long refused = 0;
+    std::uint64_t allocations = 0;
+    for (auto _ : state) {
+        const Order o = flow_order(ids, k);
+        detail::OrderLimits::NewPlan plan;
+        const ReasonSet r = limits.evaluate_new(o, now, plan);
+        limits.count_message(now);
+        if (r.empty())
+            limits.commit_new(o, plan, now);
+        else
+            ++refused;
+        now += 1'000'000;
+        if (++k - oldest == 2 * working) {
+            state.PauseTiming();
+            const auto before = allocation_count();
+            for (; k - oldest > working; ++oldest) {
+                ExecutionReport cancelled;
+                cancelled.type = ExecutionType::cancelled;
+                cancelled.client_order_id = ids[oldest % id_ring];
+                if (!limits.apply(cancelled, now).order_closed) ++refused;
+            }
+            allocations += allocation_count() - before;
+            state.ResumeTiming();
+        }
+    }
+    if (refused != 0) state.SkipWithError("an order was refused in the benchmark loop");
+    (void)allocations;
+}
+
+/// The same with the oldest order confirmed cancelled in every iteration (the book stays at
+/// exactly 1,000): a new order plus releasing another order's exposure.
+void BM_check_lifecycle_with_release(benchmark::State& state) {
+    detail::OrderLimits limits(parse_scope_json(lifecycle_scope));
+    const std::vector<std::string> ids = make_ids();
+    TimeNs now = utc(2024, 1, 8, 0, 0, 0);
+    if (!fill_book(limits, ids, now)) state.SkipWithError("the book does not fill");
+    std::size_t k = working;
+    long refused = 0;
+    const auto before = allocation_count();
+    for (auto _ : state) {
+        const Order o = flow_order(ids, k);
+        detail::OrderLimits::NewPlan plan;
+        const ReasonSet r = limits.evaluate_new(o, now, plan);
+        limits.count_message(now);
+        if (r.empty())
+            limits.commit_new(o, plan, now);
+        else
+            ++refused;
+        ExecutionReport cancelled;
+        cancelled.type = ExecutionType::cancelled;
+        cancelled.client_order_id = ids[(k - working) % id_ring];
+        benchmark::DoNotOptimize(limits.apply(cancelled, now));
+        now += 1'000'000;
+        ++k;
+    }
+    const auto allocations = allocation_count() - before;
+    if (refused != 0) state.SkipWithError("an order was refused in the benchmark loop");
+    if (limits.working_count() != working) state.SkipWithError("the book changed size");
+    state.counters["allocations_per_call"] =
+        static_cast<double>(allocations) / static_cast<double>(state.iterations());
+}
+
+/// The decision alone: evaluate_new against 1,000 working orders, nothing committed.
+void BM_check_lifecycle_evaluate(benchmark::State& state) {
+    detail::OrderLimits limits(parse_scope_json(lifecycle_scope));
+    const std::vector<std::string> ids = make_ids();
+    TimeNs now = utc(2024, 1, 8, 0, 0, 0);
+    if (!fill_book(limits, ids, now)) state.SkipWithError("the book does not fill");
+    const Order o = flow_order(ids, working);
+    for (auto _ : state) {
+        detail::OrderLimits::NewPlan plan;
+        benchmark::DoNotOptimize(limits.evaluate_new(o, now, plan));
+    }
+}
+
+/// One partial fill applied to a working order (position, working quantity and notional,
+/// filled-today exposure, cash flow and the day's profit and loss all move).
+void BM_on_execution(benchmark::State& state) {
+    detail::OrderLimits limits(parse_scope_json(lifecycle_scope));
+    const std::vector<std::string> ids = make_ids();
+    TimeNs now = utc(2024, 1, 8, 0, 0, 0);
+    if (!fill_book(limits, ids, now)) state.SkipWithError("the book does not fill");
+    std::vector<ExecutionReport> fills(working);
+    for (std::size_t k = 0; k < working; ++k) {
+        const Order o = flow_order(ids, k);
+        fills[k] = ExecutionReport{ExecutionType::fill, o.client_order_id,
+                                   o.instrument,        o.side,
+                                   Decimal{1, 8},       o.price};  // 0.00000001: never completes it
+    }
+    std::size_t k = 0;
+    long wrong = 0;
+    const auto before = allocation_count();
+    for (auto _ : state) {
+        const ExecutionResult r = limits.apply(fills[k], now);
+        wrong += !r.applied || r.unknown_order || r.order_closed;
+        if (++k == working) k = 0;
+    }
+    const auto allocations = allocation_count() - before;
+    if (wrong != 0) state.SkipWithError("a fill was not applied to its working order");
+    state.counters["allocations_per_call"] =
+        static_cast<double>(allocations) / static_cast<double>(state.iterations());
+}
+
+BENCHMARK(BM_check_lifecycle);
+BENCHMARK(BM_check_lifecycle_with_release);
+BENCHMARK(BM_check_lifecycle_evaluate);
+BENCHMARK(BM_on_execution);
+
+}  // namespace
+}  // namespace kakunin::bench
