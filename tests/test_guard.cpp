@@ -296,6 +296,9 @@ TEST_CASE("every reason code is produced by some order") {
         // Credentials (6xx), behaviour (5xx) and the audit trail are covered in their own
         // test programs (test_guard_certificate, test_behaviour, test_audit_trail).
         if (static_cast<int>(r) >= 500 || r == ReasonCode::audit_unavailable) continue;
+        // The lifecycle codes (305-314) come from detail::OrderLimits (test_lifecycle and
+        // test_lifecycle_differential); the Guard refuses a scope setting lifecycle limits.
+        if (static_cast<int>(r) >= 305 && static_cast<int>(r) <= 314) continue;
         INFO(to_string(r));
         CHECK(seen.count(r) == 1);
     }
@@ -360,4 +363,14 @@ TEST_CASE("no order is allowed after halt() returns, with four threads checking"
     const GuardCounters c = guard.counters();
     CHECK(c.checks == c.allowed + c.rejected);
     CHECK(c.rejected >= 40000);
+}
+
+TEST_CASE("a scope setting lifecycle limits is refused, not half-enforced") {
+    ManualClock clock{monday(12)};
+    Scope scope = parse_scope_json(test::seed_scope_json);
+    scope.limits.max_open_orders = 10;
+    CHECK_THROWS_WITH(Guard(scope, clock), Catch::Contains("not enforced by this Guard yet") &&
+                                               Catch::Contains("max_open_orders"));
+    scope.limits.max_open_orders.reset();
+    CHECK_NOTHROW(Guard(scope, clock));
 }
