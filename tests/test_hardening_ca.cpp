@@ -553,3 +553,18 @@ TEST_CASE("hardening-ca: a non-canonical signature on a baseline approval is ref
                           baseline_approval_text(bad), sig));
     CHECK(check_baseline_approval(bad, b) == "the approval signature does not verify");
 }
+
+// ---- log ids: an agent cannot be registered under a name that claims another log ----------
+
+TEST_CASE("hardening-ca: agent register refuses the ids ca and AGENT.suffix", "[hardening-ca]") {
+    Dir d;
+    set_up(d);
+    for (const char* id : {"ca", "CA", "agent-7.replay", "agent-7.x"})
+        refused(d,
+                std::string("agent register --dir state --agent ") + id +
+                    " --owner 'Desk 3' --purpose p --by 'Jane Roe'",
+                "names the CA's own log");
+    CHECK(records_of(d / "state/audit/ca.jsonl", "agent.registered").size() == 1);
+    ok(d,
+       "agent register --dir state --agent agent-8 --owner 'Desk 3' --purpose p --by 'Jane Roe'");
+}

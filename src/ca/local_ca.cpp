@@ -666,6 +666,16 @@ TrustAnchor LocalCa::trust_anchor() const { return TrustAnchor::from_der(m_impl-
 
 void LocalCa::register_agent(const AgentRegistration& r) {
     validate_agent_id(r.agent_id);
+    // Log ids are the agent id, AGENT.suffix for its other logs (AGENT.replay), and "ca" for
+    // the CA's own log (docs/audit-format.md, who signs which log): an agent named "ca" or
+    // with a dot could claim a log that is not its own.
+    std::string lower(r.agent_id);
+    for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    if (lower == "ca" || r.agent_id.find('.') != std::string::npos)
+        throw Error(ErrorCategory::invalid_input,
+                    "agent id '" + r.agent_id +
+                        "': 'ca' names the CA's own log and a '.' separates an agent's other "
+                        "logs (AGENT.replay); choose another id");
     if (r.owner.empty() || r.purpose.empty() || r.created_by.empty())
         throw Error(ErrorCategory::invalid_input,
                     "agent registration: owner, purpose and created_by are required");
