@@ -173,6 +173,35 @@ TEST_CASE("a re-enable signed to end a drill does not lift a later automatic hal
     CHECK(g->halted());
 }
 
+TEST_CASE("a manual halt on top of an automatic one cannot be used to lift it",
+          "[hardening][reenable]") {
+    World w;
+    ScoringPolicy p;
+    p.halt_on_escalation = true;
+    p.investigation_window_s = 60;
+    auto g = w.guard(p);
+    Kms& kms = *w.authority.kms();
+    auto now = [&] { return w.authority.clock().now_ns(); };
+    CHECK(g->check(odd_order()).verdict == Verdict::warn);
+    g->process_incidents();
+    w.authority.clock().advance(std::chrono::seconds(61));
+    g->process_incidents();
+    REQUIRE(g->halted());
+    const std::string auto_halt = g->current_halt()->halt_id;
+
+    // Anyone may pull the kill switch: that must not turn the automatic halt into a drill.
+    const std::string drill = g->halt("drill during the halt", "M. Rossi");
+    CHECK(drill != auto_halt);
+    CHECK(g->current_halt()->halt_id == auto_halt);
+    CHECK_THROWS_WITH(
+        g->reenable(sign_reenable(kms, w.agent, drill, "M. Rossi", "drill over", now())),
+        Catch::Contains("stale") && Catch::Contains(auto_halt));
+    CHECK(g->halted());
+    CHECK(g->check(good_order()).reasons.contains(ReasonCode::halted));
+    g->reenable(sign_reenable(kms, w.agent, auto_halt, "B. Head", "reviewed", now()));
+    CHECK_FALSE(g->halted());
+}
+
 TEST_CASE("a re-enable for a superseded halt or another Guard's halt lifts nothing",
           "[hardening][reenable]") {
     TestAuthority authority;

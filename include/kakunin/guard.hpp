@@ -482,7 +482,9 @@ private:
     /// Appends to the history (m_admin held); audits it unless `audited` (check() did). A halt
     /// or revocation gets a new halt id, becomes the halt in force and is notified; returns the
     /// id ("" for other kinds).
-    std::string record(GuardEvent event, bool audited = false) noexcept;
+    /// `supersede` false: a halt recorded while an automatic halt is in force; that one stays
+    /// the halt a re-enable must name (a manual halt cannot turn it into one a person lifts).
+    std::string record(GuardEvent event, bool audited = false, bool supersede = true) noexcept;
     /// The halt in force is lifted (m_admin held): its id can never be lifted again.
     void lift_halt(const std::string& by) noexcept;
     std::string new_id(std::string_view prefix, TimeNs at, std::uint64_t n) const;

@@ -114,11 +114,17 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     if (m_feed) m_feed->subscribe(this);
 }
 
-std::string Guard::record(GuardEvent event, bool audited) noexcept {
+std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexcept {
     const bool halts =
         event.kind == GuardEvent::Kind::halted || event.kind == GuardEvent::Kind::revoked;
     try {
-        if (halts) {
+        if (halts && !supersede && m_halt) {
+            event.halt_id = new_id("halt", event.at_ns, ++m_halts);
+            m_past_halts.push_back({event.halt_id, "made while the automatic halt " +
+                                                       m_halt->halt_id +
+                                                       " was in force: only a re-enable of "
+                                                       "that one lifts both"});
+        } else if (halts) {
             event.halt_id = new_id("halt", event.at_ns, ++m_halts);
             if (m_halt)
                 m_past_halts.push_back({m_halt->halt_id, "superseded by halt " + event.halt_id +
@@ -376,11 +382,15 @@ std::string Guard::halt(std::string_view reason, std::string_view by) {
     GuardEvent event{GuardEvent::Kind::halted, m_clock.now_ns(), std::string(by),
                      std::string(reason)};
     std::lock_guard<std::mutex> admin(m_admin);
+    bool automatic_in_force;
     {
         std::lock_guard<detail::SpinLock> lock(m_lock);
+        automatic_in_force = m_halted.load(std::memory_order_relaxed) && m_auto_halted;
         m_halted.store(true, std::memory_order_relaxed);
     }
-    return record(std::move(event));
+    // A manual halt on top of an automatic one never becomes the halt in force: otherwise a
+    // statement signed for the drill would lift the automatic halt it never named.
+    return record(std::move(event), false, !automatic_in_force);
 }
 
 void Guard::resume(std::string_view by) {
