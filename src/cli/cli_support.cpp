@@ -1,5 +1,6 @@
 #include "cli/cli_support.hpp"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -203,20 +204,49 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
-void write_file(const std::string& path, const std::string& text) {
+void require_output_file(const std::string& path) {
     if (path.empty()) throw Error(ErrorCategory::invalid_input, "output path is empty");
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return;
+        throw Error(ErrorCategory::io, path + ": cannot write (" + std::strerror(errno) + ")");
+    }
+    if (S_ISREG(st.st_mode)) return;
+    const char* kind = S_ISLNK(st.st_mode)                          ? "a symbolic link"
+                       : S_ISDIR(st.st_mode)                        ? "a directory"
+                       : S_ISFIFO(st.st_mode)                       ? "a FIFO"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                       : S_ISSOCK(st.st_mode)                       ? "a socket"
+                                                                    : "not a regular file";
+    throw Error(ErrorCategory::invalid_input,
+                path + ": exists and is " + kind +
+                    ", not a regular file: refusing to write over it (remove it or name "
+                    "another file)");
+}
+
+void write_file(const std::string& path, const std::string& text) {
+    require_output_file(path);
     const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        if (!out)
-            throw Error(ErrorCategory::io,
-                        path + ": cannot write (" + std::string(std::strerror(errno)) + ")");
-        out << text;
-        out.flush();
-        if (!out) {
+    // O_EXCL | O_NOFOLLOW: the temporary name is ours alone, never a link planted beside it.
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0)
+        throw Error(ErrorCategory::io,
+                    path + ": cannot write (" + std::string(std::strerror(errno)) + ")");
+    std::size_t done = 0;
+    while (done < text.size()) {
+        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            const std::string why = std::strerror(errno);
+            ::close(fd);
             std::remove(tmp.c_str());
-            throw Error(ErrorCategory::io, path + ": write failed");
+            throw Error(ErrorCategory::io, path + ": write failed (" + why + ")");
         }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::close(fd) != 0) {
+        std::remove(tmp.c_str());
+        throw Error(ErrorCategory::io, path + ": write failed");
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
         const std::string why = std::strerror(errno);
