@@ -73,6 +73,10 @@ public:
         if (!listed(m_scope.counterparties, o.counterparty))
             r.insert(ReasonCode::counterparty_not_allowed);
         if (!listed(m_scope.regions, o.region)) r.insert(ReasonCode::region_not_allowed);
+        // Documented rule: id, instrument, counterparty and region of at most 128 bytes each.
+        if (o.client_order_id.size() > 128 || o.instrument.size() > 128 ||
+            o.counterparty.size() > 128 || o.region.size() > 128)
+            r.insert(ReasonCode::order_field_too_long);
 
         // Weekday with Sunday = 0 (1970-01-01 was a Thursday), then Monday-based bit.
         const std::int64_t secs = t / 1'000'000'000;
@@ -201,10 +205,14 @@ public:
                                                              "exchange_c", "", "EXCHANGE_A"};
         static const std::vector<std::string_view> regions = {"eu-west-1", "eu-central-1",
                                                               "us-east-1", "", "eu-west-2"};
+        static const std::string id_128(128, 'c'), id_129(129, 'c'), venue_129(129, 'e');
+        static const std::vector<std::string_view> ids = {"c-1", "", id_128, id_129};
         Order o;
+        o.client_order_id = mostly(ids[0], ids);
         o.instrument = mostly(pick(good_instruments), instruments);
         o.counterparty = mostly(venues[0], venues);
         o.region = mostly(regions[0], regions);
+        if (below(50) == 0) o.counterparty = venue_129;
         o.side = below(2) ? Side::buy : Side::sell;
         if (below(4) == 0) {
             o.quantity = decimal();

@@ -286,6 +286,10 @@ TEST_CASE("every reason code is produced by some order") {
     o = good_order();
     o.instrument = "BTCEUR";
     note(f.at(monday(12), o));
+    o = good_order();
+    const std::string long_id(max_order_field_length + 1, 'x');
+    o.client_order_id = long_id;
+    note(f.at(monday(12), o));
     for (int i = 0; i < 60; ++i) note(f.at(monday(14), good_order()));  // rate
     for (int i = 0; i < 12; ++i) note(f.at(monday(15, i), with(good_order(), "5", "100000.00")));
     // Last: a Guard's rate window and daily total never go back with the clock.

@@ -89,12 +89,16 @@ struct AuditEntry {
     std::string* payload = nullptr;
     char text[text_capacity];
 
-    /// Copies the fields in order, truncating what does not fit (short fields first).
+    /// Copies the fields in order: each but the last up to max_order_field_length bytes (the
+    /// Guard rejects an order with a longer id, instrument, counterparty or region), the last
+    /// (reasoning, reason) in the rest, its full length kept beside it.
     void set_text(const std::string_view* fields, std::size_t n) noexcept {
+        static_assert(4 * max_order_field_length < text_capacity, "room for the reasoning");
         std::size_t used = 0;
         for (std::size_t i = 0; i < n && i < 5; ++i) {
             const std::size_t room = text_capacity - used;
-            const std::size_t cap = i + 1 < n ? std::min<std::size_t>(room, 128) : room;
+            const std::size_t cap =
+                i + 1 < n ? std::min<std::size_t>(room, max_order_field_length) : room;
             const std::size_t len = std::min(fields[i].size(), cap);
             if (len != 0) std::memcpy(text + used, fields[i].data(), len);  // data() may be null
             length[i] = static_cast<std::uint16_t>(len);

@@ -93,6 +93,7 @@ public:
 
     const std::vector<std::uint8_t>& der() const noexcept;
     std::string pem() const;
+    /// Exact from 1677 to 2262, saturated to the lowest / highest TimeNs outside.
     TimeNs this_update() const noexcept;
     TimeNs next_update() const noexcept;  ///< 0 if the CRL has none (then it never verifies)
     /// Lowercase hex serials listed (as AgentCertificate::serial() prints them).
@@ -125,6 +126,8 @@ public:
     std::string pem() const;
     std::string fingerprint() const;  ///< "sha256:" + lowercase hex over the DER
     std::string serial() const;       ///< lowercase hex of the serial number's bytes
+    /// Exact from 1677-09-21 to 2262-04-11; outside, the lowest / highest TimeNs (earlier or
+    /// later than any clock reading: a notAfter in 2300 never expires, never wraps).
     TimeNs not_before() const noexcept;
     TimeNs not_after() const noexcept;
     std::string agent_id() const;  ///< subject common name

@@ -25,8 +25,12 @@ struct Decimal {
     std::int64_t units = 0;  ///< value = units / 10^scale
     std::uint8_t scale = 0;  ///< 0..max_scale
 
-    constexpr bool is_positive() const noexcept { return units > 0; }
-    constexpr bool is_negative() const noexcept { return units < 0; }
+    /// A Decimal is a number only with scale <= max_scale (parse_decimal never makes another;
+    /// a hand-built one can be). One that is not is neither positive nor negative, so every
+    /// check that wants a positive amount refuses it, before any arithmetic could overflow.
+    constexpr bool valid() const noexcept { return scale <= max_scale; }
+    constexpr bool is_positive() const noexcept { return valid() && units > 0; }
+    constexpr bool is_negative() const noexcept { return valid() && units < 0; }
     /// Approximate value, for statistics (anomaly scores) only: never for limits or money.
     double to_double() const noexcept {
         static constexpr double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,

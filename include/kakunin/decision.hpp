@@ -62,11 +62,12 @@ enum class ReasonCode : std::uint16_t {
     self_trade = 313,        ///< would cross the agent's own working order (same venue)
     order_id_missing = 314,  ///< no usable client_order_id (empty or over 64 bytes)
 
-    invalid_quantity = 400,         ///< quantity zero or negative
-    invalid_price = 401,            ///< price zero or negative
+    invalid_quantity = 400,         ///< quantity zero, negative or not a Decimal (scale > 18)
+    invalid_price = 401,            ///< price zero, negative or not a Decimal (scale > 18)
     invalid_instrument = 402,       ///< not BASE_QUOTE
     notional_overflow = 403,        ///< the notional or the day's total does not fit
-    invalid_reference_price = 404,  ///< reference price zero or negative
+    invalid_reference_price = 404,  ///< reference price zero, negative or scale > 18
+    order_field_too_long = 405,     ///< id, instrument, counterparty or region over 128 bytes
 
     anomaly_warning = 500,     ///< (verdict warn) score at or above the warning threshold
     anomaly_revocation = 501,  ///< score at or above the revocation threshold: halted, revoked
@@ -78,7 +79,7 @@ enum class ReasonCode : std::uint16_t {
 };
 
 /// Every code, in numeric order. Keep in step with the enum.
-inline constexpr std::array<ReasonCode, 34> all_reason_codes = {
+inline constexpr std::array<ReasonCode, 35> all_reason_codes = {
     ReasonCode::halted,
     ReasonCode::audit_unavailable,
     ReasonCode::instrument_not_allowed,
@@ -107,6 +108,7 @@ inline constexpr std::array<ReasonCode, 34> all_reason_codes = {
     ReasonCode::invalid_instrument,
     ReasonCode::notional_overflow,
     ReasonCode::invalid_reference_price,
+    ReasonCode::order_field_too_long,
     ReasonCode::anomaly_warning,
     ReasonCode::anomaly_revocation,
     ReasonCode::certificate_expired,
@@ -145,6 +147,7 @@ inline const char* to_string(ReasonCode r) noexcept {
         case ReasonCode::invalid_instrument: return "invalid_instrument";
         case ReasonCode::notional_overflow: return "notional_overflow";
         case ReasonCode::invalid_reference_price: return "invalid_reference_price";
+        case ReasonCode::order_field_too_long: return "order_field_too_long";
         case ReasonCode::anomaly_warning: return "anomaly_warning";
         case ReasonCode::anomaly_revocation: return "anomaly_revocation";
         case ReasonCode::certificate_expired: return "certificate_expired";

@@ -110,6 +110,7 @@ public:
         if (m_counterparties.find(o.counterparty) < 0) r.add(ReasonCode::counterparty_not_allowed);
         if (m_regions.find(o.region) < 0) r.add(ReasonCode::region_not_allowed);
         if (!minute_allowed(minute_of_week(now))) r.add(ReasonCode::outside_trading_hours);
+        if (!fields_recordable(o)) r.add(ReasonCode::order_field_too_long);
 
         day_units = -1;
         if (quantity_ok && price_ok) {

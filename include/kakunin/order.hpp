@@ -9,6 +9,7 @@
 //   o.quantity = kakunin::parse_decimal("0.5"); o.price = kakunin::parse_decimal("42000.00");
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string_view>
 
@@ -31,6 +32,19 @@ struct Order {
     std::optional<Decimal> reference_price;  ///< for the price collar (e.g. last trade or mid)
     std::string_view reasoning;  ///< the agent's stated rationale, kept in the audit record
 };
+
+/// The longest client order id, instrument, counterparty or region an order may carry: what
+/// an audit record holds whole. The Guard rejects a longer one (order_field_too_long) rather
+/// than record it cut, where two different ids would read the same.
+inline constexpr std::size_t max_order_field_length = 128;
+
+/// True if the id, instrument, counterparty and region each fit max_order_field_length.
+constexpr bool fields_recordable(const Order& o) noexcept {
+    return o.client_order_id.size() <= max_order_field_length &&
+           o.instrument.size() <= max_order_field_length &&
+           o.counterparty.size() <= max_order_field_length &&
+           o.region.size() <= max_order_field_length;
+}
 
 /// The quote currency of "BASE_QUOTE" (text after the last '_'), or empty if malformed.
 constexpr std::string_view quote_of(std::string_view instrument) noexcept {

@@ -47,7 +47,10 @@ struct ReplayOrder {
 };
 
 /// RFC 3339 in UTC ("2024-01-08T07:00:00Z", fractions and "+00:00" allowed) or whole epoch
-/// milliseconds ("1704697200000"). Throws kakunin::Error (invalid_input).
+/// milliseconds ("1704697200000"), from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z
+/// (what TimeNs holds). The one parser of timestamps: the orders CSV and every command-line time
+/// option. Throws kakunin::Error (invalid_input) quoting the text and saying what is wrong; out
+/// of range is an error, never a wrapped time.
 TimeNs parse_timestamp(std::string_view text);
 
 /// "2024-01-08T07:00:00.000000001Z"-style UTC text (fraction only when non-zero).

@@ -117,6 +117,7 @@ void agent_reenable(const Args& a) {
         a.out.empty() ? a.dir + "/reenable-" + a.agent + "-" + std::to_string(signed_at) + ".json"
                       : a.out;
     // Ready before the statement is signed and recorded: an unwritable --out refuses first.
+    require_output_file(out);
     io::DurableFile file = io::DurableFile::prepare(out);
     const Reenable r = sign_reenable(*state.kms, a.agent, a.halt, a.by, a.reason, signed_at);
     const std::uint64_t seq = state.ca->record_event("guard.resumed", to_json(r));

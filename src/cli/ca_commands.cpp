@@ -210,6 +210,7 @@ void cert_issue(const IssueArgs& a) {
     if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
     // The output is made ready before anything is issued: a certificate that cannot be written
     // is refused, not issued and logged behind the caller's back.
+    require_output_file(a.out);
     io::DurableFile out = io::DurableFile::prepare(a.out);
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);
@@ -414,6 +415,7 @@ struct CrlArgs {
 
 void crl_command(const CrlArgs& a) {
     if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
+    require_output_file(a.out);
     io::DurableFile out = io::DurableFile::prepare(a.out);  // before a CRL may be issued
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);

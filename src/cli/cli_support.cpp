@@ -1,5 +1,6 @@
 #include "cli/cli_support.hpp"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -204,7 +205,30 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
-void write_file(const std::string& path, const std::string& text) { io::write_durable(path, text); }
+void require_output_file(const std::string& path) {
+    if (path.empty()) throw Error(ErrorCategory::invalid_input, "output path is empty");
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return;
+        throw Error(ErrorCategory::io, path + ": cannot write (" + std::strerror(errno) + ")");
+    }
+    if (S_ISREG(st.st_mode)) return;
+    const char* kind = S_ISLNK(st.st_mode)                          ? "a symbolic link"
+                       : S_ISDIR(st.st_mode)                        ? "a directory"
+                       : S_ISFIFO(st.st_mode)                       ? "a FIFO"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                       : S_ISSOCK(st.st_mode)                       ? "a socket"
+                                                                    : "not a regular file";
+    throw Error(ErrorCategory::invalid_input,
+                path + ": exists and is " + kind +
+                    ", not a regular file: refusing to write over it (remove it or name "
+                    "another file)");
+}
+
+void write_file(const std::string& path, const std::string& text) {
+    require_output_file(path);
+    io::write_durable(path, text);
+}
 
 std::string login_name() {
     if (const passwd* pw = ::getpwuid(::geteuid()); pw != nullptr && pw->pw_name != nullptr)

@@ -66,8 +66,12 @@ std::string state_oid_arc(const std::string& state_dir);
 std::chrono::seconds parse_duration(std::string_view text, std::string_view what);
 
 std::string read_file(const std::string& path);
+/// Every file a command writes is checked here first: throws kakunin::Error (invalid_input)
+/// naming `path` if it exists and is not a regular file (a symbolic link, a directory, a device,
+/// a FIFO), so an output never replaces or writes through one. A missing path is fine.
+void require_output_file(const std::string& path);
 /// Writes `text` to `path` durably (io::write_durable: temporary file, fsync, rename, fsync of
-/// the directory).
+/// the directory); `path` must not be anything but a regular file (require_output_file).
 void write_file(const std::string& path, const std::string& text);
 
 /// The name of the user running the program (for "registered by"), or "" if unknown.

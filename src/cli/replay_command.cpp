@@ -217,6 +217,7 @@ void run(const ReplayArgs& a) {
                     a.orders_path + ": no orders, so no time span to issue a certificate for");
     std::ofstream out;
     if (!a.decisions_out.empty()) {
+        require_output_file(a.decisions_out);
         out.open(a.decisions_out, std::ios::binary | std::ios::trunc);
         if (!out) throw Error(ErrorCategory::io, a.decisions_out + ": cannot write");
     }
@@ -229,7 +230,11 @@ void run(const ReplayArgs& a) {
         if (!with_state)
             throw Error(ErrorCategory::invalid_input,
                         "--observe-until needs --dir STATE --agent ID (a baseline is the agent's)");
-        observe_until = parse_timestamp(a.observe_until);
+        try {
+            observe_until = parse_timestamp(a.observe_until);
+        } catch (const Error& e) {
+            throw Error(e.category(), std::string("--observe-until: ") + e.what());
+        }
     }
     if (a.auto_approve && !observe_until)
         throw Error(ErrorCategory::invalid_input,
@@ -251,6 +256,7 @@ void run(const ReplayArgs& a) {
         const std::string audit_path =
             a.audit_out.empty() ? a.dir + "/audit/" + a.agent + ".replay.jsonl" : a.audit_out;
         if (a.audit_out.empty()) ensure_directory(a.dir + "/audit");
+        require_output_file(audit_path);
         const std::string cert_dir = audit_path + ".certs";
         ensure_directory(cert_dir);
         write_file(cert_dir + "/" + sim->certificate->serial() + ".pem", sim->certificate->pem());

@@ -334,6 +334,9 @@ void Guard::update_crl(const CertificateRevocationList& crl) {
     if (!m_certificate)
         throw Error(ErrorCategory::invalid_state, "update_crl: this Guard has no certificate");
     const CertificateCheck result = verify(*m_certificate, &crl);
+    // `revoked` comes only from a CRL that authenticated (issuer, cRLSign, signature): anything
+    // else, a forged CRL listing the serial included (crl_invalid), is refused here before any
+    // state changes.
     if (!result.ok() && result.status != CertificateStatus::revoked)
         throw Error(
             ErrorCategory::unauthorised,

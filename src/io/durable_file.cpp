@@ -63,7 +63,7 @@ DurableFile DurableFile::prepare(const std::string& path, Overwrite overwrite, m
         throw Error(ErrorCategory::io, path + ": is a directory");
     if (overwrite == Overwrite::refuse && path_exists(path)) exists_error(path);
     std::string tmp = temp_name(path);
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) fail("cannot write", path, errno);
     return DurableFile(path, std::move(tmp), fd, overwrite);
 }

@@ -2,6 +2,7 @@
 #include <cctype>
 #include <fstream>
 #include <istream>
+#include <limits>
 
 #include "kakunin/replay.hpp"
 
@@ -67,10 +68,18 @@ TimeNs parse_timestamp(std::string_view t) {
         return Error(ErrorCategory::invalid_input,
                      "'" + std::string(t) + "' is not a timestamp: " + why);
     };
+    // Every timestamp is a TimeNs from the epoch on: nothing before 1970 (no clock reads it, and
+    // epoch milliseconds have no sign), nothing after 2262-04-11T23:47:16.854775807Z.
+    constexpr const char* too_late =
+        "after 2262-04-11T23:47:16.854775807Z, the last time representable";
+    constexpr TimeNs highest = std::numeric_limits<TimeNs>::max();
     if (all_digits(t)) {
-        if (t.size() > 15) throw bad("epoch milliseconds out of range");
+        constexpr std::int64_t max_ms = highest / 1'000'000;
         std::int64_t ms = 0;
-        for (char c : t) ms = ms * 10 + (c - '0');
+        for (char c : t) {
+            ms = ms * 10 + (c - '0');
+            if (ms > max_ms) throw bad(std::string("epoch milliseconds ") + too_late);
+        }
         return ms * 1'000'000;
     }
     // YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+00:00|-00:00)
@@ -106,7 +115,15 @@ TimeNs parse_timestamp(std::string_view t) {
     const std::string_view zone = t.substr(i);
     if (zone != "Z" && zone != "z" && zone != "+00:00" && zone != "-00:00")
         throw bad("the time must be UTC ('Z' or '+00:00')");
-    return utc(year, month, day, hour, minute, second, nanos);
+    if (year < 1970) throw bad("before 1970-01-01T00:00:00Z");
+    // Seconds fit easily (year <= 9999); the nanoseconds may not.
+    const std::int64_t seconds =
+        ((days_from_civil(year, month, day) * 24 + hour) * 60 + minute) * 60 + second;
+    TimeNs ns;
+    if (__builtin_mul_overflow(seconds, std::int64_t{1'000'000'000}, &ns) ||
+        __builtin_add_overflow(ns, static_cast<std::int64_t>(nanos), &ns))
+        throw bad(too_late);
+    return ns;
 }
 
 std::string format_timestamp(TimeNs t) {

@@ -55,9 +55,17 @@ void validate_list(const std::vector<std::string>& list, const std::string& name
     }
 }
 
+/// A hand-built Decimal may carry any scale; the limits hold numbers only (scale <= 18).
+void validate_scale(Decimal d, const std::string& where) {
+    if (!d.valid())
+        fail(where, "scale " + std::to_string(d.scale) + " is more than " +
+                        std::to_string(Decimal::max_scale) + " decimal places");
+}
+
 void validate_money(const Money& m, const std::string& name) {
     if (m.currency.empty() || !is_iso4217(m.currency.code()))
         fail(name + ".currency", "not an ISO 4217 currency code");
+    validate_scale(m.amount, name + ".amount");
     if (!m.amount.is_positive()) fail(name + ".amount", "must be greater than zero");
 }
 
@@ -149,6 +157,7 @@ void validate(const Scope& s) {
             s.instruments.end())
             fail(where, "instrument is not in 'instruments'");
         if (i > 0 && instrument <= previous) fail(where, "duplicate or unsorted instrument");
+        validate_scale(quantity, where);
         if (!quantity.is_positive()) fail(where, "must be greater than zero");
         previous = instrument;
     }

@@ -3,14 +3,47 @@
 #include <botan/x509_ca.h>
 #include <botan/x509_ext.h>
 
+#include <cstdio>
+#include <limits>
+
 #include "crypto/encoding.hpp"
+#include "kakunin/error.hpp"
 #include "x509/x509_internal.hpp"
 
 namespace kakunin::x509 {
 
-TimeNs to_time_ns(const Botan::X509_Time& t) {
+TimeNs to_time_ns(const Botan::X509_Time& t) noexcept {
     if (!t.time_is_set()) return 0;
-    return static_cast<TimeNs>(t.time_since_epoch()) * 1'000'000'000;
+    // Botan's time_since_epoch() throws before 1970 and the product by 10^9 overflows after
+    // 2262: compute from the calendar fields ("YYYY/MM/DD HH:MM:SS UTC") and saturate.
+    try {
+        const std::string s = t.readable_string();
+        unsigned v[6] = {};
+        if (std::sscanf(s.c_str(), "%4u/%2u/%2u %2u:%2u:%2u", &v[0], &v[1], &v[2], &v[3], &v[4],
+                        &v[5]) != 6)
+            return 0;
+        const std::int64_t seconds =
+            ((days_from_civil(v[0], v[1], v[2]) * 24 + v[3]) * 60 + v[4]) * 60 + v[5];
+        constexpr std::int64_t ns_per_s = 1'000'000'000;
+        constexpr TimeNs lowest = std::numeric_limits<TimeNs>::min();
+        constexpr TimeNs highest = std::numeric_limits<TimeNs>::max();
+        if (seconds > highest / ns_per_s) return highest;
+        if (seconds < lowest / ns_per_s) return lowest;
+        return seconds * ns_per_s;
+    } catch (...) {
+        return 0;
+    }
+}
+
+Botan::X509_Time to_x509_time(TimeNs t, const char* field) {
+    // Before 1950 RFC 5280 needs a GeneralizedTime, which Botan does not choose; no clock reads
+    // a time before 1970, so nothing is issued for one.
+    if (t < 0)
+        throw Error(ErrorCategory::invalid_input,
+                    std::string(field) + ": " + std::to_string(t) +
+                        " ns is before 1970-01-01T00:00:00Z: no certificate or CRL is issued "
+                        "for it");
+    return Botan::X509_Time(to_time_point(t));
 }
 
 Botan::BigInt random_serial(Botan::RandomNumberGenerator& rng) {
@@ -53,10 +86,9 @@ Botan::X509_Certificate make_agent_certificate(Botan::PK_Signer& signer,
                 e.critical);
     const Botan::BigInt serial = leaf.serial == 0 ? random_serial(rng) : leaf.serial;
     return Botan::X509_CA::make_cert(&signer, rng, serial, sig_algo, leaf.subject_public_key,
-                                     Botan::X509_Time(to_time_point(leaf.not_before)),
-                                     Botan::X509_Time(to_time_point(leaf.not_after)),
-                                     ca_cert.subject_dn(), agent_dn(leaf.agent_id, leaf.simulation),
-                                     ext);
+                                     to_x509_time(leaf.not_before, "notBefore"),
+                                     to_x509_time(leaf.not_after, "notAfter"), ca_cert.subject_dn(),
+                                     agent_dn(leaf.agent_id, leaf.simulation), ext);
 }
 
 Botan::X509_Certificate make_ca_certificate(Botan::PK_Signer& signer,
@@ -72,9 +104,8 @@ Botan::X509_Certificate make_ca_certificate(Botan::PK_Signer& signer,
             true);
     ext.add(new CE::Subject_Key_ID(ca_spki, "SHA-256"), false);
     return Botan::X509_CA::make_cert(&signer, rng, random_serial(rng), sig_algo, ca_spki,
-                                     Botan::X509_Time(to_time_point(not_before)),
-                                     Botan::X509_Time(to_time_point(not_after)), subject, subject,
-                                     ext);
+                                     to_x509_time(not_before, "notBefore"),
+                                     to_x509_time(not_after, "notAfter"), subject, subject, ext);
 }
 
 }  // namespace kakunin::x509

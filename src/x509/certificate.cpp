@@ -203,18 +203,10 @@ const std::vector<std::uint8_t>& CertificateRevocationList::der() const noexcept
 }
 std::string CertificateRevocationList::pem() const { return pem_encode(m_impl->der, "X509 CRL"); }
 TimeNs CertificateRevocationList::this_update() const noexcept {
-    try {
-        return x509::to_time_ns(m_impl->crl->this_update());
-    } catch (...) {
-        return 0;
-    }
+    return x509::to_time_ns(m_impl->crl->this_update());
 }
 TimeNs CertificateRevocationList::next_update() const noexcept {
-    try {
-        return x509::to_time_ns(m_impl->crl->next_update());
-    } catch (...) {
-        return 0;
-    }
+    return x509::to_time_ns(m_impl->crl->next_update());
 }
 std::vector<std::string> CertificateRevocationList::revoked_serials() const {
     std::vector<std::string> out;
@@ -291,7 +283,9 @@ const std::string& AgentCertificate::scope_error() const noexcept { return m_imp
 namespace x509 {
 namespace {
 
-/// Most fundamental first: the reported reason is the first of these that applies.
+/// Most fundamental first: the reported reason is the first of these that applies. A CRL that
+/// fails authentication is never read (so it cannot revoke), and crl_invalid comes before
+/// revoked all the same.
 constexpr std::array<CertificateStatus, 19> precedence = {
     CertificateStatus::malformed,      CertificateStatus::wrong_ca,
     CertificateStatus::bad_signature,  CertificateStatus::weak_algorithm,
@@ -299,8 +293,8 @@ constexpr std::array<CertificateStatus, 19> precedence = {
     CertificateStatus::not_end_entity, CertificateStatus::key_usage,
     CertificateStatus::no_scope,       CertificateStatus::scope_not_critical,
     CertificateStatus::scope_invalid,  CertificateStatus::not_yet_valid,
-    CertificateStatus::expired,        CertificateStatus::revoked,
-    CertificateStatus::crl_invalid,    CertificateStatus::crl_not_yet_valid,
+    CertificateStatus::expired,        CertificateStatus::crl_invalid,
+    CertificateStatus::revoked,        CertificateStatus::crl_not_yet_valid,
     CertificateStatus::crl_expired,    CertificateStatus::crl_missing,
     CertificateStatus::key_mismatch,
 };
@@ -642,13 +636,26 @@ CertificateCheck validate_chain(const CertPtr& leaf, const std::vector<CertPtr>&
             path, at, "", Botan::Usage_Type::UNSPECIFIED, restrictions.minimum_key_strength(),
             restrictions.trusted_hashes());
 
+        // The CRL is authenticated before anything is read from it: its issuer's name, that
+        // issuer's cRLSign and the signature under the issuer's key. One that fails is not
+        // looked at (a forged CRL listing the serial must neither revoke nor vouch for it).
         std::vector<std::shared_ptr<const Botan::X509_CRL>> crls(path.size());
+        bool crl_authentic = false;
         if (leaf_crl) {
-            crls[0] = leaf_crl;
-            if (!(leaf_crl->issuer_dn() == path[1]->subject_dn()))
+            const std::size_t findings_before = f.all.size();
+            const Botan::X509_Certificate& issuer = *path[1];
+            if (!(leaf_crl->issuer_dn() == issuer.subject_dn()))
                 f.add(CertificateStatus::crl_invalid, "the CRL was issued by " +
                                                           dn_string(leaf_crl->issuer_dn()) +
                                                           ", not by the certificate's issuer");
+            else if (!issuer.allowed_usage(Botan::CRL_SIGN))
+                f.add(CertificateStatus::crl_invalid,
+                      "the certificate's issuer may not sign CRLs (no cRLSign)");
+            else if (const std::unique_ptr<const Botan::Public_Key> key(
+                         issuer.subject_public_key());
+                     !leaf_crl->check_signature(*key))
+                f.add(CertificateStatus::crl_invalid,
+                      "the CRL's signature does not verify under the issuer's key");
             if (!leaf_crl->next_update().time_is_set())
                 f.add(CertificateStatus::crl_invalid, "the CRL has no nextUpdate");
             // RFC 5280 5.2.3: conforming CRLs carry a non-critical CRL number.
@@ -657,11 +664,13 @@ CertificateCheck validate_chain(const CertPtr& leaf, const std::vector<CertPtr>&
                 f.add(CertificateStatus::crl_invalid, "the CRL has no CRL number");
             else if (leaf_crl->extensions().critical_extension_set(crl_number))
                 f.add(CertificateStatus::crl_invalid, "the CRL number is marked critical");
+            crl_authentic = f.all.size() == findings_before;
+            if (crl_authentic) crls[0] = leaf_crl;
         }
         if (leaf_crl || policy.require_crl) {
             const Botan::CertificatePathStatusCodes crl_status =
-                leaf_crl ? Botan::PKIX::check_crl(path, crls, at)
-                         : Botan::CertificatePathStatusCodes(path.size());
+                crl_authentic ? Botan::PKIX::check_crl(path, crls, at)
+                              : Botan::CertificatePathStatusCodes(path.size());
             Botan::PKIX::merge_revocation_status(status, crl_status, {}, policy.require_crl, false);
         }
 

@@ -47,8 +47,13 @@ inline std::chrono::system_clock::time_point to_time_point(TimeNs t) {
             std::chrono::nanoseconds(t)));
 }
 
-/// Seconds since the epoch of an X509_Time, as TimeNs (0 if unset).
-TimeNs to_time_ns(const Botan::X509_Time& t);
+/// An X509_Time as TimeNs (0 if unset): exact from 1677-09-21 to 2262-04-11, saturated to the
+/// lowest or highest TimeNs outside (earlier or later than any clock reading). Never throws.
+TimeNs to_time_ns(const Botan::X509_Time& t) noexcept;
+
+/// The X509_Time to issue for `t` (whole seconds). Throws kakunin::Error (invalid_input) naming
+/// `field` for a time before 1970-01-01T00:00:00Z, which no clock reads.
+Botan::X509_Time to_x509_time(TimeNs t, const char* field);
 
 /// An extension with a fixed OID and DER value (Botan decodes unknown OIDs to
 /// Cert_Extension::Unknown_Extension, which cannot be built with bytes).
