@@ -301,6 +301,27 @@ TEST_CASE(
     CHECK(records_of(d / "state/audit/ca.jsonl", "certificate.issued").size() == 2);
 }
 
+TEST_CASE("hardening-ca: a keyCompromise of a certificate revoked before still stops the key",
+          "[hardening-ca]") {
+    Dir d;
+    set_up(d);
+    const std::string first = issue(d, "first.pem");
+    const std::string renewal = issue(d, "renewal.pem");  // same key
+    ok(d, "cert revoke --dir state --serial " + renewal + " --reason 'cessationOfOperation: done'");
+    ok(d, "cert verify --dir state first.pem");
+    ok(d, "cert revoke --dir state --serial " + renewal + " --reason 'keyCompromise: leaked'");
+    refused(d, "cert verify --dir state first.pem", "revoked");
+    refused(d, "cert issue --dir state --agent agent-7 --out third.pem", "keyCompromise");
+    CHECK_FALSE(fs::exists(d / "third.pem"));
+    const auto revoked = records_of(d / "state/audit/ca.jsonl", "certificate.revoked");
+    REQUIRE(revoked.size() == 3);
+    CHECK(revoked[1]["payload"]["reason_update"] == true);
+    CHECK(revoked[1]["payload"]["previous_reason"] == "cessationOfOperation: done");
+    // The CA opens again from its log with the updated reason (the files still match it).
+    refused(d, "cert issue --dir state --agent agent-7 --out third.pem", "keyCompromise");
+    ok(d, "crl --dir state --out crl-copy.pem");
+}
+
 TEST_CASE("hardening-ca: a revocation for another reason revokes that certificate only",
           "[hardening-ca]") {
     Dir d;

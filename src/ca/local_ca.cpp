@@ -417,9 +417,16 @@ struct LocalCa::Impl {
                                               "certificate"),
                         options.oid_arc));
                 } else if (event == audit_event::certificate_revoked) {
-                    revoked.push_back(Revocation{
+                    Revocation r{
                         p.at("serial").get<std::string>(), p.at("agent").get<std::string>(),
-                        p.at("reason").get<std::string>(), p.at("revoked_at_ns").get<TimeNs>()});
+                        p.at("reason").get<std::string>(), p.at("revoked_at_ns").get<TimeNs>()};
+                    auto earlier =
+                        std::find_if(revoked.begin(), revoked.end(),
+                                     [&](const Revocation& x) { return x.serial == r.serial; });
+                    if (p.value("reason_update", false) && earlier != revoked.end())
+                        earlier->reason = r.reason;  // a later keyCompromise of a revoked serial
+                    else
+                        revoked.push_back(std::move(r));
                 } else if (event == audit_event::crl_issued) {
                     crl = CertificateRevocationList::from_der(
                         crypto::base64_decode(p.at("crl").get<std::string>(), "crl"));
@@ -804,18 +811,37 @@ void LocalCa::revoke(std::string_view serial_hex, std::string_view reason) {
     // A compromised key is compromised in every certificate that carries it: all of them go on
     // the CRL, each recorded, so that no earlier (or renewed) certificate of the key still works.
     std::vector<const AgentCertificate*> targets;
-    if (!m_impl->is_revoked(serial)) targets.push_back(cert);
+    // Revoked before for another reason, now known compromised: the log and the revocation
+    // list say so (the key is never certified again); its CRL entry stays as it was.
+    bool reason_update = false;
+    if (!m_impl->is_revoked(serial))
+        targets.push_back(cert);
+    else if (code == Botan::KEY_COMPROMISE && !m_impl->key_compromise(cert->public_key()))
+        reason_update = true;
     if (code == Botan::KEY_COMPROMISE) {
         const std::vector<std::uint8_t> key = cert->public_key();
         for (const auto& c : m_impl->issued)
             if (c.serial() != serial && !m_impl->is_revoked(c.serial()) && c.public_key() == key)
                 targets.push_back(&c);
     }
-    if (targets.empty()) return;  // revoking twice is a no-op
+    if (targets.empty() && !reason_update) return;  // revoking twice is a no-op
     const TimeNs now = m_impl->clock.now_ns();
     std::vector<CaEvent> events;
     std::vector<Botan::CRL_Entry> entries;
     std::vector<Revocation> list = m_impl->revoked;
+    if (reason_update) {
+        for (Revocation& r : list) {
+            if (r.serial != serial) continue;
+            json updated = {{"agent", r.agent_id},           {"serial", r.serial},
+                            {"reason", std::string(reason)}, {"reason_code", crl_reason_name(code)},
+                            {"revoked_at_ns", r.revoked_at}, {"fingerprint", cert->fingerprint()},
+                            {"reason_update", true},         {"previous_reason", r.reason}};
+            events.push_back({audit_event::certificate_revoked,
+                              dump_payload(updated, audit_event::certificate_revoked)});
+            r.reason = std::string(reason);
+            break;
+        }
+    }
     for (const AgentCertificate* t : targets) {
         const Revocation r{t->serial(), t->agent_id(), std::string(reason), now};
         json revoked = {{"agent", r.agent_id},
