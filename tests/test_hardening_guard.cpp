@@ -583,3 +583,26 @@ TEST_CASE("agent reenable signs a statement bound to the halt named with --halt"
     CHECK(check_reenable(st).empty());
     CHECK(reenable_text(st).rfind("kakunin-reenable/v2\nagent-7\n" + halt + "\n", 0) == 0);
 }
+
+TEST_CASE("a CRL listing a held certificate for keyCompromise marks the Guard's key compromised",
+          "[hardening][rotate][crl]") {
+    TestAuthority authority;
+    const Scope scope = parse_scope_json(test::seed_scope_json);
+    GuardCredentials creds = authority.credentials_for(scope);  // no revocation feed: CRL only
+    Guard guard(creds, authority.clock());
+    const AgentCertificate first = *guard.certificate();
+    authority.clock().advance(std::chrono::minutes(1));
+    const AgentCertificate renewal = authority.renew(first);
+    guard.rotate(renewal);
+    authority.clock().advance(std::chrono::minutes(1));
+    const AgentCertificate spare = authority.renew(first);  // issued before the compromise
+    REQUIRE_FALSE(guard.revoked());
+
+    authority.revoke(first, "keyCompromise: leaked");  // the CA lists every certificate of the key
+    guard.update_crl(authority.ca().current_crl());
+    CHECK(guard.revoked());
+    CHECK(guard.halted());
+    // The CRL's reason code reached the Guard: the key is refused, not only the serials listed.
+    CHECK_THROWS_WITH(guard.rotate(spare), Catch::Contains("key_compromised"));
+    CHECK_THROWS_WITH(guard.resume("A. Officer"), Catch::Contains("keyCompromise"));
+}

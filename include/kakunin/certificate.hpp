@@ -99,6 +99,9 @@ public:
     /// Lowercase hex serials listed (as AgentCertificate::serial() prints them).
     std::vector<std::string> revoked_serials() const;
     bool lists(std::string_view serial_hex) const;
+    /// True if the CRL lists the serial (hex, any case, leading zeros ignored) with reason
+    /// keyCompromise or cACompromise: every certificate of that key is then compromised.
+    bool lists_for_compromise(std::string_view serial_hex) const;
 
     struct Impl;
     const Impl& impl() const noexcept { return *m_impl; }

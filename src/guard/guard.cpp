@@ -346,13 +346,27 @@ void Guard::update_crl(const CertificateRevocationList& crl) {
     m_crl = crl;
     record({GuardEvent::Kind::crl_updated, m_clock.now_ns(), "kakunin",
             "next update " + format_timestamp(crl.next_update())});
-    if (result.status == CertificateStatus::revoked) {
+    // A compromise of any certificate this Guard held is a compromise of its key: the CRL's
+    // reason code says so (the authenticated CRL, as checked above).
+    bool compromised = crl.lists_for_compromise(m_certificate->serial());
+    std::string compromised_serial = compromised ? m_certificate->serial() : std::string();
+    for (const std::string& held : m_held_serials)
+        if (!compromised && crl.lists_for_compromise(held)) {
+            compromised = true;
+            compromised_serial = held;
+        }
+    if (result.status == CertificateStatus::revoked || compromised) {
         {
             std::lock_guard<detail::SpinLock> lock(m_lock);
             m_revoked = true;
+            if (compromised) m_key_compromised = true;
             m_halted.store(true, std::memory_order_relaxed);
         }
-        record({GuardEvent::Kind::revoked, m_clock.now_ns(), "crl", result.detail});
+        record({GuardEvent::Kind::revoked, m_clock.now_ns(), "crl",
+                result.status == CertificateStatus::revoked
+                    ? result.detail
+                    : "certificate " + compromised_serial +
+                          " of this Guard's key is on the CRL for keyCompromise"});
     }
 }
 

@@ -223,6 +223,25 @@ bool CertificateRevocationList::lists(std::string_view serial_hex) const {
     return std::find(all.begin(), all.end(), want) != all.end();
 }
 
+bool CertificateRevocationList::lists_for_compromise(std::string_view serial_hex) const {
+    auto canonical = [](std::string_view hex) {
+        std::string out;
+        for (char c : hex) {
+            const char l = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (out.empty() && l == '0') continue;
+            out.push_back(l);
+        }
+        return out;
+    };
+    const std::string want = canonical(serial_hex);
+    for (const auto& entry : m_impl->crl->get_revoked()) {
+        const auto code = entry.reason_code();
+        if (code != Botan::KEY_COMPROMISE && code != Botan::CA_COMPROMISE) continue;
+        if (canonical(crypto::to_hex(entry.serial_number())) == want) return true;
+    }
+    return false;
+}
+
 // ---- AgentCertificate -------------------------------------------------------------------------
 
 AgentCertificate AgentCertificate::from_der(const std::vector<std::uint8_t>& der,
