@@ -84,6 +84,10 @@ private:
     std::shared_ptr<const Impl> m_impl;
 };
 
+/// A serial in hex as Kakunin compares serials: lowercase, without leading zeros ("0" for
+/// zero). Feeds, CRLs and rotations compare serials in this form.
+std::string canonical_serial(std::string_view hex);
+
 /// An X.509 v2 CRL (normally STATE/crl.pem).
 class CertificateRevocationList {
 public:

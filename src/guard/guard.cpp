@@ -30,16 +30,6 @@ const char* to_string(GuardEvent::Kind k) noexcept {
 namespace {
 constexpr std::int64_t seconds_of(TimeNs t) { return floor_div(t, 1'000'000'000); }
 
-/// A serial as hex without case or leading zeros: "00AB12" and "ab12" are one serial.
-std::string canonical_serial(std::string_view hex) {
-    std::string out;
-    for (char c : hex) {
-        if (out.empty() && c == '0') continue;
-        out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-    }
-    return out.empty() ? "0" : out;
-}
-
 /// A revocation reason whose first word (as the CA reads it into the CRL's reasonCode) says
 /// the key is compromised: keyCompromise or cACompromise.
 bool compromise_reason(std::string_view reason) {

@@ -215,29 +215,28 @@ std::vector<std::string> CertificateRevocationList::revoked_serials() const {
             out.push_back(crypto::to_hex(entry.serial_number()));
     return out;
 }
+std::string canonical_serial(std::string_view hex) {
+    std::string out;
+    for (char c : hex) {
+        if (out.empty() && c == '0') continue;
+        out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+    return out.empty() ? "0" : out;
+}
+
 bool CertificateRevocationList::lists(std::string_view serial_hex) const {
-    std::string want(serial_hex);
-    std::transform(want.begin(), want.end(), want.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    const auto all = revoked_serials();
-    return std::find(all.begin(), all.end(), want) != all.end();
+    const std::string want = canonical_serial(serial_hex);
+    for (const std::string& listed : revoked_serials())
+        if (canonical_serial(listed) == want) return true;
+    return false;
 }
 
 bool CertificateRevocationList::lists_for_compromise(std::string_view serial_hex) const {
-    auto canonical = [](std::string_view hex) {
-        std::string out;
-        for (char c : hex) {
-            const char l = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            if (out.empty() && l == '0') continue;
-            out.push_back(l);
-        }
-        return out;
-    };
-    const std::string want = canonical(serial_hex);
+    const std::string want = canonical_serial(serial_hex);
     for (const auto& entry : m_impl->crl->get_revoked()) {
         const auto code = entry.reason_code();
         if (code != Botan::KEY_COMPROMISE && code != Botan::CA_COMPROMISE) continue;
-        if (canonical(crypto::to_hex(entry.serial_number())) == want) return true;
+        if (canonical_serial(crypto::to_hex(entry.serial_number())) == want) return true;
     }
     return false;
 }
