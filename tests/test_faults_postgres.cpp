@@ -536,3 +536,72 @@ TEST_CASE(
     CHECK(feed->connections() >= 2);
     feed->unsubscribe(&listener);
 }
+
+TEST_CASE(
+    "postgres faults: a stopped backend at 50 orders a second is audit_unavailable within "
+    "the grace") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    su.value("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(kJan2024)});
+    TestAuthority authority;
+    Scope scope = seed();
+    scope.limits = PreTradeLimits{};
+    GuardCredentials creds = authority.credentials_for(scope);
+    const std::string log_id = creds.certificate.agent_id();
+    AuditCertificates certs;
+    certs.add_der(creds.certificate.der());
+    PostgresAuditSinkOptions so{log_id};
+    so.io_timeout = 30s;  // the sink waits on the silent backend: only the grace can stop orders
+    GuardOptions options;
+    options.audit = AuditTrailOptions{std::make_shared<PostgresAuditSink>(db.app(), so)};
+    const auto grace = options.audit->sink_failure_grace;
+    auto owned = std::make_unique<Guard>(std::move(creds), authority.clock(), options);
+    Guard& guard = *owned;
+    REQUIRE(guard.check(test::good_order()).allowed());
+    REQUIRE(guard.audit()->wait_durable(10s));
+
+    const std::string pid_text = su.value(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+        "application_name = 'kakunin-audit-sink'");
+    REQUIRE_FALSE(pid_text.empty());
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    struct Resume {
+        pid_t pid;
+        ~Resume() { ::kill(pid, SIGCONT); }
+    } resume{pid};
+
+    // 50 orders a second: the queue is nowhere near full, so only the age of the oldest record
+    // not yet durable can make the Guard fail closed.
+    const auto stopped = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::duration until_refused{};
+    bool refused = false;
+    while (!refused && std::chrono::steady_clock::now() - stopped < grace + 5s) {
+        authority.clock().advance(20ms);
+        const Decision d = guard.check(test::good_order());
+        if (d.reasons.contains(ReasonCode::audit_unavailable)) {
+            refused = true;
+            until_refused = std::chrono::steady_clock::now() - stopped;
+        }
+        std::this_thread::sleep_for(20ms);
+    }
+    INFO("refused after "
+         << std::chrono::duration_cast<std::chrono::milliseconds>(until_refused).count() << " ms");
+    REQUIRE(refused);
+    CHECK(until_refused <= grace + 1s);
+
+    ::kill(pid, SIGCONT);
+    REQUIRE(guard.audit()->wait_durable(30s));
+    bool allowed_again = false;
+    for (int i = 0; i < 200 && !allowed_again; ++i) {
+        authority.clock().advance(20ms);
+        allowed_again = guard.check(test::good_order()).allowed();
+        if (!allowed_again) std::this_thread::sleep_for(20ms);
+    }
+    CHECK(allowed_again);
+    REQUIRE(guard.audit()->wait_durable(30s));
+    owned.reset();  // the final checkpoint covers every record
+    const AuditVerifyResult r = verify_audit_lines(read_back(db.app(), log_id), certs);
+    INFO(r.message);
+    CHECK(r.ok);
+}
