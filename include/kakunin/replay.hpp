@@ -4,6 +4,10 @@
 //   auto orders = kakunin::load_orders_csv("orders.csv");     // throws, naming the line
 //   kakunin::ReplaySummary s = kakunin::replay_scope(scope, orders,
 //       [](const kakunin::ReplayOrder& o, const kakunin::Decision& d) { ... });
+//
+// An order lifecycle (requests and execution reports) replays the same way:
+//   auto events = kakunin::load_events_csv("events.csv");
+//   kakunin::EventReplaySummary s = kakunin::replay_events(scope, events);
 #pragma once
 
 #include <cstdint>
@@ -17,6 +21,7 @@
 
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
+#include "kakunin/lifecycle.hpp"
 #include "kakunin/order.hpp"
 #include "kakunin/scope.hpp"
 
@@ -61,6 +66,50 @@ std::string format_timestamp(TimeNs t);
 /// quoting; rows in time order. Throws kakunin::Error naming "<name>:<line>: <problem>".
 std::vector<ReplayOrder> read_orders_csv(std::istream& in, const std::string& name);
 std::vector<ReplayOrder> load_orders_csv(const std::string& path);
+
+/// The rows of the events CSV: the agent's requests (each decided by the Guard) and the venue's
+/// execution reports (each applied), docs/cli.md.
+enum class EventType : std::uint8_t {
+    new_order,  ///< "new"
+    amend,
+    cancel,
+    ack,
+    reject,
+    fill,
+    cancelled,
+    expired,
+    mark,
+};
+
+/// The CSV's name of the type: "new", "amend", ... "mark".
+const char* to_string(EventType t) noexcept;
+/// new, amend and cancel: decided; the others are reports, applied.
+constexpr bool is_request(EventType t) noexcept { return t <= EventType::cancel; }
+
+/// One row of the events CSV, owning its text. The views (order(), amend(), cancel(), report())
+/// borrow it. Rows about an order the file placed earlier (its latest `new` row) carry that
+/// order's instrument, counterparty, region and side where the row leaves them empty.
+struct ReplayEvent {
+    std::size_t line = 0;  ///< 1-based line in the file (the header is line 1)
+    TimeNs ts_ns = 0;
+    EventType type = EventType::new_order;
+    std::string order_id, instrument, counterparty, region, reasoning;
+    std::optional<Side> side;                ///< new; fill (from the order when not given)
+    std::optional<Decimal> quantity, price;  ///< new: both; amend: either (new values);
+                                             ///< fill: the fill's; mark: price
+    std::optional<Decimal> reference_price;
+
+    Order order() const;             ///< a new row as the Order checked
+    Amend amend() const;             ///< an amend row
+    Cancel cancel() const;           ///< a cancel row
+    ExecutionReport report() const;  ///< a report row
+};
+
+/// Reads the events CSV: header ts,type,order_id,instrument,counterparty,side,quantity,price,region
+/// (any order), optional columns reference_price, reasoning; cells as the orders CSV reads them;
+/// rows in time order. Throws kakunin::Error naming "<name>:<line>: <column>: <problem>".
+std::vector<ReplayEvent> read_events_csv(std::istream& in, const std::string& name);
+std::vector<ReplayEvent> load_events_csv(const std::string& path);
 
 struct ReplaySummary {
     std::uint64_t orders = 0;
