@@ -396,19 +396,26 @@ TEST_CASE(
     sink->blocked = true;
     AuditTrailOptions options{sink};
     options.queue_capacity = 16;
+    options.reserve = 8;
     options.batch_max = 1;
+    options.sink_failure_grace = std::chrono::minutes(1);  // accepting() reads the queue only
     options.record_signatures = false;
     AuditTrail trail(options, authority.clock(), creds.kms, creds.key, creds.certificate.agent_id(),
                      creds.certificate.fingerprint());
     const TimeNs at = authority.clock().now_ns();
     const ExecutionReport ack = report(ExecutionType::ack, "c-1", "", Side::buy);
-    // One entry for the writer to take and hang on in the blocked sink; then the queue fills.
-    REQUIRE(trail.push_execution(at, ack, result(true, false, false), "BTC_EUR", Side::buy));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Half the queue (its reserve is the other half: not accepting), until the writer has
+    // taken one entry and hangs in the blocked sink with it (accepting again); then it fills.
+    for (int i = 0; i < 8; ++i)
+        REQUIRE(trail.push_execution(at, ack, result(true, false, false), "BTC_EUR", Side::buy));
+    for (int i = 0; i < 10000 && !trail.accepting(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    REQUIRE(trail.accepting());
     int taken = 0;
     while (trail.push_execution(at, ack, result(true, false, false), "BTC_EUR", Side::buy)) {
         REQUIRE(++taken < 1000);
     }
+    CHECK(taken == 9);  // 17 pushed: 16 in the queue, one with the writer
     CHECK(trail.counters().unrecorded_reports == 1);
     CHECK_FALSE(trail.push_amend(Amend{"c-1", parse_decimal("2"), std::nullopt},
                                  decided(Verdict::allow, at)));
