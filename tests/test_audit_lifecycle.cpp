@@ -302,8 +302,10 @@ TEST_CASE(
     remove_log(path);
 }
 
-TEST_CASE("audit lifecycle: an id or instrument too long to store says how long it was",
-          "[audit][lifecycle]") {
+TEST_CASE(
+    "audit lifecycle: an id or instrument too long to store says how long it was, and "
+    "a report of no known type is recorded as such",
+    "[audit][lifecycle]") {
     TestAuthority authority;
     const std::string path = temp_path("long.jsonl");
     remove_log(path);
@@ -322,10 +324,16 @@ TEST_CASE("audit lifecycle: an id or instrument too long to store says how long 
         fill.instrument = instrument;
         REQUIRE(trail.push_execution(at, fill, result(false, true, false, false, k_unknown_fill),
                                      instrument, Side::buy));
+        const ExecutionReport odd =
+            report(static_cast<ExecutionType>(42), "c-1", "BTC_EUR", Side::sell);
+        REQUIRE(trail.push_execution(at, odd, result(true, false, false), "BTC_EUR", Side::sell));
         REQUIRE(trail.wait_durable(std::chrono::seconds(10)));
     }
     const std::vector<json> r = records_of(path);
-    REQUIRE(r.size() == 2);
+    REQUIRE(r.size() == 3);
+    CHECK(r[2]["event"] == "execution.ack");
+    CHECK(r[2]["payload"]["problem"] == "execution report of unknown type 42 (recorded as ack)");
+    CHECK(r[2]["payload"]["client_order_id"] == "c-1");
     const json cancel = r[0]["payload"]["cancel"];
     CHECK(cancel["client_order_id_truncated_from"] == 5000);
     CHECK(cancel["client_order_id"].get<std::string>() == id.substr(0, 1024));
