@@ -1,6 +1,7 @@
 // kakunin/audit_trail.hpp — the Guard's hand-off to its audit log: a preallocated bounded queue
-// that check() fills without allocating or blocking, and one background thread that turns each
-// entry into a record (AuditLogWriter: hash, sign, checkpoint) and makes batches durable.
+// that check() (and the amend, cancel and execution-report paths) fill without allocating or
+// blocking, and one background thread that turns each entry into a record (AuditLogWriter:
+// hash, sign, checkpoint) and makes batches durable.
 //
 //   auto sink = std::make_shared<kakunin::FileAuditSink>("state/audit/agent-7.jsonl");
 //   kakunin::GuardOptions options;
@@ -62,9 +63,10 @@ struct AuditTrailOptions {
 
 /// Counters, readable from any thread.
 struct AuditTrailCounters {
-    std::uint64_t queued = 0;                 ///< entries handed over by check() and the cold paths
-    std::uint64_t durable = 0;                ///< of those, the ones the sink has made durable
-    std::uint64_t unrecorded_rejections = 0;  ///< rejected orders the full queue could not take
+    std::uint64_t queued = 0;   ///< entries handed over by check() and the cold paths
+    std::uint64_t durable = 0;  ///< of those, the ones the sink has made durable
+    /// Rejected orders, amends and cancels the full queue could not take.
+    std::uint64_t unrecorded_rejections = 0;
     /// Execution reports the full queue could not take (push_execution returned false).
     std::uint64_t unrecorded_reports = 0;
     std::uint64_t sink_failures = 0;  ///< failed durable writes (retried)

@@ -27,6 +27,12 @@ private:
     TimeNs m_event = 0;  // only the writer thread reads and writes it
 };
 
+std::string dump_replacing(const nlohmann::json& p) {
+    // Invalid UTF-8 from the agent or the venue must not make the record unwritable: replace,
+    // keep the rest.
+    return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string order_payload(const detail::AuditEntry& e) {
     nlohmann::json order;
     order["client_order_id"] = std::string(e.field(0));
@@ -48,15 +54,14 @@ std::string order_payload(const detail::AuditEntry& e) {
         p["components_ppm"][component_name(i)] = e.decision.components_ppm[i];
     p["reasoning"] = std::string(e.field(4));
     if (e.reasoning_length > e.length[4]) p["reasoning_truncated_from"] = e.reasoning_length;
-    // Invalid UTF-8 from the agent must not make the record unwritable: replace, keep the rest.
-    return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return dump_replacing(p);
 }
 
 std::string state_payload(const detail::AuditEntry& e) {
     nlohmann::json p;
     p["by"] = std::string(e.field(1));
     p["reason"] = std::string(e.field(2));
-    return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return dump_replacing(p);
 }
 
 /// "decision" and "reasons", as an order decision's payload has them.
@@ -72,11 +77,6 @@ nlohmann::json request_target(const detail::AuditEntry& e) {
     t["client_order_id"] = std::string(e.field(0));
     if (e.reasoning_length > e.length[0]) t["client_order_id_truncated_from"] = e.reasoning_length;
     return t;
-}
-
-std::string dump_replacing(const nlohmann::json& p) {
-    // Invalid UTF-8 from the agent or the venue must not make the record unwritable.
-    return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string amend_payload(const detail::AuditEntry& e) {
@@ -113,7 +113,7 @@ bool known_type(ExecutionType t) { return !execution_event(t).empty(); }
 std::string execution_payload(const detail::AuditEntry& e) {
     nlohmann::json p;
     const bool mark = e.exec_type == ExecutionType::mark;
-    // Fields: instrument, client_order_id (docs/audit-format.md, "Payloads of the lifecycle").
+    // Fields: instrument, client_order_id (docs/audit-format.md §2.1).
     p["instrument"] = std::string(e.field(0));
     if (e.instrument_length > e.length[0]) p["instrument_truncated_from"] = e.instrument_length;
     if (!mark) {
