@@ -61,7 +61,7 @@ Order ReplayEvent::order() const {
     return o;
 }
 
-Amend ReplayEvent::amend() const { return Amend{order_id, quantity, price}; }
+Amend ReplayEvent::amend() const { return Amend{order_id, quantity, price, reference_price}; }
 
 Cancel ReplayEvent::cancel() const { return Cancel{order_id}; }
 
