@@ -588,3 +588,44 @@ TEST_CASE(
             dir, env);
     require_ok(verified);
 }
+
+TEST_CASE(
+    "events replay on a Guard of one's own: a lapsed dead man's switch cancels what "
+    "works, without --halt-at") {
+    const Scope scope = parse_scope_json(market_maker_scope());
+    const auto events = parse_events(
+        "ts,type,order_id,instrument,counterparty,side,quantity,price,region\n"
+        "2024-01-08T07:00:00Z,mark,,BTC_EUR,,,,40000.00,\n"
+        "2024-01-08T07:00:00.1Z,new,b-1,BTC_EUR,exchange_a,BUY,1,39990.00,eu-west-1\n"
+        "2024-01-08T07:00:00.2Z,ack,b-1,,,,,,\n"
+        "2024-01-08T07:00:05Z,fill,b-1,,,,0.25,39990.00,\n"
+        "2024-01-08T07:00:06Z,new,b-2,BTC_EUR,exchange_a,BUY,1,39990.00,eu-west-1\n");
+    ManualClock clock(events.front().ts_ns);
+    std::vector<std::string> told;
+    GuardOptions options;
+    options.observe = false;
+    options.incident_thread = false;
+    options.heartbeat_timeout = std::chrono::seconds(2);
+    options.on_cancel_all = [&](const CancelAll& c) {
+        told.insert(told.end(), c.order_ids.begin(), c.order_ids.end());
+    };
+    EventReplay replay;
+    replay.attach(options);
+    Guard guard(scope, clock, options);
+    replay.after_row = [&] { guard.process_incidents(); };
+    replay.run(guard, clock, events.cbegin(), events.cend());
+    replay.finish(guard, clock);
+    const EventReplaySummary& s = replay.summary();
+    // The strategy's own callback still hears of it.
+    CHECK(told == std::vector<std::string>{"b-1"});
+    CHECK(s.cancel_on_halt == std::vector<std::string>{"b-1"});
+    CHECK_FALSE(s.halted_at_ns.has_value());
+    CHECK(s.new_orders.allowed == 1);
+    CHECK(s.new_orders.rejected == 1);
+    CHECK(s.decisions.rejected.at("halted") == 1);
+    const json summary = json::parse(event_summary_json(s));
+    CHECK(summary.at("cancel_on_halt") == json::array({"b-1"}));
+    CHECK_FALSE(summary.contains("halted_at_ns"));
+    CHECK(s.state.working_orders == std::vector<std::string>{"b-1"});
+    CHECK(s.state.positions.front().position == "0.25");
+}

@@ -242,7 +242,8 @@ std::string event_decision_json(const ReplayEvent& e, const Decision& d);
 
 /// The --json summary of an events replay: summary_json() of every request's decision, plus
 /// "requests" ({"new"|"amend"|"cancel": {"allowed", "rejected"}}), "reports" ({"received",
-/// "applied", "unknown", "problems"}), and with halt_at "halted_at_ns" and "cancel_on_halt".
+/// "applied", "unknown", "problems"}), with halt_at "halted_at_ns", and with halt_at or when any
+/// halt cancelled orders "cancel_on_halt".
 std::string event_summary_json(const EventReplaySummary& s);
 
 /// The --state-out document: {"positions": {instrument: "decimal"}, "working_orders": [ids],

@@ -69,9 +69,10 @@ void print_events_table(const EventReplaySummary& e) {
               << ", unknown order: " << e.reports.unknown << ")\n";
     for (const auto& [problem, count] : e.reports.problems)
         std::cout << "  " << count << " x " << problem << "\n";
-    if (e.halted_at_ns) {
-        std::cout << "\nhalted    " << format_timestamp(*e.halted_at_ns)
-                  << " (replay --halt-at); cancel_on_halt: " << e.cancel_on_halt.size()
+    if (e.halted_at_ns)
+        std::cout << "\nhalted    " << format_timestamp(*e.halted_at_ns) << " (replay --halt-at)";
+    if (e.halted_at_ns || !e.cancel_on_halt.empty()) {
+        std::cout << (e.halted_at_ns ? "; " : "\n") << "cancel_on_halt: " << e.cancel_on_halt.size()
                   << " order(s)";
         for (const std::string& id : e.cancel_on_halt) std::cout << " " << id;
         std::cout << "\n";

@@ -127,10 +127,9 @@ std::string event_summary_json(const EventReplaySummary& s) {
                     {"applied", s.reports.applied},
                     {"unknown", s.reports.unknown},
                     {"problems", problems}};
-    if (s.halted_at_ns) {
-        j["halted_at_ns"] = *s.halted_at_ns;
-        j["cancel_on_halt"] = s.cancel_on_halt;
-    }
+    if (s.halted_at_ns) j["halted_at_ns"] = *s.halted_at_ns;
+    // An automatic halt (on an anomaly) hands its working ids over too.
+    if (s.halted_at_ns || !s.cancel_on_halt.empty()) j["cancel_on_halt"] = s.cancel_on_halt;
     return j.dump();
 }
 
