@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -156,6 +157,43 @@ TEST_CASE("incidents can be read and acknowledged while the CA's revoke() is sti
     CHECK(sent.back().kind == Notification::Kind::revocation);
     CHECK(guard.halted());
     CHECK(guard.revoked());
+}
+
+TEST_CASE("the Notifier and the replacement callback may look at the incidents",
+          "[incident][desk][threads]") {
+    TestAuthority authority(start + 7 * day_ns + 10 * 60 * minute_ns);
+    GuardCredentials credentials = authority.credentials_for(parse_scope_json(scope_json));
+    const Baseline baseline = learn(credentials.certificate.agent_id());
+    Guard* guard = nullptr;
+    // Each callback reads the incidents from another thread and waits a second for the answer;
+    // the futures outlive the callback, so a read still blocked cannot block the callback.
+    std::vector<std::future<std::size_t>> reads;
+    std::vector<std::string> answered_in_time;
+    auto look = [&](const std::string& who) {
+        reads.push_back(std::async(std::launch::async, [&] { return guard->incidents().size(); }));
+        if (reads.back().wait_for(std::chrono::seconds(1)) == std::future_status::ready)
+            answered_in_time.push_back(who);
+    };
+    GuardOptions o;
+    o.baseline = ApprovedBaseline{baseline, approve_baseline(*authority.kms(), baseline,
+                                                             "C. Officer", start + 7 * day_ns, 1)};
+    o.notifier = std::make_shared<CallbackNotifier>(
+        [&](const Notification& n) { look(std::string("notifier:") + to_string(n.kind)); });
+    o.authority = std::shared_ptr<CertificateAuthority>(&authority.ca(), [](auto*) {});
+    o.on_replacement_request = [&](const ReplacementRequest&) { look("replacement"); };
+    o.incident_thread = false;
+    Guard g(credentials, authority.clock(), o);
+    guard = &g;
+
+    REQUIRE(g.check(order("SOL_EUR", "eu-central-1", "100"))
+                .reasons.contains(ReasonCode::anomaly_revocation));
+    g.process_incidents();
+    // halt and revocation notifications, and the replacement request
+    REQUIRE(reads.size() == 3);
+    for (auto& r : reads) CHECK(r.get() == 1);
+    CHECK(answered_in_time ==
+          std::vector<std::string>{"replacement", "notifier:halt", "notifier:revocation"});
+    CHECK(g.incidents().at(0).state == IncidentState::revoked);
 }
 
 namespace {
