@@ -415,7 +415,7 @@ private:
 
     std::string m_agent_id;  ///< set once, in setup_behaviour()
 
-    // Destroyed first, so the writer drains while everything it reads still exists.
+    // Destroyed right after the desk, so the writer drains while everything it reads exists.
     std::unique_ptr<AuditTrail> m_audit;
     /// Incidents, notifications and their thread, behind their own locks (taken before
     /// m_admin, never inside m_lock); check() reaches it only through push_anomaly(). Last: if

@@ -55,13 +55,15 @@ public:
         std::function<std::string(TimeNs at, std::string reason)> record_automatic_halt;
         /// An unacknowledged incident halts the Guard (ScoringPolicy::halt_on_escalation).
         std::function<void(TimeNs at, std::string reason)> halt_for_escalation;
-        /// Periodic deadline work besides the escalations (the heartbeat deadline, a dead man's
-        /// switch, belongs here). Called with latest_time() at the end of every process() pass:
+        /// Periodic deadline work besides the escalations: the place for the heartbeat deadline
+        /// (a dead man's switch). Called with latest_time() at the end of every process() pass:
         /// at each wake of the desk's thread, which waits at most 2 ms between passes (so far
         /// more often than every 100 ms of wall time, unless a pass itself is slow: a blocking
         /// revoke() or Notifier delays the next), and on every process() a caller makes (with
-        /// GuardOptions::incident_thread off, on simulated time). Without the desk's lock; it
-        /// must not throw (what it throws is reported and the loop goes on). May be empty.
+        /// GuardOptions::incident_thread off, on simulated time). The thread runs only once
+        /// start() was called (the Guard does with a notifier or a baseline). Called holding
+        /// only the pass lock (m_process_mutex), not the incident lock; what it throws is
+        /// reported and the pass goes on. May be empty.
         std::function<void(TimeNs now)> tick;
     };
 

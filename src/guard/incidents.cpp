@@ -230,7 +230,8 @@ void Guard::make_desk(const std::string& agent_id) {
         record({GuardEvent::Kind::halted, at, "kakunin", std::move(reason)});
     };
     // Periodic deadline work beyond the escalations: none yet. The heartbeat deadline (a dead
-    // man's switch: no heartbeat() within its timeout halts) is to be checked here.
+    // man's switch: no heartbeat() within its timeout halts) is to be checked here; the desk's
+    // thread must then run whenever a heartbeat timeout is set (m_desk->start()).
     h.tick = nullptr;
     m_desk = std::make_unique<detail::IncidentDesk>(m_clock, std::move(o), std::move(h));
 }
