@@ -501,7 +501,7 @@ TEST_CASE("a revocation from the feed cancels what works", "[guard][lifecycle][k
 }
 
 TEST_CASE(
-    "a renewed certificate with new limits keeps the working orders and positions; one "
+    "a renewed certificate with new limits keeps the working orders and positions, and one "
     "that changes the instruments of tracked orders is refused",
     "[guard][lifecycle][rotate]") {
     TestAuthority authority;
