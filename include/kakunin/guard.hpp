@@ -239,7 +239,7 @@ public:
                     plan.latest_price, a.reference_price, a.price.has_value(), d.ts_ns));
             }
             m_limits->count_message(t);
-            if (decide(d)) m_limits->commit_amend(plan, t);
+            if (decide(d, false)) m_limits->commit_amend(plan, t);
             if (m_audit) m_audit->push_amend(a, d);
         }
         after.deliver(*this);
@@ -257,7 +257,7 @@ public:
             const TimeNs t = advance_time(d.ts_ns, after);
             d.reasons = m_limits->evaluate_cancel(c);
             m_limits->count_message(t);
-            if (decide(d)) m_limits->commit_cancel(c);
+            if (decide(d, false)) m_limits->commit_cancel(c);
             if (m_audit) m_audit->push_cancel(c, d);
         }
         after.deliver(*this);
@@ -289,6 +289,10 @@ public:
                         r.problem != nullptr ? r.problem : "daily loss reached max_daily_loss");
             }
             after.problem = r.problem;
+            if (!m_limits->tracking()) {  // said once: the Guard tracks nothing to apply it to
+                if (m_untracked_report_said) after.problem = nullptr;
+                m_untracked_report_said = true;
+            }
             after.reduce_only_entered = r.reduce_only_entered;
         }
         after.deliver(*this);
@@ -496,12 +500,13 @@ private:
         return true;
     }
 
-    /// Step 5: the verdict from the reasons and the score; counts it. True if allowed.
-    bool decide(Decision& d) noexcept {
-        ++m_counters.checks;
+    /// Step 5: the verdict from the reasons and the score; a new order's is counted
+    /// (GuardCounters count check() calls). True if allowed.
+    bool decide(Decision& d, bool counted = true) noexcept {
+        if (counted) ++m_counters.checks;
         if (!d.reasons.empty()) {
             d.verdict = Verdict::reject;
-            ++m_counters.rejected;
+            if (counted) ++m_counters.rejected;
             return false;
         }
         d.verdict = Verdict::allow;
@@ -509,7 +514,7 @@ private:
             d.verdict = Verdict::warn;
             d.reasons.add(ReasonCode::anomaly_warning);
         }
-        ++m_counters.allowed;
+        if (counted) ++m_counters.allowed;
         return true;
     }
 
@@ -588,7 +593,8 @@ private:
     TimeNs m_last_ns = INT64_MIN;    ///< the time of the previous hot call
     TimeNs m_heartbeat_ns = 0;       ///< GuardOptions::heartbeat_timeout; 0: off
     TimeNs m_last_heartbeat_ns = 0;
-    bool m_heartbeat_lapsed = false;  ///< halted for it; the desk has still to record it
+    bool m_heartbeat_lapsed = false;       ///< halted for it; the desk has still to record it
+    bool m_untracked_report_said = false;  ///< a report without tracking reached the handler
     GuardCounters m_counters;
     bool m_auto_halted = false;      ///< a halt was automatic: only reenable() lifts it
     bool m_key_compromised = false;  ///< revoked for keyCompromise: stays revoked

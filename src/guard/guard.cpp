@@ -497,6 +497,8 @@ std::string Guard::halt(std::string_view reason, std::string_view by) {
 void Guard::resume(std::string_view by) {
     if (by.empty())
         throw Error(ErrorCategory::invalid_input, "resume: the person re-enabling must be named");
+    poll_heartbeat();  // a lapse check() saw is recorded as the halt in force before it is lifted
+    deliver_cancels();
     GuardEvent event{GuardEvent::Kind::resumed, m_clock.now_ns(), std::string(by), "resumed"};
     std::lock_guard<std::mutex> admin(m_admin);
     {

@@ -330,6 +330,8 @@ void Guard::review_incident(const IncidentReview& review) {
 }
 
 void Guard::reenable(const Reenable& st) {
+    poll_heartbeat();  // a lapse check() saw is recorded as the halt in force first
+    deliver_cancels();
     const std::string problem = check_reenable(st);
     if (!problem.empty()) throw Error(ErrorCategory::unauthorised, "re-enable refused: " + problem);
     if (st.agent_id != m_agent_id)
