@@ -5,14 +5,21 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "kakunin/audit_sink.hpp"
+#include "kakunin/audit_verify.hpp"
+#include "kakunin/baseline.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/guard.hpp"
+#include "kakunin/software_kms.hpp"
 #include "kakunin/testing.hpp"
 #include "support.hpp"
 
@@ -494,7 +501,7 @@ TEST_CASE("a revocation from the feed cancels what works", "[guard][lifecycle][k
 }
 
 TEST_CASE(
-    "a renewed certificate with new limits keeps the working orders and positions; one "
+    "a renewed certificate with new limits keeps the working orders and positions, and one "
     "that changes the instruments of tracked orders is refused",
     "[guard][lifecycle][rotate]") {
     TestAuthority authority;
@@ -528,4 +535,133 @@ TEST_CASE(
     CHECK_THROWS_WITH(guard->rotate(next), Catch::Contains("instruments"));
     CHECK(guard->certificate()->serial() != next.serial());
     CHECK(guard->working_orders() == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE("the audit log holds every request, every report and the cancel list, and verifies",
+          "[guard][lifecycle][audit]") {
+    TestAuthority authority;
+    const std::string path =
+        (std::filesystem::temp_directory_path() / "kakunin-guard-lifecycle.jsonl").string();
+    std::filesystem::remove(path);
+    std::filesystem::remove(path + ".started");
+    GuardCredentials creds = authority.credentials_for(lifecycle_scope());
+    const AgentCertificate cert = creds.certificate;
+    std::string halt_id;
+    {
+        GuardOptions options;
+        options.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(path)};
+        options.on_cancel_all = [](const CancelAll&) {};
+        Guard guard(creds, authority.clock(), options);
+        REQUIRE(guard.check(buy("a", "1")).allowed());
+        REQUIRE(guard.check(buy("b", "1")).allowed());
+        CHECK(guard.amend(Amend{"a", parse_decimal("2"), std::nullopt}).allowed());
+        CHECK_FALSE(guard.cancel(Cancel{"zz"}).allowed());
+        guard.on_execution(report(ExecutionType::ack, "a"));
+        guard.on_execution(fill("a", "0.5", "40000"));
+        CHECK(guard.cancel(Cancel{"b"}).allowed());
+        guard.on_execution(report(ExecutionType::cancelled, "b"));
+        guard.reduce_only("risk review", "J. Doe");
+        guard.lift_reduce_only("J. Doe");
+        halt_id = guard.halt("end of day", "J. Doe");
+        REQUIRE(guard.audit()->wait_durable(std::chrono::seconds(10)));
+    }
+    AuditCertificates certs;
+    certs.add_der(cert.der());
+    AuditVerifyOptions vo;
+    vo.require_record_signatures = true;
+    const AuditVerifyResult r = verify_audit_log_file(path, certs, vo);
+    INFO(r.message);
+    CHECK(r.ok);
+    std::ifstream in(path);
+    std::vector<std::string> events;
+    std::string cancel_all;
+    for (std::string line; std::getline(in, line);) {
+        const auto j = nlohmann::json::parse(line);
+        if (j.value("kind", "") != "record") continue;
+        events.push_back(j["event"]);
+        if (j["event"] == "guard.cancel_all") cancel_all = j["payload"].dump();
+    }
+    const std::vector<std::string> expected = {"order.allowed",     "order.allowed",
+                                               "amend.allowed",     "cancel.rejected",
+                                               "execution.ack",     "execution.fill",
+                                               "cancel.allowed",    "execution.cancelled",
+                                               "guard.reduce_only", "guard.reduce_only_lifted",
+                                               "guard.halted",      "guard.cancel_all"};
+    CHECK(events == expected);
+    CHECK(cancel_all.find("\"order_ids\":[\"a\"]") != std::string::npos);
+    CHECK(cancel_all.find(halt_id) != std::string::npos);
+}
+
+TEST_CASE("an automatic halt on an anomaly cancels what works", "[guard][lifecycle][kill]") {
+    // Seven days of small BTC_EUR buys from eu-west-1, approved; then SOL_EUR from another
+    // region: an instrument and a region never seen score over the revocation level.
+    const TimeNs day = 86'400'000'000'000LL;
+    const TimeNs begin = test::monday(0) - 7 * day;
+    Scope scope = lifecycle_scope();
+    scope.trading_hours = {TradingWindow{0x7f, 0, 1440}};
+    scope.limits.max_orders_per_second.reset();
+    scope.limits.max_messages_per_second.reset();
+    BaselineBuilder builder(scope, "agent");
+    builder.start(begin);
+    int n = 0;
+    for (TimeNs t = begin; t < begin + 7 * day; t += 120'000'000'000LL)
+        builder.observe(buy("l" + std::to_string(n++), n % 2 ? "0.05" : "0.15"), t);
+    const Baseline baseline = builder.finalize(begin + 7 * day);
+    auto kms = SoftwareKms::in_memory();
+    GuardOptions o;
+    o.incident_thread = false;
+    o.baseline =
+        ApprovedBaseline{baseline, approve_baseline(*kms, baseline, "C. Officer", test::monday(9))};
+    std::vector<CancelAll> got;
+    o.on_cancel_all = [&](const CancelAll& c) { got.push_back(c); };
+    ManualClock clock{test::monday(10)};
+    Guard guard(scope, clock, o);
+    REQUIRE(guard.check(buy("a", "0.05")).allowed());
+    Order odd = buy("odd", "0.05");
+    odd.instrument = "SOL_EUR";
+    odd.region = "eu-central-1";
+    const Decision d = guard.check(odd);
+    REQUIRE(d.reasons.contains(ReasonCode::anomaly_revocation));
+    CHECK(got.empty());  // handed over by the desk, not in check()
+    guard.process_incidents();
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].order_ids == std::vector<std::string>{"a"});
+    CHECK(got[0].by == "kakunin");
+}
+
+TEST_CASE("a lapse seen by check() is recorded before a person lifts it, even without the desk",
+          "[guard][lifecycle][kill]") {
+    Desk f(lifecycle_scope(), std::chrono::milliseconds(100));
+    REQUIRE(f.guard.check(buy("a", "1")).allowed());
+    f.clock.advance(std::chrono::milliseconds(200));
+    CHECK(f.guard.check(buy("b", "1")).reasons.contains(ReasonCode::halted));
+    f.guard.resume("J. Doe");  // no process_incidents() in between
+    const std::vector<GuardEvent> events = f.guard.events();
+    REQUIRE(events.size() == 2);
+    CHECK(events[0].kind == GuardEvent::Kind::halted);
+    CHECK(events[0].reason.find("dead man's switch") != std::string::npos);
+    CHECK(events[1].kind == GuardEvent::Kind::resumed);
+    CHECK(events[1].halt_id == events[0].halt_id);
+    REQUIRE(f.cancels.size() == 1);
+    CHECK(f.cancels[0].order_ids == std::vector<std::string>{"a"});
+}
+
+TEST_CASE("GuardCounters count check() calls only, and reports without tracking are said once",
+          "[guard][lifecycle]") {
+    Desk f;
+    REQUIRE(f.guard.check(buy("a", "1")).allowed());
+    f.guard.amend(Amend{"a", parse_decimal("2"), std::nullopt});
+    f.guard.cancel(Cancel{"a"});
+    f.guard.cancel(Cancel{"zz"});
+    const GuardCounters c = f.guard.counters();
+    CHECK(c.checks == 1);
+    CHECK(c.allowed == 1);
+    CHECK(c.rejected == 0);
+    ManualClock clock{test::monday(12)};
+    Guard plain(parse_scope_json(test::seed_scope_json), clock);
+    std::vector<std::string> messages;
+    plain.set_error_handler([&](std::string_view m) { messages.emplace_back(m); });
+    for (int i = 0; i < 3; ++i) CHECK_FALSE(plain.on_execution(fill("x", "1")).applied);
+    REQUIRE(messages.size() == 1);
+    CHECK(messages[0].find("without lifecycle tracking") != std::string::npos);
 }
