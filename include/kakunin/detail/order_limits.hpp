@@ -31,6 +31,30 @@
 
 namespace kakunin::detail {
 
+/// 10^n for n <= 18 (all fit in 63 bits), by table: the hot path rescales every amount.
+inline std::uint64_t pow10_u64(unsigned n) noexcept {
+    static constexpr std::uint64_t table[19] = {1ull,
+                                                10ull,
+                                                100ull,
+                                                1'000ull,
+                                                10'000ull,
+                                                100'000ull,
+                                                1'000'000ull,
+                                                10'000'000ull,
+                                                100'000'000ull,
+                                                1'000'000'000ull,
+                                                10'000'000'000ull,
+                                                100'000'000'000ull,
+                                                1'000'000'000'000ull,
+                                                10'000'000'000'000ull,
+                                                100'000'000'000'000ull,
+                                                1'000'000'000'000'000ull,
+                                                10'000'000'000'000'000ull,
+                                                100'000'000'000'000'000ull,
+                                                1'000'000'000'000'000'000ull};
+    return table[n];
+}
+
 /// round(a x b / 10^s) with floor (round_up false) or ceiling, exact for any operands (the
 /// product is formed in 256 bits). False if the result does not fit in int128 (s <= 18).
 inline bool mul_div_pow10(int128 a, std::int64_t b, unsigned s, bool round_up,
@@ -45,7 +69,7 @@ inline bool mul_div_pow10(int128 a, std::int64_t b, unsigned s, bool round_up,
     if (s == 0) {
         if (hi != 0) return false;
     } else {
-        const std::uint64_t d = static_cast<std::uint64_t>(pow10_128(s));
+        const std::uint64_t d = pow10_u64(s);
         if (hi == 0) {
             if ((lo >> 64) == 0) {
                 const std::uint64_t l = static_cast<std::uint64_t>(lo);
@@ -172,10 +196,21 @@ public:
         if (m_capacity > 0) {
             std::size_t slots = 8;
             while (slots < m_capacity * 2) slots *= 2;
-            m_slots.assign(slots, -1);
+            m_slots.assign(slots, IdSlot{});
             m_mask = slots - 1;
             m_orders.assign(m_capacity, Working{});
             m_nodes.assign(m_capacity, Node{});
+            // At most one group per working order, and no more than the scope has.
+            const std::size_t groups = std::min<std::size_t>(
+                m_capacity, m_instruments.size() * m_counterparties.size() * 2);
+            std::size_t group_slots = 8;
+            unsigned group_bits = 3;
+            while (group_slots < groups * 2) {
+                group_slots *= 2;
+                ++group_bits;
+            }
+            m_groups.assign(group_slots, Group{});
+            m_group_shift = 64 - group_bits;
             m_free.reserve(m_capacity);
             for (std::size_t i = m_capacity; i > 0; --i)
                 m_free.push_back(static_cast<std::int32_t>(i - 1));
@@ -270,7 +305,7 @@ public:
         Working& w = m_orders[static_cast<std::size_t>(index)];
         w = Working{};
         w.in_use = true;
-        w.hash = plan.hash;
+        w.hash = static_cast<std::uint32_t>(plan.hash);
         w.id_length = static_cast<std::uint8_t>(o.client_order_id.size());
         std::memcpy(w.id, o.client_order_id.data(), o.client_order_id.size());
         w.instrument = plan.instrument;
@@ -280,12 +315,11 @@ public:
         w.price_high = w.price_low = w.latest_price = o.price;
         w.notional = plan.notional;
         Node& node = m_nodes[static_cast<std::size_t>(index)];
-        node.group = group_of(plan.instrument, plan.counterparty, o.side == Side::sell);
         node.key = aggressive_key(w);
         node.priority = next_priority();
-        node.left = node.right = -1;
         insert_slot(index);
-        m_root = treap_insert(m_root, index);
+        Group& g = add_group(group_of(plan.instrument, plan.counterparty, o.side == Side::sell));
+        treap_insert(g, index);
         InstrumentState& st = m_instrument_state[static_cast<std::size_t>(w.instrument)];
         (o.side == Side::buy ? st.working_buy : st.working_sell) += plan.quantity;
         if (m_track_notional) m_working_notional += plan.notional;
@@ -504,12 +538,14 @@ public:
 
     /// A Decimal (scale <= 18) in 10^-18 units; exact (|units| < 2^63, so < 2^123).
     static int128 to_units(Decimal d) noexcept {
-        return d.scale <= scale ? static_cast<int128>(d.units) * pow10_128(scale - d.scale) : 0;
+        return d.scale <= scale
+                   ? static_cast<int128>(d.units) * static_cast<int128>(pow10_u64(scale - d.scale))
+                   : 0;
     }
 
 private:
     struct Working {
-        std::uint64_t hash = 0;
+        std::uint32_t hash = 0;  ///< the id's hash, low 32 bits (as in its IdSlot)
         int128 filled = 0;
         int128 reserved_quantity = 0;
         int128 latest_quantity = 0;
@@ -523,13 +559,29 @@ private:
         char id[max_order_id_length] = {};
     };
 
-    /// A working order in the self-trade index, apart from its record so that a search
-    /// touches one small node per level.
+    /// An entry of the id table: the order's index and its id's hash (low 32 bits).
+    struct IdSlot {
+        std::uint32_t hash = 0;
+        std::int32_t index = -1;
+    };
+
+    /// A working order in its group's treap, apart from its record so that a search touches
+    /// one small node per level.
     struct Node {
-        int128 key = 0;           ///< aggressive price: buys negated, so smaller is keener
-        std::uint64_t group = 0;  ///< (instrument, counterparty, side)
+        int128 key = 0;  ///< aggressive price: buys negated, so smaller is keener
         std::int32_t left = -1, right = -1;
         std::uint32_t priority = 0;
+    };
+
+    /// The working orders of one (instrument, counterparty, side), in the group table while
+    /// it has any: a treap by (aggressive key, index) and its keenest order, kept at hand so
+    /// that a self-trade check reads one entry.
+    struct Group {
+        static constexpr std::uint64_t none = ~std::uint64_t{0};  ///< a free table slot
+        std::uint64_t id = none;
+        std::int32_t root = -1;
+        std::int32_t best = -1;
+        int128 best_key = 0;
     };
 
     struct InstrumentState {
@@ -609,6 +661,10 @@ private:
                (sell ? 1u : 0u);
     }
 
+    std::uint64_t group_of(const Working& w) const noexcept {
+        return group_of(w.instrument, w.counterparty, w.side == Side::sell);
+    }
+
     static int128 aggressive_key(const Working& w) noexcept {
         return w.side == Side::buy ? -price_units(w.price_high) : price_units(w.price_low);
     }
@@ -616,20 +672,9 @@ private:
     /// Would an order of side `buy` at `price` cross a working order of `group` (the other
     /// side, same instrument and counterparty)? The keenest opposite order decides.
     bool crosses(std::uint64_t group, bool buy, int128 price) const noexcept {
-        std::int32_t t = m_root, best = -1;
-        while (t >= 0) {
-            const Node& n = m_nodes[static_cast<std::size_t>(t)];
-            if (n.group >= group) {
-                best = t;
-                t = n.left;
-            } else {
-                t = n.right;
-            }
-        }
-        if (best < 0) return false;
-        const Node& n = m_nodes[static_cast<std::size_t>(best)];
-        if (n.group != group) return false;
-        return buy ? n.key <= price : -n.key >= price;
+        const Group* g = find_group(group);
+        if (!g) return false;
+        return buy ? g->best_key <= price : -g->best_key >= price;
     }
 
     /// Sets an order's reservation and moves the totals by the difference.
@@ -650,10 +695,10 @@ private:
         const int128 key = aggressive_key(w);
         Node& node = m_nodes[static_cast<std::size_t>(index)];
         if (key != node.key) {
-            m_root = treap_erase(m_root, index);
+            Group& g = *find_group(group_of(w));
+            treap_erase(g, index);
             node.key = key;
-            node.left = node.right = -1;
-            m_root = treap_insert(m_root, index);
+            treap_insert(g, index);
         }
     }
 
@@ -668,7 +713,9 @@ private:
         (w.side == Side::buy ? st.working_buy : st.working_sell) -=
             remaining(w.reserved_quantity, w.filled);
         if (m_track_notional) m_working_notional -= w.notional;
-        m_root = treap_erase(m_root, index);
+        Group* g = find_group(group_of(w));
+        treap_erase(*g, index);
+        if (g->root < 0) remove_group(*g);
         erase_slot(index);
         w.in_use = false;
         m_free.push_back(index);
@@ -802,7 +849,7 @@ private:
     int find(std::string_view id) const noexcept {
         if (m_slots.empty() || id.empty() || id.size() > max_order_id_length) return -1;
         const std::int64_t slot = find_slot(id, id_hash(id));
-        return slot >= 0 ? m_slots[static_cast<std::size_t>(slot)] : -1;
+        return slot >= 0 ? m_slots[static_cast<std::size_t>(slot)].index : -1;
     }
 
     /// Eight bytes at a time (ids are at most 64 bytes): a multiply-xorshift mix per word.
@@ -825,113 +872,179 @@ private:
         return h ^ (h >> 32);
     }
 
-    /// The slot holding `id`, or -1.
+    /// The same n bytes (n <= 64), compared a word at a time in line.
+    static bool same_id(const char* a, const char* b, std::size_t n) noexcept {
+        std::size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            std::uint64_t x, y;
+            std::memcpy(&x, a + i, 8);
+            std::memcpy(&y, b + i, 8);
+            if (x != y) return false;
+        }
+        for (; i < n; ++i)
+            if (a[i] != b[i]) return false;
+        return true;
+    }
+
+    /// The slot holding `id`, or -1. A slot keeps its id's hash, so a probe past another id
+    /// reads the order's record only when their hashes agree.
     std::int64_t find_slot(std::string_view id, std::uint64_t hash) const noexcept {
         if (m_slots.empty()) return -1;
-        std::size_t slot = hash & m_mask;
-        for (;;) {
-            const std::int32_t i = m_slots[slot];
-            if (i < 0) return -1;
-            const Working& w = m_orders[static_cast<std::size_t>(i)];
-            if (w.hash == hash && w.id_length == id.size() &&
-                std::memcmp(w.id, id.data(), id.size()) == 0)
+        const auto h = static_cast<std::uint32_t>(hash);
+        for (std::size_t slot = h & m_mask;; slot = (slot + 1) & m_mask) {
+            const IdSlot s = m_slots[slot];
+            if (s.index < 0) return -1;
+            if (s.hash != h) continue;
+            const Working& w = m_orders[static_cast<std::size_t>(s.index)];
+            if (w.id_length == id.size() && same_id(w.id, id.data(), id.size()))
                 return static_cast<std::int64_t>(slot);
-            slot = (slot + 1) & m_mask;
         }
     }
 
     void insert_slot(std::int32_t index) noexcept {
-        std::size_t slot = m_orders[static_cast<std::size_t>(index)].hash & m_mask;
-        while (m_slots[slot] >= 0) slot = (slot + 1) & m_mask;
-        m_slots[slot] = index;
+        const std::uint32_t h = m_orders[static_cast<std::size_t>(index)].hash;
+        std::size_t slot = h & m_mask;
+        while (m_slots[slot].index >= 0) slot = (slot + 1) & m_mask;
+        m_slots[slot] = IdSlot{h, index};
     }
 
     void erase_slot(std::int32_t index) noexcept {
-        const Working& w = m_orders[static_cast<std::size_t>(index)];
-        std::size_t hole =
-            static_cast<std::size_t>(find_slot(std::string_view(w.id, w.id_length), w.hash));
-        m_slots[hole] = -1;
+        std::size_t hole = m_orders[static_cast<std::size_t>(index)].hash & m_mask;
+        while (m_slots[hole].index != index) hole = (hole + 1) & m_mask;
+        m_slots[hole] = IdSlot{};
         // Shift back every later entry of the run whose home slot is not in (hole, slot].
-        for (std::size_t slot = (hole + 1) & m_mask; m_slots[slot] >= 0;
+        for (std::size_t slot = (hole + 1) & m_mask; m_slots[slot].index >= 0;
              slot = (slot + 1) & m_mask) {
-            const std::size_t home =
-                m_orders[static_cast<std::size_t>(m_slots[slot])].hash & m_mask;
-            const bool stays =
-                hole <= slot ? (hole < home && home <= slot) : (hole < home || home <= slot);
-            if (stays) continue;
+            if (stays_in_run(hole, m_slots[slot].hash & m_mask, slot)) continue;
             m_slots[hole] = m_slots[slot];
-            m_slots[slot] = -1;
+            m_slots[slot] = IdSlot{};
             hole = slot;
         }
     }
 
-    // ---- the self-trade index: a treap of working orders by (group, aggressive key) ------
+    // ---- the self-trade index: per group, a treap of its orders and the keenest one ------
 
+    /// The group table: linear probing on a multiplicative hash of the group id.
+    std::size_t group_home(std::uint64_t id) const noexcept {
+        return static_cast<std::size_t>((id * 0x9e3779b97f4a7c15ull) >> m_group_shift);
+    }
+
+    const Group* find_group(std::uint64_t id) const noexcept {
+        if (m_groups.empty()) return nullptr;
+        const std::size_t mask = m_groups.size() - 1;
+        for (std::size_t slot = group_home(id);; slot = (slot + 1) & mask) {
+            const Group& g = m_groups[slot];
+            if (g.id == id) return &g;
+            if (g.id == Group::none) return nullptr;
+        }
+    }
+    Group* find_group(std::uint64_t id) noexcept {
+        return const_cast<Group*>(static_cast<const OrderLimits*>(this)->find_group(id));
+    }
+
+    /// The group's entry, made empty if it has none (there is always room: no more groups
+    /// than working orders, and twice as many slots).
+    Group& add_group(std::uint64_t id) noexcept {
+        const std::size_t mask = m_groups.size() - 1;
+        std::size_t slot = group_home(id);
+        while (m_groups[slot].id != id && m_groups[slot].id != Group::none)
+            slot = (slot + 1) & mask;
+        Group& g = m_groups[slot];
+        g.id = id;
+        return g;
+    }
+
+    /// An emptied group leaves the table (backward-shift deletion, as in the id table).
+    void remove_group(Group& g) noexcept {
+        const std::size_t mask = m_groups.size() - 1;
+        std::size_t hole = static_cast<std::size_t>(&g - m_groups.data());
+        m_groups[hole] = Group{};
+        for (std::size_t slot = (hole + 1) & mask; m_groups[slot].id != Group::none;
+             slot = (slot + 1) & mask) {
+            if (stays_in_run(hole, group_home(m_groups[slot].id) & mask, slot)) continue;
+            m_groups[hole] = m_groups[slot];
+            m_groups[slot] = Group{};
+            hole = slot;
+        }
+    }
+
+    /// Backward-shift deletion: an entry at `slot` whose home is in (hole, slot] (cyclically)
+    /// stays where it is; any other moves into the hole.
+    static bool stays_in_run(std::size_t hole, std::size_t home, std::size_t slot) noexcept {
+        return hole <= slot ? (hole < home && home <= slot) : (hole < home || home <= slot);
+    }
+
+    /// Order within a group: by aggressive key, then by index (so every node is distinct).
     bool before(std::int32_t a, std::int32_t b) const noexcept {
-        const Node& x = m_nodes[static_cast<std::size_t>(a)];
-        const Node& y = m_nodes[static_cast<std::size_t>(b)];
-        if (x.group != y.group) return x.group < y.group;
-        if (x.key != y.key) return x.key < y.key;
-        return a < b;
+        const int128 x = m_nodes[static_cast<std::size_t>(a)].key;
+        const int128 y = m_nodes[static_cast<std::size_t>(b)].key;
+        return x != y ? x < y : a < b;
     }
 
-    std::int32_t treap_insert(std::int32_t t, std::int32_t x) noexcept {
-        if (t < 0) return x;
-        Node& n = m_nodes[static_cast<std::size_t>(t)];
-        if (m_nodes[static_cast<std::size_t>(x)].priority > n.priority) {
-            split(t, x, m_nodes[static_cast<std::size_t>(x)].left,
-                  m_nodes[static_cast<std::size_t>(x)].right);
-            return x;
+    /// Inserts x (key and priority set) into g's treap, iteratively: down to where x's
+    /// priority belongs, then the subtree there is split around x.
+    void treap_insert(Group& g, std::int32_t x) noexcept {
+        Node& nx = m_nodes[static_cast<std::size_t>(x)];
+        std::int32_t* link = &g.root;
+        while (*link >= 0) {
+            const Node& n = m_nodes[static_cast<std::size_t>(*link)];
+            if (n.priority < nx.priority) break;
+            link = before(x, *link) ? &m_nodes[static_cast<std::size_t>(*link)].left
+                                    : &m_nodes[static_cast<std::size_t>(*link)].right;
         }
-        if (before(x, t))
-            n.left = treap_insert(n.left, x);
-        else
-            n.right = treap_insert(n.right, x);
-        return t;
+        std::int32_t t = *link;
+        std::int32_t* l = &nx.left;
+        std::int32_t* r = &nx.right;
+        while (t >= 0) {
+            Node& n = m_nodes[static_cast<std::size_t>(t)];
+            if (before(t, x)) {
+                *l = t;
+                l = &n.right;
+                t = n.right;
+            } else {
+                *r = t;
+                r = &n.left;
+                t = n.left;
+            }
+        }
+        *l = *r = -1;
+        *link = x;
+        if (g.best < 0 || before(x, g.best)) {
+            g.best = x;
+            g.best_key = nx.key;
+        }
     }
 
-    /// Splits t into the nodes before x (l) and after it (r).
-    void split(std::int32_t t, std::int32_t x, std::int32_t& l, std::int32_t& r) noexcept {
-        if (t < 0) {
-            l = r = -1;
-            return;
+    /// Removes x from g's treap, iteratively: its two subtrees are merged in its place.
+    void treap_erase(Group& g, std::int32_t x) noexcept {
+        std::int32_t* link = &g.root;
+        while (*link != x)
+            link = before(x, *link) ? &m_nodes[static_cast<std::size_t>(*link)].left
+                                    : &m_nodes[static_cast<std::size_t>(*link)].right;
+        Node& nx = m_nodes[static_cast<std::size_t>(x)];
+        std::int32_t l = nx.left, r = nx.right;
+        while (l >= 0 && r >= 0) {
+            Node& a = m_nodes[static_cast<std::size_t>(l)];
+            Node& b = m_nodes[static_cast<std::size_t>(r)];
+            if (a.priority > b.priority) {
+                *link = l;
+                link = &a.right;
+                l = a.right;
+            } else {
+                *link = r;
+                link = &b.left;
+                r = b.left;
+            }
         }
-        Node& n = m_nodes[static_cast<std::size_t>(t)];
-        if (before(t, x)) {
-            split(n.right, x, n.right, r);
-            l = t;
-        } else {
-            split(n.left, x, l, n.left);
-            r = t;
-        }
-    }
-
-    std::int32_t merge(std::int32_t l, std::int32_t r) noexcept {
-        if (l < 0) return r;
-        if (r < 0) return l;
-        Node& a = m_nodes[static_cast<std::size_t>(l)];
-        Node& b = m_nodes[static_cast<std::size_t>(r)];
-        if (a.priority > b.priority) {
-            a.right = merge(a.right, r);
-            return l;
-        }
-        b.left = merge(l, b.left);
-        return r;
-    }
-
-    std::int32_t treap_erase(std::int32_t t, std::int32_t x) noexcept {
-        if (t < 0) return -1;
-        Node& n = m_nodes[static_cast<std::size_t>(t)];
-        if (t == x) {
-            const std::int32_t joined = merge(n.left, n.right);
-            n.left = n.right = -1;
-            return joined;
-        }
-        if (before(x, t))
-            n.left = treap_erase(n.left, x);
-        else
-            n.right = treap_erase(n.right, x);
-        return t;
+        *link = l >= 0 ? l : r;
+        nx.left = nx.right = -1;
+        if (g.best != x) return;
+        // The keenest left: the next keenest is now the leftmost node.
+        g.best = g.root;
+        if (g.best < 0) return;
+        while (m_nodes[static_cast<std::size_t>(g.best)].left >= 0)
+            g.best = m_nodes[static_cast<std::size_t>(g.best)].left;
+        g.best_key = m_nodes[static_cast<std::size_t>(g.best)].key;
     }
 
     std::uint32_t next_priority() noexcept {
@@ -947,9 +1060,10 @@ private:
     std::vector<Working> m_orders;
     std::vector<Node> m_nodes;
     std::vector<std::int32_t> m_free;
-    std::vector<std::int32_t> m_slots;
+    std::vector<IdSlot> m_slots;
     std::size_t m_mask = 0;
-    std::int32_t m_root = -1;
+    std::vector<Group> m_groups;
+    unsigned m_group_shift = 64;
     std::uint64_t m_seed = 0x9e3779b97f4a7c15ull;
     std::size_t m_open = 0;
     std::uint32_t m_max_open = 0;
