@@ -211,6 +211,25 @@ public:
             }
             m_groups.assign(group_slots, Group{});
             m_group_shift = 64 - group_bits;
+            // Level k of a heap exists only in a group of at least 2^k orders, so no more than
+            // capacity / 2^k groups hold one at a time: a pool of that many blocks per level,
+            // each block 2^k entries, never runs out (at most capacity x 17 entries in all).
+            std::size_t entries = 0, blocks = 0;
+            for (unsigned k = 0; k < heap_levels && (std::size_t{1} << k) <= m_capacity; ++k) {
+                entries += (m_capacity >> k) << k;
+                blocks += m_capacity >> k;
+            }
+            m_heap.assign(entries, -1);
+            m_heap_free.reserve(blocks);
+            std::size_t start = 0;
+            for (unsigned k = 0; k < heap_levels && (std::size_t{1} << k) <= m_capacity; ++k) {
+                m_level_free_base[k] = m_heap_free.size();
+                for (std::size_t b = 0; b < (m_capacity >> k); ++b) {
+                    m_heap_free.push_back(static_cast<std::int32_t>(start));
+                    start += std::size_t{1} << k;
+                }
+                m_level_free_count[k] = m_capacity >> k;
+            }
             m_free.reserve(m_capacity);
             for (std::size_t i = m_capacity; i > 0; --i)
                 m_free.push_back(static_cast<std::int32_t>(i - 1));
@@ -316,10 +335,9 @@ public:
         w.notional = plan.notional;
         Node& node = m_nodes[static_cast<std::size_t>(index)];
         node.key = aggressive_key(w);
-        node.priority = next_priority();
         insert_slot(index);
-        Group& g = add_group(group_of(plan.instrument, plan.counterparty, o.side == Side::sell));
-        treap_insert(g, index);
+        heap_insert(add_group(group_of(plan.instrument, plan.counterparty, o.side == Side::sell)),
+                    index);
         InstrumentState& st = m_instrument_state[static_cast<std::size_t>(w.instrument)];
         (o.side == Side::buy ? st.working_buy : st.working_sell) += plan.quantity;
         if (m_track_notional) m_working_notional += plan.notional;
@@ -565,23 +583,27 @@ private:
         std::int32_t index = -1;
     };
 
-    /// A working order in its group's treap, apart from its record so that a search touches
-    /// one small node per level.
+    /// A working order in its group's heap, apart from its record so that a sift touches
+    /// small entries only.
     struct Node {
-        int128 key = 0;  ///< aggressive price: buys negated, so smaller is keener
-        std::int32_t left = -1, right = -1;
-        std::uint32_t priority = 0;
+        int128 key = 0;         ///< aggressive price: buys negated, so smaller is keener
+        std::uint32_t pos = 0;  ///< its position in the group's heap (1 is the keenest)
     };
 
+    /// Levels of a group's heap: a group holds at most capacity <= 100,000 < 2^17 orders.
+    static constexpr unsigned heap_levels = 17;
+    static_assert((std::uint64_t{1} << heap_levels) > Scope::max_open_orders_limit);
+
     /// The working orders of one (instrument, counterparty, side), in the group table while
-    /// it has any: a treap by (aggressive key, index) and its keenest order, kept at hand so
-    /// that a self-trade check reads one entry.
+    /// it has any: a binary min-heap of their indices by aggressive key, its level k (2^k
+    /// positions, from 2^k) a block of the level-k pool in m_heap, and the keenest key at
+    /// hand, so that a self-trade check reads this entry only.
     struct Group {
         static constexpr std::uint64_t none = ~std::uint64_t{0};  ///< a free table slot
+        int128 best_key = 0;                                      ///< the key at position 1
         std::uint64_t id = none;
-        std::int32_t root = -1;
-        std::int32_t best = -1;
-        int128 best_key = 0;
+        std::uint32_t size = 0;
+        std::int32_t level[heap_levels] = {};  ///< where level k's block starts in m_heap
     };
 
     struct InstrumentState {
@@ -695,10 +717,8 @@ private:
         const int128 key = aggressive_key(w);
         Node& node = m_nodes[static_cast<std::size_t>(index)];
         if (key != node.key) {
-            Group& g = *find_group(group_of(w));
-            treap_erase(g, index);
             node.key = key;
-            treap_insert(g, index);
+            heap_fix(*find_group(group_of(w)), node.pos, index);
         }
     }
 
@@ -714,8 +734,8 @@ private:
             remaining(w.reserved_quantity, w.filled);
         if (m_track_notional) m_working_notional -= w.notional;
         Group* g = find_group(group_of(w));
-        treap_erase(*g, index);
-        if (g->root < 0) remove_group(*g);
+        heap_erase(*g, index);
+        if (g->size == 0) remove_group(*g);
         erase_slot(index);
         w.in_use = false;
         m_free.push_back(index);
@@ -922,7 +942,7 @@ private:
         }
     }
 
-    // ---- the self-trade index: per group, a treap of its orders and the keenest one ------
+    // ---- the self-trade index: per group, a heap of its orders by aggressive key ----------
 
     /// The group table: linear probing on a multiplicative hash of the group id.
     std::size_t group_home(std::uint64_t id) const noexcept {
@@ -974,84 +994,83 @@ private:
         return hole <= slot ? (hole < home && home <= slot) : (hole < home || home <= slot);
     }
 
-    /// Order within a group: by aggressive key, then by index (so every node is distinct).
-    bool before(std::int32_t a, std::int32_t b) const noexcept {
-        const int128 x = m_nodes[static_cast<std::size_t>(a)].key;
-        const int128 y = m_nodes[static_cast<std::size_t>(b)].key;
-        return x != y ? x < y : a < b;
+    // The heap: position p (from 1) is in level floor(log2 p), at p - 2^level in its block.
+
+    static unsigned level_of(std::uint32_t p) noexcept {
+        return 31u - static_cast<unsigned>(__builtin_clz(p));
+    }
+    std::int32_t& heap_at(Group& g, std::uint32_t p) noexcept {
+        const unsigned k = level_of(p);
+        return m_heap[static_cast<std::size_t>(g.level[k]) + (p - (std::uint32_t{1} << k))];
+    }
+    const int128& key_of(std::int32_t order) const noexcept {
+        return m_nodes[static_cast<std::size_t>(order)].key;
+    }
+    void heap_set(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        heap_at(g, p) = order;
+        m_nodes[static_cast<std::size_t>(order)].pos = p;
+        if (p == 1) g.best_key = key_of(order);
     }
 
-    /// Inserts x (key and priority set) into g's treap, iteratively: down to where x's
-    /// priority belongs, then the subtree there is split around x.
-    void treap_insert(Group& g, std::int32_t x) noexcept {
-        Node& nx = m_nodes[static_cast<std::size_t>(x)];
-        std::int32_t* link = &g.root;
-        while (*link >= 0) {
-            const Node& n = m_nodes[static_cast<std::size_t>(*link)];
-            if (n.priority < nx.priority) break;
-            link = before(x, *link) ? &m_nodes[static_cast<std::size_t>(*link)].left
-                                    : &m_nodes[static_cast<std::size_t>(*link)].right;
+    /// Places `order` at p or above, moving less keen parents down.
+    void sift_up(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        const int128 key = key_of(order);
+        while (p > 1) {
+            const std::int32_t parent = heap_at(g, p / 2);
+            if (!(key < key_of(parent))) break;
+            heap_set(g, p, parent);
+            p /= 2;
         }
-        std::int32_t t = *link;
-        std::int32_t* l = &nx.left;
-        std::int32_t* r = &nx.right;
-        while (t >= 0) {
-            Node& n = m_nodes[static_cast<std::size_t>(t)];
-            if (before(t, x)) {
-                *l = t;
-                l = &n.right;
-                t = n.right;
-            } else {
-                *r = t;
-                r = &n.left;
-                t = n.left;
+        heap_set(g, p, order);
+    }
+
+    /// Places `order` at p or below, moving keener children up.
+    void sift_down(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        const int128 key = key_of(order);
+        for (;;) {
+            std::uint32_t c = 2 * p;
+            if (c > g.size) break;
+            std::int32_t child = heap_at(g, c);
+            if (c < g.size) {
+                const std::int32_t right = heap_at(g, c + 1);
+                if (key_of(right) < key_of(child)) {
+                    ++c;
+                    child = right;
+                }
             }
+            if (!(key_of(child) < key)) break;
+            heap_set(g, p, child);
+            p = c;
         }
-        *l = *r = -1;
-        *link = x;
-        if (g.best < 0 || before(x, g.best)) {
-            g.best = x;
-            g.best_key = nx.key;
-        }
+        heap_set(g, p, order);
     }
 
-    /// Removes x from g's treap, iteratively: its two subtrees are merged in its place.
-    void treap_erase(Group& g, std::int32_t x) noexcept {
-        std::int32_t* link = &g.root;
-        while (*link != x)
-            link = before(x, *link) ? &m_nodes[static_cast<std::size_t>(*link)].left
-                                    : &m_nodes[static_cast<std::size_t>(*link)].right;
-        Node& nx = m_nodes[static_cast<std::size_t>(x)];
-        std::int32_t l = nx.left, r = nx.right;
-        while (l >= 0 && r >= 0) {
-            Node& a = m_nodes[static_cast<std::size_t>(l)];
-            Node& b = m_nodes[static_cast<std::size_t>(r)];
-            if (a.priority > b.priority) {
-                *link = l;
-                link = &a.right;
-                l = a.right;
-            } else {
-                *link = r;
-                link = &b.left;
-                r = b.left;
-            }
-        }
-        *link = l >= 0 ? l : r;
-        nx.left = nx.right = -1;
-        if (g.best != x) return;
-        // The keenest left: the next keenest is now the leftmost node.
-        g.best = g.root;
-        if (g.best < 0) return;
-        while (m_nodes[static_cast<std::size_t>(g.best)].left >= 0)
-            g.best = m_nodes[static_cast<std::size_t>(g.best)].left;
-        g.best_key = m_nodes[static_cast<std::size_t>(g.best)].key;
+    /// `order`, whose key may have changed, goes from p to where its key belongs.
+    void heap_fix(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        if (p > 1 && key_of(order) < key_of(heap_at(g, p / 2)))
+            sift_up(g, p, order);
+        else
+            sift_down(g, p, order);
     }
 
-    std::uint32_t next_priority() noexcept {
-        m_seed ^= m_seed << 13;
-        m_seed ^= m_seed >> 7;
-        m_seed ^= m_seed << 17;
-        return static_cast<std::uint32_t>(m_seed >> 32);
+    void heap_insert(Group& g, std::int32_t order) noexcept {
+        const std::uint32_t p = ++g.size;
+        const unsigned k = level_of(p);
+        if (p == std::uint32_t{1} << k) {  // the first of a new level: a block from its pool
+            g.level[k] = m_heap_free[m_level_free_base[k] + --m_level_free_count[k]];
+        }
+        sift_up(g, p, order);
+    }
+
+    void heap_erase(Group& g, std::int32_t order) noexcept {
+        const std::uint32_t p = m_nodes[static_cast<std::size_t>(order)].pos;
+        const std::uint32_t last = g.size;
+        const std::int32_t moved = heap_at(g, last);
+        --g.size;
+        const unsigned k = level_of(last);
+        if (last == std::uint32_t{1} << k)  // its level emptied: the block goes back
+            m_heap_free[m_level_free_base[k] + m_level_free_count[k]++] = g.level[k];
+        if (p != last) heap_fix(g, p, moved);
     }
 
     StringSet m_instruments, m_counterparties;
@@ -1064,7 +1083,10 @@ private:
     std::size_t m_mask = 0;
     std::vector<Group> m_groups;
     unsigned m_group_shift = 64;
-    std::uint64_t m_seed = 0x9e3779b97f4a7c15ull;
+    std::vector<std::int32_t> m_heap;       ///< every level pool, level 0 first
+    std::vector<std::int32_t> m_heap_free;  ///< per level, a stack of free block starts
+    std::size_t m_level_free_base[heap_levels] = {};
+    std::size_t m_level_free_count[heap_levels] = {};
     std::size_t m_open = 0;
     std::uint32_t m_max_open = 0;
 
