@@ -245,6 +245,15 @@ public:
     /// Every lifecycle reason against a new order, given the state now. Without tracking only
     /// max_daily_notional applies (the day's allowed notional, as before lifecycle tracking).
     ReasonSet evaluate_new(const Order& o, TimeNs now, NewPlan& plan) const noexcept {
+        return evaluate_new(o, m_instruments.find(o.instrument),
+                            m_counterparties.find(o.counterparty), now, plan);
+    }
+
+    /// The same, for a caller that has looked the order's instrument and counterparty up
+    /// already (the Guard's compiled scope): their indices in the scope's `instruments` and
+    /// `counterparties` lists, -1 for a name not in it. An index out of range counts as -1.
+    ReasonSet evaluate_new(const Order& o, int instrument, int counterparty, TimeNs now,
+                           NewPlan& plan) const noexcept {
         ReasonSet r;
         plan = NewPlan{};
         const bool quantity_ok = o.quantity.is_positive() && o.quantity.scale <= scale;
@@ -274,8 +283,14 @@ public:
         if (m_free.empty() || (m_max_open != 0 && m_open >= m_max_open))
             r.add(ReasonCode::max_open_orders_exceeded);
         if (rate_exceeded(now)) r.add(ReasonCode::message_rate_exceeded);
-        plan.instrument = m_instruments.find(o.instrument);
-        plan.counterparty = m_counterparties.find(o.counterparty);
+        plan.instrument =
+            instrument >= 0 && static_cast<std::size_t>(instrument) < m_instruments.size()
+                ? instrument
+                : -1;
+        plan.counterparty =
+            counterparty >= 0 && static_cast<std::size_t>(counterparty) < m_counterparties.size()
+                ? counterparty
+                : -1;
         if (!quantity_ok || !price_ok || plan.instrument < 0) {
             plan.valid = false;
             return r;
@@ -322,17 +337,20 @@ public:
         const std::int32_t index = m_free.back();
         m_free.pop_back();
         Working& w = m_orders[static_cast<std::size_t>(index)];
-        w = Working{};
-        w.in_use = true;
+        // Every member is set (the id only up to its length): no zeroing of the whole record.
         w.hash = static_cast<std::uint32_t>(plan.hash);
-        w.id_length = static_cast<std::uint8_t>(o.client_order_id.size());
-        std::memcpy(w.id, o.client_order_id.data(), o.client_order_id.size());
         w.instrument = plan.instrument;
         w.counterparty = plan.counterparty;
+        w.pending_amends = 0;
         w.side = o.side;
+        w.in_use = true;
+        w.acked = w.cancel_pending = false;
+        w.id_length = static_cast<std::uint8_t>(o.client_order_id.size());
+        w.filled = 0;
         w.reserved_quantity = w.latest_quantity = plan.quantity;
-        w.price_high = w.price_low = w.latest_price = o.price;
         w.notional = plan.notional;
+        w.price_high = w.price_low = w.latest_price = o.price;
+        std::memcpy(w.id, o.client_order_id.data(), o.client_order_id.size());
         Node& node = m_nodes[static_cast<std::size_t>(index)];
         node.key = aggressive_key(w);
         insert_slot(index);
@@ -562,19 +580,25 @@ public:
     }
 
 private:
-    struct Working {
+    /// A working order. Its first cache line holds what closing it and a fill read and
+    /// write; the id has a line of its own.
+    struct alignas(64) Working {
         std::uint32_t hash = 0;  ///< the id's hash, low 32 bits (as in its IdSlot)
-        int128 filled = 0;
-        int128 reserved_quantity = 0;
-        int128 latest_quantity = 0;
-        int128 notional = 0;
-        Decimal latest_price, price_high, price_low;
         std::int32_t instrument = -1, counterparty = -1;
         std::uint32_t pending_amends = 0;
         Side side = Side::buy;
         bool in_use = false, acked = false, cancel_pending = false;
         std::uint8_t id_length = 0;
+        int128 filled = 0;
+        int128 reserved_quantity = 0;
+        // line 1
+        int128 notional = 0;
+        int128 latest_quantity = 0;
+        Decimal latest_price, price_high;
+        // line 2
         char id[max_order_id_length] = {};
+        // line 3
+        Decimal price_low;
     };
 
     /// An entry of the id table: the order's index and its id's hash (low 32 bits).
