@@ -538,6 +538,9 @@ public:
     int instrument_index(std::string_view instrument) const noexcept {
         return m_instruments.find(instrument);
     }
+    int counterparty_index(std::string_view counterparty) const noexcept {
+        return m_counterparties.find(counterparty);
+    }
     std::optional<WorkingOrderInfo> working_order(std::string_view id) const noexcept {
         const int index = find(id);
         if (index < 0) return std::nullopt;
