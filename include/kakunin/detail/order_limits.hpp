@@ -256,10 +256,8 @@ public:
                            NewPlan& plan) const noexcept {
         ReasonSet r;
         plan = NewPlan{};
-        const bool quantity_ok = o.quantity.is_positive() && o.quantity.scale <= scale;
-        const bool price_ok = o.price.is_positive() && o.price.scale <= scale;
         if (!tracking()) {
-            if (m_has_daily_limit && quantity_ok && price_ok) {
+            if (m_has_daily_limit && o.quantity.is_positive() && o.price.is_positive()) {
                 int128 n;
                 if (!mul_div_pow10(to_units(o.quantity), o.price.units, o.price.scale, true, n))
                     r.add(ReasonCode::notional_overflow);
@@ -269,60 +267,22 @@ public:
             }
             return r;
         }
-        if (!quantity_ok) r.add(ReasonCode::invalid_quantity);
-        if (!price_ok) r.add(ReasonCode::invalid_price);
-        if (o.client_order_id.empty() || o.client_order_id.size() > max_order_id_length) {
-            r.add(ReasonCode::order_id_missing);
-        } else {
+        // The id's slot is fetched while the limits are evaluated, and probed last.
+        const bool id_ok =
+            !o.client_order_id.empty() && o.client_order_id.size() <= max_order_id_length;
+        if (id_ok) {
             plan.hash = id_hash(o.client_order_id);
+            __builtin_prefetch(&m_slots[plan.hash & m_mask]);
+        } else {
+            r.add(ReasonCode::order_id_missing);
+        }
+        const bool trackable = evaluate_limits(o, instrument, counterparty, now, plan, r);
+        if (id_ok) {
             if (find_slot(o.client_order_id, plan.hash) >= 0)
                 r.add(ReasonCode::duplicate_order_id);
             else
-                plan.valid = true;
+                plan.valid = trackable;
         }
-        if (m_free.empty() || (m_max_open != 0 && m_open >= m_max_open))
-            r.add(ReasonCode::max_open_orders_exceeded);
-        if (rate_exceeded(now)) r.add(ReasonCode::message_rate_exceeded);
-        plan.instrument =
-            instrument >= 0 && static_cast<std::size_t>(instrument) < m_instruments.size()
-                ? instrument
-                : -1;
-        plan.counterparty =
-            counterparty >= 0 && static_cast<std::size_t>(counterparty) < m_counterparties.size()
-                ? counterparty
-                : -1;
-        if (!quantity_ok || !price_ok || plan.instrument < 0) {
-            plan.valid = false;
-            return r;
-        }
-
-        const InstrumentState& st = m_instrument_state[static_cast<std::size_t>(plan.instrument)];
-        const int128 q = to_units(o.quantity);
-        plan.quantity = q;
-        const bool buy = o.side == Side::buy;
-        int128 side_total;
-        if (__builtin_add_overflow(buy ? st.working_buy : st.working_sell, q, &side_total)) {
-            r.add(ReasonCode::notional_overflow);
-            return r;
-        }
-        if (st.has_limit && position_exceeded(st, buy, side_total))
-            r.add(ReasonCode::max_position_exceeded);
-        if (m_track_notional) {
-            if (!mul_div_pow10(q, o.price.units, o.price.scale, true, plan.notional)) {
-                r.add(ReasonCode::notional_overflow);
-                return r;
-            }
-            check_notional(plan.notional, now, r);
-        }
-        if (m_reduce_only || loss_reached(now)) {
-            if (!reduces(st, buy, side_total)) {
-                if (m_reduce_only) r.add(ReasonCode::reduce_only);
-                if (loss_reached(now)) r.add(ReasonCode::daily_loss_limit_reached);
-            }
-        }
-        if (plan.counterparty >= 0 &&
-            crosses(group_of(plan.instrument, plan.counterparty, buy), buy, price_units(o.price)))
-            r.add(ReasonCode::self_trade);
         return r;
     }
 
@@ -643,6 +603,57 @@ private:
         int128 cash = 0;   ///< today's cash flow: sells add, buys subtract (rounded down)
         std::int64_t cash_day = INT64_MIN;
     };
+
+    /// evaluate_new's reasons but the id's. False when the order cannot be tracked (its
+    /// quantity, price or instrument is not valid).
+    bool evaluate_limits(const Order& o, int instrument, int counterparty, TimeNs now,
+                         NewPlan& plan, ReasonSet& r) const noexcept {
+        const bool quantity_ok = o.quantity.is_positive() && o.quantity.scale <= scale;
+        const bool price_ok = o.price.is_positive() && o.price.scale <= scale;
+        if (!quantity_ok) r.add(ReasonCode::invalid_quantity);
+        if (!price_ok) r.add(ReasonCode::invalid_price);
+        if (m_free.empty() || (m_max_open != 0 && m_open >= m_max_open))
+            r.add(ReasonCode::max_open_orders_exceeded);
+        if (rate_exceeded(now)) r.add(ReasonCode::message_rate_exceeded);
+        plan.instrument =
+            instrument >= 0 && static_cast<std::size_t>(instrument) < m_instruments.size()
+                ? instrument
+                : -1;
+        plan.counterparty =
+            counterparty >= 0 && static_cast<std::size_t>(counterparty) < m_counterparties.size()
+                ? counterparty
+                : -1;
+        if (!quantity_ok || !price_ok || plan.instrument < 0) return false;
+
+        const InstrumentState& st = m_instrument_state[static_cast<std::size_t>(plan.instrument)];
+        const int128 q = to_units(o.quantity);
+        plan.quantity = q;
+        const bool buy = o.side == Side::buy;
+        int128 side_total;
+        if (__builtin_add_overflow(buy ? st.working_buy : st.working_sell, q, &side_total)) {
+            r.add(ReasonCode::notional_overflow);
+            return true;
+        }
+        if (st.has_limit && position_exceeded(st, buy, side_total))
+            r.add(ReasonCode::max_position_exceeded);
+        if (m_track_notional) {
+            if (!mul_div_pow10(q, o.price.units, o.price.scale, true, plan.notional)) {
+                r.add(ReasonCode::notional_overflow);
+                return true;
+            }
+            check_notional(plan.notional, now, r);
+        }
+        if (m_reduce_only || loss_reached(now)) {
+            if (!reduces(st, buy, side_total)) {
+                if (m_reduce_only) r.add(ReasonCode::reduce_only);
+                if (loss_reached(now)) r.add(ReasonCode::daily_loss_limit_reached);
+            }
+        }
+        if (plan.counterparty >= 0 &&
+            crosses(group_of(plan.instrument, plan.counterparty, buy), buy, price_units(o.price)))
+            r.add(ReasonCode::self_trade);
+        return true;
+    }
 
     const InstrumentState& state(int i) const noexcept {
         static const InstrumentState none{};
