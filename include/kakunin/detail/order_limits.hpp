@@ -199,7 +199,8 @@ public:
             m_slots.assign(slots, IdSlot{});
             m_mask = slots - 1;
             m_orders.assign(m_capacity, Working{});
-            m_nodes.assign(m_capacity, Node{});
+            m_keys.assign(m_capacity, 0);
+            m_heap_pos.assign(m_capacity, 0);
             // At most one group per working order, and no more than the scope has.
             const std::size_t groups = std::min<std::size_t>(
                 m_capacity, m_instruments.size() * m_counterparties.size() * 2);
@@ -311,9 +312,8 @@ public:
         w.notional = plan.notional;
         w.price_high = w.price_low = w.latest_price = o.price;
         std::memcpy(w.id, o.client_order_id.data(), o.client_order_id.size());
-        Node& node = m_nodes[static_cast<std::size_t>(index)];
-        node.key = aggressive_key(w);
-        insert_slot(index);
+        m_keys[static_cast<std::size_t>(index)] = aggressive_key(w);
+        insert_slot(index, w.hash);
         heap_insert(add_group(group_of(plan.instrument, plan.counterparty, o.side == Side::sell)),
                     index);
         InstrumentState& st = m_instrument_state[static_cast<std::size_t>(w.instrument)];
@@ -570,13 +570,6 @@ private:
         std::int32_t index = -1;
     };
 
-    /// A working order in its group's heap, apart from its record so that a sift touches
-    /// small entries only.
-    struct Node {
-        int128 key = 0;         ///< aggressive price: buys negated, so smaller is keener
-        std::uint32_t pos = 0;  ///< its position in the group's heap (1 is the keenest)
-    };
-
     /// Levels of a group's heap: a group holds at most capacity <= 100,000 < 2^17 orders.
     static constexpr unsigned heap_levels = 17;
     static_assert((std::uint64_t{1} << heap_levels) > Scope::max_open_orders_limit);
@@ -753,10 +746,9 @@ private:
         w.price_high = high;
         w.price_low = low;
         const int128 key = aggressive_key(w);
-        Node& node = m_nodes[static_cast<std::size_t>(index)];
-        if (key != node.key) {
-            node.key = key;
-            heap_fix(*find_group(group_of(w)), node.pos, index);
+        if (key != m_keys[static_cast<std::size_t>(index)]) {
+            m_keys[static_cast<std::size_t>(index)] = key;
+            heap_fix(*find_group(group_of(w)), m_heap_pos[static_cast<std::size_t>(index)], index);
         }
     }
 
@@ -959,8 +951,7 @@ private:
         }
     }
 
-    void insert_slot(std::int32_t index) noexcept {
-        const std::uint32_t h = m_orders[static_cast<std::size_t>(index)].hash;
+    void insert_slot(std::int32_t index, std::uint32_t h) noexcept {
         std::size_t slot = h & m_mask;
         while (m_slots[slot].index >= 0) slot = (slot + 1) & m_mask;
         m_slots[slot] = IdSlot{h, index};
@@ -1042,11 +1033,11 @@ private:
         return m_heap[static_cast<std::size_t>(g.level[k]) + (p - (std::uint32_t{1} << k))];
     }
     const int128& key_of(std::int32_t order) const noexcept {
-        return m_nodes[static_cast<std::size_t>(order)].key;
+        return m_keys[static_cast<std::size_t>(order)];
     }
     void heap_set(Group& g, std::uint32_t p, std::int32_t order) noexcept {
         heap_at(g, p) = order;
-        m_nodes[static_cast<std::size_t>(order)].pos = p;
+        m_heap_pos[static_cast<std::size_t>(order)] = p;
         if (p == 1) g.best_key = key_of(order);
     }
 
@@ -1101,7 +1092,7 @@ private:
     }
 
     void heap_erase(Group& g, std::int32_t order) noexcept {
-        const std::uint32_t p = m_nodes[static_cast<std::size_t>(order)].pos;
+        const std::uint32_t p = m_heap_pos[static_cast<std::size_t>(order)];
         const std::uint32_t last = g.size;
         const std::int32_t moved = heap_at(g, last);
         --g.size;
@@ -1115,7 +1106,9 @@ private:
     std::vector<InstrumentState> m_instrument_state;
     std::size_t m_capacity = 0;
     std::vector<Working> m_orders;
-    std::vector<Node> m_nodes;
+    // Per working order, apart from its record so that a sift touches small entries only:
+    std::vector<int128> m_keys;             ///< aggressive price: buys negated, smaller is keener
+    std::vector<std::uint32_t> m_heap_pos;  ///< position in its group's heap (1: the keenest)
     std::vector<std::int32_t> m_free;
     std::vector<IdSlot> m_slots;
     std::size_t m_mask = 0;
