@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -543,8 +544,9 @@ public:
     }
 
 private:
-    /// A working order. Its first cache line holds what closing it and a fill read and
-    /// write; the id has a line of its own.
+    /// A working order, 64-byte aligned: its first cache line holds the id's length and hash,
+    /// the order's group and state, what has filled and what is reserved (what a lookup, a
+    /// fill and a close read first); the second its notional and prices; the id the third.
     struct alignas(64) Working {
         std::uint32_t hash = 0;  ///< the id's hash, low 32 bits (as in its IdSlot)
         std::int32_t instrument = -1, counterparty = -1;
@@ -563,6 +565,9 @@ private:
         // line 3
         Decimal price_low;
     };
+    static_assert(offsetof(Working, reserved_quantity) + sizeof(int128) <= 64 &&
+                      offsetof(Working, id) == 128 && sizeof(Working) == 256,
+                  "the cache lines of a working order, as laid out above");
 
     /// An entry of the id table: the order's index and its id's hash (low 32 bits).
     struct IdSlot {
