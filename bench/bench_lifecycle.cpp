@@ -1,5 +1,8 @@
 // The order lifecycle engine on the hot path (DESIGN §7): a new order with every lifecycle
-// limit set against 1,000 working orders, and one fill applied to a working order.
+// limit set against 1,000 working orders, and one fill applied to a working order. New orders
+// come with their instrument and counterparty indices, as the Guard's compiled scope hands
+// them over (it looks the names up for its own checks, and that cost is in the Guard's
+// figure); BM_check_lifecycle_by_name has the engine look them up itself.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -57,6 +60,29 @@ Order flow_order(const std::vector<std::string>& ids, std::size_t k) {
     return o;
 }
 
+/// The indices of order k's instrument and counterparty in the scope's lists, found once.
+struct Indices {
+    int instrument[3];
+    int venue[2];
+    explicit Indices(const detail::OrderLimits& limits) {
+        for (int i = 0; i < 3; ++i) instrument[i] = limits.instrument_index(instruments[i]);
+        for (int i = 0; i < 2; ++i) venue[i] = limits.counterparty_index(venues[i]);
+    }
+    int instrument_of(std::size_t k) const { return instrument[k % 3]; }
+    int venue_of(std::size_t k) const { return venue[(k / 3) % 2]; }
+};
+
+/// Order k decided as check() will: evaluated (indices given), counted, committed if allowed.
+bool decide(detail::OrderLimits& limits, const Indices& ix, const Order& o, std::size_t k,
+            TimeNs now) {
+    detail::OrderLimits::NewPlan plan;
+    const ReasonSet r = limits.evaluate_new(o, ix.instrument_of(k), ix.venue_of(k), now, plan);
+    limits.count_message(now);
+    if (!r.empty()) return false;
+    limits.commit_new(o, plan, now);
+    return true;
+}
+
 std::vector<std::string> make_ids() {
     std::vector<std::string> ids;
     for (std::size_t i = 0; i < id_ring; ++i) ids.push_back("bench-order-" + std::to_string(i));
@@ -65,12 +91,9 @@ std::vector<std::string> make_ids() {
 
 /// Enters orders 0 .. working-1 as they would be after check(): evaluated, counted, committed.
 bool fill_book(detail::OrderLimits& limits, const std::vector<std::string>& ids, TimeNs& now) {
+    const Indices ix(limits);
     for (std::size_t k = 0; k < working; ++k) {
-        const Order o = flow_order(ids, k);
-        detail::OrderLimits::NewPlan plan;
-        if (!limits.evaluate_new(o, now, plan).empty()) return false;
-        limits.count_message(now);
-        limits.commit_new(o, plan, now);
+        if (!decide(limits, ix, flow_order(ids, k), k, now)) return false;
         now += 1'000'000;
     }
     return limits.working_count() == working;
@@ -79,9 +102,11 @@ bool fill_book(detail::OrderLimits& limits, const std::vector<std::string>& ids,
 /// One new order decided with every lifecycle limit (evaluated, counted, committed) while
 /// 1,000 to 2,000 orders work: every 1,000 orders the timer stops while the oldest 1,000 are
 /// confirmed cancelled (the pause costs about a nanosecond per order).
-void BM_check_lifecycle(benchmark::State& state) {
+template <bool by_name>
+void check_lifecycle(benchmark::State& state) {
     detail::OrderLimits limits(parse_scope_json(lifecycle_scope));
     const std::vector<std::string> ids = make_ids();
+    const Indices ix(limits);
     TimeNs now = utc(2024, 1, 8, 0, 0, 0);
     if (!fill_book(limits, ids, now)) state.SkipWithError("the book does not fill");
     std::size_t k = working, oldest = 0;
@@ -89,13 +114,17 @@ void BM_check_lifecycle(benchmark::State& state) {
     std::uint64_t allocations = 0;
     for (auto _ : state) {
         const Order o = flow_order(ids, k);
-        detail::OrderLimits::NewPlan plan;
-        const ReasonSet r = limits.evaluate_new(o, now, plan);
-        limits.count_message(now);
-        if (r.empty())
-            limits.commit_new(o, plan, now);
-        else
+        if constexpr (by_name) {
+            detail::OrderLimits::NewPlan plan;
+            const ReasonSet r = limits.evaluate_new(o, now, plan);
+            limits.count_message(now);
+            if (r.empty())
+                limits.commit_new(o, plan, now);
+            else
+                ++refused;
+        } else if (!decide(limits, ix, o, k, now)) {
             ++refused;
+        }
         now += 1'000'000;
         if (++k - oldest == 2 * working) {
             state.PauseTiming();
@@ -114,6 +143,11 @@ void BM_check_lifecycle(benchmark::State& state) {
     (void)allocations;
 }
 
+void BM_check_lifecycle(benchmark::State& state) { check_lifecycle<false>(state); }
+
+/// The same with the engine looking the instrument and counterparty names up.
+void BM_check_lifecycle_by_name(benchmark::State& state) { check_lifecycle<true>(state); }
+
 /// The same with the oldest order confirmed cancelled in every iteration (the book stays at
 /// exactly 1,000): a new order plus releasing another order's exposure.
 void BM_check_lifecycle_with_release(benchmark::State& state) {
@@ -121,18 +155,12 @@ void BM_check_lifecycle_with_release(benchmark::State& state) {
     const std::vector<std::string> ids = make_ids();
     TimeNs now = utc(2024, 1, 8, 0, 0, 0);
     if (!fill_book(limits, ids, now)) state.SkipWithError("the book does not fill");
+    const Indices ix(limits);
     std::size_t k = working;
     long refused = 0;
     const auto before = allocation_count();
     for (auto _ : state) {
-        const Order o = flow_order(ids, k);
-        detail::OrderLimits::NewPlan plan;
-        const ReasonSet r = limits.evaluate_new(o, now, plan);
-        limits.count_message(now);
-        if (r.empty())
-            limits.commit_new(o, plan, now);
-        else
-            ++refused;
+        if (!decide(limits, ix, flow_order(ids, k), k, now)) ++refused;
         ExecutionReport cancelled;
         cancelled.type = ExecutionType::cancelled;
         cancelled.client_order_id = ids[(k - working) % id_ring];
@@ -153,10 +181,12 @@ void BM_check_lifecycle_evaluate(benchmark::State& state) {
     const std::vector<std::string> ids = make_ids();
     TimeNs now = utc(2024, 1, 8, 0, 0, 0);
     if (!fill_book(limits, ids, now)) state.SkipWithError("the book does not fill");
+    const Indices ix(limits);
     const Order o = flow_order(ids, working);
     for (auto _ : state) {
         detail::OrderLimits::NewPlan plan;
-        benchmark::DoNotOptimize(limits.evaluate_new(o, now, plan));
+        benchmark::DoNotOptimize(
+            limits.evaluate_new(o, ix.instrument_of(working), ix.venue_of(working), now, plan));
     }
 }
 
@@ -189,6 +219,7 @@ void BM_on_execution(benchmark::State& state) {
 }
 
 BENCHMARK(BM_check_lifecycle);
+BENCHMARK(BM_check_lifecycle_by_name);
 BENCHMARK(BM_check_lifecycle_with_release);
 BENCHMARK(BM_check_lifecycle_evaluate);
 BENCHMARK(BM_on_execution);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -32,6 +33,30 @@
 
 namespace kakunin::detail {
 
+/// 10^n for n <= 18 (all fit in 63 bits), by table: the hot path rescales every amount.
+inline std::uint64_t pow10_u64(unsigned n) noexcept {
+    static constexpr std::uint64_t table[19] = {1ull,
+                                                10ull,
+                                                100ull,
+                                                1'000ull,
+                                                10'000ull,
+                                                100'000ull,
+                                                1'000'000ull,
+                                                10'000'000ull,
+                                                100'000'000ull,
+                                                1'000'000'000ull,
+                                                10'000'000'000ull,
+                                                100'000'000'000ull,
+                                                1'000'000'000'000ull,
+                                                10'000'000'000'000ull,
+                                                100'000'000'000'000ull,
+                                                1'000'000'000'000'000ull,
+                                                10'000'000'000'000'000ull,
+                                                100'000'000'000'000'000ull,
+                                                1'000'000'000'000'000'000ull};
+    return table[n];
+}
+
 /// round(a x b / 10^s) with floor (round_up false) or ceiling, exact for any operands (the
 /// product is formed in 256 bits). False if the result does not fit in int128 (s <= 18).
 inline bool mul_div_pow10(int128 a, std::int64_t b, unsigned s, bool round_up,
@@ -46,7 +71,7 @@ inline bool mul_div_pow10(int128 a, std::int64_t b, unsigned s, bool round_up,
     if (s == 0) {
         if (hi != 0) return false;
     } else {
-        const std::uint64_t d = static_cast<std::uint64_t>(pow10_128(s));
+        const std::uint64_t d = pow10_u64(s);
         if (hi == 0) {
             if ((lo >> 64) == 0) {
                 const std::uint64_t l = static_cast<std::uint64_t>(lo);
@@ -173,10 +198,41 @@ public:
         if (m_capacity > 0) {
             std::size_t slots = 8;
             while (slots < m_capacity * 2) slots *= 2;
-            m_slots.assign(slots, -1);
+            m_slots.assign(slots, IdSlot{});
             m_mask = slots - 1;
             m_orders.assign(m_capacity, Working{});
-            m_nodes.assign(m_capacity, Node{});
+            m_keys.assign(m_capacity, 0);
+            m_heap_pos.assign(m_capacity, 0);
+            // At most one group per working order, and no more than the scope has.
+            const std::size_t groups = std::min<std::size_t>(
+                m_capacity, m_instruments.size() * m_counterparties.size() * 2);
+            std::size_t group_slots = 8;
+            unsigned group_bits = 3;
+            while (group_slots < groups * 2) {
+                group_slots *= 2;
+                ++group_bits;
+            }
+            m_groups.assign(group_slots, Group{});
+            m_group_shift = 64 - group_bits;
+            // Level k of a heap exists only in a group of at least 2^k orders, so no more than
+            // capacity / 2^k groups hold one at a time: a pool of that many blocks per level,
+            // each block 2^k entries, never runs out (at most capacity x 17 entries in all).
+            std::size_t entries = 0, blocks = 0;
+            for (unsigned k = 0; k < heap_levels && (std::size_t{1} << k) <= m_capacity; ++k) {
+                entries += (m_capacity >> k) << k;
+                blocks += m_capacity >> k;
+            }
+            m_heap.assign(entries, -1);
+            m_heap_free.reserve(blocks);
+            std::size_t start = 0;
+            for (unsigned k = 0; k < heap_levels && (std::size_t{1} << k) <= m_capacity; ++k) {
+                m_level_free_base[k] = m_heap_free.size();
+                for (std::size_t b = 0; b < (m_capacity >> k); ++b) {
+                    m_heap_free.push_back(static_cast<std::int32_t>(start));
+                    start += std::size_t{1} << k;
+                }
+                m_level_free_count[k] = m_capacity >> k;
+            }
             m_free.reserve(m_capacity);
             for (std::size_t i = m_capacity; i > 0; --i)
                 m_free.push_back(static_cast<std::int32_t>(i - 1));
@@ -192,12 +248,19 @@ public:
     /// Every lifecycle reason against a new order, given the state now. Without tracking only
     /// max_daily_notional applies (the day's allowed notional, as before lifecycle tracking).
     ReasonSet evaluate_new(const Order& o, TimeNs now, NewPlan& plan) const noexcept {
+        return evaluate_new(o, m_instruments.find(o.instrument),
+                            m_counterparties.find(o.counterparty), now, plan);
+    }
+
+    /// The same, for a caller that has looked the order's instrument and counterparty up
+    /// already (the Guard's compiled scope): their indices in the scope's `instruments` and
+    /// `counterparties` lists, -1 for a name not in it. An index out of range counts as -1.
+    ReasonSet evaluate_new(const Order& o, int instrument, int counterparty, TimeNs now,
+                           NewPlan& plan) const noexcept {
         ReasonSet r;
         plan = NewPlan{};
-        const bool quantity_ok = o.quantity.is_positive() && o.quantity.scale <= scale;
-        const bool price_ok = o.price.is_positive() && o.price.scale <= scale;
         if (!tracking()) {
-            if (m_has_daily_limit && quantity_ok && price_ok) {
+            if (m_has_daily_limit && o.quantity.is_positive() && o.price.is_positive()) {
                 int128 n;
                 if (!mul_div_pow10(to_units(o.quantity), o.price.units, o.price.scale, true, n))
                     r.add(ReasonCode::notional_overflow);
@@ -207,54 +270,22 @@ public:
             }
             return r;
         }
-        if (!quantity_ok) r.add(ReasonCode::invalid_quantity);
-        if (!price_ok) r.add(ReasonCode::invalid_price);
-        if (o.client_order_id.empty() || o.client_order_id.size() > max_order_id_length) {
-            r.add(ReasonCode::order_id_missing);
-        } else {
+        // The id's slot is fetched while the limits are evaluated, and probed last.
+        const bool id_ok =
+            !o.client_order_id.empty() && o.client_order_id.size() <= max_order_id_length;
+        if (id_ok) {
             plan.hash = id_hash(o.client_order_id);
+            __builtin_prefetch(&m_slots[plan.hash & m_mask]);
+        } else {
+            r.add(ReasonCode::order_id_missing);
+        }
+        const bool trackable = evaluate_limits(o, instrument, counterparty, now, plan, r);
+        if (id_ok) {
             if (find_slot(o.client_order_id, plan.hash) >= 0)
                 r.add(ReasonCode::duplicate_order_id);
             else
-                plan.valid = true;
+                plan.valid = trackable;
         }
-        if (m_free.empty() || (m_max_open != 0 && m_open >= m_max_open))
-            r.add(ReasonCode::max_open_orders_exceeded);
-        if (rate_exceeded(now)) r.add(ReasonCode::message_rate_exceeded);
-        plan.instrument = m_instruments.find(o.instrument);
-        plan.counterparty = m_counterparties.find(o.counterparty);
-        if (!quantity_ok || !price_ok || plan.instrument < 0) {
-            plan.valid = false;
-            return r;
-        }
-
-        const InstrumentState& st = m_instrument_state[static_cast<std::size_t>(plan.instrument)];
-        const int128 q = to_units(o.quantity);
-        plan.quantity = q;
-        const bool buy = o.side == Side::buy;
-        int128 side_total;
-        if (__builtin_add_overflow(buy ? st.working_buy : st.working_sell, q, &side_total)) {
-            r.add(ReasonCode::notional_overflow);
-            return r;
-        }
-        if (st.has_limit && position_exceeded(st, buy, side_total))
-            r.add(ReasonCode::max_position_exceeded);
-        if (m_track_notional) {
-            if (!mul_div_pow10(q, o.price.units, o.price.scale, true, plan.notional)) {
-                r.add(ReasonCode::notional_overflow);
-                return r;
-            }
-            check_notional(plan.notional, now, r);
-        }
-        if (m_reduce_only || loss_reached(now)) {
-            if (!reduces(st, buy, side_total)) {
-                if (m_reduce_only) r.add(ReasonCode::reduce_only);
-                if (loss_reached(now)) r.add(ReasonCode::daily_loss_limit_reached);
-            }
-        }
-        if (plan.counterparty >= 0 &&
-            crosses(group_of(plan.instrument, plan.counterparty, buy), buy, price_units(o.price)))
-            r.add(ReasonCode::self_trade);
         return r;
     }
 
@@ -269,24 +300,24 @@ public:
         const std::int32_t index = m_free.back();
         m_free.pop_back();
         Working& w = m_orders[static_cast<std::size_t>(index)];
-        w = Working{};
-        w.in_use = true;
-        w.hash = plan.hash;
-        w.id_length = static_cast<std::uint8_t>(o.client_order_id.size());
-        std::memcpy(w.id, o.client_order_id.data(), o.client_order_id.size());
+        // Every member is set (the id only up to its length): no zeroing of the whole record.
+        w.hash = static_cast<std::uint32_t>(plan.hash);
         w.instrument = plan.instrument;
         w.counterparty = plan.counterparty;
+        w.pending_amends = 0;
         w.side = o.side;
+        w.in_use = true;
+        w.acked = w.cancel_pending = false;
+        w.id_length = static_cast<std::uint8_t>(o.client_order_id.size());
+        w.filled = 0;
         w.reserved_quantity = w.latest_quantity = plan.quantity;
-        w.price_high = w.price_low = w.latest_price = o.price;
         w.notional = plan.notional;
-        Node& node = m_nodes[static_cast<std::size_t>(index)];
-        node.group = group_of(plan.instrument, plan.counterparty, o.side == Side::sell);
-        node.key = aggressive_key(w);
-        node.priority = next_priority();
-        node.left = node.right = -1;
-        insert_slot(index);
-        m_root = treap_insert(m_root, index);
+        w.price_high = w.price_low = w.latest_price = o.price;
+        std::memcpy(w.id, o.client_order_id.data(), o.client_order_id.size());
+        m_keys[static_cast<std::size_t>(index)] = aggressive_key(w);
+        insert_slot(index, w.hash);
+        heap_insert(add_group(group_of(plan.instrument, plan.counterparty, o.side == Side::sell)),
+                    index);
         InstrumentState& st = m_instrument_state[static_cast<std::size_t>(w.instrument)];
         (o.side == Side::buy ? st.working_buy : st.working_sell) += plan.quantity;
         if (m_track_notional) m_working_notional += plan.notional;
@@ -469,6 +500,9 @@ public:
     int instrument_index(std::string_view instrument) const noexcept {
         return m_instruments.find(instrument);
     }
+    int counterparty_index(std::string_view counterparty) const noexcept {
+        return m_counterparties.find(counterparty);
+    }
     std::optional<WorkingOrderInfo> working_order(std::string_view id) const noexcept {
         const int index = find(id);
         if (index < 0) return std::nullopt;
@@ -573,32 +607,57 @@ public:
 
     /// A Decimal (scale <= 18) in 10^-18 units; exact (|units| < 2^63, so < 2^123).
     static int128 to_units(Decimal d) noexcept {
-        return d.scale <= scale ? static_cast<int128>(d.units) * pow10_128(scale - d.scale) : 0;
+        return d.scale <= scale
+                   ? static_cast<int128>(d.units) * static_cast<int128>(pow10_u64(scale - d.scale))
+                   : 0;
     }
 
 private:
-    struct Working {
-        std::uint64_t hash = 0;
-        int128 filled = 0;
-        int128 reserved_quantity = 0;
-        int128 latest_quantity = 0;
-        int128 notional = 0;
-        Decimal latest_price, price_high, price_low;
+    /// A working order, 64-byte aligned: its first cache line holds the id's length and hash,
+    /// the order's group and state, what has filled and what is reserved (what a lookup, a
+    /// fill and a close read first); the second its notional and prices; the id the third.
+    struct alignas(64) Working {
+        std::uint32_t hash = 0;  ///< the id's hash, low 32 bits (as in its IdSlot)
         std::int32_t instrument = -1, counterparty = -1;
         std::uint32_t pending_amends = 0;
         Side side = Side::buy;
         bool in_use = false, acked = false, cancel_pending = false;
         std::uint8_t id_length = 0;
+        int128 filled = 0;
+        int128 reserved_quantity = 0;
+        // line 1
+        int128 notional = 0;
+        int128 latest_quantity = 0;
+        Decimal latest_price, price_high;
+        // line 2
         char id[max_order_id_length] = {};
+        // line 3
+        Decimal price_low;
+    };
+    static_assert(offsetof(Working, reserved_quantity) + sizeof(int128) <= 64 &&
+                      offsetof(Working, id) == 128 && sizeof(Working) == 256,
+                  "the cache lines of a working order, as laid out above");
+
+    /// An entry of the id table: the order's index and its id's hash (low 32 bits).
+    struct IdSlot {
+        std::uint32_t hash = 0;
+        std::int32_t index = -1;
     };
 
-    /// A working order in the self-trade index, apart from its record so that a search
-    /// touches one small node per level.
-    struct Node {
-        int128 key = 0;           ///< aggressive price: buys negated, so smaller is keener
-        std::uint64_t group = 0;  ///< (instrument, counterparty, side)
-        std::int32_t left = -1, right = -1;
-        std::uint32_t priority = 0;
+    /// Levels of a group's heap: a group holds at most capacity <= 100,000 < 2^17 orders.
+    static constexpr unsigned heap_levels = 17;
+    static_assert((std::uint64_t{1} << heap_levels) > Scope::max_open_orders_limit);
+
+    /// The working orders of one (instrument, counterparty, side), in the group table while
+    /// it has any: a binary min-heap of their indices by aggressive key, its level k (2^k
+    /// positions, from 2^k) a block of the level-k pool in m_heap, and the keenest key at
+    /// hand, so that a self-trade check reads this entry only.
+    struct Group {
+        static constexpr std::uint64_t none = ~std::uint64_t{0};  ///< a free table slot
+        int128 best_key = 0;                                      ///< the key at position 1
+        std::uint64_t id = none;
+        std::uint32_t size = 0;
+        std::int32_t level[heap_levels] = {};  ///< where level k's block starts in m_heap
     };
 
     struct InstrumentState {
@@ -611,6 +670,57 @@ private:
         int128 cash = 0;   ///< today's cash flow: sells add, buys subtract (rounded down)
         std::int64_t cash_day = INT64_MIN;
     };
+
+    /// evaluate_new's reasons but the id's. False when the order cannot be tracked (its
+    /// quantity, price or instrument is not valid).
+    bool evaluate_limits(const Order& o, int instrument, int counterparty, TimeNs now,
+                         NewPlan& plan, ReasonSet& r) const noexcept {
+        const bool quantity_ok = o.quantity.is_positive() && o.quantity.scale <= scale;
+        const bool price_ok = o.price.is_positive() && o.price.scale <= scale;
+        if (!quantity_ok) r.add(ReasonCode::invalid_quantity);
+        if (!price_ok) r.add(ReasonCode::invalid_price);
+        if (m_free.empty() || (m_max_open != 0 && m_open >= m_max_open))
+            r.add(ReasonCode::max_open_orders_exceeded);
+        if (rate_exceeded(now)) r.add(ReasonCode::message_rate_exceeded);
+        plan.instrument =
+            instrument >= 0 && static_cast<std::size_t>(instrument) < m_instruments.size()
+                ? instrument
+                : -1;
+        plan.counterparty =
+            counterparty >= 0 && static_cast<std::size_t>(counterparty) < m_counterparties.size()
+                ? counterparty
+                : -1;
+        if (!quantity_ok || !price_ok || plan.instrument < 0) return false;
+
+        const InstrumentState& st = m_instrument_state[static_cast<std::size_t>(plan.instrument)];
+        const int128 q = to_units(o.quantity);
+        plan.quantity = q;
+        const bool buy = o.side == Side::buy;
+        int128 side_total;
+        if (__builtin_add_overflow(buy ? st.working_buy : st.working_sell, q, &side_total)) {
+            r.add(ReasonCode::notional_overflow);
+            return true;
+        }
+        if (st.has_limit && position_exceeded(st, buy, side_total))
+            r.add(ReasonCode::max_position_exceeded);
+        if (m_track_notional) {
+            if (!mul_div_pow10(q, o.price.units, o.price.scale, true, plan.notional)) {
+                r.add(ReasonCode::notional_overflow);
+                return true;
+            }
+            check_notional(plan.notional, now, r);
+        }
+        if (m_reduce_only || loss_reached(now)) {
+            if (!reduces(st, buy, side_total)) {
+                if (m_reduce_only) r.add(ReasonCode::reduce_only);
+                if (loss_reached(now)) r.add(ReasonCode::daily_loss_limit_reached);
+            }
+        }
+        if (plan.counterparty >= 0 &&
+            crosses(group_of(plan.instrument, plan.counterparty, buy), buy, price_units(o.price)))
+            r.add(ReasonCode::self_trade);
+        return true;
+    }
 
     const InstrumentState& state(int i) const noexcept {
         static const InstrumentState none{};
@@ -678,6 +788,10 @@ private:
                (sell ? 1u : 0u);
     }
 
+    std::uint64_t group_of(const Working& w) const noexcept {
+        return group_of(w.instrument, w.counterparty, w.side == Side::sell);
+    }
+
     static int128 aggressive_key(const Working& w) noexcept {
         return w.side == Side::buy ? -price_units(w.price_high) : price_units(w.price_low);
     }
@@ -685,20 +799,9 @@ private:
     /// Would an order of side `buy` at `price` cross a working order of `group` (the other
     /// side, same instrument and counterparty)? The keenest opposite order decides.
     bool crosses(std::uint64_t group, bool buy, int128 price) const noexcept {
-        std::int32_t t = m_root, best = -1;
-        while (t >= 0) {
-            const Node& n = m_nodes[static_cast<std::size_t>(t)];
-            if (n.group >= group) {
-                best = t;
-                t = n.left;
-            } else {
-                t = n.right;
-            }
-        }
-        if (best < 0) return false;
-        const Node& n = m_nodes[static_cast<std::size_t>(best)];
-        if (n.group != group) return false;
-        return buy ? n.key <= price : -n.key >= price;
+        const Group* g = find_group(group);
+        if (!g) return false;
+        return buy ? g->best_key <= price : -g->best_key >= price;
     }
 
     /// Sets an order's reservation and moves the totals by the difference.
@@ -717,12 +820,9 @@ private:
         w.price_high = high;
         w.price_low = low;
         const int128 key = aggressive_key(w);
-        Node& node = m_nodes[static_cast<std::size_t>(index)];
-        if (key != node.key) {
-            m_root = treap_erase(m_root, index);
-            node.key = key;
-            node.left = node.right = -1;
-            m_root = treap_insert(m_root, index);
+        if (key != m_keys[static_cast<std::size_t>(index)]) {
+            m_keys[static_cast<std::size_t>(index)] = key;
+            heap_fix(*find_group(group_of(w)), m_heap_pos[static_cast<std::size_t>(index)], index);
         }
     }
 
@@ -737,7 +837,9 @@ private:
         (w.side == Side::buy ? st.working_buy : st.working_sell) -=
             remaining(w.reserved_quantity, w.filled);
         if (m_track_notional) m_working_notional -= w.notional;
-        m_root = treap_erase(m_root, index);
+        Group* g = find_group(group_of(w));
+        heap_erase(*g, index);
+        if (g->size == 0) remove_group(*g);
         erase_slot(index);
         w.in_use = false;
         m_free.push_back(index);
@@ -871,7 +973,7 @@ private:
     int find(std::string_view id) const noexcept {
         if (m_slots.empty() || id.empty() || id.size() > max_order_id_length) return -1;
         const std::int64_t slot = find_slot(id, id_hash(id));
-        return slot >= 0 ? m_slots[static_cast<std::size_t>(slot)] : -1;
+        return slot >= 0 ? m_slots[static_cast<std::size_t>(slot)].index : -1;
     }
 
     /// Eight bytes at a time (ids are at most 64 bytes): a multiply-xorshift mix per word.
@@ -894,132 +996,202 @@ private:
         return h ^ (h >> 32);
     }
 
-    /// The slot holding `id`, or -1.
+    /// The same n bytes (n <= 64), compared a word at a time in line.
+    static bool same_id(const char* a, const char* b, std::size_t n) noexcept {
+        std::size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            std::uint64_t x, y;
+            std::memcpy(&x, a + i, 8);
+            std::memcpy(&y, b + i, 8);
+            if (x != y) return false;
+        }
+        for (; i < n; ++i)
+            if (a[i] != b[i]) return false;
+        return true;
+    }
+
+    /// The slot holding `id`, or -1. A slot keeps its id's hash, so a probe past another id
+    /// reads the order's record only when their hashes agree.
     std::int64_t find_slot(std::string_view id, std::uint64_t hash) const noexcept {
         if (m_slots.empty()) return -1;
-        std::size_t slot = hash & m_mask;
-        for (;;) {
-            const std::int32_t i = m_slots[slot];
-            if (i < 0) return -1;
-            const Working& w = m_orders[static_cast<std::size_t>(i)];
-            if (w.hash == hash && w.id_length == id.size() &&
-                std::memcmp(w.id, id.data(), id.size()) == 0)
+        const auto h = static_cast<std::uint32_t>(hash);
+        for (std::size_t slot = h & m_mask;; slot = (slot + 1) & m_mask) {
+            const IdSlot s = m_slots[slot];
+            if (s.index < 0) return -1;
+            if (s.hash != h) continue;
+            const Working& w = m_orders[static_cast<std::size_t>(s.index)];
+            if (w.id_length == id.size() && same_id(w.id, id.data(), id.size()))
                 return static_cast<std::int64_t>(slot);
-            slot = (slot + 1) & m_mask;
         }
     }
 
-    void insert_slot(std::int32_t index) noexcept {
-        std::size_t slot = m_orders[static_cast<std::size_t>(index)].hash & m_mask;
-        while (m_slots[slot] >= 0) slot = (slot + 1) & m_mask;
-        m_slots[slot] = index;
+    void insert_slot(std::int32_t index, std::uint32_t h) noexcept {
+        std::size_t slot = h & m_mask;
+        while (m_slots[slot].index >= 0) slot = (slot + 1) & m_mask;
+        m_slots[slot] = IdSlot{h, index};
     }
 
     void erase_slot(std::int32_t index) noexcept {
-        const Working& w = m_orders[static_cast<std::size_t>(index)];
-        std::size_t hole =
-            static_cast<std::size_t>(find_slot(std::string_view(w.id, w.id_length), w.hash));
-        m_slots[hole] = -1;
+        std::size_t hole = m_orders[static_cast<std::size_t>(index)].hash & m_mask;
+        while (m_slots[hole].index != index) hole = (hole + 1) & m_mask;
+        m_slots[hole] = IdSlot{};
         // Shift back every later entry of the run whose home slot is not in (hole, slot].
-        for (std::size_t slot = (hole + 1) & m_mask; m_slots[slot] >= 0;
+        for (std::size_t slot = (hole + 1) & m_mask; m_slots[slot].index >= 0;
              slot = (slot + 1) & m_mask) {
-            const std::size_t home =
-                m_orders[static_cast<std::size_t>(m_slots[slot])].hash & m_mask;
-            const bool stays =
-                hole <= slot ? (hole < home && home <= slot) : (hole < home || home <= slot);
-            if (stays) continue;
+            if (stays_in_run(hole, m_slots[slot].hash & m_mask, slot)) continue;
             m_slots[hole] = m_slots[slot];
-            m_slots[slot] = -1;
+            m_slots[slot] = IdSlot{};
             hole = slot;
         }
     }
 
-    // ---- the self-trade index: a treap of working orders by (group, aggressive key) ------
+    // ---- the self-trade index: per group, a heap of its orders by aggressive key ----------
 
-    bool before(std::int32_t a, std::int32_t b) const noexcept {
-        const Node& x = m_nodes[static_cast<std::size_t>(a)];
-        const Node& y = m_nodes[static_cast<std::size_t>(b)];
-        if (x.group != y.group) return x.group < y.group;
-        if (x.key != y.key) return x.key < y.key;
-        return a < b;
+    /// The group table: linear probing on a multiplicative hash of the group id.
+    std::size_t group_home(std::uint64_t id) const noexcept {
+        return static_cast<std::size_t>((id * 0x9e3779b97f4a7c15ull) >> m_group_shift);
     }
 
-    std::int32_t treap_insert(std::int32_t t, std::int32_t x) noexcept {
-        if (t < 0) return x;
-        Node& n = m_nodes[static_cast<std::size_t>(t)];
-        if (m_nodes[static_cast<std::size_t>(x)].priority > n.priority) {
-            split(t, x, m_nodes[static_cast<std::size_t>(x)].left,
-                  m_nodes[static_cast<std::size_t>(x)].right);
-            return x;
+    const Group* find_group(std::uint64_t id) const noexcept {
+        if (m_groups.empty()) return nullptr;
+        const std::size_t mask = m_groups.size() - 1;
+        for (std::size_t slot = group_home(id);; slot = (slot + 1) & mask) {
+            const Group& g = m_groups[slot];
+            if (g.id == id) return &g;
+            if (g.id == Group::none) return nullptr;
         }
-        if (before(x, t))
-            n.left = treap_insert(n.left, x);
+    }
+    Group* find_group(std::uint64_t id) noexcept {
+        return const_cast<Group*>(static_cast<const OrderLimits*>(this)->find_group(id));
+    }
+
+    /// The group's entry, made empty if it has none (there is always room: no more groups
+    /// than working orders, and twice as many slots).
+    Group& add_group(std::uint64_t id) noexcept {
+        const std::size_t mask = m_groups.size() - 1;
+        std::size_t slot = group_home(id);
+        while (m_groups[slot].id != id && m_groups[slot].id != Group::none)
+            slot = (slot + 1) & mask;
+        Group& g = m_groups[slot];
+        g.id = id;
+        return g;
+    }
+
+    /// An emptied group leaves the table (backward-shift deletion, as in the id table).
+    void remove_group(Group& g) noexcept {
+        const std::size_t mask = m_groups.size() - 1;
+        std::size_t hole = static_cast<std::size_t>(&g - m_groups.data());
+        m_groups[hole] = Group{};
+        for (std::size_t slot = (hole + 1) & mask; m_groups[slot].id != Group::none;
+             slot = (slot + 1) & mask) {
+            if (stays_in_run(hole, group_home(m_groups[slot].id) & mask, slot)) continue;
+            m_groups[hole] = m_groups[slot];
+            m_groups[slot] = Group{};
+            hole = slot;
+        }
+    }
+
+    /// Backward-shift deletion: an entry at `slot` whose home is in (hole, slot] (cyclically)
+    /// stays where it is; any other moves into the hole.
+    static bool stays_in_run(std::size_t hole, std::size_t home, std::size_t slot) noexcept {
+        return hole <= slot ? (hole < home && home <= slot) : (hole < home || home <= slot);
+    }
+
+    // The heap: position p (from 1) is in level floor(log2 p), at p - 2^level in its block.
+
+    static unsigned level_of(std::uint32_t p) noexcept {
+        return 31u - static_cast<unsigned>(__builtin_clz(p));
+    }
+    std::int32_t& heap_at(Group& g, std::uint32_t p) noexcept {
+        const unsigned k = level_of(p);
+        return m_heap[static_cast<std::size_t>(g.level[k]) + (p - (std::uint32_t{1} << k))];
+    }
+    const int128& key_of(std::int32_t order) const noexcept {
+        return m_keys[static_cast<std::size_t>(order)];
+    }
+    void heap_set(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        heap_at(g, p) = order;
+        m_heap_pos[static_cast<std::size_t>(order)] = p;
+        if (p == 1) g.best_key = key_of(order);
+    }
+
+    /// Places `order` at p or above, moving less keen parents down.
+    void sift_up(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        const int128 key = key_of(order);
+        while (p > 1) {
+            const std::int32_t parent = heap_at(g, p / 2);
+            if (!(key < key_of(parent))) break;
+            heap_set(g, p, parent);
+            p /= 2;
+        }
+        heap_set(g, p, order);
+    }
+
+    /// Places `order` at p or below, moving keener children up.
+    void sift_down(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        const int128 key = key_of(order);
+        for (;;) {
+            std::uint32_t c = 2 * p;
+            if (c > g.size) break;
+            std::int32_t child = heap_at(g, c);
+            if (c < g.size) {
+                const std::int32_t right = heap_at(g, c + 1);
+                if (key_of(right) < key_of(child)) {
+                    ++c;
+                    child = right;
+                }
+            }
+            if (!(key_of(child) < key)) break;
+            heap_set(g, p, child);
+            p = c;
+        }
+        heap_set(g, p, order);
+    }
+
+    /// `order`, whose key may have changed, goes from p to where its key belongs.
+    void heap_fix(Group& g, std::uint32_t p, std::int32_t order) noexcept {
+        if (p > 1 && key_of(order) < key_of(heap_at(g, p / 2)))
+            sift_up(g, p, order);
         else
-            n.right = treap_insert(n.right, x);
-        return t;
+            sift_down(g, p, order);
     }
 
-    /// Splits t into the nodes before x (l) and after it (r).
-    void split(std::int32_t t, std::int32_t x, std::int32_t& l, std::int32_t& r) noexcept {
-        if (t < 0) {
-            l = r = -1;
-            return;
+    void heap_insert(Group& g, std::int32_t order) noexcept {
+        const std::uint32_t p = ++g.size;
+        const unsigned k = level_of(p);
+        if (p == std::uint32_t{1} << k) {  // the first of a new level: a block from its pool
+            g.level[k] = m_heap_free[m_level_free_base[k] + --m_level_free_count[k]];
         }
-        Node& n = m_nodes[static_cast<std::size_t>(t)];
-        if (before(t, x)) {
-            split(n.right, x, n.right, r);
-            l = t;
-        } else {
-            split(n.left, x, l, n.left);
-            r = t;
-        }
+        sift_up(g, p, order);
     }
 
-    std::int32_t merge(std::int32_t l, std::int32_t r) noexcept {
-        if (l < 0) return r;
-        if (r < 0) return l;
-        Node& a = m_nodes[static_cast<std::size_t>(l)];
-        Node& b = m_nodes[static_cast<std::size_t>(r)];
-        if (a.priority > b.priority) {
-            a.right = merge(a.right, r);
-            return l;
-        }
-        b.left = merge(l, b.left);
-        return r;
-    }
-
-    std::int32_t treap_erase(std::int32_t t, std::int32_t x) noexcept {
-        if (t < 0) return -1;
-        Node& n = m_nodes[static_cast<std::size_t>(t)];
-        if (t == x) {
-            const std::int32_t joined = merge(n.left, n.right);
-            n.left = n.right = -1;
-            return joined;
-        }
-        if (before(x, t))
-            n.left = treap_erase(n.left, x);
-        else
-            n.right = treap_erase(n.right, x);
-        return t;
-    }
-
-    std::uint32_t next_priority() noexcept {
-        m_seed ^= m_seed << 13;
-        m_seed ^= m_seed >> 7;
-        m_seed ^= m_seed << 17;
-        return static_cast<std::uint32_t>(m_seed >> 32);
+    void heap_erase(Group& g, std::int32_t order) noexcept {
+        const std::uint32_t p = m_heap_pos[static_cast<std::size_t>(order)];
+        const std::uint32_t last = g.size;
+        const std::int32_t moved = heap_at(g, last);
+        --g.size;
+        const unsigned k = level_of(last);
+        if (last == std::uint32_t{1} << k)  // its level emptied: the block goes back
+            m_heap_free[m_level_free_base[k] + m_level_free_count[k]++] = g.level[k];
+        if (p != last) heap_fix(g, p, moved);
     }
 
     StringSet m_instruments, m_counterparties;
     std::vector<InstrumentState> m_instrument_state;
     std::size_t m_capacity = 0;
     std::vector<Working> m_orders;
-    std::vector<Node> m_nodes;
+    // Per working order, apart from its record so that a sift touches small entries only:
+    std::vector<int128> m_keys;             ///< aggressive price: buys negated, smaller is keener
+    std::vector<std::uint32_t> m_heap_pos;  ///< position in its group's heap (1: the keenest)
     std::vector<std::int32_t> m_free;
-    std::vector<std::int32_t> m_slots;
+    std::vector<IdSlot> m_slots;
     std::size_t m_mask = 0;
-    std::int32_t m_root = -1;
-    std::uint64_t m_seed = 0x9e3779b97f4a7c15ull;
+    std::vector<Group> m_groups;
+    unsigned m_group_shift = 64;
+    std::vector<std::int32_t> m_heap;       ///< every level pool, level 0 first
+    std::vector<std::int32_t> m_heap_free;  ///< per level, a stack of free block starts
+    std::size_t m_level_free_base[heap_levels] = {};
+    std::size_t m_level_free_count[heap_levels] = {};
     std::size_t m_open = 0;
     std::uint32_t m_max_open = 0;
 
