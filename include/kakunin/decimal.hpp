@@ -53,6 +53,30 @@ constexpr int128 pow10_128(unsigned n) noexcept {
     return r;
 }
 
+/// 10^n for n <= 18 (all fit in 63 bits), by table: the hot path rescales every amount.
+inline std::uint64_t pow10_u64(unsigned n) noexcept {
+    static constexpr std::uint64_t table[19] = {1ull,
+                                                10ull,
+                                                100ull,
+                                                1'000ull,
+                                                10'000ull,
+                                                100'000ull,
+                                                1'000'000ull,
+                                                10'000'000ull,
+                                                100'000'000ull,
+                                                1'000'000'000ull,
+                                                10'000'000'000ull,
+                                                100'000'000'000ull,
+                                                1'000'000'000'000ull,
+                                                10'000'000'000'000ull,
+                                                100'000'000'000'000ull,
+                                                1'000'000'000'000'000ull,
+                                                10'000'000'000'000'000ull,
+                                                100'000'000'000'000'000ull,
+                                                1'000'000'000'000'000'000ull};
+    return table[n];
+}
+
 /// out = v * 10^n; false on overflow (n <= 38).
 inline bool mul_pow10(int128 v, unsigned n, int128& out) noexcept {
     if (n > 38) return v == 0 ? (out = 0, true) : false;

@@ -197,12 +197,14 @@ public:
             // 1. gate: the time, the authority in force, halt and the audit trail
             const TimeNs t = gate(d, after);
             // 2. scope: what the certificate allows, order by order
-            d.reasons.merge(m_authority->compiled.evaluate(order, d.ts_ns));
+            int instrument, counterparty;
+            d.reasons.merge(
+                m_authority->compiled.evaluate(order, d.ts_ns, instrument, counterparty));
             // 3. limits: the stateful ones, counted for every order checked
             if (m_order_rate.exceeded(t)) d.reasons.add(ReasonCode::order_rate_exceeded);
             m_order_rate.count(t);
             detail::OrderLimits::NewPlan plan;
-            d.reasons.merge(m_limits->evaluate_new(order, t, plan));
+            d.reasons.merge(m_limits->evaluate_new(order, instrument, counterparty, t, plan));
             m_limits->count_message(t);
             // 4. score: behaviour against the approved baseline (may halt in this call)
             const bool revoke_now = score(order, t, d);

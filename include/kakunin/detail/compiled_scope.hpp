@@ -59,6 +59,13 @@ public:
     /// The stateless part of a check: every reason that depends on the order and the time only.
     /// The stateful limits (rate, daily notional, the lifecycle) are detail::OrderLimits'.
     ReasonSet evaluate(const Order& o, TimeNs now) const noexcept {
+        int instrument, counterparty;
+        return evaluate(o, now, instrument, counterparty);
+    }
+    /// The same, giving the indices of the order's instrument and counterparty in the scope's
+    /// lists (-1: not in it), which detail::OrderLimits numbers the same way.
+    ReasonSet evaluate(const Order& o, TimeNs now, int& instrument,
+                       int& counterparty) const noexcept {
         ReasonSet r;
         const bool quantity_ok = o.quantity.is_positive();
         const bool price_ok = o.price.is_positive();
@@ -69,9 +76,10 @@ public:
             r.add(ReasonCode::invalid_instrument);
         else if (Currency::pack(quote) != m_currency)
             r.add(ReasonCode::currency_mismatch);
-        const int instrument = m_instruments.find(o.instrument);
+        instrument = m_instruments.find(o.instrument);
         if (instrument < 0) r.add(ReasonCode::instrument_not_allowed);
-        if (m_counterparties.find(o.counterparty) < 0) r.add(ReasonCode::counterparty_not_allowed);
+        counterparty = m_counterparties.find(o.counterparty);
+        if (counterparty < 0) r.add(ReasonCode::counterparty_not_allowed);
         if (m_regions.find(o.region) < 0) r.add(ReasonCode::region_not_allowed);
         if (!minute_allowed(minute_of_week(now))) r.add(ReasonCode::outside_trading_hours);
         if (!fields_recordable(o)) r.add(ReasonCode::order_field_too_long);
@@ -135,8 +143,10 @@ private:
         // |price - ref| / ref <= bps / 10^4, exactly: both at one scale (< 2^123), then
         // |P - R| * 10^4 <= bps * R in 256-bit arithmetic.
         const unsigned scale = price.scale > ref.scale ? price.scale : ref.scale;
-        const int128 p = static_cast<int128>(price.units) * pow10_128(scale - price.scale);
-        const int128 q = static_cast<int128>(ref.units) * pow10_128(scale - ref.scale);
+        const int128 p =
+            static_cast<int128>(price.units) * static_cast<int128>(pow10_u64(scale - price.scale));
+        const int128 q =
+            static_cast<int128>(ref.units) * static_cast<int128>(pow10_u64(scale - ref.scale));
         const u128 diff = static_cast<u128>(p > q ? p - q : q - p);
         if (compare_products(diff, 10'000, static_cast<u128>(q), m_collar_bps) > 0)
             r.add(ReasonCode::price_collar_breached);

@@ -24,6 +24,7 @@
 #include "kakunin/clock.hpp"
 #include "kakunin/decimal.hpp"
 #include "kakunin/decision.hpp"
+#include "kakunin/detail/rate_window.hpp"
 #include "kakunin/detail/string_set.hpp"
 #include "kakunin/detail/wide_math.hpp"
 #include "kakunin/error.hpp"
@@ -32,30 +33,6 @@
 #include "kakunin/scope.hpp"
 
 namespace kakunin::detail {
-
-/// 10^n for n <= 18 (all fit in 63 bits), by table: the hot path rescales every amount.
-inline std::uint64_t pow10_u64(unsigned n) noexcept {
-    static constexpr std::uint64_t table[19] = {1ull,
-                                                10ull,
-                                                100ull,
-                                                1'000ull,
-                                                10'000ull,
-                                                100'000ull,
-                                                1'000'000ull,
-                                                10'000'000ull,
-                                                100'000'000ull,
-                                                1'000'000'000ull,
-                                                10'000'000'000ull,
-                                                100'000'000'000ull,
-                                                1'000'000'000'000ull,
-                                                10'000'000'000'000ull,
-                                                100'000'000'000'000ull,
-                                                1'000'000'000'000'000ull,
-                                                10'000'000'000'000'000ull,
-                                                100'000'000'000'000'000ull,
-                                                1'000'000'000'000'000'000ull};
-    return table[n];
-}
 
 /// round(a x b / 10^s) with floor (round_up false) or ceiling, exact for any operands (the
 /// product is formed in 256 bits). False if the result does not fit in int128 (s <= 18).
@@ -194,7 +171,7 @@ public:
         money_limit(l.max_daily_loss, m_has_loss_limit, m_loss_limit);
         m_track_notional = m_has_daily_limit || m_has_working_limit;
         m_max_open = l.max_open_orders.value_or(0);
-        if (l.max_messages_per_second) m_rate_ring.assign(*l.max_messages_per_second, 0);
+        if (l.max_messages_per_second) m_messages = RateWindow(*l.max_messages_per_second);
         if (m_capacity > 0) {
             std::size_t slots = 8;
             while (slots < m_capacity * 2) slots *= 2;
@@ -261,12 +238,13 @@ public:
         plan = NewPlan{};
         if (!tracking()) {
             if (m_has_daily_limit && o.quantity.is_positive() && o.price.is_positive()) {
-                int128 n;
+                int128 n = 0;
                 if (!mul_div_pow10(to_units(o.quantity), o.price.units, o.price.scale, true, n))
                     r.add(ReasonCode::notional_overflow);
                 else if (n > m_daily_limit - today(m_day_total, now))
                     r.add(ReasonCode::daily_notional_exceeded);
-                plan.notional = n;
+                else
+                    plan.notional = n;
             }
             return r;
         }
@@ -417,12 +395,7 @@ public:
     /// request and report moves the day forward alike.
     void count_message(TimeNs now) noexcept {
         roll(now);
-        if (m_rate_ring.empty()) return;
-        m_rate_ring[m_rate_next] = now;
-        if (++m_rate_next == m_rate_ring.size()) {
-            m_rate_next = 0;
-            m_rate_filled = true;
-        }
+        m_messages.count(now);
     }
 
     // ---- execution reports ---------------------------------------------------------------
@@ -575,16 +548,7 @@ public:
         m_filled_today = old.m_filled_today;
         m_pnl = old.m_pnl;
         m_reduce_only = old.m_reduce_only;
-        if (!m_rate_ring.empty() && !old.m_rate_ring.empty()) {
-            const std::size_t have = old.m_rate_filled ? old.m_rate_ring.size() : old.m_rate_next;
-            const std::size_t keep = std::min(have, m_rate_ring.size());
-            for (std::size_t i = 0; i < keep; ++i)
-                m_rate_ring[i] =
-                    old.m_rate_ring[(old.m_rate_next + old.m_rate_ring.size() - keep + i) %
-                                    old.m_rate_ring.size()];
-            m_rate_filled = keep == m_rate_ring.size();
-            m_rate_next = keep % m_rate_ring.size();
-        }
+        m_messages.carry_from(old.m_messages);
         if (!tracking()) return;
         for (std::size_t i = 0; i < m_instrument_state.size(); ++i) {
             InstrumentState& mine = m_instrument_state[i];
@@ -594,13 +558,21 @@ public:
             kept.max_short = mine.max_short;
             mine = kept;
         }
+        // Same instruments, counterparties and capacity: every table has the same shape.
         m_orders.swap(old.m_orders);
-        m_nodes.swap(old.m_nodes);
+        m_keys.swap(old.m_keys);
+        m_heap_pos.swap(old.m_heap_pos);
         m_free.swap(old.m_free);
         m_slots.swap(old.m_slots);
         m_mask = old.m_mask;
-        m_root = old.m_root;
-        m_seed = old.m_seed;
+        m_groups.swap(old.m_groups);
+        m_group_shift = old.m_group_shift;
+        m_heap.swap(old.m_heap);
+        m_heap_free.swap(old.m_heap_free);
+        std::copy(std::begin(old.m_level_free_base), std::end(old.m_level_free_base),
+                  std::begin(m_level_free_base));
+        std::copy(std::begin(old.m_level_free_count), std::end(old.m_level_free_count),
+                  std::begin(m_level_free_count));
         m_open = old.m_open;
         m_working_notional = old.m_working_notional;
     }
@@ -746,10 +718,7 @@ private:
         m_pnl = 0;  // each instrument's carried position is re-based at its latest price
     }
 
-    bool rate_exceeded(TimeNs now) const noexcept {
-        return !m_rate_ring.empty() && m_rate_filled &&
-               now - m_rate_ring[m_rate_next] < 1'000'000'000;
-    }
+    bool rate_exceeded(TimeNs now) const noexcept { return m_messages.exceeded(now); }
 
     /// Worst case for this side: buys position + working buys (this order included) beyond
     /// max_long; sells position - working sells below -max_short.
@@ -1205,9 +1174,7 @@ private:
     std::int64_t m_day = INT64_MIN;
     bool m_reduce_only = false;
 
-    std::vector<TimeNs> m_rate_ring;
-    std::size_t m_rate_next = 0;
-    bool m_rate_filled = false;
+    RateWindow m_messages;  ///< max_messages_per_second, over every request checked
 };
 
 }  // namespace kakunin::detail
