@@ -300,8 +300,8 @@ TEST_CASE("every reason code is produced by some order") {
         // Credentials (6xx), behaviour (5xx) and the audit trail are covered in their own
         // test programs (test_guard_certificate, test_behaviour, test_audit_trail).
         if (static_cast<int>(r) >= 500 || r == ReasonCode::audit_unavailable) continue;
-        // The lifecycle codes (305-314) come from detail::OrderLimits (test_lifecycle and
-        // test_lifecycle_differential); the Guard refuses a scope setting lifecycle limits.
+        // The lifecycle codes (305-314) need a scope with lifecycle limits: each is reached
+        // through the Guard in test_guard_lifecycle ("every lifecycle reason ...").
         if (static_cast<int>(r) >= 305 && static_cast<int>(r) <= 314) continue;
         INFO(to_string(r));
         CHECK(seen.count(r) == 1);
@@ -369,12 +369,17 @@ TEST_CASE("no order is allowed after halt() returns, with four threads checking"
     CHECK(c.rejected >= 40000);
 }
 
-TEST_CASE("a scope setting lifecycle limits is refused, not half-enforced") {
+TEST_CASE("a scope setting lifecycle limits is enforced by the Guard") {
     ManualClock clock{monday(12)};
     Scope scope = parse_scope_json(test::seed_scope_json);
-    scope.limits.max_open_orders = 10;
-    CHECK_THROWS_WITH(Guard(scope, clock), Catch::Contains("not enforced by this Guard yet") &&
-                                               Catch::Contains("max_open_orders"));
-    scope.limits.max_open_orders.reset();
-    CHECK_NOTHROW(Guard(scope, clock));
+    scope.limits.max_open_orders = 1;
+    Guard guard(scope, clock);
+    Order o = good_order();
+    o.client_order_id = "first";
+    CHECK(guard.check(o).allowed());
+    o.client_order_id = "second";
+    const Decision d = guard.check(o);
+    CHECK(d.reasons.contains(ReasonCode::max_open_orders_exceeded));
+    CHECK(d.verdict == Verdict::reject);
+    CHECK(guard.working_orders() == std::vector<std::string>{"first"});
 }

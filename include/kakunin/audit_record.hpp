@@ -31,9 +31,25 @@ inline constexpr std::string_view guard_halted = "guard.halted";
 inline constexpr std::string_view guard_resumed = "guard.resumed";
 inline constexpr std::string_view guard_rotated = "guard.rotated";          ///< renewed certificate
 inline constexpr std::string_view guard_crl_updated = "guard.crl_updated";  ///< newer CRL taken
-inline constexpr std::string_view ca_initialised = "ca.initialised";        ///< CA log: CA created
-inline constexpr std::string_view agent_registered = "agent.registered";    ///< CA log
-inline constexpr std::string_view crl_issued = "crl.issued";                ///< CA log: CRL signed
+// The order lifecycle (docs/lifecycle.md): the agent's amend and cancel requests, decided like
+// orders, and the venue's execution reports as the Guard applied them.
+inline constexpr std::string_view amend_allowed = "amend.allowed";
+inline constexpr std::string_view amend_rejected = "amend.rejected";
+inline constexpr std::string_view cancel_allowed = "cancel.allowed";
+inline constexpr std::string_view cancel_rejected = "cancel.rejected";
+inline constexpr std::string_view execution_ack = "execution.ack";
+inline constexpr std::string_view execution_reject = "execution.reject";
+inline constexpr std::string_view execution_fill = "execution.fill";
+inline constexpr std::string_view execution_cancelled = "execution.cancelled";
+inline constexpr std::string_view execution_expired = "execution.expired";
+inline constexpr std::string_view execution_mark = "execution.mark";
+/// A halt handed the working orders' ids to the cancel callback (RTS 6 Art. 12).
+inline constexpr std::string_view guard_cancel_all = "guard.cancel_all";
+inline constexpr std::string_view guard_reduce_only = "guard.reduce_only";  ///< mode entered
+inline constexpr std::string_view guard_reduce_only_lifted = "guard.reduce_only_lifted";
+inline constexpr std::string_view ca_initialised = "ca.initialised";      ///< CA log: CA created
+inline constexpr std::string_view agent_registered = "agent.registered";  ///< CA log
+inline constexpr std::string_view crl_issued = "crl.issued";              ///< CA log: CRL signed
 inline constexpr std::string_view certificate_issued = "certificate.issued";
 inline constexpr std::string_view certificate_revoked = "certificate.revoked";
 inline constexpr std::string_view scope_approved = "scope.approved";

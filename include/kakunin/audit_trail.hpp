@@ -1,6 +1,7 @@
 // kakunin/audit_trail.hpp — the Guard's hand-off to its audit log: a preallocated bounded queue
-// that check() fills without allocating or blocking, and one background thread that turns each
-// entry into a record (AuditLogWriter: hash, sign, checkpoint) and makes batches durable.
+// that check() (and the amend, cancel and execution-report paths) fill without allocating or
+// blocking, and one background thread that turns each entry into a record (AuditLogWriter:
+// hash, sign, checkpoint) and makes batches durable.
 //
 //   auto sink = std::make_shared<kakunin::FileAuditSink>("state/audit/agent-7.jsonl");
 //   kakunin::GuardOptions options;
@@ -30,6 +31,7 @@
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
 #include "kakunin/kms.hpp"
+#include "kakunin/lifecycle.hpp"
 #include "kakunin/order.hpp"
 
 namespace kakunin {
@@ -61,27 +63,41 @@ struct AuditTrailOptions {
 
 /// Counters, readable from any thread.
 struct AuditTrailCounters {
-    std::uint64_t queued = 0;                 ///< entries handed over by check() and the cold paths
-    std::uint64_t durable = 0;                ///< of those, the ones the sink has made durable
-    std::uint64_t unrecorded_rejections = 0;  ///< rejected orders the full queue could not take
-    std::uint64_t sink_failures = 0;          ///< failed durable writes (retried)
-    bool healthy = true;  ///< false while orders are refused for the audit's sake
+    std::uint64_t queued = 0;   ///< entries handed over by check() and the cold paths
+    std::uint64_t durable = 0;  ///< of those, the ones the sink has made durable
+    /// Rejected orders, amends and cancels the full queue could not take.
+    std::uint64_t unrecorded_rejections = 0;
+    /// Execution reports the full queue could not take (push_execution returned false).
+    std::uint64_t unrecorded_reports = 0;
+    std::uint64_t sink_failures = 0;  ///< failed durable writes (retried)
+    bool healthy = true;              ///< false while orders are refused for the audit's sake
 };
 
 namespace detail {
 
-/// One queue entry: a decision and the order's text, or a state change. Fixed size.
+/// One queue entry: a decision and the order's text, a state change, an amend or cancel
+/// decision, or an execution report as applied. Fixed size.
 struct AuditEntry {
     static constexpr std::size_t text_capacity = 1024;
-    enum class Kind : std::uint8_t { order, state, json };
+    enum class Kind : std::uint8_t { order, state, json, amend, cancel, execution };
     Kind kind = Kind::order;
     TimeNs ts_ns = 0;
     Decision decision;
     Side side = Side::buy;
     Decimal quantity, price, reference_price;
     bool has_reference = false;
+    /// Kind::amend: which of quantity and price the amend gives. Kind::execution: which of them
+    /// the report type carries (a fill both, a mark the price).
+    bool has_quantity = false, has_price = false;
+    /// Kind::execution: the report's type and what applying it did (`result.problem` is static
+    /// text, so the pointer is all the entry keeps).
+    ExecutionType exec_type = ExecutionType::ack;
+    ExecutionResult result;
+    std::uint32_t instrument_length = 0;  ///< Kind::execution: before truncation
     /// Lengths of client_order_id, instrument, counterparty, region, reasoning (for a state
-    /// change: event, by, reason) as stored, and the reasoning's full length before truncation.
+    /// change: event, by, reason; for an amend or cancel: client_order_id; for an execution:
+    /// instrument, client_order_id) as stored, and the last field's full length before
+    /// truncation (the reasoning, the reason or the id).
     std::uint16_t length[5] = {};
     std::uint32_t reasoning_length = 0;
     /// Kind::json: the payload, owned by the entry until the writer has appended it (cold paths
@@ -189,6 +205,74 @@ public:
         return true;
     }
 
+    // ---- producer side: the order lifecycle (docs/lifecycle.md), same contract as push_order:
+    // noexcept, allocation-free, called with the Guard's hot lock held ----
+
+    /// Queues an amend request's decision. Returns false (and counts a rejected one as an
+    /// unrecorded rejection) only when the queue is completely full.
+    bool push_amend(const Amend& a, const Decision& d) noexcept {
+        detail::AuditEntry* e = claim();
+        if (e == nullptr) {
+            if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
+        e->kind = detail::AuditEntry::Kind::amend;
+        e->ts_ns = d.ts_ns;
+        e->decision = d;
+        e->has_quantity = a.quantity.has_value();
+        e->has_price = a.price.has_value();
+        if (e->has_quantity) e->quantity = *a.quantity;
+        if (e->has_price) e->price = *a.price;
+        e->reasoning_length = static_cast<std::uint32_t>(a.client_order_id.size());
+        const std::string_view fields[1] = {a.client_order_id};
+        e->set_text(fields, 1);
+        publish();
+        return true;
+    }
+    /// Queues a cancel request's decision; false as for push_amend.
+    bool push_cancel(const Cancel& c, const Decision& d) noexcept {
+        detail::AuditEntry* e = claim();
+        if (e == nullptr) {
+            if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
+        e->kind = detail::AuditEntry::Kind::cancel;
+        e->ts_ns = d.ts_ns;
+        e->decision = d;
+        e->reasoning_length = static_cast<std::uint32_t>(c.client_order_id.size());
+        const std::string_view fields[1] = {c.client_order_id};
+        e->set_text(fields, 1);
+        publish();
+        return true;
+    }
+    /// Queues an execution report as applied at `at`: `instrument` and `side` are the ones that
+    /// applied (the working order's when the id is working, else the report's). Returns false,
+    /// and counts it (counters().unrecorded_reports), only when the queue is completely full.
+    bool push_execution(TimeNs at, const ExecutionReport& r, const ExecutionResult& result,
+                        std::string_view instrument, Side side) noexcept {
+        detail::AuditEntry* e = claim();
+        if (e == nullptr) {
+            m_unrecorded_reports.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
+        e->kind = detail::AuditEntry::Kind::execution;
+        e->ts_ns = at;
+        e->exec_type = r.type;
+        e->result = result;
+        e->side = side;
+        e->has_quantity = r.type == ExecutionType::fill;
+        e->has_price = r.type == ExecutionType::fill || r.type == ExecutionType::mark;
+        e->quantity = r.quantity;
+        e->price = r.price;
+        // The id last: it gets the room an id too long to be working may need.
+        e->instrument_length = static_cast<std::uint32_t>(instrument.size());
+        e->reasoning_length = static_cast<std::uint32_t>(r.client_order_id.size());
+        const std::string_view fields[2] = {instrument, r.client_order_id};
+        e->set_text(fields, 2);
+        publish();
+        return true;
+    }
+
     // ---- anyone ----
     AuditTrailCounters counters() const noexcept;
     /// Blocks until everything queued so far is durable (or `timeout` passes); true if it is.
@@ -215,6 +299,7 @@ private:
     alignas(64) std::atomic<std::uint64_t> m_tail{0};
     std::atomic<bool> m_healthy{true};
     std::atomic<std::uint64_t> m_unrecorded{0};
+    std::atomic<std::uint64_t> m_unrecorded_reports{0};
     std::atomic<bool> m_stop{false};
     std::thread m_thread;
     std::thread m_watchdog;

@@ -32,12 +32,15 @@
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
 #include "kakunin/detail/compiled_scope.hpp"
+#include "kakunin/detail/order_limits.hpp"
+#include "kakunin/detail/rate_window.hpp"
 #include "kakunin/detail/spin_lock.hpp"
 #include "kakunin/detail/string_set.hpp"
 #include "kakunin/detail/wide_math.hpp"
 #include "kakunin/error.hpp"
 #include "kakunin/incident.hpp"
 #include "kakunin/kms.hpp"
+#include "kakunin/lifecycle.hpp"
 #include "kakunin/notifier.hpp"
 #include "kakunin/order.hpp"
 #include "kakunin/revocation.hpp"
@@ -67,6 +70,31 @@ struct GuardEvent {
 };
 
 const char* to_string(GuardEvent::Kind k) noexcept;
+
+/// What a halt hands to GuardOptions::on_cancel_all: the orders working at that moment, to
+/// cancel at the venue (RTS 6 Art. 12: "cancel immediately any or all unexecuted orders").
+struct CancelAll {
+    std::string halt_id;  ///< the halt (GuardEvent::halt_id)
+    std::string reason;
+    std::string by;
+    TimeNs at_ns = 0;
+    std::vector<std::string> order_ids;  ///< sorted
+};
+
+/// The lifecycle figures now (Guard::lifecycle_state()); amounts as decimal strings.
+struct LifecycleState {
+    struct Position {
+        std::string instrument;
+        std::string position;  ///< net, base units (negative: short)
+        std::string working_buy, working_sell;
+    };
+    std::vector<Position> positions;          ///< every instrument of the scope, in its order
+    std::vector<std::string> working_orders;  ///< ids, sorted
+    std::string filled_today;                 ///< notional filled in the current UTC day (money)
+    std::string working_notional;             ///< remaining notional of working orders (money)
+    std::string daily_pnl;  ///< realised plus unrealised, the current UTC day (money)
+    bool reduce_only = false;
+};
 
 /// Everything a Guard needs to enforce an agent's certificate.
 struct GuardCredentials {
@@ -113,6 +141,19 @@ struct GuardOptions {
     /// Without it any valid signature is accepted and the key is recorded for the auditor.
     std::function<std::string(std::string_view person, std::string_view public_key_base64)>
         person_key_check;
+    /// Working orders tracked when the scope sets lifecycle limits but no max_open_orders
+    /// (0: default_working_order_capacity), or, set without lifecycle limits, tracking anyway.
+    /// Preallocated; over capacity a new order is rejected (max_open_orders_exceeded).
+    std::size_t working_order_capacity = 0;
+    /// Every halt (manual, automatic, revocation feed, CRL, escalation, heartbeat) hands the
+    /// ids of the working orders here, once the halt is in force, from the thread that halted
+    /// (never with a Guard lock held: it may call cancel()). It must not throw; halt() returns
+    /// after it did. Each call is recorded as guard.cancel_all.
+    std::function<void(const CancelAll&)> on_cancel_all;
+    /// The dead man's switch: with a timeout set, no heartbeat() within it halts the Guard and
+    /// cancels every working order (cancel-on-disconnect). Starts at construction; needs the
+    /// incident thread, or process_incidents() called, to fire while no order is checked.
+    std::chrono::milliseconds heartbeat_timeout{0};
     /// Run incident handling on a background thread (default). Off: the caller drives it with
     /// Guard::process_incidents() (replays on simulated time do, for deterministic results).
     bool incident_thread = true;
@@ -142,107 +183,144 @@ public:
     Guard& operator=(const Guard&) = delete;
 
     /// Decides on one order. Never throws, never allocates, reads the clock once. Every reason
-    /// that applies is reported. Stateful limits (message rate, daily notional) are updated
-    /// atomically with the verdict, so concurrent callers see one consistent order of checks.
+    /// that applies is reported. Stateful limits (order and message rates, daily notional, the
+    /// lifecycle limits) are updated atomically with the verdict, so concurrent callers see one
+    /// consistent order of checks. With lifecycle limits in the scope (docs/lifecycle.md) the
+    /// order needs a client_order_id, and once allowed it is working until the venue reports
+    /// that it stopped (on_execution).
     Decision check(const Order& order) noexcept {
         Decision d;
-        bool warn_expiry = false;
-        bool stepped = false;  // the clock stepped back in this call (from stepped_from)
-        TimeNs stepped_from = 0;
+        AfterLock after;
         {
             std::lock_guard<detail::SpinLock> lock(m_lock);
-            // Read under the lock, so the times of concurrent checks follow their order.
-            d.ts_ns = m_clock.now_ns();
-            // Time-keyed state (rate window, daily total, scoring, expiry) never goes back: after
-            // a backward step it keeps the latest time seen until the clock passes it again.
-            if (d.ts_ns < m_last_ns) {  // a step back: reported once, however far it went
-                stepped = true;
-                stepped_from = m_last_ns;
-            }
-            m_last_ns = d.ts_ns;
-            if (d.ts_ns > m_latest_ns) m_latest_ns = d.ts_ns;
-            const TimeNs t = m_latest_ns;
-            const std::int64_t second = floor_div(d.ts_ns, 1'000'000'000);
-            const std::int64_t latest_second = floor_div(t, 1'000'000'000);
-            const detail::Authority& a = *m_authority;
-            int128 day_units;
-            d.reasons = a.compiled.evaluate(order, d.ts_ns, day_units);
-            if (second < a.not_before_s) d.reasons.add(ReasonCode::certificate_not_yet_valid);
-            if (latest_second > a.not_after_s) d.reasons.add(ReasonCode::certificate_expired);
-            if (latest_second > a.crl_next_update_s)
-                d.reasons.add(ReasonCode::revocation_status_stale);
-            if (m_revoked) d.reasons.add(ReasonCode::certificate_revoked);
-            if (m_halted.load(std::memory_order_relaxed)) d.reasons.add(ReasonCode::halted);
-            if (m_audit && !m_audit->accepting()) d.reasons.add(ReasonCode::audit_unavailable);
-            if (!m_rate_ring.empty()) {
-                // Sliding one-second window over every message checked, rejected ones included.
-                const TimeNs oldest = m_rate_ring[m_rate_next];
-                if (m_rate_filled && t - oldest < 1'000'000'000)
-                    d.reasons.add(ReasonCode::order_rate_exceeded);
-                m_rate_ring[m_rate_next] = t;
-                if (++m_rate_next == m_rate_ring.size()) {
-                    m_rate_next = 0;
-                    m_rate_filled = true;
-                }
-            }
-            const bool counts_daily = a.compiled.has_daily_limit() && day_units >= 0;
-            if (counts_daily) {
-                const std::int64_t day = utc_day(t);
-                if (day > m_day) {  // only a new day resets; t never goes back
-                    m_day = day;
-                    m_day_total = 0;
-                }
-                if (day_units > a.compiled.daily_limit() - m_day_total)
-                    d.reasons.add(ReasonCode::daily_notional_exceeded);
-            }
-            ++m_counters.checks;
-            bool revoke_now = false;
-            if (m_scorer) {
-                m_scorer->score(order, t, d);
-                const ScoringPolicy& p = m_scorer->policy();
-                if (d.score_ppm >= p.revoke_ppm && !m_halted.load(std::memory_order_relaxed)) {
-                    // Halt in this very call: no order from any thread is allowed after it.
-                    d.reasons.add(ReasonCode::anomaly_revocation);
-                    m_halted.store(true, std::memory_order_release);
-                    m_revoked = true;
-                    m_auto_halted = true;
-                    m_key_compromised = true;  // the revocation is for keyCompromise
-                    revoke_now = true;
-                }
-            }
-            if (d.reasons.empty()) {
-                d.verdict = Verdict::allow;
-                if (m_scorer && d.score_ppm >= m_scorer->policy().warn_ppm) {
-                    d.verdict = Verdict::warn;
-                    d.reasons.add(ReasonCode::anomaly_warning);
-                }
-                if (counts_daily) m_day_total += day_units;
-                ++m_counters.allowed;
+            // 1. gate: the time, the authority in force, halt and the audit trail
+            const TimeNs t = gate(d, after);
+            // 2. scope: what the certificate allows, order by order
+            d.reasons.merge(m_authority->compiled.evaluate(order, d.ts_ns));
+            // 3. limits: the stateful ones, counted for every order checked
+            if (m_order_rate.exceeded(t)) d.reasons.add(ReasonCode::order_rate_exceeded);
+            m_order_rate.count(t);
+            detail::OrderLimits::NewPlan plan;
+            d.reasons.merge(m_limits->evaluate_new(order, t, plan));
+            m_limits->count_message(t);
+            // 4. score: behaviour against the approved baseline (may halt in this call)
+            const bool revoke_now = score(order, t, d);
+            // 5. decide: the verdict, and what an allowed order commits
+            if (decide(d)) {
+                m_limits->commit_new(order, plan, t);
                 if (m_builder) m_builder->observe(order, t);
-            } else {
-                d.verdict = Verdict::reject;
-                ++m_counters.rejected;
             }
+            // 6. hand-off: the audit record and the incident desk
             if (m_audit) m_audit->push_order(order, d);
-            if (revoke_now) {
-                if (m_audit)
-                    m_audit->push_state(d.ts_ns, "guard.halted", "kakunin",
-                                        "automatic halt: anomaly score over the revocation "
-                                        "threshold");
-                push_anomaly(order, d);
-            } else if (m_scorer && d.score_ppm >= m_scorer->policy().warn_ppm &&
-                       !d.reasons.contains(ReasonCode::halted)) {
-                push_anomaly(order, d);
-            }
-            if (latest_second >= a.expiry_warning_s && !m_expiry_warned) {
-                m_expiry_warned = true;
-                warn_expiry = true;
-            }
+            hand_off_anomaly(order, d, revoke_now);
         }
-        if (stepped) report_clock_step(stepped_from, d.ts_ns);
-        if (warn_expiry) report_expiry();
+        after.deliver(*this);
         return d;
     }
+
+    /// Decides on an amend of a working order (its new total quantity and/or price), like
+    /// check(): noexcept, no allocation, every reason. Refused for what it adds to a limit, for
+    /// a halt, revocation or the certificate's times, and for the scope's order-size, money,
+    /// collar and trading-hours limits on its new terms; unknown_order_id if the id is not
+    /// working. Counts toward max_messages_per_second. Not scored (scoring judges new orders).
+    Decision amend(const Amend& a) noexcept {
+        Decision d;
+        AfterLock after;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            const TimeNs t = gate(d, after);
+            detail::OrderLimits::AmendPlan plan;
+            d.reasons.merge(m_limits->evaluate_amend(a, t, plan));
+            if (plan.order >= 0) {
+                const auto w = m_limits->working_order(a.client_order_id);
+                d.reasons.merge(m_authority->compiled.evaluate_amend(
+                    w->instrument, detail::decimal_of_units(plan.latest_quantity, 18),
+                    plan.latest_price, a.reference_price, a.price.has_value(), d.ts_ns));
+            }
+            m_limits->count_message(t);
+            if (decide(d)) m_limits->commit_amend(plan, t);
+            if (m_audit) m_audit->push_amend(a, d);
+        }
+        after.deliver(*this);
+        return d;
+    }
+
+    /// Decides on a cancel request: never refused for limits, halt or revocation (cancelling
+    /// is what a halt asks for); only an id that is not working is (unknown_order_id). The
+    /// order keeps its exposure until the venue reports it cancelled. Counts as a message.
+    Decision cancel(const Cancel& c) noexcept {
+        Decision d;
+        AfterLock after;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            const TimeNs t = advance_time(d.ts_ns, after);
+            d.reasons = m_limits->evaluate_cancel(c);
+            m_limits->count_message(t);
+            if (decide(d)) m_limits->commit_cancel(c);
+            if (m_audit) m_audit->push_cancel(c, d);
+        }
+        after.deliver(*this);
+        return d;
+    }
+
+    /// Applies a venue report (ack, reject, fill, cancelled, expired, mark): noexcept, no
+    /// allocation. Fills are facts: a fill for an id that is not working still moves the
+    /// position, and the error handler hears of it. A fill or mark that takes the day's loss to
+    /// max_daily_loss puts the Guard in reduce-only mode (recorded). Every report is recorded.
+    ExecutionResult on_execution(const ExecutionReport& e) noexcept {
+        ExecutionResult r;
+        AfterLock after;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            TimeNs ts = 0;
+            const TimeNs t = advance_time(ts, after);
+            const auto w = e.type == ExecutionType::mark
+                               ? std::nullopt
+                               : m_limits->working_order(e.client_order_id);
+            r = m_limits->apply(e, t);
+            if (m_audit) {
+                const std::string_view instrument =
+                    w ? m_authority->compiled.instrument_name(w->instrument) : e.instrument;
+                m_audit->push_execution(ts, e, r, instrument, w ? w->side : e.side);
+                if (r.reduce_only_entered)
+                    m_audit->push_state(
+                        ts, "guard.reduce_only", "kakunin",
+                        r.problem != nullptr ? r.problem : "daily loss reached max_daily_loss");
+            }
+            after.problem = r.problem;
+            after.reduce_only_entered = r.reduce_only_entered;
+        }
+        after.deliver(*this);
+        return r;
+    }
+
+    /// Reduce-only mode (docs/lifecycle.md): from the moment this returns only orders that
+    /// reduce the position pass, and cancels. Recorded with who and why. Entered automatically
+    /// when the day's loss reaches max_daily_loss. Throws kakunin::Error (invalid_input) if
+    /// `by` or `reason` is empty, invalid_state if the scope has no lifecycle tracking.
+    void reduce_only(std::string_view reason, std::string_view by);
+    /// Lifts reduce-only mode; a named person decides. Throws kakunin::Error (invalid_input)
+    /// for an empty `by`, invalid_state if the mode is not in force. Recorded.
+    void lift_reduce_only(std::string_view by);
+    bool reduce_only_in_force() const noexcept {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        return m_limits->reduce_only();
+    }
+
+    /// The dead man's switch (GuardOptions::heartbeat_timeout): the strategy says it is alive.
+    /// With no heartbeat() within the timeout the Guard halts and cancels every working order
+    /// (cancel-on-disconnect). noexcept, no allocation.
+    void heartbeat() noexcept {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        const TimeNs now = m_clock.now_ns();
+        if (now > m_last_heartbeat_ns) m_last_heartbeat_ns = now;
+    }
+
+    /// The ids of the orders working now (sorted).
+    std::vector<std::string> working_orders() const;
+    /// Positions, working orders and the day's figures now (decimal strings, trailing zeros
+    /// trimmed), e.g. for `kakunin replay --state-out`.
+    LifecycleState lifecycle_state() const;
 
     /// Kill switch (RTS 6 Art. 12): from the moment this returns, every check() rejects with
     /// `halted`. `by` names the person or system; both strings are kept. Returns the halt's id
@@ -340,6 +418,128 @@ public:
     std::optional<AgentCertificate> certificate() const;
 
 private:
+    /// What a hot call found that must be handled after the spin lock is released: reports to
+    /// the error handler, and a lapsed heartbeat for the desk. Handling allocates nothing.
+    struct AfterLock {
+        bool stepped = false;  ///< the clock stepped back in this call (from stepped_from)
+        TimeNs stepped_from = 0, stepped_to = 0;
+        bool warn_expiry = false;
+        bool heartbeat_lapsed = false;
+        bool reduce_only_entered = false;
+        const char* problem = nullptr;  ///< an execution report's problem (static text)
+        void deliver(Guard& g) noexcept {
+            if (stepped) g.report_clock_step(stepped_from, stepped_to);
+            if (warn_expiry) g.report_expiry();
+            if (problem != nullptr) g.report(problem);
+            if (reduce_only_entered && problem == nullptr)
+                g.report("reduce-only mode entered: the day's loss reached max_daily_loss");
+            if (heartbeat_lapsed) g.wake_desk();
+        }
+    };
+
+    /// Reads the clock (hot lock held). Time-keyed state (rate windows, daily totals, scoring,
+    /// expiry) never goes back: after a backward step it keeps the latest time seen until the
+    /// clock passes it again. Writes the call's own time to `ts`; returns the forward-only time.
+    TimeNs advance_time(TimeNs& ts, AfterLock& after) noexcept {
+        ts = m_clock.now_ns();  // read under the lock: concurrent calls' times follow their order
+        if (ts < m_last_ns) {   // a step back: reported once, however far it went
+            after.stepped = true;
+            after.stepped_from = m_last_ns;
+            after.stepped_to = ts;
+        }
+        m_last_ns = ts;
+        if (ts > m_latest_ns) m_latest_ns = ts;
+        const TimeNs t = m_latest_ns;
+        if (m_heartbeat_ns > 0 && t - m_last_heartbeat_ns > m_heartbeat_ns &&
+            !m_halted.load(std::memory_order_relaxed)) {
+            // The dead man's switch: halted in this call; the desk records it and cancels.
+            m_halted.store(true, std::memory_order_release);
+            m_heartbeat_lapsed = true;
+            after.heartbeat_lapsed = true;
+        }
+        return t;
+    }
+
+    /// Step 1 of a request: the time, and every reason of the authority in force, the halt and
+    /// the audit trail (hot lock held). Returns the forward-only time.
+    TimeNs gate(Decision& d, AfterLock& after) noexcept {
+        const TimeNs t = advance_time(d.ts_ns, after);
+        const std::int64_t second = floor_div(d.ts_ns, 1'000'000'000);
+        const std::int64_t latest_second = floor_div(t, 1'000'000'000);
+        const detail::Authority& a = *m_authority;
+        if (second < a.not_before_s) d.reasons.add(ReasonCode::certificate_not_yet_valid);
+        if (latest_second > a.not_after_s) d.reasons.add(ReasonCode::certificate_expired);
+        if (latest_second > a.crl_next_update_s) d.reasons.add(ReasonCode::revocation_status_stale);
+        if (m_revoked) d.reasons.add(ReasonCode::certificate_revoked);
+        if (m_halted.load(std::memory_order_relaxed)) d.reasons.add(ReasonCode::halted);
+        if (m_audit && !m_audit->accepting()) d.reasons.add(ReasonCode::audit_unavailable);
+        if (latest_second >= a.expiry_warning_s && !m_expiry_warned) {
+            m_expiry_warned = true;
+            after.warn_expiry = true;
+        }
+        return t;
+    }
+
+    /// Step 4 of check(): scores the order; at the revocation level halts in this very call
+    /// (no order from any thread is allowed after it). True if it did.
+    bool score(const Order& order, TimeNs t, Decision& d) noexcept {
+        if (!m_scorer) return false;
+        m_scorer->score(order, t, d);
+        if (d.score_ppm < m_scorer->policy().revoke_ppm || m_halted.load(std::memory_order_relaxed))
+            return false;
+        d.reasons.add(ReasonCode::anomaly_revocation);
+        m_halted.store(true, std::memory_order_release);
+        m_revoked = true;
+        m_auto_halted = true;
+        m_key_compromised = true;  // the revocation is for keyCompromise
+        return true;
+    }
+
+    /// Step 5: the verdict from the reasons and the score; counts it. True if allowed.
+    bool decide(Decision& d) noexcept {
+        ++m_counters.checks;
+        if (!d.reasons.empty()) {
+            d.verdict = Verdict::reject;
+            ++m_counters.rejected;
+            return false;
+        }
+        d.verdict = Verdict::allow;
+        if (m_scorer && d.score_ppm >= m_scorer->policy().warn_ppm) {
+            d.verdict = Verdict::warn;
+            d.reasons.add(ReasonCode::anomaly_warning);
+        }
+        ++m_counters.allowed;
+        return true;
+    }
+
+    /// Step 6 of check(), for the incident desk: an automatic halt, or a warning-level score.
+    void hand_off_anomaly(const Order& order, const Decision& d, bool revoke_now) noexcept {
+        if (revoke_now) {
+            if (m_audit)
+                m_audit->push_state(d.ts_ns, "guard.halted", "kakunin",
+                                    "automatic halt: anomaly score over the revocation "
+                                    "threshold");
+            push_anomaly(order, d);
+        } else if (m_scorer && d.score_ppm >= m_scorer->policy().warn_ppm &&
+                   !d.reasons.contains(ReasonCode::halted)) {
+            push_anomaly(order, d);
+        }
+    }
+
+    /// Wakes the incident thread (a lapsed heartbeat is recorded and cancelled there).
+    void wake_desk() noexcept;
+    /// Records a lapsed heartbeat's halt (cold; the desk and process_incidents call it).
+    void poll_heartbeat() noexcept;
+    /// Hands every halt's working ids to GuardOptions::on_cancel_all and records
+    /// guard.cancel_all; called with no lock held at the end of every path that halts. Returns
+    /// when the halts queued so far are delivered (at once when re-entered from the callback).
+    void deliver_cancels() noexcept;
+    /// The heartbeat starts again from now (a person re-enabled the Guard).
+    void rearm_heartbeat() noexcept;
+    void start_heartbeat();
+    void update_crl_locked(const CertificateRevocationList& crl);
+    void on_revocation_locked(const Revocation& revocation) noexcept;
+
     void report(std::string_view message) noexcept;
     void report_expiry() noexcept;
     void report_clock_step(TimeNs from, TimeNs to) noexcept;
@@ -356,7 +556,10 @@ private:
                             const CertificateRevocationList* crl) const;
     std::unique_ptr<detail::Authority> make_authority(const AgentCertificate& cert,
                                                       const CertificateRevocationList& crl) const;
-    void install(std::unique_ptr<detail::Authority> next, bool new_serial);
+    /// Swaps in a new authority (and, for a renewed scope, the order limits that adopted the
+    /// old state: the old engine is left in `limits`, freed by the caller off the hot lock).
+    void install(std::unique_ptr<detail::Authority> next, bool new_serial,
+                 std::unique_ptr<detail::OrderLimits>* limits = nullptr);
     void audit_state(const GuardEvent& event) noexcept;
     void audit_event(TimeNs at, std::string_view event, std::string payload) noexcept;
     void setup_behaviour(const std::string& agent_id);
@@ -402,13 +605,15 @@ private:
     std::atomic<bool> m_halted{false};
     bool m_revoked = false;
     bool m_expiry_warned = false;
-    std::vector<TimeNs> m_rate_ring;
-    std::size_t m_rate_next = 0;
-    bool m_rate_filled = false;
-    std::int64_t m_day = INT64_MIN;
-    int128 m_day_total = 0;
-    TimeNs m_latest_ns = INT64_MIN;  ///< the latest time check() has seen
-    TimeNs m_last_ns = INT64_MIN;    ///< the time of the previous check()
+    detail::RateWindow m_order_rate;  ///< max_orders_per_second, over new orders checked
+    /// The stateful limits: daily notional, and with lifecycle limits working orders,
+    /// positions, exposure, message rate, daily loss and reduce-only mode.
+    std::unique_ptr<detail::OrderLimits> m_limits;
+    TimeNs m_latest_ns = INT64_MIN;  ///< the latest time a hot call has seen
+    TimeNs m_last_ns = INT64_MIN;    ///< the time of the previous hot call
+    TimeNs m_heartbeat_ns = 0;       ///< GuardOptions::heartbeat_timeout; 0: off
+    TimeNs m_last_heartbeat_ns = 0;
+    bool m_heartbeat_lapsed = false;  ///< halted for it; the desk has still to record it
     GuardCounters m_counters;
     bool m_auto_halted = false;      ///< a halt was automatic: only reenable() lifts it
     bool m_key_compromised = false;  ///< revoked for keyCompromise: stays revoked
@@ -452,6 +657,10 @@ private:
     std::condition_variable m_wake;
     std::atomic<bool> m_stop{false};
     std::thread m_incident_thread;
+
+    // Halts whose working ids are still to be handed to on_cancel_all (guard.cpp).
+    struct CancelQueue;
+    std::unique_ptr<CancelQueue> m_cancels;
 
     // Last: destroyed first, so the writer drains while everything it reads still exists.
     std::unique_ptr<AuditTrail> m_audit;

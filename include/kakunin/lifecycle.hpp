@@ -32,6 +32,8 @@ struct Amend {
     std::string_view client_order_id;
     std::optional<Decimal> quantity;
     std::optional<Decimal> price;
+    /// For a new price when the scope sets price_collar_bps (as Order::reference_price).
+    std::optional<Decimal> reference_price = std::nullopt;
 };
 
 /// A request to cancel a working order. Never refused for limits, halt or revocation; only an

@@ -27,6 +27,12 @@ private:
     TimeNs m_event = 0;  // only the writer thread reads and writes it
 };
 
+std::string dump_replacing(const nlohmann::json& p) {
+    // Invalid UTF-8 from the agent or the venue must not make the record unwritable: replace,
+    // keep the rest.
+    return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string order_payload(const detail::AuditEntry& e) {
     nlohmann::json order;
     order["client_order_id"] = std::string(e.field(0));
@@ -48,15 +54,102 @@ std::string order_payload(const detail::AuditEntry& e) {
         p["components_ppm"][component_name(i)] = e.decision.components_ppm[i];
     p["reasoning"] = std::string(e.field(4));
     if (e.reasoning_length > e.length[4]) p["reasoning_truncated_from"] = e.reasoning_length;
-    // Invalid UTF-8 from the agent must not make the record unwritable: replace, keep the rest.
-    return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return dump_replacing(p);
 }
 
 std::string state_payload(const detail::AuditEntry& e) {
     nlohmann::json p;
     p["by"] = std::string(e.field(1));
     p["reason"] = std::string(e.field(2));
-    return p.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return dump_replacing(p);
+}
+
+/// "decision" and "reasons", as an order decision's payload has them.
+void add_decision(nlohmann::json& p, const Decision& d) {
+    p["decision"] = to_string(d.verdict);
+    p["reasons"] = nlohmann::json::array();
+    for (ReasonCode r : d.reasons) p["reasons"].push_back(to_string(r));
+}
+
+/// The id field of an amend or cancel entry, with the length it had when longer than stored.
+nlohmann::json request_target(const detail::AuditEntry& e) {
+    nlohmann::json t;
+    t["client_order_id"] = std::string(e.field(0));
+    if (e.reasoning_length > e.length[0]) t["client_order_id_truncated_from"] = e.reasoning_length;
+    return t;
+}
+
+std::string amend_payload(const detail::AuditEntry& e) {
+    nlohmann::json amend = request_target(e);
+    if (e.has_quantity) amend["quantity"] = to_string(e.quantity);
+    if (e.has_price) amend["price"] = to_string(e.price);
+    nlohmann::json p;
+    p["amend"] = std::move(amend);
+    add_decision(p, e.decision);
+    return dump_replacing(p);
+}
+
+std::string cancel_payload(const detail::AuditEntry& e) {
+    nlohmann::json p;
+    p["cancel"] = request_target(e);
+    add_decision(p, e.decision);
+    return dump_replacing(p);
+}
+
+std::string_view execution_event(ExecutionType t) {
+    switch (t) {
+        case ExecutionType::ack: return audit_event::execution_ack;
+        case ExecutionType::reject: return audit_event::execution_reject;
+        case ExecutionType::fill: return audit_event::execution_fill;
+        case ExecutionType::cancelled: return audit_event::execution_cancelled;
+        case ExecutionType::expired: return audit_event::execution_expired;
+        case ExecutionType::mark: return audit_event::execution_mark;
+    }
+    return {};  // a type outside the enum (a cast): see execution_payload
+}
+
+bool known_type(ExecutionType t) { return !execution_event(t).empty(); }
+
+std::string execution_payload(const detail::AuditEntry& e) {
+    nlohmann::json p;
+    const bool mark = e.exec_type == ExecutionType::mark;
+    // Fields: instrument, client_order_id (docs/audit-format.md §2.1).
+    p["instrument"] = std::string(e.field(0));
+    if (e.instrument_length > e.length[0]) p["instrument_truncated_from"] = e.instrument_length;
+    if (!mark) {
+        p["client_order_id"] = std::string(e.field(1));
+        if (e.reasoning_length > e.length[1])
+            p["client_order_id_truncated_from"] = e.reasoning_length;
+        p["side"] = to_string(e.side);
+    }
+    if (e.has_quantity) p["quantity"] = to_string(e.quantity);
+    if (e.has_price) p["price"] = to_string(e.price);
+    p["applied"] = e.result.applied;
+    p["unknown_order"] = e.result.unknown_order;
+    p["order_closed"] = e.result.order_closed;
+    p["reduce_only_entered"] = e.result.reduce_only_entered;
+    if (e.result.problem != nullptr) p["problem"] = e.result.problem;
+    if (!known_type(e.exec_type))  // recorded, never dropped, and said to be what it is
+        p["problem"] = "execution report of unknown type " +
+                       std::to_string(static_cast<unsigned>(e.exec_type)) + " (recorded as ack)";
+    return dump_replacing(p);
+}
+
+/// The event and payload of a lifecycle entry (amend, cancel, execution).
+std::pair<std::string_view, std::string> lifecycle_record(const detail::AuditEntry& e) {
+    switch (e.kind) {
+        case detail::AuditEntry::Kind::amend:
+            return {e.decision.allowed() ? audit_event::amend_allowed : audit_event::amend_rejected,
+                    amend_payload(e)};
+        case detail::AuditEntry::Kind::cancel:
+            return {
+                e.decision.allowed() ? audit_event::cancel_allowed : audit_event::cancel_rejected,
+                cancel_payload(e)};
+        default:
+            return {
+                known_type(e.exec_type) ? execution_event(e.exec_type) : audit_event::execution_ack,
+                execution_payload(e)};
+    }
 }
 
 std::string_view order_event(Verdict v) {
@@ -204,6 +297,7 @@ AuditTrailCounters AuditTrail::counters() const noexcept {
     c.queued = m_head.load(std::memory_order_acquire);
     c.durable = m_impl->durable_entries.load(std::memory_order_acquire);
     c.unrecorded_rejections = m_unrecorded.load(std::memory_order_relaxed);
+    c.unrecorded_reports = m_unrecorded_reports.load(std::memory_order_relaxed);
     c.sink_failures = m_impl->sink_failures.load(std::memory_order_relaxed);
     c.healthy = m_healthy.load(std::memory_order_relaxed);
     return c;
@@ -337,8 +431,12 @@ void AuditTrail::run() noexcept {
                         im.writer->append(order_event(e.decision.verdict), order_payload(e));
                     else if (e.kind == detail::AuditEntry::Kind::state)
                         im.writer->append(e.field(0), state_payload(e));
-                    else
+                    else if (e.kind == detail::AuditEntry::Kind::json)
                         im.writer->append(e.field(0), *e.payload);
+                    else {
+                        const auto record = lifecycle_record(e);
+                        im.writer->append(record.first, record.second);
+                    }
                     queued = true;
                 } catch (const std::exception& x) {
                     // Signing the record failed (nothing queued: retry this entry next round),

@@ -150,7 +150,10 @@ bool reserved_for_ca(std::string_view event) {
           audit_event::certificate_issued, audit_event::certificate_revoked,
           audit_event::crl_issued, audit_event::log_truncated_tail})
         if (event == e) return true;
-    return event.substr(0, 6) == "order.";
+    // What a Guard decides and applies belongs in the agent's log, never in the CA's.
+    for (std::string_view prefix : {"order.", "amend.", "cancel.", "execution."})
+        if (event.substr(0, prefix.size()) == prefix) return true;
+    return false;
 }
 
 /// One CA log record waiting to be written.

@@ -50,7 +50,7 @@ constexpr const char* mapping_text = R"json([
     "instrument": "Commission Delegated Regulation (EU) 2017/589 (MiFID II RTS 6)",
     "provision": "Art. 15(1)",
     "evidence": ["certificates/*.json", "certificates/*.pem", "approvals/scope.json", "audit/extract.jsonl"],
-    "how": "The limits are in a critical extension of the agent's certificate (max_transaction, limits.price_collar_bps, limits.max_order_quantity, limits.max_orders_per_second); each rejected order's record names the limit it breached."
+    "how": "The limits are in a critical extension of the agent's certificate (max_transaction, limits.price_collar_bps, limits.max_order_quantity, limits.max_orders_per_second for new orders, limits.max_messages_per_second for new, amend and cancel requests together); each order, amend and cancel request is a record of its decision (order.*, amend.*, cancel.*), and each rejected one names the limit it breached (message_rate_exceeded for the message limit)."
   },
   {
     "requirement": "Market and credit limits tied to capital and strategy",
@@ -70,9 +70,8 @@ constexpr const char* mapping_text = R"json([
     "requirement": "Kill functionality: cancel any or all unexecuted orders immediately, and identify which algorithm and trader each order came from",
     "instrument": "Commission Delegated Regulation (EU) 2017/589 (MiFID II RTS 6)",
     "provision": "Art. 12",
-    "coverage": "partial",
     "evidence": ["timeline.json", "audit/extract.jsonl", "crl.pem", "certificates/*.pem"],
-    "how": "Partially met. What exists: the kill switch halts the agent (guard.halted, with who and why), after which every new order is rejected (reason halted); automatic revocations are listed on the CRL; every record names the agent and the certificate that identified it. Not implemented yet: cancelling the agent's unexecuted (resting) orders at the venue; a halt stops new orders only, and resting orders must be cancelled by the trading system."
+    "how": "Every halt (the kill switch, an automatic halt on the anomaly score, a revocation, an escalation) is a guard.halted record with who and why, after which every new order is rejected (reason halted); with it the Guard hands the ids of every order still working to the trading system's cancel callback at once and records them (guard.cancel_all: the halt, who, why and order_ids); the venue's confirmations are execution.cancelled records, and an order that filled instead shows as execution.fill. Automatic revocations are listed on the CRL; every record names the agent and the certificate that identified it. What the records prove: which orders the Guard knew to be working (those it allowed, less those the venue reported done) and that their cancellation was requested at the halt; not that the venue cancelled them (its reports do), nor anything about orders sent around the Guard. A Guard that tracks no working orders (no lifecycle limit in its scope and no capacity in its options, docs/lifecycle.md) has no ids to hand over."
   },
   {
     "requirement": "After an automatic halt, trading stays disabled until a designated staff member re-enables it",

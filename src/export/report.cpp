@@ -324,10 +324,13 @@ string row_class(const string& event) {
     if (event == "order.warned" || event == "incident.opened" || event == "incident.escalated")
         return "ev-warn";
     if (event == "order.rejected" || event == "incident.revoked" || event == "guard.halted" ||
-        event == "certificate.revoked" || event == "log.truncated_tail")
+        event == "guard.cancel_all" || event == "certificate.revoked" ||
+        event == "log.truncated_tail")
         return "ev-bad";
+    if (event == "guard.reduce_only" || event.rfind("execution.", 0) == 0) return "ev-warn";
     if (event == "guard.resumed" || event == "review.signed" || event == "incident.acknowledged" ||
-        event == "incident.resolved" || event == "scope.approved" || event == "baseline.approved")
+        event == "incident.resolved" || event == "scope.approved" || event == "baseline.approved" ||
+        event == "guard.reduce_only_lifted")
         return "ev-human";
     return "";
 }
@@ -628,44 +631,55 @@ string incidents_section(const PackageView& v, std::optional<TimeNs> to) {
 }
 
 string rejections_section(const std::vector<LogLine>& extract) {
-    std::map<string, std::uint64_t> counts;
-    std::uint64_t rejected = 0;
+    // Per reason: rejected orders, and rejected amend and cancel requests (decided alike).
+    std::map<string, std::pair<std::uint64_t, std::uint64_t>> counts;
+    std::uint64_t rejected = 0, rejected_requests = 0;
     for (const LogLine& l : extract) {
-        if (!l.is_record() || str(l.value, "event") != "order.rejected") continue;
-        ++rejected;
+        if (!l.is_record()) continue;
+        const string event = str(l.value, "event");
+        const bool order = event == "order.rejected";
+        if (!order && event != "amend.rejected" && event != "cancel.rejected") continue;
+        ++(order ? rejected : rejected_requests);
+        auto count = [&](const string& name) {
+            auto& c = counts[name];
+            ++(order ? c.first : c.second);
+        };
         const json p = object_at(l.value, "payload");
         const auto it = p.find("reasons");
         if (it == p.end() || !it->is_array() || it->empty()) {
-            ++counts["(no reason recorded)"];
+            count("(no reason recorded)");
             continue;
         }
-        for (const auto& r : *it) ++counts[r.is_string() ? r.get<string>() : r.dump()];
+        for (const auto& r : *it) count(r.is_string() ? r.get<string>() : r.dump());
     }
     struct Row {
         int code;
         string name;
-        std::uint64_t count;
+        std::uint64_t count, requests;
     };
     std::vector<Row> rows;
     for (const auto& [name, n] : counts) {
         int code = -1;
         for (ReasonCode c : all_reason_codes)
             if (name == to_string(c)) code = static_cast<int>(c);
-        rows.push_back({code, name, n});
+        rows.push_back({code, name, n.first, n.second});
     }
     std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
         return (a.code < 0 ? 100000 : a.code) < (b.code < 0 ? 100000 : b.code);
     });
     std::ostringstream s;
     s << "<section id=\"rejections\">\n<h2>Rejections by reason</h2>\n<p>" << rejected
-      << " rejected orders in the period; an order rejected for several reasons counts under "
-         "each.</p>\n<table id=\"rejections-table\">\n<tr><th>Code</th><th>Reason</th>"
-         "<th>Rejected orders</th></tr>\n";
+      << " rejected orders and " << rejected_requests
+      << " rejected amend or cancel requests in the period; a request rejected for several "
+         "reasons counts under each.</p>\n<table id=\"rejections-table\">\n<tr><th>Code</th>"
+         "<th>Reason</th><th>Rejected orders</th><th>Rejected amends and cancels</th></tr>\n";
     for (const Row& r : rows)
         s << "<tr data-reason=\"" << esc(r.name) << "\"><td>"
           << (r.code < 0 ? string("—") : std::to_string(r.code)) << "</td><td><code>" << esc(r.name)
-          << "</code></td><td class=\"count\">" << r.count << "</td></tr>\n";
-    if (rows.empty()) s << "<tr><td colspan=\"3\">no rejected order in the period</td></tr>\n";
+          << "</code></td><td class=\"count\">" << r.count << "</td><td class=\"requests\">"
+          << r.requests << "</td></tr>\n";
+    if (rows.empty())
+        s << "<tr><td colspan=\"4\">no rejected order or request in the period</td></tr>\n";
     s << "</table>\n</section>\n";
     return s.str();
 }
@@ -856,11 +870,20 @@ string render_report(const PackageView& v) {
         rejected += p.kind == 2;
         max_score = std::max(max_score, p.score);
     }
-    std::uint64_t incidents = 0, halts = 0, revocations = 0;
+    std::uint64_t incidents = 0, halts = 0, revocations = 0, cancel_alls = 0;
     for (const auto& e : v.timeline) {
         const string ev = str(e, "event");
         incidents += ev == "incident.opened";
         halts += ev == "guard.halted";
+        cancel_alls += ev == "guard.cancel_all";
+    }
+    // The lifecycle (docs/lifecycle.md): requests decided like orders, and the venue's reports.
+    std::uint64_t requests = 0, reports = 0;
+    for (const LogLine& l : v.extract) {
+        if (!l.is_record()) continue;
+        const string ev = str(l.value, "event");
+        requests += ev.rfind("amend.", 0) == 0 || ev.rfind("cancel.", 0) == 0;
+        reports += ev.rfind("execution.", 0) == 0;
     }
     const Thresholds thresholds = thresholds_of(v);
     const std::map<string, RevocationStatus> revocation = revocations_of(v);
@@ -877,12 +900,15 @@ string render_report(const PackageView& v) {
     card(std::to_string(points.size()), "order decisions");
     card(std::to_string(warned), "warnings", warned ? "warn" : "");
     card(std::to_string(rejected), "rejected orders", rejected ? "bad" : "");
+    card(std::to_string(requests), "amend and cancel requests");
+    card(std::to_string(reports), "execution reports");
     card(score_text(max_score), "highest score",
          max_score >= thresholds.revoke ? "bad"
          : max_score >= thresholds.warn ? "warn"
                                         : "");
     card(std::to_string(incidents), "incidents opened", incidents ? "warn" : "");
     card(std::to_string(halts), "halts", halts ? "bad" : "");
+    card(std::to_string(cancel_alls), "cancel-all requests on halts", cancel_alls ? "bad" : "");
     card(std::to_string(revocations), "certificates revoked", revocations ? "bad" : "");
     s << "</div></section>\n";
 

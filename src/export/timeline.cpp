@@ -1,6 +1,7 @@
 // The incident timeline of an export: the records of the agent's log and of the CA's log that
 // tell what happened to the agent and who decided — warnings, incidents, escalations,
-// revocations, halts, re-enables, approvals, reviews — ordered by time. Derived only from the
+// revocations, halts and the cancels they requested, reduce-only mode, re-enables, approvals,
+// reviews — ordered by time. Derived only from the
 // package's records, so verification re-derives it and compares.
 #include <algorithm>
 
@@ -25,12 +26,26 @@ std::optional<std::uint64_t> uint_member(const json& j, const char* key) {
     return it->get<std::uint64_t>();
 }
 
+bool flag(const json& j, const char* key) {
+    const auto it = j.find(key);
+    return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
 /// Events of the agent's log that belong on the timeline (orders only when they warned or
 /// triggered a revocation). The trigger is named by its reason, anomaly_revocation, not by a
 /// score: the thresholds are the approved baseline's policy, and an order rejected for another
-/// reason (halted, revoked) may score high without triggering anything.
+/// reason (halted, revoked) may score high without triggering anything. Amend and cancel
+/// requests are like orders and execution reports are routine: neither is listed, except the
+/// report that put the Guard in reduce-only mode and a fill for an order the Guard did not know
+/// (a position moved by an order it never checked).
 bool agent_event_on_timeline(const std::string& event, const json& payload) {
     if (event == "order.warned") return true;
+    if (event.rfind("execution.", 0) == 0)
+        return flag(payload, "reduce_only_entered") ||
+               (event == "execution.fill" && flag(payload, "unknown_order"));
+    if (event == "guard.cancel_all" || event == "guard.reduce_only" ||
+        event == "guard.reduce_only_lifted")
+        return true;
     if (event == "order.rejected") {
         const auto reasons = payload.find("reasons");
         if (reasons == payload.end() || !reasons->is_array()) return false;
@@ -70,6 +85,32 @@ std::string detail_of(const std::string& event, const json& p) {
                     r += (i ? ", " : "") + (*reasons)[i].get<std::string>();
             add(r);
         }
+        return d;
+    }
+    if (event.rfind("execution.", 0) == 0) {
+        std::string r = event.substr(10);
+        if (!str(p, "side").empty()) r += " " + str(p, "side");
+        if (!str(p, "quantity").empty()) r += " " + str(p, "quantity");
+        r += " " + str(p, "instrument");
+        if (!str(p, "price").empty()) r += " @ " + str(p, "price");
+        if (!str(p, "client_order_id").empty()) r += " (" + str(p, "client_order_id") + ")";
+        add(r);
+        if (flag(p, "unknown_order")) add("not a working order of the Guard");
+        if (flag(p, "reduce_only_entered")) add("reduce-only mode entered");
+        add(str(p, "problem"));
+        return d;
+    }
+    if (event == "guard.cancel_all") {
+        const auto ids = p.find("order_ids");
+        const std::size_t n = ids != p.end() && ids->is_array() ? ids->size() : 0;
+        std::string r = "cancel of " + std::to_string(n) + " working order(s) requested";
+        constexpr std::size_t shown = 10;  // all of them are in the record
+        for (std::size_t i = 0; i < n && i < shown; ++i)
+            if ((*ids)[i].is_string()) r += (i ? ", " : ": ") + (*ids)[i].get<std::string>();
+        if (n > shown) r += " and " + std::to_string(n - shown) + " more (in the record)";
+        add(r);
+        if (!str(p, "halt").empty()) add("halt " + str(p, "halt"));
+        add(str(p, "reason"));
         return d;
     }
     if (event == "incident.opened") {

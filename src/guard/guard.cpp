@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "crypto/encoding.hpp"
 #include "kakunin/audit_record.hpp"
@@ -52,7 +54,59 @@ std::string instance_tag() {
 std::string dump(const nlohmann::json& j) {
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
+
+/// An amount in 10^-18 units as a decimal string, trailing zeros trimmed ("0" for zero).
+std::string units_text(int128 v) {
+    const bool negative = v < 0;
+    detail::u128 u =
+        negative ? static_cast<detail::u128>(-(v + 1)) + 1 : static_cast<detail::u128>(v);
+    char digits[48];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + static_cast<int>(u % 10));
+        u /= 10;
+    } while (u != 0 || n <= 18);
+    std::string out = negative ? "-" : "";
+    for (int i = n - 1; i >= 18; --i) out.push_back(digits[i]);
+    int last = 0;  // the lowest non-zero fraction digit
+    while (last < 18 && digits[last] == '0') ++last;
+    if (last < 18) {
+        out.push_back('.');
+        for (int i = 17; i >= last; --i) out.push_back(digits[i]);
+    }
+    return out;
+}
+
+/// What the stateful limits compile from a scope: a renewed certificate that changes it
+/// cannot be taken over by the same engine.
+std::string engine_view(const Scope& s) {
+    Scope v;
+    v.instruments = s.instruments;
+    v.counterparties = s.counterparties;
+    v.limits.max_daily_notional = s.limits.max_daily_notional;
+    v.limits.max_position = s.limits.max_position;
+    v.limits.max_open_orders = s.limits.max_open_orders;
+    v.limits.max_working_notional = s.limits.max_working_notional;
+    v.limits.max_messages_per_second = s.limits.max_messages_per_second;
+    v.limits.max_daily_loss = s.limits.max_daily_loss;
+    return to_json(v);
+}
+
+/// A working order's id, copied under the hot lock without allocating.
+struct IdSlot {
+    char text[max_order_id_length];
+    std::uint8_t length;
+};
 }  // namespace
+
+/// Halts whose working ids are still to be handed to on_cancel_all, in order.
+struct Guard::CancelQueue {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::vector<CancelAll> pending;
+    std::uint64_t queued = 0, delivered = 0;
+    std::thread::id deliverer;  ///< the thread delivering now; none when idle
+};
 
 Guard::Guard(const Scope& scope, const Clock& clock)
     : Guard(scope, clock, [] {
@@ -65,15 +119,20 @@ Guard::Guard(const Scope& scope, const Clock& clock, GuardOptions options)
     : m_clock(clock),
       m_options(std::move(options)),
       m_authority(std::make_unique<detail::Authority>(scope)),
+      m_order_rate(m_authority->compiled.rate_limit()),
+      m_limits(std::make_unique<detail::OrderLimits>(scope, m_options.working_order_capacity)),
       m_scope(scope),
-      m_instance(instance_tag()) {
-    if (m_authority->compiled.rate_limit() > 0)
-        m_rate_ring.assign(m_authority->compiled.rate_limit(), 0);
+      m_instance(instance_tag()),
+      m_cancels(std::make_unique<CancelQueue>()) {
     setup_behaviour(m_options.baseline ? m_options.baseline->baseline.agent_id : std::string());
+    start_heartbeat();
 }
 
 Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
-    : m_clock(clock), m_options(options), m_instance(instance_tag()) {
+    : m_clock(clock),
+      m_options(options),
+      m_instance(instance_tag()),
+      m_cancels(std::make_unique<CancelQueue>()) {
     if (!c.kms)
         throw Error(ErrorCategory::invalid_input, "guard: credentials need the agent's Kms");
     if (!c.crl)
@@ -93,13 +152,14 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     m_scope = c.certificate.scope();
     m_certificate = c.certificate;
     m_crl = c.crl;
-    if (m_authority->compiled.rate_limit() > 0)
-        m_rate_ring.assign(m_authority->compiled.rate_limit(), 0);
+    m_order_rate = detail::RateWindow(m_authority->compiled.rate_limit());
+    m_limits = std::make_unique<detail::OrderLimits>(m_scope, m_options.working_order_capacity);
     if (options.audit)
         m_audit =
             std::make_unique<AuditTrail>(*options.audit, clock, m_kms, m_key,
                                          m_certificate->agent_id(), m_certificate->fingerprint());
     setup_behaviour(m_certificate->agent_id());
+    start_heartbeat();
     m_feed = c.revocation_feed;
     if (m_feed) m_feed->subscribe(this);
 }
@@ -126,6 +186,16 @@ std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexce
         report("out of memory recording a halt");
     }
     if (!audited) audit_state(event);
+    if (halts) {
+        try {
+            std::lock_guard<std::mutex> lock(m_cancels->mutex);
+            m_cancels->pending.push_back({event.halt_id, event.reason, event.by, event.at_ns, {}});
+            ++m_cancels->queued;
+        } catch (...) {
+            report(
+                "out of memory queueing a halt's cancel list: cancel the working orders by hand");
+        }
+    }
     try {
         m_events.push_back(event);
     } catch (...) {
@@ -215,6 +285,7 @@ Guard::~Guard() {
         process_incidents();  // what check() queued last still becomes incidents and records
     } catch (...) {
     }
+    deliver_cancels();
 }
 
 CertificateCheck Guard::verify(const AgentCertificate& cert,
@@ -237,28 +308,22 @@ std::unique_ptr<detail::Authority> Guard::make_authority(
     return a;
 }
 
-void Guard::install(std::unique_ptr<detail::Authority> next, bool new_serial) {
-    // Resize the message-rate window outside the spin lock; carry the newest timestamps over.
-    const std::size_t size = next->compiled.rate_limit();
-    std::vector<TimeNs> ring(size, 0);
+void Guard::install(std::unique_ptr<detail::Authority> next, bool new_serial,
+                    std::unique_ptr<detail::OrderLimits>* limits) {
+    // Size the order-rate window outside the spin lock; carry the newest timestamps over. The
+    // old window and authority are freed after the lock is released.
+    detail::RateWindow window(next->compiled.rate_limit());
     std::unique_ptr<const detail::Authority> old;
-    std::vector<TimeNs> old_ring;
     {
         std::lock_guard<detail::SpinLock> lock(m_lock);
-        if (size == m_rate_ring.size()) {
-            old_ring.swap(ring);  // nothing to change
-        } else {
-            const std::size_t have = m_rate_filled ? m_rate_ring.size() : m_rate_next;
-            const std::size_t keep = std::min(have, size);
-            for (std::size_t i = 0; i < keep; ++i) {
-                const std::size_t from =
-                    (m_rate_next + m_rate_ring.size() - keep + i) % m_rate_ring.size();
-                ring[i] = m_rate_ring[from];
-            }
-            m_rate_filled = size > 0 && keep == size;
-            m_rate_next = size > 0 ? keep % size : 0;
-            old_ring.swap(m_rate_ring);
-            m_rate_ring.swap(ring);
+        if (window.limit() != m_order_rate.limit()) {
+            window.carry_from(m_order_rate);
+            m_order_rate.swap(window);
+        }
+        if (limits != nullptr) {
+            // Checked by rotate() under m_admin (held): nothing can have changed what it saw.
+            (*limits)->adopt(*m_limits);
+            limits->swap(m_limits);  // the old engine is freed by the caller
         }
         old.reset(m_authority.release());
         m_authority = std::move(next);
@@ -304,6 +369,20 @@ void Guard::rotate(const AgentCertificate& renewed) {
                         format_timestamp(renewed.not_before()) +
                         " is before that of the certificate in force (" +
                         format_timestamp(m_certificate->not_before()) + ")");
+    // The order limits of the renewed scope take over the state (working orders, positions,
+    // daily totals) where they can; where they cannot, the rotation is refused.
+    std::unique_ptr<detail::OrderLimits> limits;
+    if (engine_view(renewed.scope()) != engine_view(m_scope)) {
+        limits = std::make_unique<detail::OrderLimits>(renewed.scope(),
+                                                       m_options.working_order_capacity);
+        // What it compares is configuration, which only rotate() (m_admin held) changes.
+        const std::string why = limits->cannot_adopt(*m_limits);
+        if (!why.empty())
+            throw Error(ErrorCategory::invalid_state,
+                        "rotate: renewed certificate refused: " + why +
+                            "; the working orders and positions would not carry over (start a "
+                            "new Guard with it once nothing works, docs/lifecycle.md)");
+    }
     const CertificateCheck result = verify(renewed, &*m_crl);
     if (!result.ok())
         throw Error(ErrorCategory::unauthorised,
@@ -311,7 +390,7 @@ void Guard::rotate(const AgentCertificate& renewed) {
                         to_string(result.status) + ": " + result.detail);
     auto next = make_authority(renewed, *m_crl);
     m_held_serials.push_back(canonical_serial(m_certificate->serial()));
-    install(std::move(next), true);
+    install(std::move(next), true, limits ? &limits : nullptr);
     m_certificate = renewed;
     m_scope = renewed.scope();
     record(
@@ -320,6 +399,11 @@ void Guard::rotate(const AgentCertificate& renewed) {
 }
 
 void Guard::update_crl(const CertificateRevocationList& crl) {
+    update_crl_locked(crl);
+    deliver_cancels();  // a CRL listing the certificate halted: cancel what works
+}
+
+void Guard::update_crl_locked(const CertificateRevocationList& crl) {
     std::lock_guard<std::mutex> admin(m_admin);
     if (!m_certificate)
         throw Error(ErrorCategory::invalid_state, "update_crl: this Guard has no certificate");
@@ -361,6 +445,11 @@ void Guard::update_crl(const CertificateRevocationList& crl) {
 }
 
 void Guard::on_revocation(const Revocation& r) noexcept {
+    on_revocation_locked(r);
+    deliver_cancels();
+}
+
+void Guard::on_revocation_locked(const Revocation& r) noexcept {
     try {
         std::lock_guard<std::mutex> admin(m_admin);
         if (!m_certificate) return;
@@ -388,16 +477,21 @@ void Guard::on_revocation(const Revocation& r) noexcept {
 std::string Guard::halt(std::string_view reason, std::string_view by) {
     GuardEvent event{GuardEvent::Kind::halted, m_clock.now_ns(), std::string(by),
                      std::string(reason)};
-    std::lock_guard<std::mutex> admin(m_admin);
-    bool automatic_in_force;
+    std::string id;
     {
-        std::lock_guard<detail::SpinLock> lock(m_lock);
-        automatic_in_force = m_halted.load(std::memory_order_relaxed) && m_auto_halted;
-        m_halted.store(true, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> admin(m_admin);
+        bool automatic_in_force;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            automatic_in_force = m_halted.load(std::memory_order_relaxed) && m_auto_halted;
+            m_halted.store(true, std::memory_order_relaxed);
+        }
+        // A manual halt on top of an automatic one never becomes the halt in force: otherwise
+        // a statement signed for the drill would lift the automatic halt it never named.
+        id = record(std::move(event), false, !automatic_in_force);
     }
-    // A manual halt on top of an automatic one never becomes the halt in force: otherwise a
-    // statement signed for the drill would lift the automatic halt it never named.
-    return record(std::move(event), false, !automatic_in_force);
+    deliver_cancels();  // returns once on_cancel_all has every working id
+    return id;
 }
 
 void Guard::resume(std::string_view by) {
@@ -426,6 +520,212 @@ void Guard::resume(std::string_view by) {
     if (m_halt) event.halt_id = m_halt->halt_id;
     lift_halt(event.by);
     record(std::move(event));
+    rearm_heartbeat();
+}
+
+// ---- the lifecycle: reduce-only mode, working orders, the cancel list, the heartbeat ----
+
+void Guard::reduce_only(std::string_view reason, std::string_view by) {
+    if (by.empty() || reason.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "reduce_only: the person (by) and the reason are required");
+    const TimeNs now = m_clock.now_ns();
+    std::lock_guard<detail::SpinLock> lock(m_lock);
+    if (!m_limits->tracking())
+        throw Error(ErrorCategory::invalid_state,
+                    "reduce_only: this Guard tracks no positions (the scope sets no lifecycle "
+                    "limit and GuardOptions::working_order_capacity is 0), so it cannot tell "
+                    "which orders reduce");
+    m_limits->set_reduce_only(true);
+    if (m_audit && !m_audit->push_state(now, audit_event::guard_reduce_only, by, reason))
+        report("audit queue full: reduce-only mode entered but not recorded");
+}
+
+void Guard::lift_reduce_only(std::string_view by) {
+    if (by.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "lift_reduce_only: the person lifting it must be named");
+    const TimeNs now = m_clock.now_ns();
+    std::lock_guard<detail::SpinLock> lock(m_lock);
+    if (!m_limits->reduce_only())
+        throw Error(ErrorCategory::invalid_state,
+                    "lift_reduce_only: reduce-only mode is not in force");
+    m_limits->set_reduce_only(false);
+    if (m_audit && !m_audit->push_state(now, audit_event::guard_reduce_only_lifted, by, "lifted"))
+        report("audit queue full: reduce-only mode lifted but not recorded");
+}
+
+std::vector<std::string> Guard::working_orders() const {
+    std::vector<IdSlot> slots;
+    for (;;) {
+        std::size_t count;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            count = m_limits->working_count();
+        }
+        slots.resize(count + 16);  // allocated outside the hot lock; copied into under it
+        std::size_t n = 0;
+        bool fits = true;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            if (m_limits->working_count() > slots.size()) {
+                fits = false;
+            } else {
+                m_limits->for_each_working([&](std::string_view id) {
+                    IdSlot& slot = slots[n++];
+                    std::memcpy(slot.text, id.data(), id.size());
+                    slot.length = static_cast<std::uint8_t>(id.size());
+                });
+            }
+        }
+        if (!fits) continue;  // more orders arrived meanwhile: size again
+        std::vector<std::string> ids;
+        ids.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) ids.emplace_back(slots[i].text, slots[i].length);
+        std::sort(ids.begin(), ids.end());
+        return ids;
+    }
+}
+
+LifecycleState Guard::lifecycle_state() const {
+    LifecycleState out;
+    std::vector<std::string> instruments;
+    {
+        std::lock_guard<std::mutex> admin(m_admin);
+        instruments = m_scope.instruments;
+    }
+    struct Figures {
+        int128 position, buy, sell;
+    };
+    std::vector<Figures> figures(instruments.size());
+    int128 filled, working, pnl;
+    {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        for (std::size_t i = 0; i < instruments.size(); ++i) {
+            const int index = m_limits->instrument_index(instruments[i]);
+            figures[i] = {m_limits->position(index), m_limits->working_buy(index),
+                          m_limits->working_sell(index)};
+        }
+        filled = m_limits->filled_today(m_latest_ns);
+        working = m_limits->working_notional();
+        pnl = m_limits->daily_pnl(m_latest_ns);
+        out.reduce_only = m_limits->reduce_only();
+    }
+    for (std::size_t i = 0; i < instruments.size(); ++i)
+        out.positions.push_back({instruments[i], units_text(figures[i].position),
+                                 units_text(figures[i].buy), units_text(figures[i].sell)});
+    out.working_orders = working_orders();
+    out.filled_today = units_text(filled);
+    out.working_notional = units_text(working);
+    out.daily_pnl = units_text(pnl);
+    return out;
+}
+
+void Guard::start_heartbeat() {
+    if (m_options.heartbeat_timeout.count() <= 0) return;
+    {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        m_heartbeat_ns = static_cast<TimeNs>(m_options.heartbeat_timeout.count()) * 1'000'000;
+        m_last_heartbeat_ns = m_clock.now_ns();
+    }
+    start_incident_thread();  // the switch must fire while no order is checked
+}
+
+void Guard::rearm_heartbeat() noexcept {
+    std::lock_guard<detail::SpinLock> lock(m_lock);
+    const TimeNs now = std::max(m_clock.now_ns(), m_latest_ns);
+    if (now > m_last_heartbeat_ns) m_last_heartbeat_ns = now;
+    m_heartbeat_lapsed = false;
+}
+
+void Guard::wake_desk() noexcept { m_wake.notify_all(); }
+
+void Guard::poll_heartbeat() noexcept {
+    TimeNs now, last;
+    {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        if (m_heartbeat_ns == 0) return;
+        now = std::max(m_clock.now_ns(), m_latest_ns);
+        if (!m_halted.load(std::memory_order_relaxed) &&
+            now - m_last_heartbeat_ns > m_heartbeat_ns) {
+            m_halted.store(true, std::memory_order_release);
+            m_heartbeat_lapsed = true;
+        }
+        if (!m_heartbeat_lapsed) return;
+        m_heartbeat_lapsed = false;
+        last = m_last_heartbeat_ns;
+    }
+    try {
+        std::lock_guard<std::mutex> admin(m_admin);
+        bool automatic_in_force;
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            automatic_in_force = m_auto_halted;
+        }
+        record(
+            {GuardEvent::Kind::halted, now, "kakunin",
+             "dead man's switch: no heartbeat() for " + std::to_string(m_heartbeat_ns / 1'000'000) +
+                 " ms (the last at " + format_timestamp(last) + ")"},
+            false, !automatic_in_force);
+    } catch (...) {
+        report("out of memory recording a dead man's switch halt; the Guard is halted");
+    }
+}
+
+void Guard::deliver_cancels() noexcept {
+    CancelQueue& q = *m_cancels;
+    std::unique_lock<std::mutex> lock(q.mutex);
+    if (q.deliverer == std::this_thread::get_id()) return;  // halted again from the callback
+    const std::uint64_t target = q.queued;
+    while (q.delivered < target) {
+        if (q.deliverer != std::thread::id()) {  // another thread delivers: wait for ours
+            q.done.wait(lock);
+            continue;
+        }
+        q.deliverer = std::this_thread::get_id();
+        while (!q.pending.empty()) {  // halts queued meanwhile (the callback's own) included
+            std::vector<CancelAll> batch;
+            batch.swap(q.pending);
+            lock.unlock();
+            for (CancelAll& c : batch) {
+                std::string outcome = "none registered";
+                try {
+                    c.order_ids = working_orders();
+                    if (m_options.on_cancel_all) {
+                        outcome = "handed to on_cancel_all";
+                        m_options.on_cancel_all(c);
+                    }
+                } catch (const std::exception& e) {
+                    outcome = std::string("on_cancel_all threw: ") + e.what();
+                    report("on_cancel_all threw: cancel the working orders by hand");
+                } catch (...) {
+                    outcome = "on_cancel_all threw";
+                    report("on_cancel_all threw: cancel the working orders by hand");
+                }
+                bool tracking;
+                {
+                    std::lock_guard<detail::SpinLock> hot(m_lock);
+                    tracking = m_limits->tracking();
+                }
+                // A Guard that tracks no orders and has no callback has nothing to record.
+                if (tracking || m_options.on_cancel_all) try {
+                        audit_event(m_clock.now_ns(), audit_event::guard_cancel_all,
+                                    dump({{"halt", c.halt_id},
+                                          {"reason", c.reason},
+                                          {"by", c.by},
+                                          {"halted_at_ns", c.at_ns},
+                                          {"order_ids", c.order_ids},
+                                          {"callback", outcome}}));
+                    } catch (...) {
+                        report("out of memory recording a cancel list");
+                    }
+            }
+            lock.lock();
+            q.delivered += batch.size();
+        }
+        q.deliverer = std::thread::id();
+        q.done.notify_all();
+    }
 }
 
 bool Guard::revoked() const noexcept {

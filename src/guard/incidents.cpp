@@ -509,17 +509,21 @@ void Guard::check_deadlines() {
 }
 
 void Guard::process_incidents() {
-    std::lock_guard<std::mutex> lock(m_incident_mutex);
-    if (m_scorer) {
-        for (;;) {
-            const std::uint64_t tail = m_anomaly_tail.load(std::memory_order_relaxed);
-            if (tail == m_anomaly_head.load(std::memory_order_acquire)) break;
-            handle_anomaly(m_anomalies[tail % m_anomalies.size()]);
-            m_anomaly_tail.store(tail + 1, std::memory_order_release);
+    poll_heartbeat();  // the dead man's switch
+    {
+        std::lock_guard<std::mutex> lock(m_incident_mutex);
+        if (m_scorer) {
+            for (;;) {
+                const std::uint64_t tail = m_anomaly_tail.load(std::memory_order_relaxed);
+                if (tail == m_anomaly_head.load(std::memory_order_acquire)) break;
+                handle_anomaly(m_anomalies[tail % m_anomalies.size()]);
+                m_anomaly_tail.store(tail + 1, std::memory_order_release);
+            }
+            check_deadlines();
         }
-        check_deadlines();
+        deliver_notifications();
     }
-    deliver_notifications();
+    deliver_cancels();  // halts made above (automatic, escalation, heartbeat) cancel what works
 }
 
 void Guard::incident_loop() {
@@ -670,6 +674,7 @@ void Guard::reenable(const Reenable& st) {
     lift_halt(st.by);
     m_events.push_back({GuardEvent::Kind::resumed, now, st.by, st.reason, st.halt_id});
     audit_event(now, audit_event::guard_resumed, to_json(st));
+    rearm_heartbeat();
 }
 
 std::optional<BaselineBuilder> Guard::observation() const {

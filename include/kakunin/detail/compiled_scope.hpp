@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "kakunin/clock.hpp"
@@ -17,12 +18,21 @@
 namespace kakunin {
 namespace detail {
 
+/// `units` x 10^-scale as a Decimal, trailing zeros dropped; zero (invalid) if it does not fit.
+/// Exact for any amount that came from a Decimal (OrderLimits keeps 10^-18 units).
+inline Decimal decimal_of_units(int128 units, unsigned scale) noexcept {
+    while (scale > 0 && units % 10 == 0) {
+        units /= 10;
+        --scale;
+    }
+    if (units > INT64_MAX || units < INT64_MIN) return Decimal{};
+    return Decimal{static_cast<std::int64_t>(units), static_cast<std::uint8_t>(scale)};
+}
+
 /// A Scope compiled for the hot path: interned names, a minute-of-week bitmap, limits rescaled
 /// to fixed units. Immutable after construction; evaluate() is stateless and thread-safe.
 class CompiledScope {
 public:
-    static constexpr unsigned day_total_scale = 18;  ///< running daily totals, in 10^-18 units
-
     explicit CompiledScope(const Scope& scope)
         : m_instruments(scope.instruments),
           m_counterparties(scope.counterparties),
@@ -30,14 +40,6 @@ public:
           m_currency(scope.max_transaction.currency.packed()),
           m_max_transaction(scope.max_transaction.amount) {
         validate(scope);
-        // The lifecycle limits are parsed, certified and modelled (detail/order_limits.hpp),
-        // but the Guard does not take amends, cancels and executions yet: a scope that sets
-        // them would be enforced only in part. Refused rather than half-enforced.
-        if (scope.limits.has_lifecycle_limits())
-            throw Error(ErrorCategory::invalid_input,
-                        "limits: max_position, max_open_orders, max_working_notional, "
-                        "max_messages_per_second and max_daily_loss are not enforced by this "
-                        "Guard yet (docs/lifecycle.md); a scope setting them is refused");
         for (const auto& w : scope.trading_hours)
             for (unsigned day = 0; day < 7; ++day)
                 if (w.days & (1u << day))
@@ -52,18 +54,11 @@ public:
         }
         m_collar_bps = scope.limits.price_collar_bps.value_or(0);
         m_rate_limit = scope.limits.max_orders_per_second.value_or(0);
-        if (scope.limits.max_daily_notional) {
-            m_has_daily_limit = true;
-            if (!rescale_ceil(widen(scope.limits.max_daily_notional->amount), day_total_scale,
-                              m_daily_limit))
-                throw Error(ErrorCategory::invalid_input,
-                            "limits.max_daily_notional.amount: too large");
-        }
     }
 
     /// The stateless part of a check: every reason that depends on the order and the time only.
-    /// Writes the notional in day-total units to `day_units` (-1 if it cannot be counted).
-    ReasonSet evaluate(const Order& o, TimeNs now, int128& day_units) const noexcept {
+    /// The stateful limits (rate, daily notional, the lifecycle) are detail::OrderLimits'.
+    ReasonSet evaluate(const Order& o, TimeNs now) const noexcept {
         ReasonSet r;
         const bool quantity_ok = o.quantity.is_positive();
         const bool price_ok = o.price.is_positive();
@@ -81,37 +76,57 @@ public:
         if (!minute_allowed(minute_of_week(now))) r.add(ReasonCode::outside_trading_hours);
         if (!fields_recordable(o)) r.add(ReasonCode::order_field_too_long);
 
-        day_units = -1;
-        if (quantity_ok && price_ok) {
-            const Wide notional = multiply(o.quantity, o.price);
-            if (compare(notional, m_max_transaction) > 0)
-                r.add(ReasonCode::max_transaction_exceeded);
-            if (m_has_daily_limit && !rescale_ceil(notional, day_total_scale, day_units)) {
-                r.add(ReasonCode::notional_overflow);
-                day_units = -1;
-            }
-        }
-        if (instrument >= 0 && m_has_max_quantity[static_cast<std::size_t>(instrument)] &&
-            compare(o.quantity, m_max_quantity[static_cast<std::size_t>(instrument)]) > 0)
-            r.add(ReasonCode::max_order_quantity_exceeded);
-        if (m_collar_bps != 0) check_collar(o, price_ok, r);
+        check_terms(instrument, o.quantity, o.price, o.reference_price, true, r);
+        return r;
+    }
+
+    /// The scope's reasons against an amend's new terms of a working order (its instrument's
+    /// index, the total quantity and price in force after the amend): the order-size, money and
+    /// collar limits, and the trading hours. The rest was decided when the order was new.
+    ReasonSet evaluate_amend(int instrument, Decimal quantity, Decimal price,
+                             const std::optional<Decimal>& reference_price, bool price_changed,
+                             TimeNs now) const noexcept {
+        ReasonSet r;
+        if (!minute_allowed(minute_of_week(now))) r.add(ReasonCode::outside_trading_hours);
+        if (!quantity.is_positive()) r.add(ReasonCode::invalid_quantity);
+        if (!price.is_positive()) r.add(ReasonCode::invalid_price);
+        // The collar judges a new price only: an amend of the quantity alone keeps a price that
+        // was within the collar when it was checked.
+        check_terms(instrument, quantity, price, reference_price, price_changed, r);
         return r;
     }
 
     std::uint32_t rate_limit() const noexcept { return m_rate_limit; }
-    bool has_daily_limit() const noexcept { return m_has_daily_limit; }
-    int128 daily_limit() const noexcept { return m_daily_limit; }
+    /// The instrument of index i (as detail::OrderLimits numbers them: the scope's order).
+    std::string_view instrument_name(int i) const noexcept {
+        return i >= 0 ? m_instruments.item(i) : std::string_view();
+    }
 
 private:
     void set_minute(unsigned m) noexcept { m_minutes[m / 64] |= std::uint64_t{1} << (m % 64); }
     bool minute_allowed(unsigned m) const noexcept { return (m_minutes[m / 64] >> (m % 64)) & 1u; }
 
-    void check_collar(const Order& o, bool price_ok, ReasonSet& r) const noexcept {
-        if (!o.reference_price) {
+    /// Order size, max_transaction and the collar, for an order's (or an amend's) terms.
+    void check_terms(int instrument, Decimal quantity, Decimal price,
+                     const std::optional<Decimal>& reference_price, bool collar,
+                     ReasonSet& r) const noexcept {
+        const bool price_ok = price.is_positive();
+        if (quantity.is_positive() && price_ok &&
+            compare(multiply(quantity, price), m_max_transaction) > 0)
+            r.add(ReasonCode::max_transaction_exceeded);
+        if (instrument >= 0 && m_has_max_quantity[static_cast<std::size_t>(instrument)] &&
+            compare(quantity, m_max_quantity[static_cast<std::size_t>(instrument)]) > 0)
+            r.add(ReasonCode::max_order_quantity_exceeded);
+        if (collar && m_collar_bps != 0) check_collar(price, reference_price, price_ok, r);
+    }
+
+    void check_collar(Decimal price, const std::optional<Decimal>& reference_price, bool price_ok,
+                      ReasonSet& r) const noexcept {
+        if (!reference_price) {
             r.add(ReasonCode::reference_price_missing);
             return;
         }
-        const Decimal ref = *o.reference_price;
+        const Decimal ref = *reference_price;
         if (!ref.is_positive()) {
             r.add(ReasonCode::invalid_reference_price);
             return;
@@ -119,8 +134,8 @@ private:
         if (!price_ok) return;
         // |price - ref| / ref <= bps / 10^4, exactly: both at one scale (< 2^123), then
         // |P - R| * 10^4 <= bps * R in 256-bit arithmetic.
-        const unsigned scale = o.price.scale > ref.scale ? o.price.scale : ref.scale;
-        const int128 p = static_cast<int128>(o.price.units) * pow10_128(scale - o.price.scale);
+        const unsigned scale = price.scale > ref.scale ? price.scale : ref.scale;
+        const int128 p = static_cast<int128>(price.units) * pow10_128(scale - price.scale);
         const int128 q = static_cast<int128>(ref.units) * pow10_128(scale - ref.scale);
         const u128 diff = static_cast<u128>(p > q ? p - q : q - p);
         if (compare_products(diff, 10'000, static_cast<u128>(q), m_collar_bps) > 0)
@@ -135,8 +150,6 @@ private:
     std::vector<unsigned char> m_has_max_quantity;
     std::uint32_t m_collar_bps = 0;
     std::uint32_t m_rate_limit = 0;
-    bool m_has_daily_limit = false;
-    int128 m_daily_limit = 0;
 };
 
 /// What the hot path needs of the agent's authority: the compiled scope and the times that

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -500,6 +501,74 @@ public:
     /// True when the loss over the UTC day of `now` has reached max_daily_loss.
     bool loss_reached(TimeNs now) const noexcept {
         return m_has_loss_limit && today(m_pnl, now) <= -m_loss_limit;
+    }
+
+    // ---- a renewed certificate: new limits, the same state ------------------------------
+
+    /// Empty if this engine (built for a renewed scope, not used yet) can take over `old`'s
+    /// state with adopt(); otherwise why not. Without tracking only the day's total carries,
+    /// so anything goes; with tracking the instruments, counterparties, capacity and what is
+    /// tracked (notional, daily loss) must stay, since working orders are kept by them.
+    std::string cannot_adopt(const OrderLimits& old) const {
+        if (!old.tracking() && !tracking()) return {};
+        if (old.tracking() != tracking())
+            return "it turns lifecycle tracking " + std::string(tracking() ? "on" : "off");
+        if (old.m_instruments.size() != m_instruments.size() ||
+            old.m_counterparties.size() != m_counterparties.size())
+            return "it changes the instruments or counterparties of tracked working orders";
+        for (std::size_t i = 0; i < m_instruments.size(); ++i)
+            if (old.m_instruments.item(static_cast<int>(i)) !=
+                m_instruments.item(static_cast<int>(i)))
+                return "it changes the instruments of tracked working orders";
+        for (std::size_t i = 0; i < m_counterparties.size(); ++i)
+            if (old.m_counterparties.item(static_cast<int>(i)) !=
+                m_counterparties.item(static_cast<int>(i)))
+                return "it changes the counterparties of tracked working orders";
+        if (old.m_capacity != m_capacity) return "it changes the working-order capacity";
+        if (old.m_track_notional != m_track_notional)
+            return "it adds or removes every notional limit (max_daily_notional, "
+                   "max_working_notional) while orders are tracked";
+        if (old.m_has_loss_limit != m_has_loss_limit)
+            return "it adds or removes max_daily_loss while positions are tracked";
+        return {};
+    }
+
+    /// Takes `old`'s state, keeping this engine's limits (cannot_adopt(old) was empty). No
+    /// allocation: storage is swapped. `old` is left with this engine's unused storage.
+    void adopt(OrderLimits& old) noexcept {
+        m_day = old.m_day;
+        m_day_total = old.m_day_total;
+        m_filled_today = old.m_filled_today;
+        m_pnl = old.m_pnl;
+        m_reduce_only = old.m_reduce_only;
+        if (!m_rate_ring.empty() && !old.m_rate_ring.empty()) {
+            const std::size_t have = old.m_rate_filled ? old.m_rate_ring.size() : old.m_rate_next;
+            const std::size_t keep = std::min(have, m_rate_ring.size());
+            for (std::size_t i = 0; i < keep; ++i)
+                m_rate_ring[i] =
+                    old.m_rate_ring[(old.m_rate_next + old.m_rate_ring.size() - keep + i) %
+                                    old.m_rate_ring.size()];
+            m_rate_filled = keep == m_rate_ring.size();
+            m_rate_next = keep % m_rate_ring.size();
+        }
+        if (!tracking()) return;
+        for (std::size_t i = 0; i < m_instrument_state.size(); ++i) {
+            InstrumentState& mine = m_instrument_state[i];
+            InstrumentState kept = old.m_instrument_state[i];
+            kept.has_limit = mine.has_limit;
+            kept.max_long = mine.max_long;
+            kept.max_short = mine.max_short;
+            mine = kept;
+        }
+        m_orders.swap(old.m_orders);
+        m_nodes.swap(old.m_nodes);
+        m_free.swap(old.m_free);
+        m_slots.swap(old.m_slots);
+        m_mask = old.m_mask;
+        m_root = old.m_root;
+        m_seed = old.m_seed;
+        m_open = old.m_open;
+        m_working_notional = old.m_working_notional;
     }
 
     /// A Decimal (scale <= 18) in 10^-18 units; exact (|units| < 2^63, so < 2^123).

@@ -24,6 +24,9 @@ public:
         }
     }
 
+    /// The i-th item, in the order given (0 <= i < size()).
+    std::string_view item(int i) const noexcept { return m_items[static_cast<std::size_t>(i)]; }
+
     int find(std::string_view s) const noexcept {
         if (m_slots.empty()) return -1;
         std::size_t slot = hash(s) & m_mask;
