@@ -2,7 +2,7 @@
 """bench/hummingbot_events.py - a live Hummingbot market maker's order lifecycle as the events CSV
 of `kakunin replay --events` (issue 11, "Evaluation on a real bot's lifecycle").
 
-Python 3 standard library only. Three commands:
+Python 3 standard library only. Four commands:
 
   hummingbot_events.py convert --data DIR --out OUT
       DIR holds the bot's sqlite database (conf_pure_mm_3.sqlite.gz), its trade export
@@ -569,7 +569,7 @@ class Walk:
     profit by average cost marked at the latest fill); records the peak of each limit's figure at
     every new order, and the orders working at any moment asked for."""
 
-    def __init__(self, rows, instrument, halt_ns=None):
+    def __init__(self, rows, halt_ns=None):
         self.peak = {"open_orders": 0, "messages_per_second": 0, "long": Decimal(0),
                      "short": Decimal(0), "working_notional": Decimal(0),
                      "daily_notional": Decimal(0), "daily_loss": Decimal(0),
@@ -757,7 +757,7 @@ def convert(data_dir, out, header):
 
     start, end, n = busiest_hour(rows)
     halt = halt_moment(rows, start, end)
-    walk = Walk(rows, d["instrument"], halt)
+    walk = Walk(rows, halt)
     scope = size_scope(d, walk.peak)
     write_json(os.path.join(out, "scope.json"), scope)
     lives = d["lives"].values()
