@@ -61,10 +61,11 @@ Order prices: the data lost them, so each order gets the tightest bound the data
   latest fill price before it (the reference): a buy at level L at reference x (1 - (bid_spread
   + L x order_level_spread) / 100) rounded down to the pair's price step, a sell at reference x
   (1 + (ask_spread + L x order_level_spread) / 100) rounded up; the level is the order's rank by
-  amount among its side's orders created at the same moment. The bot sent only LIMIT_MAKER
-  orders, which the venue refuses when they cross the book, so its own orders never crossed:
-  an estimate that would cross an order of the other side working at the same time is moved one
-  price step away from it. facts.json counts how many were moved.
+  amount among its side's orders created at the same moment. An estimate must not invent a
+  crossing the data do not show (the bot's orders are LIMIT_MAKER, meant to rest): one that
+  would meet an order of the other side working at the same time is moved one price step away
+  from it. facts.json counts how many were moved, and lists the new orders that meet the bot's
+  own working order with both prices from fills (self_crossing_orders): those the data show.
 """
 
 import argparse
