@@ -8,6 +8,7 @@
 #include "http_test_server.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/guard.hpp"
+#include "kakunin/incident.hpp"
 #include "kakunin/notifier.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"

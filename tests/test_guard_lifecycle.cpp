@@ -501,7 +501,7 @@ TEST_CASE("a revocation from the feed cancels what works", "[guard][lifecycle][k
 }
 
 TEST_CASE(
-    "a renewed certificate with new limits keeps the working orders and positions; one "
+    "a renewed certificate with new limits keeps the working orders and positions, and one "
     "that changes the instruments of tracked orders is refused",
     "[guard][lifecycle][rotate]") {
     TestAuthority authority;
@@ -627,4 +627,41 @@ TEST_CASE("an automatic halt on an anomaly cancels what works", "[guard][lifecyc
     REQUIRE(got.size() == 1);
     CHECK(got[0].order_ids == std::vector<std::string>{"a"});
     CHECK(got[0].by == "kakunin");
+}
+
+TEST_CASE("a lapse seen by check() is recorded before a person lifts it, even without the desk",
+          "[guard][lifecycle][kill]") {
+    Desk f(lifecycle_scope(), std::chrono::milliseconds(100));
+    REQUIRE(f.guard.check(buy("a", "1")).allowed());
+    f.clock.advance(std::chrono::milliseconds(200));
+    CHECK(f.guard.check(buy("b", "1")).reasons.contains(ReasonCode::halted));
+    f.guard.resume("J. Doe");  // no process_incidents() in between
+    const std::vector<GuardEvent> events = f.guard.events();
+    REQUIRE(events.size() == 2);
+    CHECK(events[0].kind == GuardEvent::Kind::halted);
+    CHECK(events[0].reason.find("dead man's switch") != std::string::npos);
+    CHECK(events[1].kind == GuardEvent::Kind::resumed);
+    CHECK(events[1].halt_id == events[0].halt_id);
+    REQUIRE(f.cancels.size() == 1);
+    CHECK(f.cancels[0].order_ids == std::vector<std::string>{"a"});
+}
+
+TEST_CASE("GuardCounters count check() calls only, and reports without tracking are said once",
+          "[guard][lifecycle]") {
+    Desk f;
+    REQUIRE(f.guard.check(buy("a", "1")).allowed());
+    f.guard.amend(Amend{"a", parse_decimal("2"), std::nullopt});
+    f.guard.cancel(Cancel{"a"});
+    f.guard.cancel(Cancel{"zz"});
+    const GuardCounters c = f.guard.counters();
+    CHECK(c.checks == 1);
+    CHECK(c.allowed == 1);
+    CHECK(c.rejected == 0);
+    ManualClock clock{test::monday(12)};
+    Guard plain(parse_scope_json(test::seed_scope_json), clock);
+    std::vector<std::string> messages;
+    plain.set_error_handler([&](std::string_view m) { messages.emplace_back(m); });
+    for (int i = 0; i < 3; ++i) CHECK_FALSE(plain.on_execution(fill("x", "1")).applied);
+    REQUIRE(messages.size() == 1);
+    CHECK(messages[0].find("without lifecycle tracking") != std::string::npos);
 }

@@ -30,6 +30,7 @@
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
+#include "kakunin/detail/spsc_ring.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/lifecycle.hpp"
 #include "kakunin/order.hpp"
@@ -67,7 +68,8 @@ struct AuditTrailCounters {
     std::uint64_t durable = 0;  ///< of those, the ones the sink has made durable
     /// Rejected orders, amends and cancels the full queue could not take.
     std::uint64_t unrecorded_rejections = 0;
-    /// Execution reports the full queue could not take (push_execution returned false).
+    /// Execution reports and allowed cancels the full queue could not take (neither is ever
+    /// refused, so neither waits for room).
     std::uint64_t unrecorded_reports = 0;
     std::uint64_t sink_failures = 0;  ///< failed durable writes (retried)
     bool healthy = true;              ///< false while orders are refused for the audit's sake
@@ -150,14 +152,13 @@ public:
     /// is healthy (no record has waited longer than the grace to become durable; a watchdog
     /// thread keeps the flag, so this reads two indices and one flag, no clock).
     bool accepting() const noexcept {
-        const std::uint64_t used =
-            m_head.load(std::memory_order_relaxed) - m_tail.load(std::memory_order_acquire);
-        return used + m_reserve < m_entries.size() && m_healthy.load(std::memory_order_relaxed);
+        return m_queue.size() + m_reserve < m_queue.capacity() &&
+               m_healthy.load(std::memory_order_relaxed);
     }
     /// Queues a decision. Returns false (and counts it) only when the queue is completely
     /// full, which can only happen to a rejected order.
     bool push_order(const Order& o, const Decision& d) noexcept {
-        detail::AuditEntry* e = claim();
+        detail::AuditEntry* e = m_queue.claim();
         if (e == nullptr) {
             if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
             return false;
@@ -174,34 +175,34 @@ public:
         const std::string_view fields[5] = {o.client_order_id, o.instrument, o.counterparty,
                                             o.region, o.reasoning};
         e->set_text(fields, 5);
-        publish();
+        m_queue.publish();
         return true;
     }
     /// Queues a state change (halt, resume, revocation, rotation, CRL update).
     bool push_state(TimeNs at, std::string_view event, std::string_view by,
                     std::string_view reason) noexcept {
-        detail::AuditEntry* e = claim();
+        detail::AuditEntry* e = m_queue.claim();
         if (e == nullptr) return false;
         e->kind = detail::AuditEntry::Kind::state;
         e->ts_ns = at;
         const std::string_view fields[3] = {event, by, reason};
         e->set_text(fields, 3);
         e->reasoning_length = static_cast<std::uint32_t>(reason.size());
-        publish();
+        m_queue.publish();
         return true;
     }
 
     /// Queues an event with a JSON object payload (incidents, approvals). Cold paths only: it
     /// allocates. Returns false when the queue is full.
     bool push_event(TimeNs at, std::string_view event, std::string payload_json) {
-        detail::AuditEntry* e = claim();
+        detail::AuditEntry* e = m_queue.claim();
         if (e == nullptr) return false;
         e->kind = detail::AuditEntry::Kind::json;
         e->ts_ns = at;
         e->payload = new std::string(std::move(payload_json));
         const std::string_view fields[1] = {event};
         e->set_text(fields, 1);
-        publish();
+        m_queue.publish();
         return true;
     }
 
@@ -211,7 +212,7 @@ public:
     /// Queues an amend request's decision. Returns false (and counts a rejected one as an
     /// unrecorded rejection) only when the queue is completely full.
     bool push_amend(const Amend& a, const Decision& d) noexcept {
-        detail::AuditEntry* e = claim();
+        detail::AuditEntry* e = m_queue.claim();
         if (e == nullptr) {
             if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
             return false;
@@ -226,14 +227,17 @@ public:
         e->reasoning_length = static_cast<std::uint32_t>(a.client_order_id.size());
         const std::string_view fields[1] = {a.client_order_id};
         e->set_text(fields, 1);
-        publish();
+        m_queue.publish();
         return true;
     }
     /// Queues a cancel request's decision; false as for push_amend.
+    /// A cancel is never refused, so even an allowed one can meet a full queue: it is counted
+    /// with the reports (unrecorded_reports).
     bool push_cancel(const Cancel& c, const Decision& d) noexcept {
-        detail::AuditEntry* e = claim();
+        detail::AuditEntry* e = m_queue.claim();
         if (e == nullptr) {
-            if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
+            (d.allowed() ? m_unrecorded_reports : m_unrecorded)
+                .fetch_add(1, std::memory_order_relaxed);
             return false;
         }
         e->kind = detail::AuditEntry::Kind::cancel;
@@ -242,7 +246,7 @@ public:
         e->reasoning_length = static_cast<std::uint32_t>(c.client_order_id.size());
         const std::string_view fields[1] = {c.client_order_id};
         e->set_text(fields, 1);
-        publish();
+        m_queue.publish();
         return true;
     }
     /// Queues an execution report as applied at `at`: `instrument` and `side` are the ones that
@@ -250,7 +254,7 @@ public:
     /// and counts it (counters().unrecorded_reports), only when the queue is completely full.
     bool push_execution(TimeNs at, const ExecutionReport& r, const ExecutionResult& result,
                         std::string_view instrument, Side side) noexcept {
-        detail::AuditEntry* e = claim();
+        detail::AuditEntry* e = m_queue.claim();
         if (e == nullptr) {
             m_unrecorded_reports.fetch_add(1, std::memory_order_relaxed);
             return false;
@@ -269,7 +273,7 @@ public:
         e->reasoning_length = static_cast<std::uint32_t>(r.client_order_id.size());
         const std::string_view fields[2] = {instrument, r.client_order_id};
         e->set_text(fields, 2);
-        publish();
+        m_queue.publish();
         return true;
     }
 
@@ -280,23 +284,14 @@ public:
     const std::string& log_id() const noexcept;
 
 private:
-    detail::AuditEntry* claim() noexcept {
-        const std::uint64_t head = m_head.load(std::memory_order_relaxed);
-        if (head - m_tail.load(std::memory_order_acquire) >= m_entries.size()) return nullptr;
-        return &m_entries[head % m_entries.size()];
-    }
-    void publish() noexcept {
-        m_head.store(m_head.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    }
     void run() noexcept;
     void watch() noexcept;
 
     struct Impl;
     std::unique_ptr<Impl> m_impl;
-    std::vector<detail::AuditEntry> m_entries;
+    /// Filled by the Guard (hot lock held), emptied by the writer thread.
+    detail::SpscRing<detail::AuditEntry> m_queue;
     std::size_t m_reserve;
-    alignas(64) std::atomic<std::uint64_t> m_head{0};
-    alignas(64) std::atomic<std::uint64_t> m_tail{0};
     std::atomic<bool> m_healthy{true};
     std::atomic<std::uint64_t> m_unrecorded{0};
     std::atomic<std::uint64_t> m_unrecorded_reports{0};

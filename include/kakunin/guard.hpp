@@ -17,13 +17,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "kakunin/audit_trail.hpp"
@@ -38,7 +37,7 @@
 #include "kakunin/detail/string_set.hpp"
 #include "kakunin/detail/wide_math.hpp"
 #include "kakunin/error.hpp"
-#include "kakunin/incident.hpp"
+#include "kakunin/fwd.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/lifecycle.hpp"
 #include "kakunin/notifier.hpp"
@@ -48,7 +47,9 @@
 
 namespace kakunin {
 
-class CertificateAuthority;
+namespace detail {
+class IncidentDesk;
+}
 
 /// Counters since construction; read with Guard::counters().
 struct GuardCounters {
@@ -238,7 +239,7 @@ public:
                     plan.latest_price, a.reference_price, a.price.has_value(), d.ts_ns));
             }
             m_limits->count_message(t);
-            if (decide(d)) m_limits->commit_amend(plan, t);
+            if (decide(d, false)) m_limits->commit_amend(plan, t);
             if (m_audit) m_audit->push_amend(a, d);
         }
         after.deliver(*this);
@@ -256,7 +257,7 @@ public:
             const TimeNs t = advance_time(d.ts_ns, after);
             d.reasons = m_limits->evaluate_cancel(c);
             m_limits->count_message(t);
-            if (decide(d)) m_limits->commit_cancel(c);
+            if (decide(d, false)) m_limits->commit_cancel(c);
             if (m_audit) m_audit->push_cancel(c, d);
         }
         after.deliver(*this);
@@ -288,6 +289,10 @@ public:
                         r.problem != nullptr ? r.problem : "daily loss reached max_daily_loss");
             }
             after.problem = r.problem;
+            if (!m_limits->tracking()) {  // said once: the Guard tracks nothing to apply it to
+                if (m_untracked_report_said) after.problem = nullptr;
+                m_untracked_report_said = true;
+            }
             after.reduce_only_entered = r.reduce_only_entered;
         }
         after.deliver(*this);
@@ -345,7 +350,7 @@ public:
     /// The halt in force (kind halted or revoked, with its id), or nullopt when running.
     std::optional<GuardEvent> current_halt() const;
 
-    // ---- behaviour and incidents ----
+    // ---- behaviour and incidents (Incident, IncidentReview: include kakunin/incident.hpp) ----
 
     /// Every incident so far, oldest first.
     std::vector<Incident> incidents() const;
@@ -495,12 +500,13 @@ private:
         return true;
     }
 
-    /// Step 5: the verdict from the reasons and the score; counts it. True if allowed.
-    bool decide(Decision& d) noexcept {
-        ++m_counters.checks;
+    /// Step 5: the verdict from the reasons and the score; a new order's is counted
+    /// (GuardCounters count check() calls). True if allowed.
+    bool decide(Decision& d, bool counted = true) noexcept {
+        if (counted) ++m_counters.checks;
         if (!d.reasons.empty()) {
             d.verdict = Verdict::reject;
-            ++m_counters.rejected;
+            if (counted) ++m_counters.rejected;
             return false;
         }
         d.verdict = Verdict::allow;
@@ -508,7 +514,7 @@ private:
             d.verdict = Verdict::warn;
             d.reasons.add(ReasonCode::anomaly_warning);
         }
-        ++m_counters.allowed;
+        if (counted) ++m_counters.allowed;
         return true;
     }
 
@@ -564,36 +570,10 @@ private:
     void audit_event(TimeNs at, std::string_view event, std::string payload) noexcept;
     void setup_behaviour(const std::string& agent_id);
 
-    /// Hands an anomaly to the incident handler (hot lock held; no allocation).
-    void push_anomaly(const Order& o, const Decision& d) noexcept {
-        const std::uint64_t head = m_anomaly_head.load(std::memory_order_relaxed);
-        if (head - m_anomaly_tail.load(std::memory_order_acquire) >= m_anomalies.size()) {
-            ++m_anomalies_dropped;  // an incident is open already; the audit has the order
-            return;
-        }
-        detail::AuditEntry& e = m_anomalies[head % m_anomalies.size()];
-        e.kind = detail::AuditEntry::Kind::order;
-        e.ts_ns = d.ts_ns;
-        e.decision = d;
-        e.side = o.side;
-        e.quantity = o.quantity;
-        e.price = o.price;
-        e.has_reference = o.reference_price.has_value();
-        if (e.has_reference) e.reference_price = *o.reference_price;
-        const std::string_view fields[4] = {o.client_order_id, o.instrument, o.counterparty,
-                                            o.region};
-        e.set_text(fields, 4);
-        m_anomaly_head.store(head + 1, std::memory_order_release);
-    }
-    void handle_anomaly(const detail::AuditEntry& e);
-    void check_deadlines();
-    void incident_loop();
-    /// Queues a notification for the incident thread (any thread; never calls the Notifier).
-    void notify(int kind, const Incident* incident, TimeNs at, std::string summary,
-                std::string details_json = {}) noexcept;
-    /// Hands what notify() queued to the Notifier, in order (m_incident_mutex held).
-    void deliver_notifications() noexcept;
-    void start_incident_thread();
+    /// Hands an anomaly to the incident desk's ring (hot lock held; no allocation, no lock).
+    void push_anomaly(const Order& o, const Decision& d) noexcept;
+    /// The incident desk and its hooks into this Guard (setup_behaviour()).
+    void make_desk(const std::string& agent_id);
     void require_person(std::string_view person, std::string_view key) const;
 
     const Clock& m_clock;
@@ -613,15 +593,13 @@ private:
     TimeNs m_last_ns = INT64_MIN;    ///< the time of the previous hot call
     TimeNs m_heartbeat_ns = 0;       ///< GuardOptions::heartbeat_timeout; 0: off
     TimeNs m_last_heartbeat_ns = 0;
-    bool m_heartbeat_lapsed = false;  ///< halted for it; the desk has still to record it
+    bool m_heartbeat_lapsed = false;       ///< halted for it; the desk has still to record it
+    bool m_untracked_report_said = false;  ///< a report without tracking reached the handler
     GuardCounters m_counters;
     bool m_auto_halted = false;      ///< a halt was automatic: only reenable() lifts it
     bool m_key_compromised = false;  ///< revoked for keyCompromise: stays revoked
     std::unique_ptr<detail::AnomalyScorer> m_scorer;
     std::unique_ptr<BaselineBuilder> m_builder;
-    std::vector<detail::AuditEntry> m_anomalies;  ///< ring to the incident handler
-    std::atomic<std::uint64_t> m_anomaly_head{0}, m_anomaly_tail{0};
-    std::uint64_t m_anomalies_dropped = 0;
 
     // Cold state, guarded by m_admin: credentials for re-validation, history, the handler.
     mutable std::mutex m_admin;
@@ -646,24 +624,18 @@ private:
     mutable std::mutex m_handler_mutex;
     GuardErrorHandler m_handler;
 
-    // Incidents, guarded by m_incident_mutex (taken before m_admin, never inside m_lock).
-    mutable std::mutex m_incident_mutex;
-    std::vector<Incident> m_incidents;
-    std::string m_agent_id;
-    std::mutex m_notes_mutex;  ///< guards m_notes; taken alone
-    std::vector<Notification> m_notes;
-    std::atomic<std::uint64_t> m_notes_queued{0}, m_notes_delivered{0};
-    std::mutex m_wake_mutex;
-    std::condition_variable m_wake;
-    std::atomic<bool> m_stop{false};
-    std::thread m_incident_thread;
+    std::string m_agent_id;  ///< set once, in setup_behaviour()
 
     // Halts whose working ids are still to be handed to on_cancel_all (guard.cpp).
     struct CancelQueue;
     std::unique_ptr<CancelQueue> m_cancels;
 
-    // Last: destroyed first, so the writer drains while everything it reads still exists.
+    // Destroyed right after the desk, so the writer drains while everything it reads exists.
     std::unique_ptr<AuditTrail> m_audit;
+    /// Incidents, notifications and their thread, behind their own locks (taken before
+    /// m_admin, never inside m_lock); check() reaches it only through push_anomaly(). Last: if
+    /// a constructor throws, its thread stops before anything it calls into is gone.
+    std::unique_ptr<detail::IncidentDesk> m_desk;
 };
 
 }  // namespace kakunin

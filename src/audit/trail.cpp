@@ -241,8 +241,8 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
                        KeyHandle key, std::string agent_id, std::string cert_fp)
     : m_impl(std::make_unique<Impl>(std::move(options), clock, std::move(kms), std::move(key),
                                     std::move(agent_id), std::move(cert_fp))),
-      m_entries(std::max<std::size_t>(m_impl->options.queue_capacity, 16)),
-      m_reserve(std::min(m_impl->options.reserve, m_entries.size() / 2)) {
+      m_queue(std::max<std::size_t>(m_impl->options.queue_capacity, 16)),
+      m_reserve(std::min(m_impl->options.reserve, m_queue.capacity() / 2)) {
     m_thread = std::thread([this] { run(); });
     try {
         m_watchdog = std::thread([this] { watch(); });
@@ -261,8 +261,8 @@ AuditTrail::~AuditTrail() {
         const auto patience = m_impl->options.shutdown_deadline + std::chrono::seconds(1);
         if (!m_impl->watch_wake.wait_for(lock, patience, [&] { return m_impl->writer_done; })) {
             lock.unlock();
-            const std::uint64_t pending = m_head.load(std::memory_order_acquire) -
-                                          m_impl->durable_entries.load(std::memory_order_acquire);
+            const std::uint64_t pending =
+                m_queue.pushed() - m_impl->durable_entries.load(std::memory_order_acquire);
             try {
                 m_impl->report(m_impl->where + "the sink has not returned for " +
                                    std::to_string(patience.count()) + " ms of the shutdown; " +
@@ -281,12 +281,12 @@ AuditTrail::~AuditTrail() {
     m_impl->watch_wake.notify_all();
     if (m_watchdog.joinable()) m_watchdog.join();
     // Entries the writer never took still own their payloads.
-    for (std::uint64_t i = m_tail.load(); i != m_head.load(); ++i) {
-        detail::AuditEntry& e = m_entries[i % m_entries.size()];
-        if (e.kind == detail::AuditEntry::Kind::json) {
-            delete e.payload;
-            e.payload = nullptr;
+    while (detail::AuditEntry* e = m_queue.front()) {
+        if (e->kind == detail::AuditEntry::Kind::json) {
+            delete e->payload;
+            e->payload = nullptr;
         }
+        m_queue.pop();
     }
 }
 
@@ -294,7 +294,7 @@ const std::string& AuditTrail::log_id() const noexcept { return m_impl->options.
 
 AuditTrailCounters AuditTrail::counters() const noexcept {
     AuditTrailCounters c;
-    c.queued = m_head.load(std::memory_order_acquire);
+    c.queued = m_queue.pushed();
     c.durable = m_impl->durable_entries.load(std::memory_order_acquire);
     c.unrecorded_rejections = m_unrecorded.load(std::memory_order_relaxed);
     c.unrecorded_reports = m_unrecorded_reports.load(std::memory_order_relaxed);
@@ -304,7 +304,7 @@ AuditTrailCounters AuditTrail::counters() const noexcept {
 }
 
 bool AuditTrail::wait_durable(std::chrono::milliseconds timeout) const {
-    const std::uint64_t target = m_head.load(std::memory_order_acquire);
+    const std::uint64_t target = m_queue.pushed();
     std::unique_lock<std::mutex> lock(m_impl->wait_mutex);
     return m_impl->durable_changed.wait_for(lock, timeout, [&] {
         return m_impl->durable_entries.load(std::memory_order_acquire) >= target;
@@ -332,7 +332,7 @@ void AuditTrail::watch() noexcept {
     std::unique_lock<std::mutex> lock(im.watch_mutex);
     while (!im.watch_wake.wait_for(lock, tick, [&] { return im.watch_stop; })) {
         const std::int64_t now = steady_ns();
-        const std::uint64_t head = m_head.load(std::memory_order_acquire);
+        const std::uint64_t head = m_queue.pushed();
         const std::uint64_t durable = im.durable_entries.load(std::memory_order_acquire);
         if (head > seen_head) {
             if (count < capacity) {
@@ -414,15 +414,13 @@ void AuditTrail::run() noexcept {
     };
     for (;;) {
         const bool stopping = m_stop.load(std::memory_order_acquire);
-        const std::uint64_t tail = m_tail.load(std::memory_order_relaxed);
-        const std::uint64_t head = m_head.load(std::memory_order_acquire);
         // While the sink is failing, hold entries in the queue rather than in memory.
         const bool backlog = im.writer->pending_lines() > im.options.batch_max;
         std::uint64_t taken = 0;
         if (!backlog) {
-            const std::uint64_t n = std::min<std::uint64_t>(head - tail, im.options.batch_max);
+            const std::uint64_t n = std::min<std::uint64_t>(m_queue.size(), im.options.batch_max);
             for (; taken < n; ++taken) {
-                detail::AuditEntry& e = m_entries[(tail + taken) % m_entries.size()];
+                detail::AuditEntry& e = *m_queue.peek(taken);
                 const std::uint64_t records_before = im.writer->size();
                 bool queued = false;
                 try {
@@ -456,7 +454,7 @@ void AuditTrail::run() noexcept {
                 }
                 ++appended_entries;
             }
-            m_tail.store(tail + taken, std::memory_order_release);
+            m_queue.pop(taken);
         }
         // Rejections the full queue could not take: their count goes into the log, at most once
         // per interval and once more before the final checkpoint.
@@ -504,10 +502,8 @@ void AuditTrail::run() noexcept {
         if (stopping) {
             if (stop_requested == std::chrono::steady_clock::time_point{})
                 stop_requested = std::chrono::steady_clock::now();
-            const bool drained =
-                m_tail.load(std::memory_order_relaxed) == m_head.load(std::memory_order_acquire) &&
-                im.writer->pending_lines() == 0 &&
-                m_unrecorded.load(std::memory_order_relaxed) == unrecorded_logged;
+            const bool drained = m_queue.empty() && im.writer->pending_lines() == 0 &&
+                                 m_unrecorded.load(std::memory_order_relaxed) == unrecorded_logged;
             if (drained) {
                 try {
                     im.writer->close();  // the final checkpoint, durable
@@ -522,8 +518,8 @@ void AuditTrail::run() noexcept {
             // Shutting down on a sink that keeps failing: retry until the deadline, then give
             // up loudly with the count of what was not made durable.
             if (std::chrono::steady_clock::now() - stop_requested >= im.options.shutdown_deadline) {
-                const std::uint64_t lost = m_head.load(std::memory_order_acquire) -
-                                           im.durable_entries.load(std::memory_order_acquire);
+                const std::uint64_t lost =
+                    m_queue.pushed() - im.durable_entries.load(std::memory_order_acquire);
                 try {
                     std::string message = im.where + "shutting down with " + std::to_string(lost) +
                                           " queued record(s) not durable after retrying for " +

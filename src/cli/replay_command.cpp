@@ -23,6 +23,7 @@
 #include "kakunin/baseline.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/guard.hpp"
+#include "kakunin/incident.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"
 

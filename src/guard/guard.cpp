@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "crypto/encoding.hpp"
+#include "guard/incident_desk.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/replay.hpp"
 
@@ -210,23 +211,23 @@ std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexce
                 std::lock_guard<detail::SpinLock> lock(m_lock);
                 compromised = m_key_compromised;
             }
-            notify(static_cast<int>(Notification::Kind::revocation), nullptr, event.at_ns,
-                   who + ": certificate " + serial + " revoked (" + event.by +
-                       "): " + event.reason + "; halted",
-                   dump({{"serial", serial},
-                         {"source", event.by},
-                         {"reason", event.reason},
-                         {"halt", event.halt_id},
-                         {"key_compromised", compromised}}));
+            m_desk->notify(Notification::Kind::revocation, nullptr, event.at_ns,
+                           who + ": certificate " + serial + " revoked (" + event.by +
+                               "): " + event.reason + "; halted",
+                           dump({{"serial", serial},
+                                 {"source", event.by},
+                                 {"reason", event.reason},
+                                 {"halt", event.halt_id},
+                                 {"key_compromised", compromised}}));
         }
         if (halts)
-            notify(static_cast<int>(Notification::Kind::halt), nullptr, event.at_ns,
-                   who + ": halted by " + event.by + ": " + event.reason + " (halt " +
-                       event.halt_id + ")",
-                   dump({{"halt", event.halt_id},
-                         {"by", event.by},
-                         {"reason", event.reason},
-                         {"revoked", event.kind == GuardEvent::Kind::revoked}}));
+            m_desk->notify(Notification::Kind::halt, nullptr, event.at_ns,
+                           who + ": halted by " + event.by + ": " + event.reason + " (halt " +
+                               event.halt_id + ")",
+                           dump({{"halt", event.halt_id},
+                                 {"by", event.by},
+                                 {"reason", event.reason},
+                                 {"revoked", event.kind == GuardEvent::Kind::revoked}}));
     } catch (...) {
         report("notifier: could not build a halt notification");
     }
@@ -278,11 +279,10 @@ void Guard::audit_state(const GuardEvent& e) noexcept {
 
 Guard::~Guard() {
     if (m_feed) m_feed->unsubscribe(this);
-    m_stop.store(true, std::memory_order_release);
-    m_wake.notify_all();
-    if (m_incident_thread.joinable()) m_incident_thread.join();
+    if (!m_desk) return;  // a constructor threw before it was made
+    m_desk->stop();
     try {
-        process_incidents();  // what check() queued last still becomes incidents and records
+        m_desk->process();  // what check() queued last still becomes incidents and records
     } catch (...) {
     }
     deliver_cancels();
@@ -497,6 +497,8 @@ std::string Guard::halt(std::string_view reason, std::string_view by) {
 void Guard::resume(std::string_view by) {
     if (by.empty())
         throw Error(ErrorCategory::invalid_input, "resume: the person re-enabling must be named");
+    poll_heartbeat();  // a lapse check() saw is recorded as the halt in force before it is lifted
+    deliver_cancels();
     GuardEvent event{GuardEvent::Kind::resumed, m_clock.now_ns(), std::string(by), "resumed"};
     std::lock_guard<std::mutex> admin(m_admin);
     {
@@ -628,7 +630,7 @@ void Guard::start_heartbeat() {
         m_heartbeat_ns = static_cast<TimeNs>(m_options.heartbeat_timeout.count()) * 1'000'000;
         m_last_heartbeat_ns = m_clock.now_ns();
     }
-    start_incident_thread();  // the switch must fire while no order is checked
+    m_desk->start();  // the switch must fire while no order is checked
 }
 
 void Guard::rearm_heartbeat() noexcept {
@@ -638,7 +640,7 @@ void Guard::rearm_heartbeat() noexcept {
     m_heartbeat_lapsed = false;
 }
 
-void Guard::wake_desk() noexcept { m_wake.notify_all(); }
+void Guard::wake_desk() noexcept { m_desk->wake(); }
 
 void Guard::poll_heartbeat() noexcept {
     TimeNs now, last;

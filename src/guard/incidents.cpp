@@ -1,5 +1,6 @@
-// Behaviour and incidents: scoring setup, the incident handler (warnings, escalations,
-// automatic revocation, replacement requests), human steps, and the signed statements.
+// Behaviour and incidents, the Guard's side: scoring setup, its incident desk
+// (incident_desk.cpp handles warnings, escalations, the automatic revocation and replacement
+// requests), the human steps, and the signed statements.
 #include <algorithm>
 #include <cstdio>
 
@@ -7,9 +8,11 @@
 
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
+#include "guard/incident_desk.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/guard.hpp"
+#include "kakunin/incident.hpp"
 #include "kakunin/notifier.hpp"
 #include "kakunin/replay.hpp"
 
@@ -19,46 +22,6 @@ namespace {
 using json = nlohmann::json;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-json components_json(const std::array<std::uint32_t, score_component_count>& c) {
-    json j = json::object();
-    for (std::size_t i = 0; i < score_component_count; ++i) j[component_name(i)] = c[i];
-    return j;
-}
-
-json order_json(const detail::AuditEntry& e) {
-    json o = {{"client_order_id", std::string(e.field(0))},
-              {"instrument", std::string(e.field(1))},
-              {"counterparty", std::string(e.field(2))},
-              {"region", std::string(e.field(3))},
-              {"side", to_string(e.side)},
-              {"quantity", to_string(e.quantity)},
-              {"price", to_string(e.price)}};
-    if (e.has_reference) o["reference_price"] = to_string(e.reference_price);
-    return o;
-}
-
-/// "0.81" from 810000 ppm: for human summaries only.
-std::string score_text(std::uint32_t ppm) {
-    char buf[16];
-    const std::uint32_t hundredths = (ppm + 5'000) / 10'000;  // rounded, as printf would
-    std::snprintf(buf, sizeof buf, "%u.%02u", hundredths / 100, hundredths % 100);
-    return buf;
-}
-
-/// The components worth naming in a summary: those at or above 0.10, largest first.
-std::string explain(const std::array<std::uint32_t, score_component_count>& c) {
-    std::array<std::size_t, score_component_count> order{};
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(),
-              [&](std::size_t a, std::size_t b) { return c[a] > c[b]; });
-    std::string out;
-    for (std::size_t i : order) {
-        if (c[i] < 100'000) break;
-        out += (out.empty() ? "" : ", ") + std::string(component_name(i)) + " " + score_text(c[i]);
-    }
-    return out.empty() ? "no single component stands out" : out;
-}
 
 std::string compact_time(TimeNs t) {
     std::string s = format_timestamp(t), out;
@@ -123,17 +86,6 @@ TimeNs num(const json& j, const char* key, const char* what) {
 }
 
 }  // namespace
-
-const char* to_string(IncidentState s) noexcept {
-    switch (s) {
-        case IncidentState::open: return "open";
-        case IncidentState::acknowledged: return "acknowledged";
-        case IncidentState::resolved: return "resolved";
-        case IncidentState::revoked: return "revoked";
-        case IncidentState::reviewed: return "reviewed";
-    }
-    return "unknown";
-}
 
 std::string incident_review_text(const IncidentReview& r) {
     return "kakunin-incident-review/v1\n" + r.agent_id + "\n" + r.incident_id + "\n" + r.reviewer +
@@ -235,36 +187,61 @@ Reenable reenable_from_json(std::string_view text) {
             str(j, "public_key", what), str(j, "signature", what)};
 }
 
-std::string to_json(const Incident& i) {
-    json history = json::array();
-    for (const auto& t : i.history)
-        history.push_back(
-            {{"state", to_string(t.state)}, {"at_ns", t.at_ns}, {"by", t.by}, {"note", t.note}});
-    json trigger =
-        i.trigger_order_json.empty() ? json::object() : json::parse(i.trigger_order_json);
-    return dump({{"incident", i.id},
-                 {"agent", i.agent_id},
-                 {"opened_at_ns", i.opened_at_ns},
-                 {"deadline_ns", i.deadline_ns},
-                 {"score_ppm", i.score_ppm},
-                 {"components_ppm", components_json(i.components_ppm)},
-                 {"trigger_order", trigger},
-                 {"state", to_string(i.state)},
-                 {"escalated", i.escalated},
-                 {"warnings", i.warnings},
-                 {"last_warning_ns", i.last_warning_ns},
-                 {"history", history}});
-}
-
-// ---- the Guard's side ----
+// ---- the Guard's side: its incident desk, the baseline, the human steps ----
 
 std::string Guard::new_id(std::string_view prefix, TimeNs at, std::uint64_t n) const {
     return std::string(prefix) + "-" + (m_agent_id.empty() ? std::string() : m_agent_id + "-") +
            compact_time(at) + "-" + m_instance + "-" + std::to_string(n);
 }
 
+void Guard::make_desk(const std::string& agent_id) {
+    detail::IncidentDesk::Options o;
+    o.agent_id = agent_id;
+    o.notifier = m_options.notifier;
+    o.authority = m_options.authority;
+    o.on_replacement_request = m_options.on_replacement_request;
+    o.thread = m_options.incident_thread;
+    detail::IncidentDesk::Hooks h;
+    h.audit = [this](TimeNs at, std::string_view event, std::string payload) {
+        audit_event(at, event, std::move(payload));
+    };
+    h.report = [this](std::string_view message) { report(message); };
+    h.new_id = [this](std::string_view prefix, TimeNs at, std::uint64_t n) {
+        return new_id(prefix, at, n);
+    };
+    h.latest_time = [this] {
+        const TimeNs now = m_clock.now_ns();
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        return std::max(now, m_latest_ns);
+    };
+    h.record_automatic_halt = [this](TimeNs at, std::string reason) {
+        std::lock_guard<std::mutex> admin(m_admin);
+        std::string serial = m_certificate ? m_certificate->serial() : std::string();
+        record({GuardEvent::Kind::halted, at, "kakunin", std::move(reason)}, true);
+        return serial;
+    };
+    h.halt_for_escalation = [this](TimeNs at, std::string reason) {
+        std::lock_guard<std::mutex> admin(m_admin);
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            m_halted.store(true, std::memory_order_release);
+            m_auto_halted = true;
+        }
+        record({GuardEvent::Kind::halted, at, "kakunin", std::move(reason)});
+    };
+    // Periodic work beyond the escalations, at the end of every pass: the dead man's switch
+    // (start_heartbeat() starts the thread when a timeout is set), then the cancel lists of the
+    // halts made in the pass (automatic, escalation, heartbeat), with no Guard lock held.
+    h.tick = [this](TimeNs) {
+        poll_heartbeat();
+        deliver_cancels();
+    };
+    m_desk = std::make_unique<detail::IncidentDesk>(m_clock, std::move(o), std::move(h));
+}
+
 void Guard::setup_behaviour(const std::string& agent_id) {
     m_agent_id = agent_id;
+    make_desk(agent_id);
     if (m_options.baseline) {
         enforce_baseline(*m_options.baseline);
     } else if (m_options.observe) {
@@ -273,13 +250,10 @@ void Guard::setup_behaviour(const std::string& agent_id) {
         m_builder->start(m_clock.now_ns());
     }
     // Halts, revocations and incident steps are notified from the incident thread.
-    if (m_options.notifier) start_incident_thread();
+    if (m_options.notifier) m_desk->start();
 }
 
-void Guard::start_incident_thread() {
-    if (m_options.incident_thread && !m_incident_thread.joinable())
-        m_incident_thread = std::thread([this] { incident_loop(); });
-}
+void Guard::push_anomaly(const Order& o, const Decision& d) noexcept { m_desk->push_anomaly(o, d); }
 
 void Guard::enforce_baseline(const ApprovedBaseline& ab) {
     const std::string problem = check_baseline_approval(ab.approval, ab.baseline);
@@ -298,9 +272,8 @@ void Guard::enforce_baseline(const ApprovedBaseline& ab) {
     auto scorer = std::make_unique<detail::AnomalyScorer>(ab.baseline);
     std::unique_ptr<detail::AnomalyScorer> old_scorer;
     std::unique_ptr<BaselineBuilder> old_builder;
+    m_desk->enforce(scorer->policy());  // the ring exists before check() can push
     {
-        std::lock_guard<std::mutex> incidents(m_incident_mutex);
-        if (m_anomalies.empty()) m_anomalies.resize(256);  // before check() can push
         std::lock_guard<detail::SpinLock> lock(m_lock);
         old_scorer = std::move(m_scorer);
         m_scorer = std::move(scorer);
@@ -309,7 +282,7 @@ void Guard::enforce_baseline(const ApprovedBaseline& ab) {
     json p = json::parse(to_json(ab.approval));
     p["enforced_from_ns"] = m_clock.now_ns();
     audit_event(m_clock.now_ns(), audit_event::baseline_approved, dump(p));
-    start_incident_thread();
+    m_desk->start();
 }
 
 void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) noexcept {
@@ -323,245 +296,11 @@ void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) 
     }
 }
 
-void Guard::notify(int kind, const Incident* incident, TimeNs at, std::string summary,
-                   std::string details_json) noexcept {
-    if (!m_options.notifier) return;
-    try {
-        Notification n;
-        n.kind = static_cast<Notification::Kind>(kind);
-        n.agent_id = m_agent_id;
-        n.at_ns = at;
-        n.summary = std::move(summary);
-        n.details_json = std::move(details_json);
-        if (incident != nullptr) {
-            n.incident_id = incident->id;
-            n.score_ppm = incident->score_ppm;
-            n.components_ppm = incident->components_ppm;
-            n.details_json = dump({{"state", to_string(incident->state)},
-                                   {"deadline_ns", incident->deadline_ns},
-                                   {"trigger_order", json::parse(incident->trigger_order_json)}});
-        }
-        {
-            std::lock_guard<std::mutex> lock(m_notes_mutex);
-            m_notes.push_back(std::move(n));
-        }
-        m_notes_queued.fetch_add(1, std::memory_order_release);
-        m_wake.notify_all();
-    } catch (...) {
-        report("notifier: could not build a notification");
-    }
-}
+void Guard::process_incidents() { m_desk->process(); }
 
-void Guard::deliver_notifications() noexcept {
-    if (!m_options.notifier) return;
-    std::vector<Notification> batch;
-    {
-        std::lock_guard<std::mutex> lock(m_notes_mutex);
-        batch.swap(m_notes);
-    }
-    for (const Notification& n : batch) m_options.notifier->notify(n);
-    m_notes_delivered.fetch_add(batch.size(), std::memory_order_release);
-}
+bool Guard::wait_incidents(std::chrono::milliseconds timeout) { return m_desk->wait(timeout); }
 
-void Guard::handle_anomaly(const detail::AuditEntry& e) {
-    const Decision& d = e.decision;
-    const bool revocation = d.reasons.contains(ReasonCode::anomaly_revocation);
-    const ScoringPolicy& policy = m_scorer->policy();
-    // A warning belongs to the incident still being worked on: open or acknowledged, with a
-    // warning within the last investigation window. Later warnings open a new incident, so a
-    // forgotten incident neither swallows new anomalies nor hides how many there were.
-    const TimeNs window = static_cast<TimeNs>(policy.investigation_window_s) * 1'000'000'000;
-    Incident* active = nullptr;
-    for (auto& i : m_incidents)
-        if ((i.state == IncidentState::open || i.state == IncidentState::acknowledged) &&
-            d.ts_ns - i.last_warning_ns < window)
-            active = &i;
-    if (active != nullptr && !revocation) {
-        ++active->warnings;
-        active->last_warning_ns = d.ts_ns;
-        return;
-    }
-    if (active == nullptr) {
-        Incident inc;
-        inc.agent_id = m_agent_id;
-        inc.opened_at_ns = d.ts_ns;
-        inc.id = new_id("inc", d.ts_ns, m_incidents.size() + 1);
-        inc.deadline_ns =
-            d.ts_ns + static_cast<TimeNs>(policy.investigation_window_s) * 1'000'000'000;
-        inc.score_ppm = d.score_ppm;
-        inc.components_ppm = d.components_ppm;
-        inc.trigger_order_json = dump(order_json(e));
-        inc.warnings = revocation ? 0 : 1;
-        inc.last_warning_ns = d.ts_ns;
-        inc.history.push_back(
-            {IncidentState::open, d.ts_ns, "kakunin",
-             "anomaly score " + score_text(d.score_ppm) + ": " + explain(d.components_ppm)});
-        m_incidents.push_back(std::move(inc));
-        active = &m_incidents.back();
-        audit_event(d.ts_ns, audit_event::incident_opened,
-                    dump({{"incident", active->id},
-                          {"agent", m_agent_id},
-                          {"trigger",
-                           {{"order", order_json(e)},
-                            {"score_ppm", d.score_ppm},
-                            {"components_ppm", components_json(d.components_ppm)}}},
-                          {"window_ms", std::uint64_t{policy.investigation_window_s} * 1000}}));
-        if (!revocation)
-            notify(static_cast<int>(Notification::Kind::warning), active, d.ts_ns,
-                   m_agent_id + ": anomaly score " + score_text(d.score_ppm) + " (" +
-                       explain(d.components_ppm) + "); incident " + active->id +
-                       " opened, acknowledge within " +
-                       std::to_string(policy.investigation_window_s) + " s");
-    }
-    if (!revocation) return;
-
-    // Automatic revocation: the Guard halted in check(); now the certificate, compliance and
-    // the replacement.
-    std::string serial;
-    {
-        std::lock_guard<std::mutex> admin(m_admin);
-        if (m_certificate) serial = m_certificate->serial();
-        // check() halted and audited it; this gives the halt its id, history and notification.
-        record({GuardEvent::Kind::halted, d.ts_ns, "kakunin",
-                "automatic halt: anomaly score " + score_text(d.score_ppm) + ", incident " +
-                    active->id},
-               true);
-    }
-    const std::string reason = "anomaly score " + score_text(d.score_ppm) +
-                               " >= " + score_text(policy.revoke_ppm) + " (" +
-                               explain(d.components_ppm) + "), incident " + active->id;
-    std::string ca_result = "no certificate authority configured";
-    if (m_options.authority && !serial.empty()) {
-        try {
-            m_options.authority->revoke(serial, "keyCompromise: " + reason);
-            ca_result = "revoked";
-        } catch (const std::exception& x) {
-            ca_result = std::string("the CA refused: ") + x.what();
-            report("automatic revocation of " + serial + " failed: " + x.what());
-        }
-    }
-    active->state = IncidentState::revoked;
-    active->score_ppm = std::max(active->score_ppm, d.score_ppm);
-    active->history.push_back(
-        {IncidentState::revoked, d.ts_ns, "kakunin", reason + "; CA: " + ca_result});
-    audit_event(d.ts_ns, "incident.revoked",
-                dump({{"incident", active->id},
-                      {"agent", m_agent_id},
-                      {"serial", serial},
-                      {"reason", reason},
-                      {"ca", ca_result},
-                      {"order", order_json(e)},
-                      {"score_ppm", d.score_ppm},
-                      {"components_ppm", components_json(d.components_ppm)}}));
-    notify(static_cast<int>(Notification::Kind::revocation), active, d.ts_ns,
-           m_agent_id + ": halted and certificate " + serial + " revoked automatically: " + reason);
-    ReplacementRequest rr{m_agent_id, active->id, serial, reason, d.ts_ns};
-    audit_event(d.ts_ns, "incident.replacement_requested",
-                dump({{"incident", active->id},
-                      {"agent", m_agent_id},
-                      {"replacement_for_serial", serial},
-                      {"reason",
-                       "a new agent with a new key; its baseline must be approved "
-                       "before it enforces"}}));
-    if (m_options.on_replacement_request) {
-        try {
-            m_options.on_replacement_request(rr);
-        } catch (...) {
-            report("on_replacement_request threw");
-        }
-    }
-}
-
-void Guard::check_deadlines() {
-    if (!m_scorer) return;  // set once under m_incident_mutex (held here), never unset
-    TimeNs now = m_clock.now_ns();
-    {
-        // A clock stepping back does not put a deadline off: the latest time checked counts.
-        std::lock_guard<detail::SpinLock> lock(m_lock);
-        now = std::max(now, m_latest_ns);
-    }
-    for (auto& i : m_incidents) {
-        if (i.state != IncidentState::open || i.escalated || now < i.deadline_ns) continue;
-        i.escalated = true;
-        const bool halt_it = m_scorer->policy().halt_on_escalation;
-        i.history.push_back({i.state, now, "kakunin",
-                             std::string("not acknowledged within the investigation window: ") +
-                                 (halt_it ? "halted" : "escalated")});
-        audit_event(now, "incident.escalated",
-                    dump({{"incident", i.id},
-                          {"agent", m_agent_id},
-                          {"action", halt_it ? "halt" : "notify"}}));
-        notify(static_cast<int>(Notification::Kind::escalation), &i, now,
-               m_agent_id + ": incident " + i.id + " not acknowledged within " +
-                   std::to_string(m_scorer->policy().investigation_window_s) + " s" +
-                   (halt_it ? "; the agent is halted" : ""));
-        if (halt_it) {
-            std::lock_guard<std::mutex> admin(m_admin);
-            {
-                std::lock_guard<detail::SpinLock> lock(m_lock);
-                m_halted.store(true, std::memory_order_release);
-                m_auto_halted = true;
-            }
-            record({GuardEvent::Kind::halted, now, "kakunin",
-                    "automatic halt: incident " + i.id + " not acknowledged in time"});
-        }
-    }
-}
-
-void Guard::process_incidents() {
-    poll_heartbeat();  // the dead man's switch
-    {
-        std::lock_guard<std::mutex> lock(m_incident_mutex);
-        if (m_scorer) {
-            for (;;) {
-                const std::uint64_t tail = m_anomaly_tail.load(std::memory_order_relaxed);
-                if (tail == m_anomaly_head.load(std::memory_order_acquire)) break;
-                handle_anomaly(m_anomalies[tail % m_anomalies.size()]);
-                m_anomaly_tail.store(tail + 1, std::memory_order_release);
-            }
-            check_deadlines();
-        }
-        deliver_notifications();
-    }
-    deliver_cancels();  // halts made above (automatic, escalation, heartbeat) cancel what works
-}
-
-void Guard::incident_loop() {
-    while (!m_stop.load(std::memory_order_acquire)) {
-        try {
-            process_incidents();
-        } catch (const std::exception& e) {
-            report(std::string("incident handling failed: ") + e.what());
-        }
-        std::unique_lock<std::mutex> lock(m_wake_mutex);
-        // check() never signals (no syscall on the hot path): a short poll bounds the delay.
-        m_wake.wait_for(lock, std::chrono::milliseconds(2));
-    }
-}
-
-bool Guard::wait_incidents(std::chrono::milliseconds timeout) {
-    const auto until = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-        const std::uint64_t head = m_anomaly_head.load(std::memory_order_acquire);
-        const std::uint64_t notes = m_notes_queued.load(std::memory_order_acquire);
-        if (m_anomaly_tail.load(std::memory_order_acquire) == head &&
-            m_notes_delivered.load(std::memory_order_acquire) == notes) {
-            // The last one may still be in handling: take the lock once to be sure.
-            std::lock_guard<std::mutex> lock(m_incident_mutex);
-            if (m_anomaly_tail.load(std::memory_order_acquire) == head &&
-                m_notes_delivered.load(std::memory_order_acquire) == notes)
-                return true;
-        }
-        if (!m_options.incident_thread) process_incidents();
-        if (std::chrono::steady_clock::now() >= until) return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-}
-
-std::vector<Incident> Guard::incidents() const {
-    std::lock_guard<std::mutex> lock(m_incident_mutex);
-    return m_incidents;
-}
+std::vector<Incident> Guard::incidents() const { return m_desk->incidents(); }
 
 void Guard::require_person(std::string_view person, std::string_view key) const {
     if (!m_options.person_key_check) return;
@@ -573,41 +312,12 @@ void Guard::require_person(std::string_view person, std::string_view key) const 
 void Guard::acknowledge_incident(std::string_view id, std::string_view by, std::string_view note) {
     if (by.empty())
         throw Error(ErrorCategory::invalid_input, "acknowledge: the person must be named");
-    std::lock_guard<std::mutex> lock(m_incident_mutex);
-    for (auto& i : m_incidents) {
-        if (i.id != id) continue;
-        if (i.state != IncidentState::open)
-            throw Error(ErrorCategory::invalid_state,
-                        "acknowledge: incident " + i.id + " is " + to_string(i.state));
-        const TimeNs now = m_clock.now_ns();
-        i.state = IncidentState::acknowledged;
-        i.history.push_back({i.state, now, std::string(by), std::string(note)});
-        audit_event(now, "incident.acknowledged",
-                    dump({{"incident", i.id}, {"agent", m_agent_id}, {"by", by}, {"note", note}}));
-        return;
-    }
-    throw Error(ErrorCategory::not_found, "acknowledge: no incident " + std::string(id));
+    m_desk->acknowledge(id, by, note);
 }
 
 void Guard::resolve_incident(std::string_view id, std::string_view by, std::string_view note) {
     if (by.empty()) throw Error(ErrorCategory::invalid_input, "resolve: the person must be named");
-    std::lock_guard<std::mutex> lock(m_incident_mutex);
-    for (auto& i : m_incidents) {
-        if (i.id != id) continue;
-        if (i.state != IncidentState::open && i.state != IncidentState::acknowledged)
-            throw Error(ErrorCategory::invalid_state,
-                        "resolve: incident " + i.id + " is " + to_string(i.state));
-        const TimeNs now = m_clock.now_ns();
-        i.state = IncidentState::resolved;
-        i.history.push_back({i.state, now, std::string(by), std::string(note)});
-        audit_event(now, "incident.resolved",
-                    dump({{"incident", i.id}, {"agent", m_agent_id}, {"by", by}, {"note", note}}));
-        notify(static_cast<int>(Notification::Kind::incident), &i, now,
-               m_agent_id + ": incident " + i.id + " resolved by " + std::string(by) +
-                   (note.empty() ? "" : ": " + std::string(note)));
-        return;
-    }
-    throw Error(ErrorCategory::not_found, "resolve: no incident " + std::string(id));
+    m_desk->resolve(id, by, note);
 }
 
 void Guard::review_incident(const IncidentReview& review) {
@@ -616,24 +326,12 @@ void Guard::review_incident(const IncidentReview& review) {
     if (review.agent_id != m_agent_id)
         throw Error(ErrorCategory::invalid_input, "review: it is for agent " + review.agent_id);
     require_person(review.reviewer, review.public_key);
-    std::lock_guard<std::mutex> lock(m_incident_mutex);
-    for (auto& i : m_incidents) {
-        if (i.id != review.incident_id) continue;
-        if (i.state != IncidentState::revoked)
-            throw Error(ErrorCategory::invalid_state,
-                        "review: incident " + i.id + " is " + to_string(i.state) + ", not revoked");
-        i.state = IncidentState::reviewed;
-        i.history.push_back({i.state, review.signed_at_ns, review.reviewer, review.root_cause});
-        audit_event(m_clock.now_ns(), audit_event::review_signed, to_json(review));
-        notify(static_cast<int>(Notification::Kind::incident), &i, m_clock.now_ns(),
-               m_agent_id + ": incident " + i.id + " reviewed by " + review.reviewer +
-                   " (signed): " + review.root_cause);
-        return;
-    }
-    throw Error(ErrorCategory::not_found, "review: no incident " + review.incident_id);
+    m_desk->review(review);
 }
 
 void Guard::reenable(const Reenable& st) {
+    poll_heartbeat();  // a lapse check() saw is recorded as the halt in force first
+    deliver_cancels();
     const std::string problem = check_reenable(st);
     if (!problem.empty()) throw Error(ErrorCategory::unauthorised, "re-enable refused: " + problem);
     if (st.agent_id != m_agent_id)

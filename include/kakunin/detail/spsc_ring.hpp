@@ -1,0 +1,92 @@
+// kakunin/detail/spsc_ring.hpp — the one hand-off from the hot path to a background thread: a
+// bounded single-producer / single-consumer ring, preallocated at construction, whose entries
+// are written and read in place. The audit trail's queue and the Guard's anomaly ring are both
+// one.
+//
+//   detail::SpscRing<Entry> ring(4096);
+//   if (Entry* e = ring.claim()) { e->x = 1; ring.publish(); }   // producer: nullptr when full
+//   while (Entry* e = ring.front()) { use(*e); ring.pop(); }     // consumer: nullptr when empty
+//
+// Threading: one producer thread (or callers serialised by a lock) calls claim()/publish(); one
+// consumer (likewise) calls front()/peek()/pop(); size() and the counters may be read from any
+// thread. Nothing allocates, blocks or throws after construction. A slot is the producer's from
+// claim() until publish() and the consumer's from front() until pop(): the other side never
+// touches it meanwhile, so the entries need no atomics of their own.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+namespace kakunin::detail {
+
+template <class T>
+class SpscRing {
+public:
+    /// `capacity` entries, default-constructed now (throws std::bad_alloc, or
+    /// std::invalid_argument for 0).
+    explicit SpscRing(std::size_t capacity) : m_slots(checked(capacity)) {}
+    SpscRing(const SpscRing&) = delete;
+    SpscRing& operator=(const SpscRing&) = delete;
+
+    // ---- producer ----
+
+    /// The next free slot to fill in place, or nullptr when the ring is full. Nothing is
+    /// visible to the consumer until publish(); a claim not published is simply reused.
+    T* claim() noexcept {
+        const std::uint64_t head = m_head.load(std::memory_order_relaxed);
+        if (head - m_tail.load(std::memory_order_acquire) >= m_slots.size()) return nullptr;
+        return &m_slots[head % m_slots.size()];
+    }
+    /// Hands the slot from the last claim() to the consumer.
+    void publish() noexcept {
+        m_head.store(m_head.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+
+    // ---- consumer ----
+
+    /// The oldest published entry, or nullptr when the ring is empty.
+    T* front() noexcept { return peek(0); }
+    /// The i-th published entry after the oldest (0 is front()), or nullptr when fewer are
+    /// published: a consumer may work on a batch in place and pop() it afterwards.
+    T* peek(std::size_t i) noexcept {
+        const std::uint64_t tail = m_tail.load(std::memory_order_relaxed);
+        if (m_head.load(std::memory_order_acquire) - tail <= i) return nullptr;
+        return &m_slots[(tail + i) % m_slots.size()];
+    }
+    /// Gives the `n` oldest entries back to the producer (n <= size(), as seen by the consumer).
+    void pop(std::size_t n = 1) noexcept {
+        m_tail.store(m_tail.load(std::memory_order_relaxed) + n, std::memory_order_release);
+    }
+
+    // ---- anyone ----
+
+    /// Entries published and not yet popped. Exact on the producer's and the consumer's thread;
+    /// from a third thread, a value it had at some moment during the call.
+    std::size_t size() const noexcept {
+        // Tail first: it never passes the head, and the head read after it is no earlier.
+        const std::uint64_t tail = m_tail.load(std::memory_order_acquire);
+        const std::uint64_t used = m_head.load(std::memory_order_acquire) - tail;
+        return used < m_slots.size() ? static_cast<std::size_t>(used) : m_slots.size();
+    }
+    bool empty() const noexcept { return size() == 0; }
+    std::size_t capacity() const noexcept { return m_slots.size(); }
+    /// Entries published since construction (the head), and popped (the tail).
+    std::uint64_t pushed() const noexcept { return m_head.load(std::memory_order_acquire); }
+    std::uint64_t popped() const noexcept { return m_tail.load(std::memory_order_acquire); }
+
+private:
+    static std::size_t checked(std::size_t capacity) {
+        if (capacity == 0) throw std::invalid_argument("SpscRing: capacity 0");
+        return capacity;
+    }
+
+    std::vector<T> m_slots;
+    // Each index on its own cache line: the producer writes one, the consumer the other.
+    alignas(64) std::atomic<std::uint64_t> m_head{0};
+    alignas(64) std::atomic<std::uint64_t> m_tail{0};
+};
+
+}  // namespace kakunin::detail
