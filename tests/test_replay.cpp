@@ -120,7 +120,7 @@ TEST_CASE("malformed CSV rows are reported with their line number") {
                Catch::Contains("orders.csv:2: ts: 'yesterday' is not a timestamp"));
     CHECK_THAT(
         error_of(header + row + "2024-01-08T06:00:00Z,BTC_EUR,exchange_a,BUY,1,1,eu-west-1\n"),
-        Catch::Contains("orders.csv:3: rows must be in time order"));
+        Catch::Contains("orders.csv:3: ts: rows must be in time order"));
     CHECK_THAT(error_of(header + "2024-01-08T07:00:00Z,\"BTC_EUR,exchange_a,BUY,1,1,eu-west-1\n"),
                Catch::Contains("orders.csv:2: malformed quoting"));
     CHECK_THAT(error_of(header + "2024-01-08T07:00:00Z,,exchange_a,BUY,1,1,eu-west-1\n"),

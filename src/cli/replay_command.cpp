@@ -1,4 +1,5 @@
-// kakunin replay (--scope scope.json | --dir STATE --agent ID) --orders orders.csv
+// kakunin replay (--scope scope.json | --dir STATE --agent ID) (--orders orders.csv |
+//                --events events.csv [--halt-at TS] [--state-out FILE])
 //                [--decisions-out FILE] [--json]
 //
 // --scope: the limits alone. --dir/--agent: the agent's approved scope in a simulation
@@ -36,16 +37,16 @@ void ensure_directory(const std::string& path) {
 }
 
 struct ReplayArgs {
-    std::string scope_path, dir, agent, orders_path, decisions_out, audit_out, observe_until,
-        baseline_out;
+    std::string scope_path, dir, agent, orders_path, events_path, decisions_out, audit_out,
+        observe_until, baseline_out, halt_at, state_out;
     bool json = false, auto_approve = false;
 };
 
 /// The name an automatic approval carries: never a person's.
 constexpr const char* automatic_approver = "kakunin replay (automatic approval)";
 
-void print_table(const ReplaySummary& s) {
-    std::cout << "orders    " << s.orders << "\n"
+void print_table(const ReplaySummary& s, const char* decided = "orders   ") {
+    std::cout << decided << " " << s.orders << "\n"
               << "allowed   " << s.allowed << " (with warning: " << s.warned_orders << ")\n"
               << "rejected  " << s.rejected_orders << "\n";
     if (!s.rejected.empty()) {
@@ -53,6 +54,29 @@ void print_table(const ReplaySummary& s) {
                   << "orders\n";
         for (const auto& [reason, count] : s.rejected)
             std::cout << "  " << std::left << std::setw(30) << reason << count << "\n";
+    }
+}
+
+/// The events replay's own lines: requests per type, reports, the halt and what it cancelled.
+void print_events_table(const EventReplaySummary& e) {
+    std::cout << "\n  " << std::left << std::setw(10) << "request" << std::setw(10) << "allowed"
+              << "rejected\n";
+    for (const auto& [type, c] : {std::pair<const char*, const RequestCounts&>{"new", e.new_orders},
+                                  {"amend", e.amends},
+                                  {"cancel", e.cancels}})
+        std::cout << "  " << std::left << std::setw(10) << type << std::setw(10) << c.allowed
+                  << c.rejected << "\n";
+    std::cout << "\nreports   " << e.reports.received << " (applied: " << e.reports.applied
+              << ", unknown order: " << e.reports.unknown << ")\n";
+    for (const auto& [problem, count] : e.reports.problems)
+        std::cout << "  " << count << " x " << problem << "\n";
+    if (e.halted_at_ns)
+        std::cout << "\nhalted    " << format_timestamp(*e.halted_at_ns) << " (replay --halt-at)";
+    if (e.halted_at_ns || !e.cancel_on_halt.empty()) {
+        std::cout << (e.halted_at_ns ? "; " : "\n") << "cancel_on_halt: " << e.cancel_on_halt.size()
+                  << " order(s)";
+        for (const std::string& id : e.cancel_on_halt) std::cout << " " << id;
+        std::cout << "\n";
     }
 }
 
@@ -164,6 +188,13 @@ SimulatedAuthority simulate_authority(const std::string& dir, const std::string&
     return sim;
 }
 
+/// A replay runs faster than any writer can sign: wait for the audit queue instead of letting
+/// audit_unavailable reject requests that live trading would have recorded.
+void wait_for_audit(Guard& guard) {
+    while (guard.audit() != nullptr && !guard.audit()->accepting())
+        guard.audit()->wait_durable(std::chrono::milliseconds(50));
+}
+
 /// Orders [begin, end) through `guard`, the clock set to each row's time; reference prices as
 /// replay_scope() takes them (the previous row's price for the instrument when a row has none).
 /// Incidents are handled after each order, on simulated time, so results are deterministic.
@@ -178,10 +209,7 @@ void replay_guard(Guard& guard, ManualClock& clock, std::vector<ReplayOrder>::co
             const auto p = last_price.find(row.instrument);
             if (p != last_price.end()) order.reference_price = p->second;
         }
-        // A replay runs faster than any writer can sign: wait for the audit queue instead of
-        // letting audit_unavailable reject orders that live trading would have recorded.
-        while (guard.audit() != nullptr && !guard.audit()->accepting())
-            guard.audit()->wait_durable(std::chrono::milliseconds(50));
+        wait_for_audit(guard);
         const Decision d = guard.check(order);
         guard.process_incidents();
         if (row.price.is_positive()) last_price[row.instrument] = row.price;
@@ -210,12 +238,38 @@ void run(const ReplayArgs& a) {
         throw Error(ErrorCategory::invalid_input,
                     a.dir.empty() ? "--agent needs --dir STATE" : "--dir needs --agent ID");
 
+    const bool with_events = !a.events_path.empty();
+    if (with_events == !a.orders_path.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "give either --orders orders.csv or --events events.csv (exactly one)");
+    if (!with_events && !a.halt_at.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "--halt-at needs --events FILE (the kill switch cancels working orders)");
+    if (!with_events && !a.state_out.empty())
+        throw Error(ErrorCategory::invalid_input,
+                    "--state-out needs --events FILE (positions come from fills)");
+    EventReplayOptions event_options;
+    if (!a.halt_at.empty()) {
+        try {
+            event_options.halt_at = parse_timestamp(a.halt_at);
+        } catch (const Error& e) {
+            throw Error(e.category(), std::string("--halt-at: ") + e.what());
+        }
+    }
+
     std::optional<Scope> scope;
     if (!with_state) scope = load_scope_file(a.scope_path);
-    const auto orders = load_orders_csv(a.orders_path);
-    if (with_state && orders.empty())
+    std::vector<ReplayOrder> orders;
+    std::vector<ReplayEvent> events;
+    if (with_events)
+        events = load_events_csv(a.events_path);
+    else
+        orders = load_orders_csv(a.orders_path);
+    if (with_state && orders.empty() && events.empty())
         throw Error(ErrorCategory::invalid_input,
-                    a.orders_path + ": no orders, so no time span to issue a certificate for");
+                    (with_events ? a.events_path + ": no events" : a.orders_path + ": no orders") +
+                        ", so no time span to issue a certificate for");
+    if (!a.state_out.empty()) require_output_file(a.state_out);
     std::ofstream out;
     if (!a.decisions_out.empty()) {
         require_output_file(a.decisions_out);
@@ -225,6 +279,11 @@ void run(const ReplayArgs& a) {
     const ReplayCallback write_decision = [&](const ReplayOrder& o, const Decision& d) {
         if (out.is_open()) out << decision_json(o.line, d) << '\n';
     };
+    const EventCallback write_event_decision = [&](const ReplayEvent& e, const Decision& d) {
+        if (out.is_open()) out << event_decision_json(e, d) << '\n';
+    };
+    EventReplay event_replay(event_options, write_event_decision);
+    EventReplaySummary es;
 
     std::optional<TimeNs> observe_until;
     if (!a.observe_until.empty()) {
@@ -250,8 +309,11 @@ void run(const ReplayArgs& a) {
             ErrorCategory::invalid_input,
             "--audit-out needs --dir STATE --agent ID (records are signed by the agent's key)");
     if (with_state) {
-        sim = simulate_authority(a.dir, a.agent, orders.front().ts_ns, orders.back().ts_ns);
-        ManualClock clock(orders.front().ts_ns);
+        const TimeNs first = with_events ? events.front().ts_ns : orders.front().ts_ns;
+        const TimeNs last = with_events ? events.back().ts_ns : orders.back().ts_ns;
+        sim = simulate_authority(a.dir, a.agent, first,
+                                 std::max(last, event_options.halt_at.value_or(last)));
+        ManualClock clock(first);
         // The replay's own audit log (log_id "<agent>.replay"), so simulated records never mix
         // with the agent's production log; the simulation certificate is kept beside it.
         const std::string audit_path =
@@ -286,17 +348,30 @@ void run(const ReplayArgs& a) {
                 }
             }
         }
+        if (with_events) event_replay.attach(options);
         {
             Guard guard(GuardCredentials{*sim->certificate, sim->ca->trust_anchor(), sim->crl,
                                          sim->kms, sim->agent_key},
                         clock, options);
             std::unordered_map<std::string, Decimal> last_price;
             auto split = orders.cbegin();
-            if (observe_until)
+            auto event_split = events.cbegin();
+            if (observe_until) {
                 split =
                     std::lower_bound(orders.cbegin(), orders.cend(), *observe_until,
                                      [](const ReplayOrder& o, TimeNs t) { return o.ts_ns < t; });
-            replay_guard(guard, clock, orders.cbegin(), split, write_decision, s, last_price);
+                event_split =
+                    std::lower_bound(events.cbegin(), events.cend(), *observe_until,
+                                     [](const ReplayEvent& e, TimeNs t) { return e.ts_ns < t; });
+            }
+            // As replay_guard() does for orders: wait for the audit writer before each request,
+            // handle incidents on simulated time after each row.
+            event_replay.before_request = [&] { wait_for_audit(guard); };
+            event_replay.after_row = [&] { guard.process_incidents(); };
+            if (with_events)
+                event_replay.run(guard, clock, events.cbegin(), event_split);
+            else
+                replay_guard(guard, clock, orders.cbegin(), split, write_decision, s, last_price);
             if (observe_until) {
                 clock.set(std::max(clock.now_ns(), *observe_until));
                 learned =
@@ -316,27 +391,44 @@ void run(const ReplayArgs& a) {
                     guard.enforce_baseline({learned->baseline, *learned->approval});
                 }
             }
-            replay_guard(guard, clock, split, orders.cend(), write_decision, s, last_price);
+            if (with_events) {
+                event_replay.run(guard, clock, event_split, events.cend());
+                event_replay.finish(guard, clock);
+            } else {
+                replay_guard(guard, clock, split, orders.cend(), write_decision, s, last_price);
+            }
             guard.process_incidents();
             incidents = guard.incidents();
+            event_replay.before_request = nullptr;  // they refer to this Guard
+            event_replay.after_row = nullptr;
         }  // closing the Guard drains the audit queue and writes the final checkpoint
+        if (with_events) {
+            es = event_replay.summary();
+            s = es.decisions;
+        }
         for (const Incident& i : incidents)
             if (i.warnings > 0) ++s.warnings;
         audit_written = audit_path;
+    } else if (with_events) {
+        es = replay_events(*scope, events, write_event_decision, event_options);
+        s = es.decisions;
     } else {
         s = replay_scope(*scope, orders, write_decision);
     }
+    if (with_events) es.decisions.warnings = s.warnings;
     if (out.is_open()) {
         out.flush();
         if (!out) throw Error(ErrorCategory::io, a.decisions_out + ": write failed");
     }
+    if (!a.state_out.empty()) write_file(a.state_out, lifecycle_state_json(es.state) + "\n");
 
     if (a.json) {
+        const std::string summary = with_events ? event_summary_json(es) : summary_json(s);
         if (!sim) {
-            std::cout << summary_json(s) << "\n";
+            std::cout << summary << "\n";
             return;
         }
-        nlohmann::json j = nlohmann::json::parse(summary_json(s));
+        nlohmann::json j = nlohmann::json::parse(summary);
         const AgentCertificate& c = *sim->certificate;
         j["audit_log"] = audit_written;
         if (learned) {
@@ -383,7 +475,8 @@ void run(const ReplayArgs& a) {
                   << "            (kakunin audit verify --log " << audit_written << " --certs "
                   << audit_written << ".certs)\n\n";
     }
-    print_table(s);
+    print_table(s, with_events ? "requests " : "orders   ");
+    if (with_events) print_events_table(es);
     if (learned && learned->stored) {
         std::cout << "\nbaseline  " << learned->path << ", approved by "
                   << learned->approval->approver << " at "
@@ -431,9 +524,19 @@ void add_replay_command(CLI::App& app) {
     cmd->add_option("--agent", args->agent, "Registered agent id (with --dir)");
     cmd->add_option("--orders", args->orders_path,
                     "Orders CSV: ts,instrument,counterparty,side,quantity,price,region")
-        ->required()
         ->check(CLI::ExistingFile);
-    cmd->add_option("--decisions-out", args->decisions_out, "Write one JSON line per order here");
+    cmd->add_option("--events", args->events_path,
+                    "Events CSV (an order lifecycle, instead of --orders): "
+                    "ts,type,order_id,instrument,counterparty,side,quantity,price,region")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--halt-at", args->halt_at,
+                    "With --events: pull the kill switch at this time (RFC 3339 UTC or epoch ms); "
+                    "the summary lists the working orders it cancels (cancel_on_halt)");
+    cmd->add_option("--state-out", args->state_out,
+                    "With --events: write the final positions, working orders and daily totals "
+                    "here (JSON)");
+    cmd->add_option("--decisions-out", args->decisions_out,
+                    "Write one JSON line per order (with --events: per request) here");
     cmd->add_option("--audit-out", args->audit_out,
                     "Audit log of the replay (default with --dir: STATE/audit/AGENT.replay.jsonl)");
     cmd->add_option("--observe-until", args->observe_until,

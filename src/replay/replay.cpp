@@ -4,6 +4,7 @@
 
 #include "kakunin/guard.hpp"
 #include "kakunin/replay.hpp"
+#include "replay/replay_json.hpp"
 
 namespace kakunin {
 
@@ -51,7 +52,7 @@ ReplaySummary replay_scope(const Scope& scope, const std::vector<ReplayOrder>& o
     return summary;
 }
 
-std::string decision_json(std::size_t line, const Decision& d) {
+nlohmann::json detail::decision_object(std::size_t line, const Decision& d) {
     nlohmann::json j;
     j["line"] = line;
     j["ts_ns"] = d.ts_ns;
@@ -62,10 +63,14 @@ std::string decision_json(std::size_t line, const Decision& d) {
     j["components_ppm"] = nlohmann::json::object();
     for (std::size_t i = 0; i < score_component_count; ++i)
         j["components_ppm"][component_name(i)] = d.components_ppm[i];
-    return j.dump();
+    return j;
 }
 
-std::string summary_json(const ReplaySummary& s) {
+std::string decision_json(std::size_t line, const Decision& d) {
+    return detail::decision_object(line, d).dump();
+}
+
+nlohmann::json detail::summary_object(const ReplaySummary& s) {
     nlohmann::json j;
     j["orders"] = s.orders;
     j["allowed"] = s.allowed;
@@ -78,7 +83,9 @@ std::string summary_json(const ReplaySummary& s) {
     j["first_revocation_ts_ns"] =
         s.first_revocation_ts_ns ? nlohmann::json(*s.first_revocation_ts_ns) : nlohmann::json();
     j["max_score_ppm"] = s.max_score_ppm;
-    return j.dump();
+    return j;
 }
+
+std::string summary_json(const ReplaySummary& s) { return detail::summary_object(s).dump(); }
 
 }  // namespace kakunin
