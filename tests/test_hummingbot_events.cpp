@@ -212,6 +212,33 @@ TEST_CASE(
         CHECK_FALSE(run.end.reduce_only);
         CHECK_FALSE(run.halt_called);
     }
+    SECTION("through kakunin replay --events, compared as scripts/evaluate compares") {
+        const std::string cli = KAKUNIN_CLI_PATH;
+        if (cli.empty() || !std::filesystem::exists(cli)) {
+            WARN("the kakunin program is not built (-DKAKUNIN_BUILD_CLI=ON): replay NOT run");
+            return;
+        }
+        const std::string o = out.path;
+        const std::string replay_args =
+            cli + " replay --scope " + o + "/scope.json --events " + o + "/events.csv --json";
+        REQUIRE(std::system((replay_args + " --decisions-out " + o + "/d.jsonl --state-out " + o +
+                             "/s.json >" + o + "/summary.json")
+                                .c_str()) == 0);
+        REQUIRE(std::system((replay_args + " --halt-at " + facts.at("halt_at").get<std::string>() +
+                             " --decisions-out " + o + "/hd.jsonl --state-out " + o + "/hs.json >" +
+                             o + "/halt-summary.json")
+                                .c_str()) == 0);
+        const json state = json::parse(slurp(o + "/s.json"));
+        CHECK(state.at("positions").at(instrument).get<std::string>() == fills_position);
+        const json halt = json::parse(slurp(o + "/halt-summary.json"));
+        CHECK(halt.at("cancel_on_halt") == facts.at("working_at_halt"));
+        // Every goal of the comparison (exit 0; 3 when one is not met).
+        CHECK(std::system(("python3 " + converter + " compare --out " + o + " --summary " + o +
+                           "/summary.json --state " + o + "/s.json --decisions " + o +
+                           "/d.jsonl --halt-summary " + o + "/halt-summary.json --halt-decisions " +
+                           o + "/hd.jsonl --halt-state " + o + "/hs.json >/dev/null")
+                              .c_str()) == 0);
+    }
     SECTION("with the kill switch pulled in the busiest hour") {
         const TimeNs halt_at = parse_timestamp(facts.at("halt_at").get<std::string>());
         const Run run = replay(scope, rows, halt_at);
