@@ -27,35 +27,11 @@
 #include "kakunin/software_kms.hpp"
 #include "kakunin/testing.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 // ---- allocation counter (as tests/test_allocation.cpp): per thread, so the writer thread's
 // own allocations do not count against the producer ----
-namespace {
-thread_local std::uint64_t t_allocations = 0;
-}
-
-void* operator new(std::size_t n) {
-    ++t_allocations;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-    ++t_allocations;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    ++t_allocations;
-    return std::malloc(n ? n : 1);
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-    ++t_allocations;
-    return std::malloc(n ? n : 1);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "allocation_counter.hpp"
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
@@ -63,23 +39,8 @@ using namespace kakunin;
 
 namespace {
 
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-auditlc-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-auditlc") {}
 };
 
 std::string read_all(const std::string& path) {

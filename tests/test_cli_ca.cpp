@@ -13,6 +13,7 @@
 #include "kakunin/scope.hpp"
 #include "pkcs11_test_support.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 using json = nlohmann::json;
 using kakunin_test::read_text;
@@ -24,25 +25,8 @@ namespace {
 
 constexpr const char* k_passphrase = "correct horse battery staple";
 
-/// A fresh directory under the system temporary directory, removed with its contents.
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-cli-ca-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const fs::path& path() const noexcept { return m_path; }
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-cli-ca") {}
 };
 
 struct Run {

@@ -34,6 +34,7 @@
 #include "pg_test_support.hpp"
 #include "pkcs11_test_support.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 using json = nlohmann::json;
 using kakunin_test::read_text;
@@ -48,24 +49,8 @@ constexpr const char* k_passphrase = "export test passphrase";
 const std::string k_agent = "agent-7";
 const std::string k_officer = "A. Schmidt (compliance)";
 
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-export-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-    const fs::path& path() const { return m_path; }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-export") {}
 };
 
 std::string hex_sha256(const std::string& bytes) { return to_hex(kakunin::sha256(bytes)); }

@@ -23,6 +23,7 @@
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/testing.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 using namespace kakunin;
 using test::good_order;
@@ -31,24 +32,8 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-faults-trail-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const fs::path& path() const noexcept { return m_path; }
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-faults-trail") {}
 };
 
 std::string read_bytes(const std::string& path) {

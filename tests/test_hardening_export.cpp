@@ -28,6 +28,7 @@
 #include "kakunin/software_kms.hpp"
 #include "pg_test_support.hpp"
 #include "pkcs11_test_support.hpp"
+#include "temp_dir.hpp"
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
@@ -50,24 +51,8 @@ const char* const k_scope = R"({"version":1,
  "limits":{"max_orders_per_second":50,"max_order_quantity":{"BTC_EUR":"0.75"},
            "max_daily_notional":{"currency":"EUR","amount":"8000000.00"}}})";
 
-class TempDir {
-public:
-    TempDir() {
-        std::string t = (fs::temp_directory_path() / "kakunin-hardening-export-XXXXXX").string();
-        REQUIRE(::mkdtemp(t.data()) != nullptr);
-        m_path = t;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string operator/(const std::string& n) const { return (m_path / n).string(); }
-    const fs::path& path() const { return m_path; }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-hardening-export") {}
 };
 
 kakunin_test::CommandResult cli(const TempDir& d, const std::string& args) {

@@ -18,6 +18,7 @@
 #include "kakunin/replay.hpp"
 #include "kakunin/testing.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 using namespace kakunin;
 using test::good_order;
@@ -52,22 +53,8 @@ std::string csv_error(const std::string& text) {
 
 const std::string header = "ts,instrument,counterparty,side,quantity,price,region\n";
 
-/// A fresh directory, removed with its contents.
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-hardening-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-hardening") {}
 };
 
 void write_text(const std::string& path, const std::string& text) {

@@ -27,6 +27,7 @@
 #include "kakunin/testing.hpp"
 #include "pkcs11_test_support.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 using json = nlohmann::json;
 using kakunin_test::read_text;
@@ -40,23 +41,8 @@ namespace {
 constexpr const char* k_passphrase = "hardening test passphrase";
 constexpr TimeNs ms_ns = 1'000'000;
 
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-hardening-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-hardening") {}
 };
 
 struct Run {

@@ -15,6 +15,7 @@
 #include "kakunin/replay.hpp"
 #include "pkcs11_test_support.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 using namespace kakunin;
 using json = nlohmann::json;
@@ -112,25 +113,8 @@ std::map<std::string, std::string> positions_from_fills(const std::vector<Replay
     return out;
 }
 
-/// A fresh directory under the system temporary directory, removed with its contents.
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-replay-events-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-    const fs::path& path() const noexcept { return m_path; }
-
-private:
-    fs::path m_path;
+struct TempDir : kakunin::test::TempDir {
+    TempDir() : kakunin::test::TempDir("kakunin-replay-events") {}
 };
 
 struct Run {
