@@ -95,6 +95,12 @@ void bind_errors(py::module_& m) {
         g_errors[static_cast<std::size_t>(info.category)] = type;
         m.attr(info.name) = py::handle(type);
     }
+    // Raises the exception of a category as a C++ kakunin::Error would: lets the tests reach the
+    // categories no call of the module raises on demand (network, crypto).
+    m.def(
+        "_raise_error",
+        [](ErrorCategory category, const std::string& message) { throw Error(category, message); },
+        py::arg("category"), py::arg("message"));
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
