@@ -64,10 +64,14 @@ void bind_lifecycle(py::module_& m) {
              py::arg("type"), py::kw_only(), py::arg("client_order_id") = "",
              py::arg("instrument") = "", py::arg("side") = Side::buy, py::arg("quantity") = 0,
              py::arg("price") = 0)
-        .def_readwrite("type", &PyExecutionReport::type)
+        .def_property(
+            "type", [](const PyExecutionReport& e) { return e.type; },
+            [](PyExecutionReport& e, ExecutionType v) { e.type = v; })
         .def_readwrite("client_order_id", &PyExecutionReport::client_order_id)
         .def_readwrite("instrument", &PyExecutionReport::instrument)
-        .def_readwrite("side", &PyExecutionReport::side)
+        .def_property(
+            "side", [](const PyExecutionReport& e) { return e.side; },
+            [](PyExecutionReport& e, Side v) { e.side = v; })
         .def_property(
             "quantity", [](const PyExecutionReport& e) { return from_decimal(e.quantity); },
             [](PyExecutionReport& e, py::handle v) {

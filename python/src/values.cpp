@@ -220,7 +220,10 @@ void bind_values(py::module_& m) {
              py::arg("client_order_id") = "", py::arg("reasoning") = "")
         .def_readwrite("instrument", &PyOrder::instrument)
         .def_readwrite("counterparty", &PyOrder::counterparty)
-        .def_readwrite("side", &PyOrder::side)
+        // By value: a def_readwrite enum would be a view of this Order's field, changing with it.
+        .def_property(
+            "side", [](const PyOrder& o) { return o.side; },
+            [](PyOrder& o, Side side) { o.side = side; })
         .def_readwrite("region", &PyOrder::region)
         .def_readwrite("client_order_id", &PyOrder::client_order_id)
         .def_readwrite("reasoning", &PyOrder::reasoning,

@@ -82,6 +82,14 @@ def test_order_fields_and_repr():
     assert "BTC_EUR SELL 1 @ 40000.00" in repr(o)
     with pytest.raises(TypeError):
         o.side = "buy"  # a Side, not text
+    # A side read is a value, not a view of the order's field.
+    before = o.side
+    o.side = kakunin.Side.buy
+    assert before == kakunin.Side.sell and o.side == kakunin.Side.buy
+    report = kakunin.ExecutionReport(kakunin.ExecutionType.fill, side=kakunin.Side.sell)
+    kind, side = report.type, report.side
+    report.type, report.side = kakunin.ExecutionType.mark, kakunin.Side.buy
+    assert (kind, side) == (kakunin.ExecutionType.fill, kakunin.Side.sell)
     with pytest.raises(TypeError):
         kakunin.Order(instrument="BTC_EUR", bogus=1)
 
