@@ -156,7 +156,7 @@ def run_child(script, timeout=120):
 
 def test_four_threads_check_while_one_halts_with_a_python_on_cancel_all():
     out = run_child("""
-        import threading, kakunin
+        import threading, time, kakunin
         from conftest import LIFECYCLE_SCOPE, good_order
         R = kakunin.ReasonCode
         clock = kakunin.ManualClock(kakunin.utc(2024, 1, 8, 12))
@@ -175,18 +175,20 @@ def test_four_threads_check_while_one_halts_with_a_python_on_cancel_all():
         def checker(n):
             start.wait()
             order = good_order(quantity="0.000001")
-            for k in range(20000):
+            deadline = time.monotonic() + 60
+            k = 0
+            while len(after_halt) < 4000 and time.monotonic() < deadline:
+                k += 1
                 order.client_order_id = f"t{n}-{k}"
                 halt_returned = "done" in halted_at  # read before the check it judges
                 d = guard.check(order)
                 if halt_returned:
                     after_halt.append(d)
-                    if len(after_halt) > 4000:
-                        return
         threads = [threading.Thread(target=checker, args=(n,)) for n in range(4)]
         for t in threads: t.start()
         start.wait()
-        import time; time.sleep(0.02)
+        while guard.counters.allowed < 200:  # the four are checking
+            time.sleep(0.001)
         halt_id = guard.halt("desk kill switch", "M. Rossi")
         halted_at["done"] = True
         for t in threads: t.join()
