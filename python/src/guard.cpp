@@ -7,6 +7,7 @@
 
 #include "bindings.hpp"
 #include "guard_holder.hpp"
+#include "kakunin/baseline.hpp"
 #include "kakunin/clock.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/notifier.hpp"
@@ -49,8 +50,10 @@ GuardOptions make_options(bool observe, bool incident_thread, py::object on_canc
                           std::chrono::milliseconds heartbeat_timeout,
                           std::size_t working_order_capacity,
                           std::optional<AuditTrailOptions> audit, py::object notifier,
-                          std::chrono::seconds expiry_warning) {
+                          std::chrono::seconds expiry_warning,
+                          std::optional<ApprovedBaseline> baseline) {
     GuardOptions o;
+    o.baseline = std::move(baseline);
     o.observe = observe;
     o.incident_thread = incident_thread;
     if (!on_cancel_all.is_none()) {
@@ -87,10 +90,11 @@ std::unique_ptr<GuardHolder> construct(std::function<std::unique_ptr<Guard>(Guar
                                        std::size_t working_order_capacity,
                                        std::optional<AuditTrailOptions> audit, py::object notifier,
                                        py::object error_handler,
-                                       std::chrono::seconds expiry_warning) {
-    GuardOptions options =
-        make_options(observe, incident_thread, std::move(on_cancel_all), heartbeat_timeout,
-                     working_order_capacity, std::move(audit), std::move(notifier), expiry_warning);
+                                       std::chrono::seconds expiry_warning,
+                                       std::optional<ApprovedBaseline> baseline) {
+    GuardOptions options = make_options(observe, incident_thread, std::move(on_cancel_all),
+                                        heartbeat_timeout, working_order_capacity, std::move(audit),
+                                        std::move(notifier), expiry_warning, std::move(baseline));
     std::unique_ptr<Guard> guard;
     {
         py::gil_scoped_release release;
@@ -177,8 +181,46 @@ void bind_guard(py::module_& m) {
              py::call_guard<py::gil_scoped_release>(),
              "Waits until every record queued so far is durable; False on timeout.");
 
-    using G = GuardHolder;
     using release = py::call_guard<py::gil_scoped_release>;
+    // Behaviour (docs/behaviour.md): learn a baseline, have a named person approve it, score.
+    py::class_<Baseline>(m, "Baseline", "An agent's learned behaviour (kakunin-baseline/v1).")
+        .def("to_json", [](const Baseline& b) { return to_json(b); })
+        .def_static(
+            "from_json", [](std::string_view j) { return parse_baseline_json(j); }, py::arg("json"))
+        .def_property_readonly("sha256", [](const Baseline& b) { return baseline_sha256_hex(b); });
+    py::class_<BaselineApproval>(m, "BaselineApproval", "A named person's signed approval.")
+        .def("to_json", [](const BaselineApproval& a) { return to_json(a); })
+        .def_static(
+            "from_json", [](std::string_view j) { return baseline_approval_from_json(j); },
+            py::arg("json"));
+    py::class_<ApprovedBaseline>(m, "ApprovedBaseline", "Guard(baseline=...): scores every order.")
+        .def(py::init([](Baseline b, BaselineApproval a) {
+                 return ApprovedBaseline{std::move(b), std::move(a)};
+             }),
+             py::arg("baseline"), py::arg("approval"))
+        .def_readonly("baseline", &ApprovedBaseline::baseline)
+        .def_readonly("approval", &ApprovedBaseline::approval);
+    py::class_<BaselineBuilder>(m, "BaselineBuilder", "Learns a baseline from allowed orders.")
+        .def(py::init([](const Scope& s, std::string agent) {
+                 return BaselineBuilder(s, std::move(agent));
+             }),
+             py::arg("scope"), py::arg("agent_id"))
+        .def("start", &BaselineBuilder::start, py::arg("t_ns"))
+        .def(
+            "observe",
+            [](BaselineBuilder& b, const PyOrder& o, TimeNs t) { b.observe(o.view(), t); },
+            py::arg("order"), py::arg("t_ns"))
+        .def_property_readonly("orders", &BaselineBuilder::orders)
+        .def("finalize", &BaselineBuilder::finalize, py::arg("now_ns"), release());
+    m.def(
+        "approve_baseline",
+        [](Kms& kms, const Baseline& b, std::string_view approver, TimeNs at,
+           std::uint64_t version) { return approve_baseline(kms, b, approver, at, version); },
+        py::arg("kms"), py::arg("baseline"), py::arg("approver"), py::arg("approved_at_ns"),
+        py::arg("version") = 0, release(),
+        "Signs the baseline's approval with the approver's key (approver:NAME in the Kms).");
+
+    using G = GuardHolder;
     py::class_<G>(m, "Guard",
                   "The pre-trade gate. check() every order before it leaves the process. The "
                   "clock is kept alive by the Guard.")
@@ -186,41 +228,45 @@ void bind_guard(py::module_& m) {
                          py::object on_cancel_all, std::chrono::milliseconds heartbeat_timeout,
                          std::size_t working_order_capacity, std::optional<AuditTrailOptions> audit,
                          py::object notifier, py::object error_handler,
-                         std::chrono::seconds expiry_warning) {
+                         std::chrono::seconds expiry_warning,
+                         std::optional<ApprovedBaseline> baseline) {
                  return construct(
                      [&](GuardOptions o) {
                          return std::make_unique<Guard>(scope, clock, std::move(o));
                      },
                      observe, incident_thread, std::move(on_cancel_all), heartbeat_timeout,
                      working_order_capacity, std::move(audit), std::move(notifier),
-                     std::move(error_handler), expiry_warning);
+                     std::move(error_handler), expiry_warning, std::move(baseline));
              }),
              py::arg("scope"), py::arg("clock"), py::kw_only(), py::arg("observe") = true,
              py::arg("incident_thread") = true, py::arg("on_cancel_all") = py::none(),
              py::arg("heartbeat_timeout") = std::chrono::milliseconds(0),
              py::arg("working_order_capacity") = 0, py::arg("audit") = py::none(),
              py::arg("notifier") = py::none(), py::arg("error_handler") = py::none(),
-             py::arg("expiry_warning") = std::chrono::seconds(2 * 3600), py::keep_alive<1, 3>())
+             py::arg("expiry_warning") = std::chrono::seconds(2 * 3600),
+             py::arg("baseline") = py::none(), py::keep_alive<1, 3>())
         .def(py::init([](const GuardCredentials& credentials, const Clock& clock, bool observe,
                          bool incident_thread, py::object on_cancel_all,
                          std::chrono::milliseconds heartbeat_timeout,
                          std::size_t working_order_capacity, std::optional<AuditTrailOptions> audit,
                          py::object notifier, py::object error_handler,
-                         std::chrono::seconds expiry_warning) {
+                         std::chrono::seconds expiry_warning,
+                         std::optional<ApprovedBaseline> baseline) {
                  return construct(
                      [&](GuardOptions o) {
                          return std::make_unique<Guard>(credentials, clock, std::move(o));
                      },
                      observe, incident_thread, std::move(on_cancel_all), heartbeat_timeout,
                      working_order_capacity, std::move(audit), std::move(notifier),
-                     std::move(error_handler), expiry_warning);
+                     std::move(error_handler), expiry_warning, std::move(baseline));
              }),
              py::arg("credentials"), py::arg("clock"), py::kw_only(), py::arg("observe") = true,
              py::arg("incident_thread") = true, py::arg("on_cancel_all") = py::none(),
              py::arg("heartbeat_timeout") = std::chrono::milliseconds(0),
              py::arg("working_order_capacity") = 0, py::arg("audit") = py::none(),
              py::arg("notifier") = py::none(), py::arg("error_handler") = py::none(),
-             py::arg("expiry_warning") = std::chrono::seconds(2 * 3600), py::keep_alive<1, 3>())
+             py::arg("expiry_warning") = std::chrono::seconds(2 * 3600),
+             py::arg("baseline") = py::none(), py::keep_alive<1, 3>())
         // The hot calls: keep the GIL, allocate nothing but the result object.
         .def(
             "check", [](G& g, const PyOrder& o) { return g.guard().check(o.view()); },
@@ -288,6 +334,15 @@ void bind_guard(py::module_& m) {
         .def("set_error_handler", &set_handler, py::arg("handler"),
              "A callable taking one str; called on a thread of the module's (never blocks the "
              "Guard). None removes it.")
+        .def_property_readonly("enforcing_baseline",
+                               [](G& g) { return g.guard().enforcing_baseline(); })
+        .def(
+            "observation", [](G& g) { return g.guard().observation(); }, release(),
+            "What observation has learned so far (a copy), or None when enforcing a baseline.")
+        .def(
+            "enforce_baseline",
+            [](G& g, const ApprovedBaseline& a) { g.guard().enforce_baseline(a); },
+            py::arg("approved"), release())
         .def(
             "scope", [](G& g) { return g.guard().scope(); }, release())
         .def(

@@ -217,3 +217,40 @@ def test_kms_keys_sign_and_software_kms_on_disk(tmp_path):
     assert kms.directory == str(tmp_path / "keys")
     with pytest.raises(kakunin.InvalidStateError):
         kms.create_key("agent:a")
+
+
+def test_behaviour_a_learned_and_approved_baseline_scores_every_order(seed_scope):
+    start = kakunin.utc(2024, 1, 8, 7)
+    clock = kakunin.ManualClock(start)
+    guard = kakunin.Guard(seed_scope, clock, incident_thread=False)
+    assert not guard.enforcing_baseline
+    small = good_order(quantity="0.01", price="40000.00")
+    for day in range(8):  # a week of small orders, observed
+        for i in range(200):
+            clock.set(start + day * 86400 * 10**9 + i * 60 * 10**9)
+            small.client_order_id = f"s-{day}-{i}"
+            assert guard.check(small).score_ppm == 0
+    observed = guard.observation()
+    assert observed.orders == 1200  # the weekend's orders were outside the trading hours
+    baseline = observed.finalize(clock.now_ns())
+    assert len(baseline.sha256) == 64
+    assert kakunin.Baseline.from_json(baseline.to_json()).sha256 == baseline.sha256
+    kms = kakunin.SoftwareKms.in_memory()
+    approval = kakunin.approve_baseline(kms, baseline, "A. Officer", clock.now_ns(), 1)
+    approved = kakunin.ApprovedBaseline(baseline, kakunin.BaselineApproval.from_json(approval.to_json()))
+    guard.enforce_baseline(approved)
+    assert guard.enforcing_baseline and guard.observation() is None
+    clock.advance(datetime.timedelta(minutes=1))
+    usual = guard.check(small)
+    big = guard.check(good_order(quantity="9", client_order_id="big"))
+    assert usual.allowed and big.score_ppm > usual.score_ppm
+    assert big.components["size"] > usual.components["size"]
+    # The same baseline at construction.
+    fresh = kakunin.Guard(seed_scope, clock, baseline=approved, incident_thread=False)
+    assert fresh.enforcing_baseline
+    # An approval of another baseline covers nothing.
+    another = observed.finalize(clock.now_ns() + 3600 * 10**9)
+    assert another.sha256 != baseline.sha256
+    other = kakunin.approve_baseline(kms, another, "A. Officer", clock.now_ns(), 1)
+    with pytest.raises(kakunin.UnauthorisedError):
+        kakunin.Guard(seed_scope, clock, baseline=kakunin.ApprovedBaseline(baseline, other))
