@@ -89,9 +89,28 @@ struct PyExecutionReport {
     }
 };
 
-/// True once the interpreter is finalizing: a background thread must not take the GIL then
-/// (CPython would end the thread inside C++ frames).
+/// True once the interpreter is finalizing, or the module's atexit hook has stopped callbacks:
+/// a background thread must not take the GIL then (CPython would end the thread inside C++
+/// frames, or find the interpreter's state gone).
 bool interpreter_finalizing() noexcept;
+
+/// Held by a background thread while it runs (or is about to run) Python. `ok` is false once
+/// the module's atexit hook has run: the caller must not touch Python then. The hook waits (GIL
+/// released, bounded) until no entry is held, so no callback is in Python when finalization
+/// begins.
+class CallbackEntry {
+public:
+    CallbackEntry() noexcept;
+    ~CallbackEntry();
+    CallbackEntry(const CallbackEntry&) = delete;
+    CallbackEntry& operator=(const CallbackEntry&) = delete;
+    bool ok() const noexcept { return m_ok; }
+
+private:
+    bool m_ok;
+};
+/// Registers the atexit hook (module initialisation).
+void register_callback_shutdown();
 
 /// A Python object that may be copied and destroyed on any thread, with or without the GIL.
 class PyRef {
@@ -175,7 +194,8 @@ private:
         }
     }
     void deliver(const T& item, std::uint64_t dropped) noexcept {
-        if (interpreter_finalizing()) return;
+        const CallbackEntry entry;
+        if (!entry.ok()) return;
         try {
             py::gil_scoped_acquire gil;
             if (dropped > 0)

@@ -33,7 +33,8 @@ private:
 std::function<void(const CancelAll&)> cancel_all_callback(py::object fn) {
     PyRef ref(std::move(fn));
     return [ref](const CancelAll& c) {
-        if (interpreter_finalizing() && !PyGILState_Check())
+        const CallbackEntry entry;
+        if (!entry.ok() && !PyGILState_Check())
             throw std::runtime_error("the Python interpreter is shutting down");
         py::gil_scoped_acquire gil;
         try {

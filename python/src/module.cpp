@@ -15,4 +15,5 @@ PYBIND11_MODULE(_kakunin, m) {
     kp::bind_audit(m);
     kp::bind_guard(m);
     kp::bind_testing(m);
+    kp::register_callback_shutdown();
 }

@@ -3,7 +3,10 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "bindings.hpp"
 #include "kakunin/decision.hpp"
@@ -39,12 +42,34 @@ void raise_error(const Error& e) {
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_callbacks_stopped{false};
+std::atomic<int> g_callbacks_active{0};
+}  // namespace
+
 bool interpreter_finalizing() noexcept {
+    if (g_callbacks_stopped.load()) return true;
 #if PY_VERSION_HEX >= 0x030D0000
     return Py_IsFinalizing() != 0;
 #else
     return _Py_IsFinalizing() != 0;
 #endif
+}
+
+CallbackEntry::CallbackEntry() noexcept {
+    g_callbacks_active.fetch_add(1);  // before the flag is read: the hook sees us or we see it
+    m_ok = !interpreter_finalizing();
+}
+
+CallbackEntry::~CallbackEntry() { g_callbacks_active.fetch_sub(1); }
+
+void register_callback_shutdown() {
+    py::module_::import("atexit").attr("register")(py::cpp_function([] {
+        g_callbacks_stopped.store(true);
+        py::gil_scoped_release release;  // let a callback that holds an entry finish
+        for (int i = 0; i < 5000 && g_callbacks_active.load() > 0; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }));
 }
 
 void report_callback_exception(py::error_already_set& e, const char* where) {
