@@ -117,7 +117,8 @@ class PyRef {
 public:
     explicit PyRef(py::object o)
         : m_obj(new py::object(std::move(o)), [](py::object* p) {
-              if (interpreter_finalizing() && !PyGILState_Check()) {
+              const CallbackEntry entry;
+              if (!entry.ok() && !PyGILState_Check()) {
                   (void)p->release();  // leaked: the interpreter is going away
                   delete p;
                   return;
@@ -140,87 +141,93 @@ void report_callback_exception(py::error_already_set& e, const char* where);
 /// GIL and never throws; over `capacity` waiting items a new one is counted as dropped and a
 /// line saying how many were dropped goes to stderr once the queue drains. An exception raised
 /// by the callable is reported (report_callback_exception) and the next item is delivered.
+/// The destructor never waits and never releases the callable: the thread (detached, the only
+/// owner of the queue and the callable) delivers what is queued, releases them and ends. Either
+/// on the destroying thread could deadlock: the Guard drops its old error handler with its
+/// handler mutex held, while a check() that reports holds the GIL and waits for that mutex.
 template <class T>
 class PyDispatcher {
 public:
-    PyDispatcher(py::object fn, const char* where, std::size_t capacity = 4096)
-        : m_fn(std::move(fn)), m_where(where), m_capacity(capacity) {
-        m_thread = std::thread([this] { run(); });
+    PyDispatcher(py::object fn, const char* where, std::size_t capacity = 4096) {
+        auto owned = std::make_unique<State>(std::move(fn), where, capacity);
+        m_state = owned.get();
+        std::thread([owned = std::move(owned)]() mutable { run(std::move(owned)); }).detach();
     }
     ~PyDispatcher() {
-        {
-            std::lock_guard<std::mutex> lock(m_mutex);
-            m_stop = true;
-        }
-        m_wake.notify_all();
-        // The thread may be waiting for the GIL: never join while holding it.
-        if (PyGILState_Check()) {
-            py::gil_scoped_release release;
-            m_thread.join();
-        } else {
-            m_thread.join();
-        }
+        // Notified under the lock: once it is released the thread may free the state.
+        std::lock_guard<std::mutex> lock(m_state->mutex);
+        m_state->stop = true;
+        m_state->wake.notify_all();
     }
     PyDispatcher(const PyDispatcher&) = delete;
     PyDispatcher& operator=(const PyDispatcher&) = delete;
 
     void push(const T& item) noexcept {
+        State& s = *m_state;
         try {
-            std::lock_guard<std::mutex> lock(m_mutex);
-            if (m_queue.size() >= m_capacity) {
-                ++m_dropped;
+            std::lock_guard<std::mutex> lock(s.mutex);
+            if (s.queue.size() >= s.capacity) {
+                ++s.dropped;
                 return;
             }
-            m_queue.push_back(item);
+            s.queue.push_back(item);
         } catch (...) {
             return;  // out of memory: the report is lost, the caller is unaffected
         }
-        m_wake.notify_one();
+        s.wake.notify_one();
     }
 
 private:
-    void run() noexcept {
-        std::unique_lock<std::mutex> lock(m_mutex);
+    struct State {
+        State(py::object f, const char* w, std::size_t c)
+            : fn(std::move(f)), where(w), capacity(c) {}
+        PyRef fn;
+        const char* where;
+        std::size_t capacity;
+        std::mutex mutex;
+        std::condition_variable wake;
+        std::deque<T> queue;
+        std::uint64_t dropped = 0;
+        bool stop = false;
+    };
+
+    static void run(std::unique_ptr<State> state) noexcept {
+        State& s = *state;
+        std::unique_lock<std::mutex> lock(s.mutex);
         for (;;) {
-            m_wake.wait(lock, [&] { return m_stop || !m_queue.empty(); });
-            if (m_queue.empty()) return;  // stopped and drained
-            T item = std::move(m_queue.front());
-            m_queue.pop_front();
-            const std::uint64_t dropped = m_dropped;
-            m_dropped = 0;
+            s.wake.wait(lock, [&] { return s.stop || !s.queue.empty(); });
+            if (s.queue.empty()) break;  // stopped and drained
+            T item = std::move(s.queue.front());
+            s.queue.pop_front();
+            const std::uint64_t dropped = s.dropped;
+            s.dropped = 0;
             lock.unlock();
-            deliver(item, dropped);
+            deliver(s, item, dropped);
             lock.lock();
         }
+        lock.unlock();
+        state.reset();  // the callable is released here (PyRef takes the GIL, or leaks at exit)
     }
-    void deliver(const T& item, std::uint64_t dropped) noexcept {
+    static void deliver(State& s, const T& item, std::uint64_t dropped) noexcept {
         const CallbackEntry entry;
         if (!entry.ok()) return;
         try {
             py::gil_scoped_acquire gil;
             if (dropped > 0)
                 PySys_WriteStderr("kakunin: %s: %llu reports dropped (the callback is too slow)\n",
-                                  m_where, static_cast<unsigned long long>(dropped));
+                                  s.where, static_cast<unsigned long long>(dropped));
             try {
-                m_fn.get()(item);
+                s.fn.get()(item);
             } catch (py::error_already_set& e) {
-                report_callback_exception(e, m_where);
+                report_callback_exception(e, s.where);
             } catch (const std::exception& e) {
-                PySys_WriteStderr("kakunin: %s raised: %.500s\n", m_where, e.what());
+                PySys_WriteStderr("kakunin: %s raised: %.500s\n", s.where, e.what());
             }
         } catch (...) {
         }
     }
 
-    PyRef m_fn;
-    const char* m_where;
-    std::size_t m_capacity;
-    std::mutex m_mutex;
-    std::condition_variable m_wake;
-    std::deque<T> m_queue;
-    std::uint64_t m_dropped = 0;
-    bool m_stop = false;
-    std::thread m_thread;
+    State* m_state;  ///< owned by the thread, which outlives this object
 };
 
 /// A C++ handler taking a message, delivering it to `fn` on a dispatcher thread.

@@ -249,3 +249,26 @@ def test_a_guard_with_callbacks_is_destroyed_cleanly_at_exit():
             guard.halt("end of day", "M. Rossi")
             # left alive: destroyed while the interpreter exits
         """, timeout=60)
+
+
+def test_replacing_the_error_handler_while_checks_report_does_not_deadlock():
+    # The Guard drops its old handler with its handler mutex held; a check() that reports waits
+    # for that mutex holding the GIL; the old handler's thread may be waiting for the GIL.
+    run_child("""
+        import datetime, threading, kakunin
+        from conftest import SEED_SCOPE, good_order
+        clock = kakunin.ManualClock(kakunin.utc(2024, 1, 8, 12))
+        guard = kakunin.Guard(kakunin.parse_scope_json(SEED_SCOPE), clock)
+        done = threading.Event()
+        def replace():
+            for i in range(300):
+                guard.set_error_handler(lambda m: sum(range(2000)))
+            done.set()
+        t = threading.Thread(target=replace)
+        t.start()
+        order = good_order()
+        while not done.is_set():
+            clock.advance(datetime.timedelta(seconds=-1))  # every check reports a step back
+            guard.check(order)
+        t.join()
+    """, timeout=60)
