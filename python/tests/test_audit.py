@@ -99,20 +99,23 @@ def postgres():
     if conninfo:
         yield conninfo
         return
+    import shutil
     import tempfile
     lib = ROOT / "scripts" / "lib" / "postgres.sh"
     scratch = tempfile.mkdtemp(prefix="kakunin-pytest-pg-")
-    os.chmod(scratch, 0o755)
-    port = str(56000 + os.getpid() % 1000)
-    start = subprocess.run(["bash", "-c", f'source "{lib}" && kakunin_pg_start "{scratch}/pg" >&2 && printf %s "$KAKUNIN_TEST_PG"'],
-                           capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "KAKUNIN_PG_PORT": port})
-    assert start.returncode == 0, "PostgreSQL did not start: " + start.stderr[-2000:]
+    os.chmod(scratch, 0o755)  # the server runs as another OS user
+    # The server gets no LD_PRELOAD (a sanitizer runtime preloaded for the module, say).
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["KAKUNIN_PG_PORT"] = str(56000 + os.getpid() % 1000)
     try:
+        start = subprocess.run(["bash", "-c", f'source "{lib}" && kakunin_pg_start "{scratch}/pg" >&2 && printf %s "$KAKUNIN_TEST_PG"'],
+                               capture_output=True, text=True, timeout=120, env=env)
+        assert start.returncode == 0, "PostgreSQL did not start: " + start.stderr[-2000:]
         yield start.stdout
     finally:
         subprocess.run(["bash", "-c", f'source "{lib}" && kakunin_pg_stop "{scratch}/pg"'],
-                       capture_output=True, timeout=120, env={**os.environ, "KAKUNIN_PG_PORT": port})
+                       capture_output=True, timeout=120, env=env)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_a_postgres_log_verifies(postgres):
