@@ -133,6 +133,25 @@ def test_the_notifier_hears_of_a_halt(seed_scope, clock):
     assert halt_id in n.details_json and n.summary
 
 
+def test_a_raising_notifier_is_reported_and_the_next_notification_still_arrives(seed_scope, clock):
+    with capture_unraisable() as unraisable:
+        seen = []
+
+        def notifier(n):
+            seen.append(n.kind)
+            if len(seen) == 1:
+                raise KeyError("notifier bug")
+
+        guard = kakunin.Guard(seed_scope, clock, notifier=notifier)
+        guard.halt("first", "M. Rossi")
+        guard.resume("A. Schmidt")
+        guard.halt("second", "M. Rossi")
+        assert wait_until(lambda: len(seen) >= 2)
+        assert wait_until(lambda: unraisable)
+        assert isinstance(unraisable[0].exc_value, KeyError)
+        assert guard.halted
+
+
 def test_callables_are_checked_when_the_guard_is_made(seed_scope, clock):
     with pytest.raises(TypeError, match="on_cancel_all"):
         kakunin.Guard(seed_scope, clock, on_cancel_all=42)
