@@ -10,7 +10,14 @@ KAKUNIN_PACKAGES=(
     cmake ninja-build g++ pkg-config git ca-certificates
     libbotan-2-dev libpq-dev nlohmann-json3-dev catch2 libbenchmark-dev libcli11-dev
     libcurl4-openssl-dev libp11-kit-dev softhsm2 postgresql openssl clang chromium
+    python3 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
+    pybind11-dev python3-pybind11 python3-pytest
 )
+
+# Debian's interpreter: the Python module is built for it, and its python3-pytest runs the tests
+# (another python3 earlier on PATH, e.g. a version manager's, has neither).
+KAKUNIN_PYTHON="${KAKUNIN_PYTHON:-/usr/bin/python3}"
+export KAKUNIN_PYTHON
 
 kakunin_log() { printf '\n==> %s\n' "$*"; }
 
