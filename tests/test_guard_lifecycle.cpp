@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -481,23 +483,41 @@ TEST_CASE(
     CHECK(allowed_count >= 5000);
 }
 
-TEST_CASE("a revocation from the feed cancels what works", "[guard][lifecycle][kill]") {
+TEST_CASE("a revocation from the feed cancels what works, off the feed's thread",
+          "[guard][lifecycle][kill]") {
     TestAuthority authority;
     Scope scope = lifecycle_scope();
+    std::mutex mutex;
     std::vector<CancelAll> got;
+    std::thread::id delivered_on;
     GuardOptions o;
     o.observe = false;
-    o.incident_thread = false;
-    o.on_cancel_all = [&](const CancelAll& c) { got.push_back(c); };
+    o.on_cancel_all = [&](const CancelAll& c) {
+        std::lock_guard<std::mutex> lock(mutex);
+        got.push_back(c);
+        delivered_on = std::this_thread::get_id();
+    };
     GuardCredentials credentials = authority.credentials_for(scope);
     credentials.revocation_feed = authority.revocation_feed();
     auto guard = std::make_unique<Guard>(credentials, authority.clock(), o);
     REQUIRE(guard->check(buy("a", "1")).allowed());
+    // The feed calls its listeners under its own lock, on the revoking thread: the cancel list
+    // must not be handed over there (a callback touching the feed would deadlock).
     authority.revoke(*guard->certificate(), "keyCompromise: leaked");
     CHECK(guard->halted());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (!got.empty() || std::chrono::steady_clock::now() > until) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    std::lock_guard<std::mutex> lock(mutex);
     REQUIRE(got.size() == 1);
     CHECK(got[0].order_ids == std::vector<std::string>{"a"});
     CHECK(got[0].by == "revocation feed");
+    CHECK(delivered_on != std::this_thread::get_id());
 }
 
 TEST_CASE(
@@ -664,4 +684,90 @@ TEST_CASE("GuardCounters count check() calls only, and reports without tracking 
     for (int i = 0; i < 3; ++i) CHECK_FALSE(plain.on_execution(fill("x", "1")).applied);
     REQUIRE(messages.size() == 1);
     CHECK(messages[0].find("without lifecycle tracking") != std::string::npos);
+}
+
+TEST_CASE("a clock stepping back neither blinds nor resets the dead man's switch",
+          "[guard][lifecycle][kill]") {
+    Desk f(lifecycle_scope(), std::chrono::milliseconds(500));
+    f.clock.advance(std::chrono::seconds(10));
+    f.guard.heartbeat();
+    REQUIRE(f.guard.check(buy("a", "1")).allowed());
+    f.clock.advance(std::chrono::seconds(-9));  // NTP steps the clock back 9 s
+    f.guard.heartbeat();                        // the strategy's last sign of life
+    f.clock.advance(std::chrono::milliseconds(400));
+    f.guard.process_incidents();
+    CHECK_FALSE(f.guard.halted());
+    f.clock.advance(std::chrono::milliseconds(200));  // 600 ms of clock since that heartbeat
+    f.guard.process_incidents();
+    CHECK(f.guard.halted());
+    REQUIRE(f.cancels.size() == 1);
+    CHECK(f.cancels[0].order_ids == std::vector<std::string>{"a"});
+}
+
+TEST_CASE("a cancel list holds the orders working when the halt took effect, none placed after",
+          "[guard][lifecycle][kill]") {
+    Desk f(lifecycle_scope(), std::chrono::milliseconds(100));
+    REQUIRE(f.guard.check(buy("a", "1")).allowed());
+    f.clock.advance(std::chrono::milliseconds(200));
+    CHECK(f.guard.check(buy("b", "1")).reasons.contains(ReasonCode::halted));  // lapse seen here
+    f.guard.resume("J. Doe");  // records the lapse first, then lifts it
+    REQUIRE(f.guard.check(buy("c", "1")).allowed());
+    f.guard.process_incidents();
+    REQUIRE(f.cancels.size() == 1);
+    CHECK(f.cancels[0].order_ids == std::vector<std::string>{"a"});
+    CHECK_FALSE(f.guard.halted());
+}
+
+TEST_CASE("an error handler may look at the Guard when the audit queue is full",
+          "[guard][lifecycle][audit]") {
+    TestAuthority authority;
+    // A sink that blocks until released: the queue of 8 fills with records.
+    struct Gate {
+        std::mutex m;
+        std::condition_variable cv;
+        bool open = false;
+    };
+    auto gate = std::make_shared<Gate>();
+    struct BlockingSink final : LockingAuditSink {
+        std::shared_ptr<Gate> gate;
+        explicit BlockingSink(std::shared_ptr<Gate> g) : gate(std::move(g)) {}
+        std::string name() const override { return "blocking"; }
+        void do_append(const std::string_view*, std::size_t) override {
+            std::unique_lock<std::mutex> lock(gate->m);
+            gate->cv.wait(lock, [&] { return gate->open; });
+        }
+        void do_flush() override {}
+    };
+    GuardOptions options;
+    options.audit = AuditTrailOptions{std::make_shared<BlockingSink>(gate)};
+    options.audit->queue_capacity = 8;
+    options.audit->reserve = 2;
+    options.audit->record_signatures = false;
+    Guard guard(authority.credentials_for(lifecycle_scope()), authority.clock(), options);
+    std::atomic<int> looked{0};
+    guard.set_error_handler([&](std::string_view) {
+        (void)guard.reduce_only_in_force();  // takes the hot lock: must not be held here
+        ++looked;
+    });
+    for (int i = 0; i < 40; ++i) guard.check(buy("", "1"));  // rejected, fill the queue
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+        guard.reduce_only("risk review", "J. Doe");
+        done = true;
+    });
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const bool finished = done.load();
+    {
+        std::lock_guard<std::mutex> lock(gate->m);
+        gate->open = true;
+    }
+    gate->cv.notify_all();
+    if (!finished) {
+        FAIL_CHECK("reduce_only() did not return: the error handler ran under the hot lock");
+        std::_Exit(3);  // the thread is stuck for good
+    }
+    t.join();
+    CHECK(looked.load() >= 1);
 }

@@ -224,6 +224,9 @@ public:
         e->has_price = a.price.has_value();
         if (e->has_quantity) e->quantity = *a.quantity;
         if (e->has_price) e->price = *a.price;
+        // The collar judged a new price against it: kept, so the log can be re-checked.
+        e->has_reference = a.reference_price.has_value();
+        if (e->has_reference) e->reference_price = *a.reference_price;
         e->reasoning_length = static_cast<std::uint32_t>(a.client_order_id.size());
         const std::string_view fields[1] = {a.client_order_id};
         e->set_text(fields, 1);

@@ -320,7 +320,9 @@ public:
     void heartbeat() noexcept {
         std::lock_guard<detail::SpinLock> lock(m_lock);
         const TimeNs now = m_clock.now_ns();
-        if (now > m_last_heartbeat_ns) m_last_heartbeat_ns = now;
+        heartbeat_observe(now);
+        m_since_heartbeat_ns = 0;
+        m_last_heartbeat_ns = now;
     }
 
     /// The ids of the orders working now (sorted).
@@ -433,11 +435,13 @@ private:
         bool warn_expiry = false;
         bool heartbeat_lapsed = false;
         bool reduce_only_entered = false;
-        const char* problem = nullptr;  ///< an execution report's problem (static text)
+        const char* problem = nullptr;     ///< an execution report's problem (static text)
+        const char* unrecorded = nullptr;  ///< a state change the full queue could not take
         void deliver(Guard& g) noexcept {
             if (stepped) g.report_clock_step(stepped_from, stepped_to);
             if (warn_expiry) g.report_expiry();
             if (problem != nullptr) g.report(problem);
+            if (unrecorded != nullptr) g.report(unrecorded);
             if (reduce_only_entered && problem == nullptr)
                 g.report("reduce-only mode entered: the day's loss reached max_daily_loss");
             if (heartbeat_lapsed) g.wake_desk();
@@ -457,7 +461,8 @@ private:
         m_last_ns = ts;
         if (ts > m_latest_ns) m_latest_ns = ts;
         const TimeNs t = m_latest_ns;
-        if (m_heartbeat_ns > 0 && t - m_last_heartbeat_ns > m_heartbeat_ns &&
+        heartbeat_observe(ts);
+        if (m_heartbeat_ns > 0 && m_since_heartbeat_ns > m_heartbeat_ns &&
             !m_halted.load(std::memory_order_relaxed)) {
             // The dead man's switch: halted in this call; the desk records it and cancels.
             m_halted.store(true, std::memory_order_release);
@@ -465,6 +470,18 @@ private:
             after.heartbeat_lapsed = true;
         }
         return t;
+    }
+
+    /// The dead man's switch measures time since the last heartbeat as the sum of the clock's
+    /// forward steps between readings (hot lock held): a clock stepping back neither blinds it
+    /// for the length of the step nor resets it; a reading far ahead counts (fail closed).
+    void heartbeat_observe(TimeNs raw) noexcept {
+        if (m_heartbeat_ns == 0) return;
+        if (raw > m_heartbeat_seen_ns &&
+            __builtin_add_overflow(m_since_heartbeat_ns, raw - m_heartbeat_seen_ns,
+                                   &m_since_heartbeat_ns))
+            m_since_heartbeat_ns = INT64_MAX;
+        m_heartbeat_seen_ns = raw;
     }
 
     /// Step 1 of a request: the time, and every reason of the authority in force, the halt and
@@ -538,12 +555,15 @@ private:
     void wake_desk() noexcept;
     /// Records a lapsed heartbeat's halt (cold; the desk and process_incidents call it).
     void poll_heartbeat() noexcept;
+    /// The same with m_admin held (resume() and reenable() check first, under the same lock).
+    void poll_heartbeat_locked() noexcept;
     /// Hands every halt's working ids to GuardOptions::on_cancel_all and records
     /// guard.cancel_all; called with no lock held at the end of every path that halts. Returns
     /// when the halts queued so far are delivered (at once when re-entered from the callback).
     void deliver_cancels() noexcept;
     /// The heartbeat starts again from now (a person re-enabled the Guard).
     void rearm_heartbeat() noexcept;
+    void rearm_heartbeat_locked() noexcept;  ///< the hot lock held
     void start_heartbeat();
     void update_crl_locked(const CertificateRevocationList& crl);
     void on_revocation_locked(const Revocation& revocation) noexcept;
@@ -591,10 +611,12 @@ private:
     /// The stateful limits: daily notional, and with lifecycle limits working orders,
     /// positions, exposure, message rate, daily loss and reduce-only mode.
     std::unique_ptr<detail::OrderLimits> m_limits;
-    TimeNs m_latest_ns = INT64_MIN;  ///< the latest time a hot call has seen
-    TimeNs m_last_ns = INT64_MIN;    ///< the time of the previous hot call
-    TimeNs m_heartbeat_ns = 0;       ///< GuardOptions::heartbeat_timeout; 0: off
-    TimeNs m_last_heartbeat_ns = 0;
+    TimeNs m_latest_ns = INT64_MIN;        ///< the latest time a hot call has seen
+    TimeNs m_last_ns = INT64_MIN;          ///< the time of the previous hot call
+    TimeNs m_heartbeat_ns = 0;             ///< GuardOptions::heartbeat_timeout; 0: off
+    TimeNs m_heartbeat_seen_ns = 0;        ///< the clock's latest reading the switch has seen
+    TimeNs m_since_heartbeat_ns = 0;       ///< forward clock time since the last heartbeat()
+    TimeNs m_last_heartbeat_ns = 0;        ///< when the last heartbeat() came (for the record)
     bool m_heartbeat_lapsed = false;       ///< halted for it; the desk has still to record it
     bool m_untracked_report_said = false;  ///< a report without tracking reached the handler
     GuardCounters m_counters;

@@ -83,6 +83,7 @@ std::string amend_payload(const detail::AuditEntry& e) {
     nlohmann::json amend = request_target(e);
     if (e.has_quantity) amend["quantity"] = to_string(e.quantity);
     if (e.has_price) amend["price"] = to_string(e.price);
+    if (e.has_reference) amend["reference_price"] = to_string(e.reference_price);
     nlohmann::json p;
     p["amend"] = std::move(amend);
     add_decision(p, e.decision);

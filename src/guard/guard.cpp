@@ -162,6 +162,7 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     setup_behaviour(m_certificate->agent_id());
     start_heartbeat();
     m_feed = c.revocation_feed;
+    if (m_feed && m_options.on_cancel_all) m_desk->start();  // delivers a feed halt's cancels
     if (m_feed) m_feed->subscribe(this);
 }
 
@@ -189,8 +190,11 @@ std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexce
     if (!audited) audit_state(event);
     if (halts) {
         try {
+            // The working ids as the halt takes effect (it is in force: none can join later);
+            // handed to on_cancel_all once no Guard lock is held.
+            CancelAll c{event.halt_id, event.reason, event.by, event.at_ns, working_orders()};
             std::lock_guard<std::mutex> lock(m_cancels->mutex);
-            m_cancels->pending.push_back({event.halt_id, event.reason, event.by, event.at_ns, {}});
+            m_cancels->pending.push_back(std::move(c));
             ++m_cancels->queued;
         } catch (...) {
             report(
@@ -446,7 +450,9 @@ void Guard::update_crl_locked(const CertificateRevocationList& crl) {
 
 void Guard::on_revocation(const Revocation& r) noexcept {
     on_revocation_locked(r);
-    deliver_cancels();
+    // Not on the feed's thread (it holds the feed's lock, and other Guards wait on it): the
+    // desk hands the cancel list over (its thread runs when on_cancel_all is set with a feed).
+    wake_desk();
 }
 
 void Guard::on_revocation_locked(const Revocation& r) noexcept {
@@ -497,32 +503,37 @@ std::string Guard::halt(std::string_view reason, std::string_view by) {
 void Guard::resume(std::string_view by) {
     if (by.empty())
         throw Error(ErrorCategory::invalid_input, "resume: the person re-enabling must be named");
-    poll_heartbeat();  // a lapse check() saw is recorded as the halt in force before it is lifted
-    deliver_cancels();
     GuardEvent event{GuardEvent::Kind::resumed, m_clock.now_ns(), std::string(by), "resumed"};
-    std::lock_guard<std::mutex> admin(m_admin);
     {
-        std::lock_guard<detail::SpinLock> lock(m_lock);
-        if (!m_halted.load(std::memory_order_relaxed))
-            throw Error(ErrorCategory::invalid_state, "resume: the guard is not halted");
-        if (m_revoked)
-            throw Error(ErrorCategory::invalid_state,
-                        m_key_compromised
-                            ? "resume: the certificate is revoked for keyCompromise: every "
-                              "certificate of this key stays refused; a replacement agent needs "
-                              "a new key"
-                            : "resume: the certificate is revoked; rotate() to a newly issued "
-                              "certificate first");
-        if (m_auto_halted)
-            throw Error(ErrorCategory::invalid_state,
-                        "resume: the halt was automatic; re-enabling needs a named person's "
-                        "signed statement (Guard::reenable, kakunin agent reenable)");
-        m_halted.store(false, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> admin(m_admin);
+        // A lapse check() saw is recorded as the halt in force, under this same lock, before it is
+        // lifted: the desk cannot record it after the resume.
+        poll_heartbeat_locked();
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            if (!m_halted.load(std::memory_order_relaxed))
+                throw Error(ErrorCategory::invalid_state, "resume: the guard is not halted");
+            if (m_revoked)
+                throw Error(
+                    ErrorCategory::invalid_state,
+                    m_key_compromised
+                        ? "resume: the certificate is revoked for keyCompromise: every "
+                          "certificate of this key stays refused; a replacement agent needs "
+                          "a new key"
+                        : "resume: the certificate is revoked; rotate() to a newly issued "
+                          "certificate first");
+            if (m_auto_halted)
+                throw Error(ErrorCategory::invalid_state,
+                            "resume: the halt was automatic; re-enabling needs a named person's "
+                            "signed statement (Guard::reenable, kakunin agent reenable)");
+            m_halted.store(false, std::memory_order_relaxed);
+            rearm_heartbeat_locked();  // in the same step: no check() sees the old heartbeat
+        }
+        if (m_halt) event.halt_id = m_halt->halt_id;
+        lift_halt(event.by);
+        record(std::move(event));
     }
-    if (m_halt) event.halt_id = m_halt->halt_id;
-    lift_halt(event.by);
-    record(std::move(event));
-    rearm_heartbeat();
+    deliver_cancels();  // the lapse's cancel list, if one was recorded above
 }
 
 // ---- the lifecycle: reduce-only mode, working orders, the cancel list, the heartbeat ----
@@ -532,15 +543,19 @@ void Guard::reduce_only(std::string_view reason, std::string_view by) {
         throw Error(ErrorCategory::invalid_input,
                     "reduce_only: the person (by) and the reason are required");
     const TimeNs now = m_clock.now_ns();
-    std::lock_guard<detail::SpinLock> lock(m_lock);
-    if (!m_limits->tracking())
-        throw Error(ErrorCategory::invalid_state,
-                    "reduce_only: this Guard tracks no positions (the scope sets no lifecycle "
-                    "limit and GuardOptions::working_order_capacity is 0), so it cannot tell "
-                    "which orders reduce");
-    m_limits->set_reduce_only(true);
-    if (m_audit && !m_audit->push_state(now, audit_event::guard_reduce_only, by, reason))
-        report("audit queue full: reduce-only mode entered but not recorded");
+    bool recorded = true;
+    {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        if (!m_limits->tracking())
+            throw Error(ErrorCategory::invalid_state,
+                        "reduce_only: this Guard tracks no positions (the scope sets no lifecycle "
+                        "limit and GuardOptions::working_order_capacity is 0), so it cannot tell "
+                        "which orders reduce");
+        m_limits->set_reduce_only(true);
+        if (m_audit)
+            recorded = m_audit->push_state(now, audit_event::guard_reduce_only, by, reason);
+    }
+    if (!recorded) report("audit queue full: reduce-only mode entered but not recorded");
 }
 
 void Guard::lift_reduce_only(std::string_view by) {
@@ -548,13 +563,18 @@ void Guard::lift_reduce_only(std::string_view by) {
         throw Error(ErrorCategory::invalid_input,
                     "lift_reduce_only: the person lifting it must be named");
     const TimeNs now = m_clock.now_ns();
-    std::lock_guard<detail::SpinLock> lock(m_lock);
-    if (!m_limits->reduce_only())
-        throw Error(ErrorCategory::invalid_state,
-                    "lift_reduce_only: reduce-only mode is not in force");
-    m_limits->set_reduce_only(false);
-    if (m_audit && !m_audit->push_state(now, audit_event::guard_reduce_only_lifted, by, "lifted"))
-        report("audit queue full: reduce-only mode lifted but not recorded");
+    bool recorded = true;
+    {
+        std::lock_guard<detail::SpinLock> lock(m_lock);
+        if (!m_limits->reduce_only())
+            throw Error(ErrorCategory::invalid_state,
+                        "lift_reduce_only: reduce-only mode is not in force");
+        m_limits->set_reduce_only(false);
+        if (m_audit)
+            recorded =
+                m_audit->push_state(now, audit_event::guard_reduce_only_lifted, by, "lifted");
+    }
+    if (!recorded) report("audit queue full: reduce-only mode lifted but not recorded");
 }
 
 std::vector<std::string> Guard::working_orders() const {
@@ -628,42 +648,56 @@ void Guard::start_heartbeat() {
     {
         std::lock_guard<detail::SpinLock> lock(m_lock);
         m_heartbeat_ns = static_cast<TimeNs>(m_options.heartbeat_timeout.count()) * 1'000'000;
-        m_last_heartbeat_ns = m_clock.now_ns();
+        m_last_heartbeat_ns = m_heartbeat_seen_ns = m_clock.now_ns();
+        m_since_heartbeat_ns = 0;
     }
     m_desk->start();  // the switch must fire while no order is checked
 }
 
 void Guard::rearm_heartbeat() noexcept {
     std::lock_guard<detail::SpinLock> lock(m_lock);
-    const TimeNs now = std::max(m_clock.now_ns(), m_latest_ns);
-    if (now > m_last_heartbeat_ns) m_last_heartbeat_ns = now;
+    rearm_heartbeat_locked();
+}
+
+void Guard::rearm_heartbeat_locked() noexcept {
+    const TimeNs now = m_clock.now_ns();
+    heartbeat_observe(now);
+    m_since_heartbeat_ns = 0;
+    m_last_heartbeat_ns = now;
     m_heartbeat_lapsed = false;
 }
 
 void Guard::wake_desk() noexcept { m_desk->wake(); }
 
 void Guard::poll_heartbeat() noexcept {
+    try {
+        std::lock_guard<std::mutex> admin(m_admin);
+        poll_heartbeat_locked();
+    } catch (...) {
+        report("could not check the dead man's switch");
+    }
+}
+
+void Guard::poll_heartbeat_locked() noexcept {
     TimeNs now, last;
+    bool automatic_in_force;
     {
+        // Tested and cleared under m_admin (held) as well as the hot lock, so a resume() cannot
+        // come between a lapse and its record.
         std::lock_guard<detail::SpinLock> lock(m_lock);
         if (m_heartbeat_ns == 0) return;
         now = std::max(m_clock.now_ns(), m_latest_ns);
-        if (!m_halted.load(std::memory_order_relaxed) &&
-            now - m_last_heartbeat_ns > m_heartbeat_ns) {
+        heartbeat_observe(m_clock.now_ns());
+        if (!m_halted.load(std::memory_order_relaxed) && m_since_heartbeat_ns > m_heartbeat_ns) {
             m_halted.store(true, std::memory_order_release);
             m_heartbeat_lapsed = true;
         }
         if (!m_heartbeat_lapsed) return;
         m_heartbeat_lapsed = false;
         last = m_last_heartbeat_ns;
+        automatic_in_force = m_auto_halted;
     }
     try {
-        std::lock_guard<std::mutex> admin(m_admin);
-        bool automatic_in_force;
-        {
-            std::lock_guard<detail::SpinLock> lock(m_lock);
-            automatic_in_force = m_auto_halted;
-        }
         record(
             {GuardEvent::Kind::halted, now, "kakunin",
              "dead man's switch: no heartbeat() for " + std::to_string(m_heartbeat_ns / 1'000'000) +
@@ -692,7 +726,6 @@ void Guard::deliver_cancels() noexcept {
             for (CancelAll& c : batch) {
                 std::string outcome = "none registered";
                 try {
-                    c.order_ids = working_orders();
                     if (m_options.on_cancel_all) {
                         outcome = "handed to on_cancel_all";
                         m_options.on_cancel_all(c);
@@ -751,8 +784,11 @@ std::optional<AgentCertificate> Guard::certificate() const {
 }
 
 void Guard::set_error_handler(GuardErrorHandler handler) {
-    std::lock_guard<std::mutex> lock(m_handler_mutex);
-    m_handler = std::move(handler);
+    {
+        std::lock_guard<std::mutex> lock(m_handler_mutex);
+        m_handler.swap(handler);
+    }
+    // The old handler is destroyed here, with no lock held (its captures may call back).
 }
 
 void Guard::report(std::string_view message) noexcept {

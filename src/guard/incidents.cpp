@@ -287,13 +287,16 @@ void Guard::enforce_baseline(const ApprovedBaseline& ab) {
 
 void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) noexcept {
     if (!m_audit) return;
+    bool queued = false;
     try {
         std::lock_guard<detail::SpinLock> lock(m_lock);  // one producer at a time
-        if (!m_audit->push_event(at, event, std::move(payload)))
-            report("audit queue full: an incident record could not be queued");
+        queued = m_audit->push_event(at, event, std::move(payload));
     } catch (...) {
-        report("out of memory queueing an incident record");
+        report("out of memory queueing a record");
+        return;
     }
+    // Reported with the hot lock released: a handler may look at the Guard.
+    if (!queued) report("audit queue full: a record could not be queued");
 }
 
 void Guard::process_incidents() { m_desk->process(); }
@@ -330,49 +333,51 @@ void Guard::review_incident(const IncidentReview& review) {
 }
 
 void Guard::reenable(const Reenable& st) {
-    poll_heartbeat();  // a lapse check() saw is recorded as the halt in force first
-    deliver_cancels();
     const std::string problem = check_reenable(st);
     if (!problem.empty()) throw Error(ErrorCategory::unauthorised, "re-enable refused: " + problem);
     if (st.agent_id != m_agent_id)
         throw Error(ErrorCategory::invalid_input, "re-enable: it is for agent " + st.agent_id);
     require_person(st.by, st.public_key);
     const TimeNs now = m_clock.now_ns();
-    std::lock_guard<std::mutex> admin(m_admin);
-    // Bound to one halt: a statement for an earlier halt, one already lifted or another
-    // Guard's lifts nothing.
-    if (!m_halt || m_halt->halt_id != st.halt_id) {
-        for (const PastHalt& past : m_past_halts)
-            if (past.id == st.halt_id)
-                throw Error(ErrorCategory::unauthorised,
-                            "re-enable refused: stale statement: halt " + st.halt_id + " was " +
-                                past.fate +
-                                (m_halt ? "; the halt in force is " + m_halt->halt_id : ""));
-        if (!m_halt)
-            throw Error(ErrorCategory::invalid_state, "re-enable: the guard is not halted");
-        throw Error(ErrorCategory::unauthorised,
-                    "re-enable refused: the statement lifts halt " + st.halt_id +
-                        ", not a halt of this guard; the halt in force is " + m_halt->halt_id +
-                        " (" + m_halt->reason + ")");
-    }
     {
-        std::lock_guard<detail::SpinLock> lock(m_lock);
-        if (!m_halted.load(std::memory_order_relaxed))
-            throw Error(ErrorCategory::invalid_state, "re-enable: the guard is not halted");
-        if (m_revoked)
-            throw Error(ErrorCategory::invalid_state,
-                        "re-enable: the certificate is revoked; " +
-                            std::string(m_key_compromised
-                                            ? "its key was revoked for keyCompromise: a "
-                                              "replacement agent with a new key is needed"
-                                            : "rotate() to a newly issued certificate first"));
-        m_halted.store(false, std::memory_order_release);
-        m_auto_halted = false;
+        std::lock_guard<std::mutex> admin(m_admin);
+        poll_heartbeat_locked();  // a lapse check() saw is recorded as the halt in force first
+        // Bound to one halt: a statement for an earlier halt, one already lifted or another
+        // Guard's lifts nothing.
+        if (!m_halt || m_halt->halt_id != st.halt_id) {
+            for (const PastHalt& past : m_past_halts)
+                if (past.id == st.halt_id)
+                    throw Error(ErrorCategory::unauthorised,
+                                "re-enable refused: stale statement: halt " + st.halt_id + " was " +
+                                    past.fate +
+                                    (m_halt ? "; the halt in force is " + m_halt->halt_id : ""));
+            if (!m_halt)
+                throw Error(ErrorCategory::invalid_state, "re-enable: the guard is not halted");
+            throw Error(ErrorCategory::unauthorised,
+                        "re-enable refused: the statement lifts halt " + st.halt_id +
+                            ", not a halt of this guard; the halt in force is " + m_halt->halt_id +
+                            " (" + m_halt->reason + ")");
+        }
+        {
+            std::lock_guard<detail::SpinLock> lock(m_lock);
+            if (!m_halted.load(std::memory_order_relaxed))
+                throw Error(ErrorCategory::invalid_state, "re-enable: the guard is not halted");
+            if (m_revoked)
+                throw Error(ErrorCategory::invalid_state,
+                            "re-enable: the certificate is revoked; " +
+                                std::string(m_key_compromised
+                                                ? "its key was revoked for keyCompromise: a "
+                                                  "replacement agent with a new key is needed"
+                                                : "rotate() to a newly issued certificate first"));
+            m_halted.store(false, std::memory_order_release);
+            m_auto_halted = false;
+            rearm_heartbeat_locked();  // in the same step: no check() sees the old heartbeat
+        }
+        lift_halt(st.by);
+        m_events.push_back({GuardEvent::Kind::resumed, now, st.by, st.reason, st.halt_id});
+        audit_event(now, audit_event::guard_resumed, to_json(st));
     }
-    lift_halt(st.by);
-    m_events.push_back({GuardEvent::Kind::resumed, now, st.by, st.reason, st.halt_id});
-    audit_event(now, audit_event::guard_resumed, to_json(st));
-    rearm_heartbeat();
+    deliver_cancels();
 }
 
 std::optional<BaselineBuilder> Guard::observation() const {
