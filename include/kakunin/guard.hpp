@@ -91,9 +91,13 @@ struct LifecycleState {
     };
     std::vector<Position> positions;          ///< every instrument of the scope, in its order
     std::vector<std::string> working_orders;  ///< ids, sorted
-    std::string filled_today;                 ///< notional filled in the current UTC day (money)
-    std::string working_notional;             ///< remaining notional of working orders (money)
-    std::string daily_pnl;  ///< realised plus unrealised, the current UTC day (money)
+    /// Notional filled in the current UTC day (money); kept only when the scope sets
+    /// max_daily_notional or max_working_notional ("0" otherwise).
+    std::string filled_today;
+    /// Remaining notional of working orders (money); kept as filled_today is.
+    std::string working_notional;
+    /// Realised plus unrealised, the current UTC day (money); kept only with max_daily_loss.
+    std::string daily_pnl;
     bool reduce_only = false;
 };
 
