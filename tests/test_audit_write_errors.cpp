@@ -476,11 +476,11 @@ TEST_CASE("reopening refuses a log whose seq or tree does not continue, naming t
     SECTION("a torn line that is not the last one") {
         std::vector<std::string> l = lines;
         l[2] = l[2].substr(0, 40);
-        CHECK_THAT(open_error(join_lines(l)), Catch::Contains("line 3"));
+        CHECK_THAT(open_error(join_lines(l)), Catch::Contains("line 3: not valid JSON"));
     }
     SECTION("a complete last line that is not a record is not cut") {
         const std::string bytes = good + "{\"agent\":\"x\"}\n";
-        CHECK_THAT(open_error(bytes), Catch::Contains("line 7"));
+        CHECK_THAT(open_error(bytes), Catch::Contains("line 7: missing member"));
         CHECK(read_bytes(path) == bytes);  // refused, not repaired by guessing
     }
     SECTION("only a torn last line is repaired, and recorded") {
