@@ -109,8 +109,17 @@ struct FileAuditSinkOptions {
 /// (kakunin::Error invalid_input, "not an audit log") and left as it was. A last line without
 /// its trailing newline is what a crash in the middle of a write leaves; it is cut off and
 /// reported through recovery() so the writer can record a `log.truncated_tail` record. A
-/// complete last line is never cut (the writer checks every line). A failed append is truncated
-/// back, so the file never keeps half a batch.
+/// complete last line is never cut (the writer checks every line).
+///
+/// A write error never duplicates or tears a record: the sink knows the offset of its last
+/// durable byte, and when a write or an fdatasync fails it cuts the file back to that offset
+/// (ftruncate) before throwing. A failed append() has then stored nothing, so the writer's retry
+/// writes the batch whole, once; lines an earlier append() stored but no flush() made durable
+/// are kept in memory and written again, whole, by the next append() or flush() (after a failed
+/// fsync Linux may have dropped them from the page cache). If cutting back fails too, the sink
+/// is broken: every later append() and flush() throws (io) with the reason, and nothing more is
+/// written after what may be a partial or duplicate record; reopening repairs a torn last line
+/// and refuses anything else.
 ///
 /// Once the log has a first record, the sink keeps a copy of it beside the log, in
 /// `PATH.started`: opening refuses (invalid_state) a missing, empty or different log where that
@@ -142,8 +151,14 @@ private:
     std::optional<std::string> check_content() const;
     void repair_tail();
     void write_marker(const std::string& first_line);
+    void write_marker_if_missing();
     void check_still_named();
     [[noreturn]] void throw_detached() const;
+    void check_writable() const;
+    void write_or_cut(std::string_view bytes);
+    void rewrite_pending();
+    void sync_or_cut(std::size_t keep_pending);
+    [[noreturn]] void cut_back(const char* what, int err);
 
     std::string m_path;
     std::string m_marker_path;  ///< PATH.started: the log's first record, once it has one
@@ -152,8 +167,13 @@ private:
     std::uint64_t m_dev = 0, m_ino = 0;  ///< of the open file, to notice a deleted path
     bool m_has_marker = false;
     bool m_detached = false;
-    std::uint64_t m_size = 0;  ///< bytes of complete lines in the file
+    std::uint64_t m_size = 0;     ///< bytes of complete lines in the file
+    std::uint64_t m_durable = 0;  ///< offset of the last durable byte (m_size once synced)
     bool m_unsynced = false;
+    /// The file was cut back to m_durable: m_pending must be written again before anything else.
+    bool m_rewrite = false;
+    std::string m_broken;   ///< why the sink refuses to write (cutting back failed); empty if not
+    std::string m_pending;  ///< lines stored after m_durable, not yet durable
     std::string m_buffer;
     AuditSinkRecovery m_recovery;
 };

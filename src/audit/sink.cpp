@@ -92,33 +92,6 @@ namespace {
 
 constexpr std::string_view k_record_start = "{\"agent\":\"";  // every record line begins so
 
-/// Replaces `path` with `content`, durably: a temporary file written and fsynced, renamed over
-/// `path`, the directory fsynced.
-void write_durably(const std::string& path, const std::string& content) {
-    const std::string tmp = path + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) throw_io("create", tmp, errno);
-    std::size_t done = 0;
-    while (done < content.size()) {
-        const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            const int err = errno;
-            ::close(fd);
-            throw_io("write", tmp, err);
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0) {
-        const int err = errno;
-        ::close(fd);
-        throw_io("fsync", tmp, err);
-    }
-    ::close(fd);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_io("rename", tmp, errno);
-    sync_directory_of(path);
-}
-
 bool read_whole(const std::string& path, std::string& out) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -191,6 +164,7 @@ FileAuditSink::FileAuditSink(std::string path, FileAuditSinkOptions options)
             }
         }
         repair_tail();
+        m_durable = m_size;
         if (first && !m_has_marker) write_marker(*first);
     } catch (...) {
         ::close(m_fd);
@@ -200,7 +174,7 @@ FileAuditSink::FileAuditSink(std::string path, FileAuditSinkOptions options)
 
 FileAuditSink::~FileAuditSink() {
     if (m_fd >= 0) {
-        if (m_unsynced) ::fdatasync(m_fd);
+        if (m_unsynced) (void)io::sync_data(m_fd);
         ::close(m_fd);
     }
 }
@@ -254,7 +228,7 @@ std::optional<std::string> FileAuditSink::check_content() const {
 }
 
 void FileAuditSink::write_marker(const std::string& first_line) {
-    write_durably(m_marker_path, first_line + "\n");
+    io::write_durable(m_marker_path, first_line + "\n", io::Overwrite::replace, 0640);
     m_has_marker = true;
 }
 
@@ -283,8 +257,9 @@ void FileAuditSink::repair_tail() {
         }
         scan_end = begin;
     }
-    if (::ftruncate(m_fd, static_cast<off_t>(line_start)) != 0) throw_io("truncate", m_path, errno);
-    if (::fsync(m_fd) != 0) throw_io("fsync", m_path, errno);
+    if (const int err = io::truncate_to(m_fd, line_start); err != 0)
+        throw_io("truncate", m_path, err);
+    if (const int err = io::sync_data(m_fd, true); err != 0) throw_io("fsync", m_path, err);
     m_recovery.tail_cut = true;
     m_recovery.cut_offset = line_start;
     m_recovery.cut_bytes = m_size - line_start;
@@ -308,8 +283,61 @@ void FileAuditSink::throw_detached() const {
                     "lines written since are not in the log; restore the file and restart");
 }
 
-void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) {
+void FileAuditSink::check_writable() const {
     if (m_detached) throw_detached();
+    if (!m_broken.empty()) throw Error(ErrorCategory::io, "audit file " + m_path + ": " + m_broken);
+}
+
+// Everything after the last durable byte goes: the bytes of the call that failed (perhaps half a
+// line), and lines stored earlier but not yet synced, which m_pending keeps and the next call
+// writes again whole. A retry therefore never lands on top of a partial or unsynced batch.
+void FileAuditSink::cut_back(const char* what, int err) {
+    if (const int cut_err = io::truncate_to(m_fd, m_durable); cut_err != 0) {
+        m_broken = std::string(what) + " failed (" + std::strerror(err) +
+                   ") and cutting the file back to its last durable byte (offset " +
+                   std::to_string(m_durable) + ") failed too (" + std::strerror(cut_err) +
+                   "): it may end in a partial or duplicate record, so nothing more is written "
+                   "to it; reopening repairs a torn last line and refuses anything else";
+        throw Error(ErrorCategory::io, "audit file " + m_path + ": " + m_broken);
+    }
+    m_size = m_durable;
+    m_unsynced = false;
+    m_rewrite = !m_pending.empty();
+    throw Error(ErrorCategory::io, "audit file " + m_path + ": " + what + ": " +
+                                       std::strerror(err) +
+                                       "; cut back to the last durable byte (offset " +
+                                       std::to_string(m_durable) + ")");
+}
+
+void FileAuditSink::write_or_cut(std::string_view bytes) {
+    std::size_t written = 0;
+    if (const int err = io::write_all(m_fd, bytes.data(), bytes.size(), written); err != 0)
+        cut_back("write", err);
+    m_size += bytes.size();
+    m_unsynced = true;
+}
+
+void FileAuditSink::rewrite_pending() {
+    write_or_cut(m_pending);
+    m_rewrite = false;
+}
+
+// `keep_pending`: how much of m_pending stays stored if the sync fails (what earlier appends
+// stored; the batch of a failing append is not stored, its caller retries it).
+void FileAuditSink::sync_or_cut(std::size_t keep_pending) {
+    if (const int err = io::sync_data(m_fd); err != 0) {
+        m_pending.resize(keep_pending);
+        cut_back("fdatasync", err);
+    }
+    m_durable = m_size;
+    m_pending.clear();
+    m_unsynced = false;
+    // Synced into a file nobody can find is not durable: the path must still name it.
+    check_still_named();
+}
+
+void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) {
+    check_writable();
     if (count == 0) return;
     m_buffer.clear();
     for (std::size_t i = 0; i < count; ++i) {
@@ -320,33 +348,27 @@ void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) 
         m_buffer.append(lines[i]);
         m_buffer.push_back('\n');
     }
-    std::size_t done = 0;
-    while (done < m_buffer.size()) {
-        const ssize_t n = ::write(m_fd, m_buffer.data() + done, m_buffer.size() - done);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            const int err = errno;
-            // Never leave half a batch behind: cut back to the last complete line.
-            if (done > 0 && ::ftruncate(m_fd, static_cast<off_t>(m_size)) != 0) {
-                throw_io("write failed and truncating back failed", m_path, errno);
-            }
-            throw_io("write", m_path, err);
-        }
-        done += static_cast<std::size_t>(n);
+    if (m_rewrite) rewrite_pending();
+    const std::size_t keep = m_pending.size();
+    write_or_cut(m_buffer);  // on failure nothing of this batch is stored
+    if (m_pending.empty())
+        m_pending.swap(m_buffer);  // keeps both capacities
+    else
+        m_pending += m_buffer;
+    if (m_options.sync_every_append) {
+        sync_or_cut(keep);
+        write_marker_if_missing();
     }
-    m_size += m_buffer.size();
-    m_unsynced = true;
-    if (m_options.sync_every_append) do_flush();
 }
 
 void FileAuditSink::do_flush() {
-    if (m_detached) throw_detached();
-    if (m_unsynced) {
-        if (::fdatasync(m_fd) != 0) throw_io("fdatasync", m_path, errno);
-        m_unsynced = false;
-        // Synced into a file nobody can find is not durable: the path must still name it.
-        check_still_named();
-    }
+    check_writable();
+    if (m_rewrite) rewrite_pending();
+    if (m_unsynced) sync_or_cut(m_pending.size());
+    write_marker_if_missing();
+}
+
+void FileAuditSink::write_marker_if_missing() {
     if (!m_has_marker && m_size > 0) {
         if (const auto first = read_first_line()) write_marker(*first);
     }

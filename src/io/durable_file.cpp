@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 
 #include "kakunin/error.hpp"
 
@@ -34,6 +36,118 @@ std::string temp_name(const std::string& path) {
 }
 
 }  // namespace
+
+// ---- injected faults (tests only) -------------------------------------------------------------
+
+namespace testing {
+namespace {
+
+constexpr std::size_t k_sites = 3;
+
+struct FaultPlans {
+    std::mutex mutex;
+    bool armed[k_sites] = {};
+    Fault plan[k_sites];
+    std::uint64_t failures[k_sites] = {};
+};
+
+FaultPlans& plans() {
+    static FaultPlans p;
+    return p;
+}
+
+std::atomic<bool> g_any_armed{false};
+
+}  // namespace
+
+void inject_fault(FaultSite site, Fault fault) noexcept {
+    FaultPlans& p = plans();
+    std::lock_guard<std::mutex> lock(p.mutex);
+    p.armed[static_cast<std::size_t>(site)] = true;
+    p.plan[static_cast<std::size_t>(site)] = fault;
+    g_any_armed.store(true, std::memory_order_release);
+}
+
+void clear_faults() noexcept {
+    FaultPlans& p = plans();
+    std::lock_guard<std::mutex> lock(p.mutex);
+    for (std::size_t i = 0; i < k_sites; ++i) {
+        p.armed[i] = false;
+        p.failures[i] = 0;
+    }
+    g_any_armed.store(false, std::memory_order_release);
+}
+
+std::uint64_t injected_failures(FaultSite site) noexcept {
+    FaultPlans& p = plans();
+    std::lock_guard<std::mutex> lock(p.mutex);
+    return p.failures[static_cast<std::size_t>(site)];
+}
+
+}  // namespace testing
+
+namespace {
+
+/// Whether this call at `site` fails by injection; if so, `fault` is its plan.
+bool injected(testing::FaultSite site, testing::Fault& fault) noexcept {
+    if (!testing::g_any_armed.load(std::memory_order_acquire)) return false;
+    testing::FaultPlans& p = testing::plans();
+    std::lock_guard<std::mutex> lock(p.mutex);
+    const std::size_t i = static_cast<std::size_t>(site);
+    if (!p.armed[i]) return false;
+    testing::Fault& plan = p.plan[i];
+    if (plan.skip > 0) {
+        --plan.skip;
+        return false;
+    }
+    if (plan.times == 0) return false;
+    if (plan.times != UINT64_MAX) --plan.times;
+    ++p.failures[i];
+    fault = plan;
+    return true;
+}
+
+int write_some(int fd, const char* data, std::size_t size, std::size_t& written) noexcept {
+    while (written < size) {
+        const ssize_t n = ::write(fd, data + written, size - written);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return errno;
+        if (n == 0) return EIO;
+        written += static_cast<std::size_t>(n);
+    }
+    return 0;
+}
+
+}  // namespace
+
+int write_all(int fd, const char* data, std::size_t size, std::size_t& written) noexcept {
+    written = 0;
+    testing::Fault fault;
+    if (injected(testing::FaultSite::write, fault)) {
+        // What a failing disk does: part of the data reaches the file, then the error.
+        const int err = write_some(fd, data, std::min(fault.after_bytes, size), written);
+        return err != 0 ? err : fault.error;
+    }
+    return write_some(fd, data, size, written);
+}
+
+int sync_data(int fd, bool metadata) noexcept {
+    testing::Fault fault;
+    if (injected(testing::FaultSite::sync, fault)) return fault.error;
+    while ((metadata ? ::fsync(fd) : ::fdatasync(fd)) != 0) {
+        if (errno != EINTR) return errno;
+    }
+    return 0;
+}
+
+int truncate_to(int fd, std::uint64_t size) noexcept {
+    testing::Fault fault;
+    if (injected(testing::FaultSite::truncate, fault)) return fault.error;
+    while (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+        if (errno != EINTR) return errno;
+    }
+    return 0;
+}
 
 DurableFile::DurableFile(std::string path, std::string tmp, int fd, Overwrite overwrite)
     : m_path(std::move(path)), m_tmp(std::move(tmp)), m_fd(fd), m_overwrite(overwrite) {}
@@ -70,19 +184,12 @@ DurableFile DurableFile::prepare(const std::string& path, Overwrite overwrite, m
 
 void DurableFile::commit(std::string_view content) {
     if (m_fd < 0) throw Error(ErrorCategory::invalid_state, m_path + ": already written");
-    std::size_t done = 0;
-    while (done < content.size()) {
-        const ssize_t n = ::write(m_fd, content.data() + done, content.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            const int err = n < 0 ? errno : EIO;
-            discard();
-            fail("cannot write", m_path, err);
-        }
-        done += static_cast<std::size_t>(n);
+    std::size_t written = 0;
+    if (const int err = write_all(m_fd, content.data(), content.size(), written); err != 0) {
+        discard();
+        fail("cannot write", m_path, err);
     }
-    if (::fsync(m_fd) != 0) {
-        const int err = errno;
+    if (const int err = sync_data(m_fd, true); err != 0) {
         discard();
         fail("cannot sync", m_path, err);
     }
