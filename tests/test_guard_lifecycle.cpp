@@ -176,9 +176,10 @@ TEST_CASE("lifecycle ids: required with lifecycle limits, optional without", "[g
     CHECK(plain.working_orders().empty());
     Guard tracked(lifecycle_scope(), clock);
     CHECK(tracked.check(o).reasons.contains(ReasonCode::order_id_missing));
-    o.client_order_id = std::string(max_order_id_length + 1, 'x');
+    const std::string too_long(max_order_id_length + 1, 'x'), longest(max_order_id_length, 'x');
+    o.client_order_id = too_long;  // Order's text fields are views: the strings must outlive it
     CHECK(tracked.check(o).reasons.contains(ReasonCode::order_id_missing));
-    o.client_order_id = std::string(max_order_id_length, 'x');
+    o.client_order_id = longest;
     CHECK(tracked.check(o).allowed());
 }
 
@@ -637,7 +638,8 @@ TEST_CASE("an automatic halt on an anomaly cancels what works", "[guard][lifecyc
     ManualClock clock{test::monday(10)};
     Guard guard(scope, clock, o);
     REQUIRE(guard.check(buy("a", "0.05")).allowed());
-    Order odd = buy("odd", "0.05");
+    const std::string odd_id = "odd";  // outlives the order, whose id is a view
+    Order odd = buy(odd_id, "0.05");
     odd.instrument = "SOL_EUR";
     odd.region = "eu-central-1";
     const Decision d = guard.check(odd);

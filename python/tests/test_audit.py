@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import subprocess
+import uuid
 
 import pytest
 
@@ -122,10 +123,13 @@ def test_a_postgres_log_verifies(postgres):
     kakunin.init_audit_database(postgres)
     authority = kakunin.TestAuthority()
     creds = authority.credentials_for(SEED_SCOPE)
-    log_id = creds.certificate.agent_id
+    # The agent's own suffix log, unique to this run: the test server may already hold a log
+    # of the same agent id from an earlier run (TestAuthority's ids repeat across processes).
+    log_id = creds.certificate.agent_id + "." + uuid.uuid4().hex[:12]
     sink = kakunin.PostgresAuditSink(postgres, log_id=log_id)
     assert sink.name == "postgres:" + log_id
-    guard = kakunin.Guard(creds, authority.clock, audit=kakunin.AuditTrailOptions(sink))
+    guard = kakunin.Guard(creds, authority.clock,
+                          audit=kakunin.AuditTrailOptions(sink, log_id=log_id))
     assert guard.check(good_order(reasoning="stored in PostgreSQL")).allowed
     del guard
     gc.collect()
