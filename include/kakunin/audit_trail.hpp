@@ -14,6 +14,8 @@
 // reserve), and allows again by itself once the writer catches up. Rejections the full queue
 // could not take are counted and the count recorded (`audit.unrecorded_rejections`); what a
 // shutdown could not make durable within `shutdown_deadline` is reported to `error_handler`.
+// State changes have a reserve of their own (`state_reserve`) that orders never use. Backtests
+// and replays set `block_when_full`: check() then waits for room and records everything.
 #pragma once
 
 #include <atomic>
