@@ -365,7 +365,8 @@ TEST_CASE(
     sink->blocked = true;
     AuditTrailOptions options{sink};
     options.queue_capacity = 16;
-    options.reserve = 8;
+    options.state_reserve = 4;  // the last 4 entries are for state changes only
+    options.reserve = 6;
     options.batch_max = 1;
     options.sink_failure_grace = std::chrono::minutes(1);  // accepting() reads the queue only
     options.record_signatures = false;
@@ -373,9 +374,10 @@ TEST_CASE(
                      creds.certificate.fingerprint());
     const TimeNs at = authority.clock().now_ns();
     const ExecutionReport ack = report(ExecutionType::ack, "c-1", "", Side::buy);
-    // Half the queue (its reserve is the other half: not accepting), until the writer has
-    // taken one entry and hangs in the blocked sink with it (accepting again); then it fills.
-    for (int i = 0; i < 8; ++i)
+    // Half of the 12 entries orders may use (its reserve is the other half: not accepting),
+    // until the writer has taken one entry and hangs in the blocked sink with it (accepting
+    // again); then it fills up to the state changes' reserve.
+    for (int i = 0; i < 6; ++i)
         REQUIRE(trail.push_execution(at, ack, result(true, false, false), "BTC_EUR", Side::buy));
     for (int i = 0; i < 10000 && !trail.accepting(); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -384,7 +386,7 @@ TEST_CASE(
     while (trail.push_execution(at, ack, result(true, false, false), "BTC_EUR", Side::buy)) {
         REQUIRE(++taken < 1000);
     }
-    CHECK(taken == 9);  // 17 pushed: 16 in the queue, one with the writer
+    CHECK(taken == 7);  // 13 pushed: 12 in the queue, one with the writer
     CHECK(trail.counters().unrecorded_reports == 1);
     CHECK_FALSE(trail.push_amend(Amend{"c-1", parse_decimal("2"), std::nullopt},
                                  decided(Verdict::allow, at)));

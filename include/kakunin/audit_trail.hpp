@@ -14,6 +14,8 @@
 // reserve), and allows again by itself once the writer catches up. Rejections the full queue
 // could not take are counted and the count recorded (`audit.unrecorded_rejections`); what a
 // shutdown could not make durable within `shutdown_deadline` is reported to `error_handler`.
+// State changes have a reserve of their own (`state_reserve`) that orders never use. Backtests
+// and replays set `block_when_full`: check() then waits for room and records everything.
 #pragma once
 
 #include <atomic>
@@ -43,7 +45,19 @@ struct AuditTrailOptions {
     bool record_signatures = true;      ///< per-record signatures by the agent's key (DESIGN §5)
     std::size_t queue_capacity = 4096;  ///< entries, preallocated
     std::size_t reserve = 256;          ///< entries kept for recording rejections when nearly full
-    std::size_t batch_max = 4096;       ///< records per durable write
+    /// Entries kept for state changes (halt, resume, revocation, rotation, CRL update,
+    /// reduce-only, cancel lists, incidents): orders, amends, cancels and execution reports never
+    /// use them, so a queue full of orders cannot keep a state change out of the log. At least 1,
+    /// at most a quarter of the queue.
+    std::size_t state_reserve = 64;
+    /// Backtests and replays only, never live trading: when the queue has no room, check() (and
+    /// every push) blocks the calling thread until the writer makes room, instead of rejecting
+    /// with audit_unavailable or leaving a rejection unrecorded, so a simulated day faster than
+    /// the writer still records every decision. A record waiting longer than the grace is then
+    /// no reason to refuse; a sink that has failed for longer than `sink_failure_grace`, or a
+    /// writer that makes no room for that long, still fails closed as in live mode.
+    bool block_when_full = false;
+    std::size_t batch_max = 4096;  ///< records per durable write
     std::uint64_t checkpoint_every = 1000;
     std::chrono::milliseconds checkpoint_interval{1000};  ///< measured on a monotonic clock
     /// How long a record may wait to become durable, and the sink fail, before check() refuses
@@ -151,14 +165,19 @@ public:
     /// True when an order may be allowed: the queue has room beyond the reserve and the sink
     /// is healthy (no record has waited longer than the grace to become durable; a watchdog
     /// thread keeps the flag, so this reads two indices and one flag, no clock).
+    /// With `block_when_full` it first waits for that room (blocking the caller), and then
+    /// refuses only while the sink has failed for longer than the grace.
     bool accepting() const noexcept {
-        return m_queue.size() + m_reserve < m_queue.capacity() &&
+        if (m_block_when_full)
+            return wait_for_room(m_order_limit - m_reserve) &&
+                   !m_sink_down.load(std::memory_order_relaxed);
+        return m_queue.size() + m_reserve < m_order_limit &&
                m_healthy.load(std::memory_order_relaxed);
     }
-    /// Queues a decision. Returns false (and counts it) only when the queue is completely
-    /// full, which can only happen to a rejected order.
+    /// Queues a decision. Returns false (and counts it) only when the queue is full up to the
+    /// state changes' reserve, which can only happen to a rejected order.
     bool push_order(const Order& o, const Decision& d) noexcept {
-        detail::AuditEntry* e = m_queue.claim();
+        detail::AuditEntry* e = claim_below(m_order_limit);
         if (e == nullptr) {
             if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
             return false;
@@ -178,10 +197,11 @@ public:
         m_queue.publish();
         return true;
     }
-    /// Queues a state change (halt, resume, revocation, rotation, CRL update).
+    /// Queues a state change (halt, resume, revocation, rotation, CRL update, reduce-only). It
+    /// may use the state changes' reserve, so orders alone can never make it fail.
     bool push_state(TimeNs at, std::string_view event, std::string_view by,
                     std::string_view reason) noexcept {
-        detail::AuditEntry* e = m_queue.claim();
+        detail::AuditEntry* e = claim_below(m_queue.capacity());
         if (e == nullptr) return false;
         e->kind = detail::AuditEntry::Kind::state;
         e->ts_ns = at;
@@ -193,9 +213,10 @@ public:
     }
 
     /// Queues an event with a JSON object payload (incidents, approvals). Cold paths only: it
-    /// allocates. Returns false when the queue is full.
+    /// allocates. Like push_state it may use the state changes' reserve; returns false only
+    /// when the queue is completely full.
     bool push_event(TimeNs at, std::string_view event, std::string payload_json) {
-        detail::AuditEntry* e = m_queue.claim();
+        detail::AuditEntry* e = claim_below(m_queue.capacity());
         if (e == nullptr) return false;
         e->kind = detail::AuditEntry::Kind::json;
         e->ts_ns = at;
@@ -210,9 +231,9 @@ public:
     // noexcept, allocation-free, called with the Guard's hot lock held ----
 
     /// Queues an amend request's decision. Returns false (and counts a rejected one as an
-    /// unrecorded rejection) only when the queue is completely full.
+    /// unrecorded rejection) only when the queue is full up to the state changes' reserve.
     bool push_amend(const Amend& a, const Decision& d) noexcept {
-        detail::AuditEntry* e = m_queue.claim();
+        detail::AuditEntry* e = claim_below(m_order_limit);
         if (e == nullptr) {
             if (!d.allowed()) m_unrecorded.fetch_add(1, std::memory_order_relaxed);
             return false;
@@ -237,7 +258,7 @@ public:
     /// A cancel is never refused, so even an allowed one can meet a full queue: it is counted
     /// with the reports (unrecorded_reports).
     bool push_cancel(const Cancel& c, const Decision& d) noexcept {
-        detail::AuditEntry* e = m_queue.claim();
+        detail::AuditEntry* e = claim_below(m_order_limit);
         if (e == nullptr) {
             (d.allowed() ? m_unrecorded_reports : m_unrecorded)
                 .fetch_add(1, std::memory_order_relaxed);
@@ -254,10 +275,11 @@ public:
     }
     /// Queues an execution report as applied at `at`: `instrument` and `side` are the ones that
     /// applied (the working order's when the id is working, else the report's). Returns false,
-    /// and counts it (counters().unrecorded_reports), only when the queue is completely full.
+    /// and counts it (counters().unrecorded_reports), only when the queue is full up to the
+    /// state changes' reserve.
     bool push_execution(TimeNs at, const ExecutionReport& r, const ExecutionResult& result,
                         std::string_view instrument, Side side) noexcept {
-        detail::AuditEntry* e = m_queue.claim();
+        detail::AuditEntry* e = claim_below(m_order_limit);
         if (e == nullptr) {
             m_unrecorded_reports.fetch_add(1, std::memory_order_relaxed);
             return false;
@@ -289,13 +311,28 @@ public:
 private:
     void run() noexcept;
     void watch() noexcept;
+    /// A slot while fewer than `limit` entries are queued, else nullptr; with block_when_full
+    /// it waits for the writer to make room first (producer side, noexcept, no allocation).
+    detail::AuditEntry* claim_below(std::size_t limit) noexcept {
+        if (m_queue.size() >= limit && !(m_block_when_full && wait_for_room(limit))) return nullptr;
+        return m_queue.claim();
+    }
+    /// block_when_full: waits until fewer than `limit` entries are queued. False, without
+    /// waiting any longer, once the sink has failed for longer than the grace or the writer has
+    /// taken nothing from the queue for that long (a hung sink), or the trail is stopping.
+    bool wait_for_room(std::size_t limit) const noexcept;
 
     struct Impl;
     std::unique_ptr<Impl> m_impl;
     /// Filled by the Guard (hot lock held), emptied by the writer thread.
     detail::SpscRing<detail::AuditEntry> m_queue;
-    std::size_t m_reserve;
+    std::size_t m_state_reserve;  ///< the last entries of the queue: state changes only
+    std::size_t m_order_limit;    ///< capacity - m_state_reserve: where orders must stop
+    std::size_t m_reserve;        ///< of m_order_limit, kept for rejections
+    bool m_block_when_full;
     std::atomic<bool> m_healthy{true};
+    /// The sink has failed for longer than the grace (set by the watchdog).
+    std::atomic<bool> m_sink_down{false};
     std::atomic<std::uint64_t> m_unrecorded{0};
     std::atomic<std::uint64_t> m_unrecorded_reports{0};
     std::atomic<bool> m_stop{false};

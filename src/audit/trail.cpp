@@ -243,7 +243,11 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
     : m_impl(std::make_unique<Impl>(std::move(options), clock, std::move(kms), std::move(key),
                                     std::move(agent_id), std::move(cert_fp))),
       m_queue(std::max<std::size_t>(m_impl->options.queue_capacity, 16)),
-      m_reserve(std::min(m_impl->options.reserve, m_queue.capacity() / 2)) {
+      m_state_reserve(
+          std::clamp<std::size_t>(m_impl->options.state_reserve, 1, m_queue.capacity() / 4)),
+      m_order_limit(m_queue.capacity() - m_state_reserve),
+      m_reserve(std::min(m_impl->options.reserve, m_order_limit / 2)),
+      m_block_when_full(m_impl->options.block_when_full) {
     m_thread = std::thread([this] { run(); });
     try {
         m_watchdog = std::thread([this] { watch(); });
@@ -312,6 +316,32 @@ bool AuditTrail::wait_durable(std::chrono::milliseconds timeout) const {
     });
 }
 
+bool AuditTrail::wait_for_room(std::size_t limit) const noexcept {
+    // Backtests and replays only: the caller (check(), with the Guard's hot lock held) spins,
+    // then sleeps briefly, until the writer pops. It gives up, failing closed as live mode does,
+    // when the sink is down or nothing has been popped for the grace: never forever.
+    const std::int64_t patience = to_ns(m_impl->options.sink_failure_grace);
+    std::uint64_t popped = m_queue.popped();
+    std::int64_t progress_at = steady_ns();
+    for (unsigned spin = 0; m_queue.size() >= limit; ++spin) {
+        if (m_sink_down.load(std::memory_order_relaxed) || m_stop.load(std::memory_order_acquire))
+            return false;
+        const std::int64_t now = steady_ns();
+        const std::uint64_t p = m_queue.popped();
+        if (p != popped) {
+            popped = p;
+            progress_at = now;
+        } else if (now - progress_at >= patience) {
+            return false;
+        }
+        if (spin < 64)
+            std::this_thread::yield();
+        else
+            std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    return true;
+}
+
 // The watchdog keeps m_healthy, so that check() reads a flag instead of a clock. It measures, on
 // the monotonic clock, how long the oldest entry not yet durable has been queued: it samples the
 // queue's head every tick, and an entry is at least as old as the first sample that saw it. The
@@ -356,6 +386,7 @@ void AuditTrail::watch() noexcept {
         const bool stale = count > 0 && oldest_age >= grace;
         const bool failing = failing_since != 0 && failing_for >= grace;
         const bool healthy = !stale && !failing;
+        m_sink_down.store(failing, std::memory_order_relaxed);
         if (healthy == m_healthy.load(std::memory_order_relaxed)) continue;
         m_healthy.store(healthy, std::memory_order_relaxed);
         lock.unlock();
@@ -401,16 +432,55 @@ void AuditTrail::run() noexcept {
         std::lock_guard<std::mutex> lock(im.wait_mutex);
         im.durable_changed.notify_all();
     };
+    // A failing sink is retried after a pause that doubles from the first to the cap, and
+    // starts again from the first once a write succeeds. 0 while the sink works.
+    constexpr std::chrono::milliseconds first_backoff{5}, max_backoff{1000};
+    std::chrono::milliseconds backoff{0};
+    std::uint64_t outage_failures = 0;  // failed writes in the current outage
+    std::string reported_error;         // the sink's message last given to the error handler
     auto sink_failed = [&](const char* what) {
         im.sink_failures.fetch_add(1, std::memory_order_relaxed);
+        ++outage_failures;
+        backoff = backoff.count() == 0 ? first_backoff : std::min(backoff * 2, max_backoff);
         try {
             im.set_last_error(what);
-            if (im.failing_since.load(std::memory_order_relaxed) == 0) {
+            const bool first = im.failing_since.load(std::memory_order_relaxed) == 0;
+            if (first)
                 im.failing_since.store(std::max<std::int64_t>(steady_ns(), 1),
                                        std::memory_order_release);
-                im.report(im.where + "write failed: " + what + "; records are kept and retried");
+            // The sink's own message, when the outage starts and whenever it changes (at most
+            // once per backoff step).
+            if (first || reported_error != what) {
+                reported_error = what;
+                im.report(im.where + "write failed: " + what +
+                          "; records are kept and retried in " + std::to_string(backoff.count()) +
+                          " ms");
             }
         } catch (...) {
+        }
+    };
+    auto sink_worked = [&] {
+        im.failing_since.store(0, std::memory_order_release);
+        if (outage_failures == 0) return;
+        try {
+            im.report(im.where + "the sink works again after " + std::to_string(outage_failures) +
+                      " failed write(s); last error: " + reported_error);
+        } catch (...) {
+        }
+        outage_failures = 0;
+        backoff = std::chrono::milliseconds(0);
+        reported_error.clear();
+    };
+    // Sleeps `d`, cut short by a stop request that arrives meanwhile and by the shutdown
+    // deadline.
+    auto pause = [&](std::chrono::milliseconds d, bool stopping) {
+        const auto until = std::chrono::steady_clock::now() + d;
+        for (;;) {
+            const auto now = std::chrono::steady_clock::now();
+            if (now >= until || (!stopping && m_stop.load(std::memory_order_acquire))) return;
+            if (stopping && now - stop_requested >= im.options.shutdown_deadline) return;
+            std::this_thread::sleep_for(
+                std::min<std::chrono::steady_clock::duration>(until - now, first_backoff));
         }
     };
     for (;;) {
@@ -446,6 +516,12 @@ void AuditTrail::run() noexcept {
                         im.set_last_error(x.what());
                     } catch (...) {
                     }
+                } catch (...) {  // a KMS throwing something else must not end the writer
+                    queued = im.writer->size() > records_before;
+                    try {
+                        im.set_last_error("unknown exception signing a record");
+                    } catch (...) {
+                    }
                 }
                 im.event_clock.clear();
                 if (!queued) break;
@@ -479,6 +555,7 @@ void AuditTrail::run() noexcept {
                     im.set_last_error(x.what());
                 } catch (...) {
                 }
+            } catch (...) {
             }
             if (im.writer->size() > records_before) {  // queued (a failed checkpoint retries)
                 unrecorded_logged = unrecorded;
@@ -488,17 +565,20 @@ void AuditTrail::run() noexcept {
         }
         bool wrote = false;
         try {
-            if (im.writer->pending_lines() > 0 || im.writer->maybe_checkpoint()) {
+            // After a failure, retry even with nothing pending: the lines a failed sink flush
+            // took are not durable yet.
+            if (im.writer->pending_lines() > 0 || im.writer->maybe_checkpoint() ||
+                outage_failures > 0) {
                 const std::uint64_t covered = appended_entries;
                 im.writer->flush();
                 made_durable(covered);
                 wrote = true;
+                sink_worked();
             }
-            im.failing_since.store(0, std::memory_order_release);
         } catch (const std::exception& x) {
             sink_failed(x.what());
         } catch (...) {
-            sink_failed("unknown error");
+            sink_failed("the sink threw something that is not a std::exception (no message)");
         }
         if (stopping) {
             if (stop_requested == std::chrono::steady_clock::time_point{})
@@ -513,7 +593,8 @@ void AuditTrail::run() noexcept {
                 } catch (const std::exception& x) {
                     sink_failed(x.what());  // keep trying until the deadline
                 } catch (...) {
-                    sink_failed("unknown error");
+                    sink_failed(
+                        "the sink threw something that is not a std::exception (no message)");
                 }
             }
             // Shutting down on a sink that keeps failing: retry until the deadline, then give
@@ -540,8 +621,9 @@ void AuditTrail::run() noexcept {
                 return;
             }
         }
+        // Shutting down, the deadline bounds the retries: they keep the first pause.
         if (im.failing_since.load(std::memory_order_relaxed) != 0)
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            pause(stopping ? first_backoff : backoff, stopping);
         else if (taken == 0 && !wrote)
             std::this_thread::sleep_for(std::chrono::microseconds(200));
     }

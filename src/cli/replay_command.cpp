@@ -188,13 +188,6 @@ SimulatedAuthority simulate_authority(const std::string& dir, const std::string&
     return sim;
 }
 
-/// A replay runs faster than any writer can sign: wait for the audit queue instead of letting
-/// audit_unavailable reject requests that live trading would have recorded.
-void wait_for_audit(Guard& guard) {
-    while (guard.audit() != nullptr && !guard.audit()->accepting())
-        guard.audit()->wait_durable(std::chrono::milliseconds(50));
-}
-
 /// Orders [begin, end) through `guard`, the clock set to each row's time; reference prices as
 /// replay_scope() takes them (the previous row's price for the instrument when a row has none).
 /// Incidents are handled after each order, on simulated time, so results are deterministic.
@@ -209,7 +202,6 @@ void replay_guard(Guard& guard, ManualClock& clock, std::vector<ReplayOrder>::co
             const auto p = last_price.find(row.instrument);
             if (p != last_price.end()) order.reference_price = p->second;
         }
-        wait_for_audit(guard);
         const Decision d = guard.check(order);
         guard.process_incidents();
         if (row.price.is_positive()) last_price[row.instrument] = row.price;
@@ -328,6 +320,10 @@ void run(const ReplayArgs& a) {
         GuardOptions options;
         options.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(audit_path)};
         options.audit->log_id = a.agent + ".replay";
+        // A replay runs faster than any writer can sign: check() waits for room in the audit
+        // queue instead of rejecting with audit_unavailable requests that live trading would
+        // have recorded (a sink down for longer than the grace still fails closed, not hangs).
+        options.audit->block_when_full = true;
         options.authority = std::shared_ptr<CertificateAuthority>(sim->ca.get(), [](auto*) {});
         options.incident_thread = false;
         options.observe = observe_until.has_value();
@@ -364,9 +360,8 @@ void run(const ReplayArgs& a) {
                     std::lower_bound(events.cbegin(), events.cend(), *observe_until,
                                      [](const ReplayEvent& e, TimeNs t) { return e.ts_ns < t; });
             }
-            // As replay_guard() does for orders: wait for the audit writer before each request,
-            // handle incidents on simulated time after each row.
-            event_replay.before_request = [&] { wait_for_audit(guard); };
+            // As replay_guard() does for orders: handle incidents on simulated time after each
+            // row.
             event_replay.after_row = [&] { guard.process_incidents(); };
             if (with_events)
                 event_replay.run(guard, clock, events.cbegin(), event_split);
