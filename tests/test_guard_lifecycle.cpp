@@ -744,6 +744,7 @@ TEST_CASE("an error handler may look at the Guard when the audit queue is full",
     options.audit = AuditTrailOptions{std::make_shared<BlockingSink>(gate)};
     options.audit->queue_capacity = 8;
     options.audit->reserve = 2;
+    options.audit->state_reserve = 1;  // one entry for state changes: the second finds it full
     options.audit->record_signatures = false;
     Guard guard(authority.credentials_for(lifecycle_scope()), authority.clock(), options);
     std::atomic<int> looked{0};
@@ -754,6 +755,8 @@ TEST_CASE("an error handler may look at the Guard when the audit queue is full",
     for (int i = 0; i < 40; ++i) guard.check(buy("", "1"));  // rejected, fill the queue
     std::atomic<bool> done{false};
     std::thread t([&] {
+        guard.reduce_only("risk review", "J. Doe");  // takes the state reserve's one entry
+        guard.lift_reduce_only("J. Doe");             // the queue is full: reported
         guard.reduce_only("risk review", "J. Doe");
         done = true;
     });
