@@ -728,6 +728,7 @@ TEST_CASE("an error handler may look at the Guard when the audit queue is full",
         std::mutex m;
         std::condition_variable cv;
         bool open = false;
+        bool entered = false;  // the writer is inside the sink, holding its batch
     };
     auto gate = std::make_shared<Gate>();
     struct BlockingSink final : LockingAuditSink {
@@ -736,6 +737,8 @@ TEST_CASE("an error handler may look at the Guard when the audit queue is full",
         std::string name() const override { return "blocking"; }
         void do_append(const std::string_view*, std::size_t) override {
             std::unique_lock<std::mutex> lock(gate->m);
+            gate->entered = true;
+            gate->cv.notify_all();
             gate->cv.wait(lock, [&] { return gate->open; });
         }
         void do_flush() override {}
@@ -752,11 +755,16 @@ TEST_CASE("an error handler may look at the Guard when the audit queue is full",
         (void)guard.reduce_only_in_force();  // takes the hot lock: must not be held here
         ++looked;
     });
-    for (int i = 0; i < 40; ++i) guard.check(buy("", "1"));  // rejected, fill the queue
+    guard.check(buy("", "1"));  // rejected (no id): the writer takes it and blocks in the sink
+    {
+        std::unique_lock<std::mutex> lock(gate->m);
+        REQUIRE(gate->cv.wait_for(lock, std::chrono::seconds(10), [&] { return gate->entered; }));
+    }
+    for (int i = 0; i < 40; ++i) guard.check(buy("", "1"));  // rejected: fill the queue
     std::atomic<bool> done{false};
     std::thread t([&] {
         guard.reduce_only("risk review", "J. Doe");  // takes the state reserve's one entry
-        guard.lift_reduce_only("J. Doe");             // the queue is full: reported
+        guard.lift_reduce_only("J. Doe");            // the queue is full: reported
         guard.reduce_only("risk review", "J. Doe");
         done = true;
     });
