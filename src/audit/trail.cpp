@@ -571,9 +571,10 @@ void AuditTrail::run() noexcept {
                 outage_failures > 0) {
                 const std::uint64_t covered = appended_entries;
                 im.writer->flush();
+                // The recovery message first: whoever waits for durability then finds it.
+                sink_worked();
                 made_durable(covered);
                 wrote = true;
-                sink_worked();
             }
         } catch (const std::exception& x) {
             sink_failed(x.what());
