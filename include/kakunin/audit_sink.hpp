@@ -51,6 +51,9 @@ public:
     virtual void for_each_line(const std::function<void(std::string_view)>& fn) { (void)fn; }
     /// What the sink repaired when it opened. The default: nothing.
     virtual AuditSinkRecovery recovery() const { return {}; }
+    /// Where an AuditTrail writing to this sink keeps its write-ahead journal unless told
+    /// otherwise (AuditTrailOptions::journal_path). The default: nowhere (no journal).
+    virtual std::string journal_path() const { return {}; }
 
     void append(const std::vector<std::string>& lines);
     void append(std::string_view line) { append(&line, 1); }
@@ -139,6 +142,8 @@ public:
 
     std::string name() const override { return "file:" + m_path; }
     AuditSinkRecovery recovery() const override { return m_recovery; }
+    /// PATH.journal, beside the log.
+    std::string journal_path() const override { return m_path + ".journal"; }
     const std::string& path() const noexcept { return m_path; }
 
 protected:

@@ -74,6 +74,22 @@ struct AuditTrailOptions {
     /// records a shutdown could not make durable. Must not throw or block for long. If unset,
     /// the shutdown loss is written to stderr (never silent); the rest is not reported.
     std::function<void(std::string_view message)> error_handler;
+
+    // ---- the write-ahead journal (docs/audit-format.md section 13) ----
+
+    /// Where the journal lives: a memory-mapped file of `queue_capacity` fixed-size slots into
+    /// which check() and every push write their entry before returning (no system call, no
+    /// allocation). The kernel keeps those pages when the process dies, so an entry the log did
+    /// not yet hold is recovered into it, in order, when the next trail opens the same log
+    /// (`log.recovered`). Empty: the sink's own (`AuditSink::journal_path()`: a FileAuditSink's
+    /// is its path + ".journal"; a PostgreSQL sink has none, so give one).
+    std::string journal_path;
+    /// false: no journal, even where the sink names one (entries then live only in memory until
+    /// they are durable in the log: a process that dies loses them).
+    bool journal = true;
+    /// The writer thread msyncs the journal at least this often, bounding what a power loss can
+    /// take from entries the log has not made durable yet (a process crash loses none of them).
+    std::chrono::milliseconds journal_sync_interval{100};
 };
 
 /// Counters, readable from any thread.
@@ -86,6 +102,9 @@ struct AuditTrailCounters {
     /// refused, so neither waits for room).
     std::uint64_t unrecorded_reports = 0;
     std::uint64_t sink_failures = 0;  ///< failed durable writes (retried)
+    /// Entries this trail found in its journal at open that the log did not hold, and recorded
+    /// (with a `log.recovered` record) before anything else.
+    std::uint64_t recovered = 0;
     bool healthy = true;              ///< false while orders are refused for the audit's sake
 };
 
