@@ -641,3 +641,221 @@ TEST_CASE(
     const LogContents log = check_closed_log(path, creds);
     check_each_decision_recorded_once(log, *trader, sent);
 }
+
+// ---- the log's filesystem turning read-only -------------------------------------------------
+
+namespace {
+
+/// The figures of a read-only spell, for the report.
+void warn_figures(const char* what, const OutageFigures& f) {
+    WARN(what << ": first audit_unavailable " << f.first_refusal.value_or(ms(-1)).count()
+              << " ms after it, " << f.allowed_in_grace << " orders allowed in the grace, "
+              << f.refused << " refused, resumed "
+              << (f.resumed ? std::to_string(f.resumed->count()) + " ms after it cleared"
+                            : std::string("never while it lasted")));
+}
+
+}  // namespace
+
+TEST_CASE(
+    "remounting the log's filesystem read-only under a trading Guard: refused by the kernel "
+    "while the log is open, or orders refused within the grace and allowed after a remount rw",
+    "[diskfault][readonly]") {
+    test::TempDir dir("kakunin-disk-faults");
+    std::unique_ptr<ScratchFs> disk;
+    std::string fstype;
+    SECTION("tmpfs") {
+        disk = ScratchFs::tmpfs(dir.path().string());
+        fstype = "tmpfs";
+    }
+    SECTION("ext4 on a loop device") {
+        disk = ScratchFs::ext4_on_loop(dir.path().string(),
+                                       "-E lazy_itable_init=0,lazy_journal_init=0", "");
+        fstype = "ext4";
+    }
+    if (!disk->unavailable().empty()) {
+        WARN("skipped, cannot mount " << fstype << " here: " << disk->unavailable());
+        return;
+    }
+    const std::string path = disk->path("audit/log.jsonl");
+    TestAuthority authority;
+    const GuardCredentials creds = authority.credentials_for(unlimited_seed());
+    Messages messages;
+    std::optional<Guard> guard;
+    guard.emplace(creds, authority.clock(), guard_options(path, dir / "log.journal", messages));
+    std::optional<TradingThread> trader;
+    trader.emplace(*guard, authority.clock());
+    std::this_thread::sleep_for(100ms);
+
+    const char* source = fstype == "tmpfs" ? "tmpfs" : disk->device().c_str();
+    int remount_ro = -1, remount_ro_errno = 0, remount_rw = 0;
+    const OutageFigures f = run_outage(
+        *trader,
+        [&] {
+            remount_ro = ::mount(source, disk->mountpoint().c_str(), fstype.c_str(),
+                                 MS_REMOUNT | MS_RDONLY, nullptr);
+            remount_ro_errno = remount_ro == 0 ? 0 : errno;
+        },
+        [&] {
+            if (remount_ro == 0)
+                remount_rw = ::mount(source, disk->mountpoint().c_str(), fstype.c_str(), MS_REMOUNT,
+                                     nullptr);
+        });
+    if (remount_ro != 0) {
+        // Linux refuses to make a filesystem read-only while a file on it is open for writing,
+        // and the log always is: nothing may change for trading.
+        WARN("the kernel refused to remount " << fstype << " read-only under the open log ("
+                                              << std::strerror(remount_ro_errno)
+                                              << "); trading was not disturbed; the "
+                                                 "errors=remount-ro case covers a filesystem "
+                                                 "that turns read-only by itself");
+        CHECK(remount_ro_errno == EBUSY);
+        CHECK(f.refused == 0);
+        CHECK_FALSE(f.first_refusal.has_value());
+        CHECK(f.resumed.has_value());
+    } else {
+        warn_figures(("remount of " + fstype + " read-only").c_str(), f);
+        CHECK(remount_rw == 0);
+        check_outage(f, 1);
+    }
+    trader->stop();
+    REQUIRE(guard->audit()->wait_durable(5000ms));
+    const std::vector<Sent> sent = trader->decisions();
+    guard.reset();
+    const LogContents log = check_closed_log(path, creds);
+    check_each_decision_recorded_once(log, *trader, sent);
+}
+
+TEST_CASE(
+    "ext4 errors=remount-ro under a trading Guard: orders refused within the grace, none "
+    "allowed while it lasts, and after the remount or a restart the log closes with a "
+    "checkpoint covering every record",
+    "[diskfault][readonly]") {
+    test::TempDir dir("kakunin-disk-faults");
+    const std::unique_ptr<ScratchFs> disk = ScratchFs::ext4_on_loop(
+        dir.path().string(), "-E lazy_itable_init=0,lazy_journal_init=0", "errors=remount-ro");
+    if (!disk->unavailable().empty()) {
+        WARN("skipped, no loop device with ext4 here: " << disk->unavailable());
+        return;
+    }
+    // ext4's own error path, for real: the same ext4_error() a corrupt block or a failed
+    // journal write would call, through the test hook the kernel provides.
+    const std::string trigger =
+        "/sys/fs/ext4/" + fs::path(disk->device()).filename().string() + "/trigger_fs_error";
+    if (::access(trigger.c_str(), W_OK) != 0) {
+        WARN("skipped, this kernel has no " << trigger << " to raise an ext4 error with");
+        return;
+    }
+    const std::string path = disk->path("audit/log.jsonl");
+    const std::string journal = dir / "log.journal";  // on the healthy disk
+    TestAuthority authority;
+    const GuardCredentials creds = authority.credentials_for(unlimited_seed());
+    Messages messages;
+    std::optional<Guard> guard;
+    guard.emplace(creds, authority.clock(), guard_options(path, journal, messages));
+    std::optional<TradingThread> trader;
+    trader.emplace(*guard, authority.clock());
+    std::this_thread::sleep_for(100ms);
+    const std::size_t durable_before = trader->count();  // these are durable before the error
+    REQUIRE(guard->audit()->wait_durable(5000ms));
+
+    int remount_rw = -1;
+    const OutageFigures f = run_outage(
+        *trader,
+        [&] {
+            std::ofstream out(trigger);
+            out << "kakunin test: the audit log's filesystem fails";
+            out.close();
+            REQUIRE(out.good());
+        },
+        [&] {
+            remount_rw = ::mount(disk->device().c_str(), disk->mountpoint().c_str(), "ext4",
+                                 MS_REMOUNT, "errors=remount-ro");
+        },
+        300ms, 3s);
+    warn_figures("ext4 errors=remount-ro", f);
+    REQUIRE(f.first_refusal.has_value());
+    CHECK(*f.first_refusal >= k_grace - k_refusal_early);
+    CHECK(*f.first_refusal <= k_grace + k_refusal_slack);
+    CHECK(f.allowed_while_refused == 0);
+    INFO("the sink's reason: " << messages.find("write failed"));
+    CHECK_THAT(messages.find("write failed"), Catch::Contains("Read-only file system"));
+
+    const std::string writable = probe_write(disk->path("probe"));
+    if (writable == "ok") {
+        // The remount lifted the read-only state: the same Guard must allow again.
+        CHECK(remount_rw == 0);
+        CHECK(f.resumed.has_value());
+        trader->stop();
+        REQUIRE(guard->audit()->wait_durable(5000ms));
+        const std::vector<Sent> sent = trader->decisions();
+        guard.reset();
+        const LogContents log = check_closed_log(path, creds);
+        check_each_decision_recorded_once(log, *trader, sent);
+        return;
+    }
+    // ext4 keeps a filesystem that errors=remount-ro made read-only so until it is unmounted
+    // (and checked): the open log cannot be written again by this process. Nothing may be
+    // allowed meanwhile; a restart continues the log.
+    WARN("ext4 stays read-only after errors=remount-ro until unmounted here (remount rw "
+         << (remount_rw == 0 ? "returned 0" : std::strerror(errno)) << ", then a write: "
+         << writable << "): the running Guard cannot recover; recovering by a restart");
+    CHECK_FALSE(f.resumed.has_value());
+    trader->stop();
+    const std::vector<Sent> sent = trader->decisions();
+    guard.reset();  // retries for shutdown_deadline, then says what it could not make durable
+    const std::string lost_message = messages.find("shutting down with ");
+    INFO("the shutdown said: " << lost_message);
+    REQUIRE_FALSE(lost_message.empty());  // never silent
+    const std::uint64_t lost = std::stoull(lost_message.substr(
+        lost_message.find("shutting down with ") + std::strlen("shutting down with ")));
+
+    REQUIRE(disk->unmount() == "");
+    const CommandResult fsck = run_command("e2fsck -fy '" + disk->device() + "'");
+    INFO("e2fsck -fy: " << fsck.output);
+    CHECK((fsck.status == 0 || fsck.status == 1));  // clean, or errors corrected
+    REQUIRE(disk->mount_again() == "");
+
+    std::uint64_t recovered = 0;
+    {
+        Guard restarted(creds, authority.clock(), guard_options(path, journal, messages));
+        Order o = test::good_order();
+        o.quantity = Decimal{1, 3};
+        std::string id;
+        for (int i = 0; i < 20; ++i) {
+            id = "after-restart-" + std::to_string(i);
+            o.client_order_id = id;
+            authority.clock().advance(1ms);
+            CHECK(restarted.check(o).allowed());
+        }
+        REQUIRE(restarted.audit()->wait_durable(5000ms));
+        recovered = restarted.audit()->counters().recovered;
+    }
+    const LogContents log = check_closed_log(path, creds);
+    for (int i = 0; i < 20; ++i) CHECK(log.order_ids.count("after-restart-" + std::to_string(i)));
+    // What the log holds of the first Guard's decisions: each at most once, every one made
+    // durable before the error, and no gap (the lost ones are the last, and the shutdown
+    // counted them); a journal brings them back.
+    std::size_t first_missing = sent.size(), duplicated = 0, recorded_after_gap = 0;
+    std::size_t missing = 0, allowed_missing = 0;
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+        const auto it = log.order_ids.find(trader->id(i));
+        if (it == log.order_ids.end()) {
+            first_missing = std::min(first_missing, i);
+            ++missing;
+            allowed_missing += sent[i].allowed;
+            continue;
+        }
+        if (it->second != 1) ++duplicated;
+        if (i > first_missing) ++recorded_after_gap;
+    }
+    WARN("after the restart: " << sent.size() << " decisions before it, " << missing
+                               << " not in the log (" << allowed_missing
+                               << " of them allowed, in the grace), the shutdown reported " << lost
+                               << " not durable, the journal recovered " << recovered);
+    CHECK(duplicated == 0);
+    CHECK(recorded_after_gap == 0);
+    CHECK(first_missing >= durable_before);
+    CHECK(missing <= lost);
+    if (recovered > 0) CHECK(missing == 0);
+}
