@@ -181,7 +181,12 @@ public:
             f->m_why = "mkfs.ext4 failed: " + r.output;
             return f;
         }
-        r = run_command("losetup -f --show '" + f->m_image + "'");
+        // Tests running at the same time may race for the same free device: try again.
+        for (int attempt = 0; attempt < 5; ++attempt) {
+            r = run_command("losetup -f --show '" + f->m_image + "'");
+            if (r.status == 0) break;
+            std::this_thread::sleep_for(50ms);
+        }
         if (r.status != 0 || r.output.rfind("/dev/", 0) != 0) {
             f->m_why = "losetup found no loop device: " + r.output;
             return f;
@@ -270,12 +275,13 @@ struct Messages {
 /// a queue the load cannot fill (a full queue rejects too, which is not what these tests are
 /// about), a bounded shutdown, and the write-ahead journal on `journal` (a directory on a
 /// healthy disk; ignored where the trail has no journal yet).
-GuardOptions guard_options(const std::string& log, const std::string& journal, Messages& messages) {
+GuardOptions guard_options(const std::string& log, const std::string& journal, Messages& messages,
+                           ms grace = k_grace) {
     GuardOptions options;
     options.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(log)};
     options.audit->batch_max = 64;
-    options.audit->queue_capacity = 1 << 16;
-    options.audit->sink_failure_grace = k_grace;
+    options.audit->queue_capacity = 1 << 14;
+    options.audit->sink_failure_grace = grace;
     options.audit->shutdown_deadline = 2000ms;
     options.audit->journal_path = journal;
     options.audit->error_handler = messages.handler();
@@ -365,6 +371,9 @@ private:
 
 /// What one outage did to trading.
 struct OutageFigures {
+    /// How long the writer took, just before the fault, to make everything queued durable: no
+    /// record waiting when the fault began was older than that.
+    ms settled{0};
     std::optional<ms> first_refusal;   ///< from the fault's start to the first audit_unavailable
     std::size_t allowed_in_grace = 0;  ///< allowed after the fault began, before that
     std::size_t allowed_while_refused = 0;  ///< allowed after it, before the fault was cleared
@@ -372,16 +381,21 @@ struct OutageFigures {
     std::optional<ms> resumed;              ///< from the fault's end to the first allowed order
 };
 
-/// Starts a fault, holds it until orders are refused and `hold` longer (bounded), ends it and
-/// waits (at most `resume_wait`) for trading to resume.
-OutageFigures run_outage(TradingThread& t, const std::function<void()>& begin,
-                         const std::function<void()>& end, ms hold = 300ms,
-                         steady::duration resume_wait = k_resume_bound + 2s) {
+/// Waits until what is queued is durable, starts a fault, holds it until orders are refused
+/// (at most `refusal_wait`) and `hold` longer, ends it and waits (at most `resume_wait`) for
+/// trading to resume.
+OutageFigures run_outage(TradingThread& t, const AuditTrail& trail,
+                         const std::function<void()>& begin, const std::function<void()>& end,
+                         ms hold = 300ms, steady::duration resume_wait = k_resume_bound + 2s,
+                         steady::duration refusal_wait = k_grace + 3s) {
     OutageFigures f;
+    const auto settling = steady::now();
+    REQUIRE(trail.wait_durable(5000ms));
     const auto began = steady::now();
+    f.settled = std::chrono::duration_cast<ms>(began - settling);
     begin();
     const auto refused_at = t.wait_for(
-        began, [](const Sent& s) { return s.unavailable; }, k_grace + 3s);
+        began, [](const Sent& s) { return s.unavailable; }, refusal_wait);
     if (refused_at) std::this_thread::sleep_for(hold);
     const auto ending = steady::now();
     end();
@@ -402,20 +416,29 @@ OutageFigures run_outage(TradingThread& t, const std::function<void()>& begin,
     return f;
 }
 
-/// The outage's figures against the grace.
-void check_outage(const OutageFigures& f, std::size_t n) {
-    INFO("outage " << n << ": first refusal after "
-                   << (f.first_refusal ? std::to_string(f.first_refusal->count()) : "-") << " ms, "
-                   << f.allowed_in_grace << " allowed in the grace, " << f.refused
-                   << " refused, resumed " << (f.resumed ? std::to_string(f.resumed->count()) : "-")
-                   << " ms after it cleared");
+/// Orders were refused once the outage outlasted the grace, not before (the oldest record
+/// waiting may be `settled` older than the fault) and not much later, and none was allowed
+/// from then until the fault was cleared.
+void check_refusal(const OutageFigures& f, ms grace) {
+    INFO(
+        "first refusal after " << (f.first_refusal ? std::to_string(f.first_refusal->count()) : "-")
+                               << " ms, " << f.allowed_in_grace << " allowed in the grace, "
+                               << f.refused << " refused, " << f.settled.count()
+                               << " ms to settle before the fault");
     REQUIRE(f.first_refusal.has_value());
-    CHECK(*f.first_refusal >= k_grace - k_refusal_early);
-    CHECK(*f.first_refusal <= k_grace + k_refusal_slack);
+    CHECK(f.first_refusal->count() >= (grace - k_refusal_early - f.settled).count());
+    CHECK(f.first_refusal->count() <= (grace + k_refusal_slack).count());
     CHECK(f.allowed_while_refused == 0);  // once refused, refused until the disk works
     CHECK(f.refused > 0);
+}
+
+/// check_refusal(), and trading resumed soon after the fault was cleared.
+void check_outage(const OutageFigures& f, std::size_t n, ms grace = k_grace) {
+    INFO("outage " << n << ": resumed " << (f.resumed ? std::to_string(f.resumed->count()) : "-")
+                   << " ms after it cleared");
+    check_refusal(f, grace);
     REQUIRE(f.resumed.has_value());
-    CHECK(*f.resumed <= k_resume_bound);
+    CHECK(f.resumed->count() <= k_resume_bound.count());
 }
 
 /// The log as read back: seq in order, how often each order id was recorded, the last line.
@@ -531,7 +554,7 @@ TEST_CASE(
         std::this_thread::sleep_for(trading_before[n]);
         std::uint64_t injected = 0;
         figures.push_back(run_outage(
-            *trader,
+            *trader, *guard->audit(),
             [&] {
                 faults::inject_fault(faults::FaultSite::write,
                                      {0, UINT64_MAX, after_bytes[n], EIO});
@@ -613,7 +636,7 @@ TEST_CASE(
     for (std::size_t n = 0; n < 5; ++n) {
         std::this_thread::sleep_for(trading_before[n]);
         figures.push_back(run_outage(
-            *trader, [&] { REQUIRE(set_immutable(disk->image(), true).empty()); },
+            *trader, *guard->audit(), [&] { REQUIRE(set_immutable(disk->image(), true).empty()); },
             [&] { REQUIRE(set_immutable(disk->image(), false).empty()); }));
         check_outage(figures.back(), n + 1);
     }
@@ -682,7 +705,11 @@ TEST_CASE(
     const GuardCredentials creds = authority.credentials_for(unlimited_seed());
     Messages messages;
     std::optional<Guard> guard;
-    guard.emplace(creds, authority.clock(), guard_options(path, dir / "log.journal", messages));
+    // A longer grace than elsewhere: where the kernel refuses the remount, this case asserts
+    // that trading is not disturbed at all, and a busy disk alone may hold a sync for 200 ms.
+    const ms grace = 1000ms;
+    guard.emplace(creds, authority.clock(),
+                  guard_options(path, dir / "log.journal", messages, grace));
     std::optional<TradingThread> trader;
     trader.emplace(*guard, authority.clock());
     std::this_thread::sleep_for(100ms);
@@ -690,7 +717,7 @@ TEST_CASE(
     const char* source = fstype == "tmpfs" ? "tmpfs" : disk->device().c_str();
     int remount_ro = -1, remount_ro_errno = 0, remount_rw = 0;
     const OutageFigures f = run_outage(
-        *trader,
+        *trader, *guard->audit(),
         [&] {
             remount_ro = ::mount(source, disk->mountpoint().c_str(), fstype.c_str(),
                                  MS_REMOUNT | MS_RDONLY, nullptr);
@@ -700,7 +727,8 @@ TEST_CASE(
             if (remount_ro == 0)
                 remount_rw = ::mount(source, disk->mountpoint().c_str(), fstype.c_str(), MS_REMOUNT,
                                      nullptr);
-        });
+        },
+        300ms, k_resume_bound + 2s, grace + 2s);
     if (remount_ro != 0) {
         // Linux refuses to make a filesystem read-only while a file on it is open for writing,
         // and the log always is: nothing may change for trading.
@@ -716,7 +744,7 @@ TEST_CASE(
     } else {
         warn_figures(("remount of " + fstype + " read-only").c_str(), f);
         CHECK(remount_rw == 0);
-        check_outage(f, 1);
+        check_outage(f, 1, grace);
     }
     trader->stop();
     REQUIRE(guard->audit()->wait_durable(5000ms));
@@ -756,12 +784,12 @@ TEST_CASE(
     std::optional<TradingThread> trader;
     trader.emplace(*guard, authority.clock());
     std::this_thread::sleep_for(100ms);
-    const std::size_t durable_before = trader->count();  // these are durable before the error
-    REQUIRE(guard->audit()->wait_durable(5000ms));
+    // run_outage() makes these durable before the error.
+    const std::size_t durable_before = trader->count();
 
     int remount_rw = -1;
     const OutageFigures f = run_outage(
-        *trader,
+        *trader, *guard->audit(),
         [&] {
             std::ofstream out(trigger);
             out << "kakunin test: the audit log's filesystem fails";
@@ -772,12 +800,9 @@ TEST_CASE(
             remount_rw = ::mount(disk->device().c_str(), disk->mountpoint().c_str(), "ext4",
                                  MS_REMOUNT, "errors=remount-ro");
         },
-        300ms, 3s);
+        300ms, 2s);
     warn_figures("ext4 errors=remount-ro", f);
-    REQUIRE(f.first_refusal.has_value());
-    CHECK(*f.first_refusal >= k_grace - k_refusal_early);
-    CHECK(*f.first_refusal <= k_grace + k_refusal_slack);
-    CHECK(f.allowed_while_refused == 0);
+    check_refusal(f, k_grace);
     INFO("the sink's reason: " << messages.find("write failed"));
     CHECK_THAT(messages.find("write failed"), Catch::Contains("Read-only file system"));
 
@@ -815,6 +840,26 @@ TEST_CASE(
     INFO("e2fsck -fy: " << fsck.output);
     CHECK((fsck.status == 0 || fsck.status == 1));  // clean, or errors corrected
     REQUIRE(disk->mount_again() == "");
+    // The bytes the sink had confirmed durable (fdatasync returned 0) should all be on the disk.
+    // This kernel may lose the last of them: its final journal commit before the error does not
+    // always survive the abort and e2fsck (seen with a plain write+fsync loop too, no Kakunin
+    // involved). Measured here, and the records it took are allowed for below.
+    std::uint64_t kernel_lost_bytes = 0;
+    const std::string marker = "last durable byte (offset ";
+    const std::string sink_error = messages.find(marker);
+    if (!sink_error.empty()) {
+        const std::uint64_t durable_offset =
+            std::stoull(sink_error.substr(sink_error.find(marker) + marker.size()));
+        const std::uint64_t on_disk = fs::file_size(path);
+        if (on_disk < durable_offset) {
+            kernel_lost_bytes = durable_offset - on_disk;
+            WARN("the kernel lost the last " << kernel_lost_bytes
+                                             << " bytes fdatasync had confirmed before the ext4 "
+                                                "error (the log's durable end was "
+                                             << durable_offset << ", the disk holds " << on_disk
+                                             << ")");
+        }
+    }
 
     std::uint64_t recovered = 0;
     {
@@ -853,9 +898,16 @@ TEST_CASE(
                                << " not in the log (" << allowed_missing
                                << " of them allowed, in the grace), the shutdown reported " << lost
                                << " not durable, the journal recovered " << recovered);
+    // At most this many records fit in what the kernel lost.
+    std::size_t shortest_line = SIZE_MAX;
+    for (const std::string& line : split_lines(read_bytes(path)))
+        if (line.find("\"order.") != std::string::npos)
+            shortest_line = std::min(shortest_line, line.size() + 1);
+    const std::size_t kernel_lost_records = kernel_lost_bytes / shortest_line;
+    INFO("records the kernel may have lost: " << kernel_lost_records);
     CHECK(duplicated == 0);
     CHECK(recorded_after_gap == 0);
     CHECK(first_missing >= durable_before);
-    CHECK(missing <= lost);
-    if (recovered > 0) CHECK(missing == 0);
+    CHECK(missing <= lost + kernel_lost_records);
+    if (recovered > 0) CHECK(missing <= kernel_lost_records);
 }
