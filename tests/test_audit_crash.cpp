@@ -51,6 +51,7 @@ TEST_CASE("kill -9 of the writing process loses no durable record and the log st
     const std::string path = "/tmp/kakunin-crash-" + std::to_string(getpid()) + ".jsonl";
     std::remove(path.c_str());
     std::remove((path + ".started").c_str());  // the sink's note that a log began here
+    std::remove((path + ".journal").c_str());  // and the trail\'s write-ahead journal
 
     int fds[2];
     REQUIRE(pipe(fds) == 0);
@@ -89,4 +90,5 @@ TEST_CASE("kill -9 of the writing process loses no durable record and the log st
     CHECK(r.records >= durable + 1);
     std::remove(path.c_str());
     std::remove((path + ".started").c_str());  // the sink's note that a log began here
+    std::remove((path + ".journal").c_str());  // and the trail\'s write-ahead journal
 }

@@ -207,6 +207,7 @@ std::string temp_path(const std::string& name) {
 void remove_log(const std::string& path) {
     std::remove(path.c_str());
     std::remove((path + ".started").c_str());
+    std::remove((path + ".journal").c_str());  // and the trail\'s write-ahead journal
 }
 
 /// A memory sink whose appends wait while `blocked` is set.

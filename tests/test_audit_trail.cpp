@@ -60,6 +60,7 @@ TEST_CASE("every decision and state change is a signed record that verifies offl
     const std::string path = temp_file("agent.jsonl");
     std::remove(path.c_str());
     std::remove((path + ".started").c_str());  // the sink's note that a log began here
+    std::remove((path + ".journal").c_str());  // and the trail\'s write-ahead journal
     GuardCredentials creds = authority.credentials_for(seed());
     const AgentCertificate cert = creds.certificate;
     {
@@ -142,6 +143,7 @@ TEST_CASE("every decision and state change is a signed record that verifies offl
     CHECK(again.records == 31);
     std::remove(path.c_str());
     std::remove((path + ".started").c_str());  // the sink's note that a log began here
+    std::remove((path + ".journal").c_str());  // and the trail\'s write-ahead journal
 }
 
 TEST_CASE("a nearly full queue rejects with audit_unavailable and never allows unrecorded") {

@@ -565,6 +565,7 @@ TEST_CASE("the audit log holds every request, every report and the cancel list, 
         (std::filesystem::temp_directory_path() / "kakunin-guard-lifecycle.jsonl").string();
     std::filesystem::remove(path);
     std::filesystem::remove(path + ".started");
+    std::filesystem::remove(path + ".journal");
     GuardCredentials creds = authority.credentials_for(lifecycle_scope());
     const AgentCertificate cert = creds.certificate;
     std::string halt_id;

@@ -315,7 +315,7 @@ struct AuditTrail::Impl {
             p["journal"] = journal->path();
             writer->append(audit_event::log_recovered, p.dump());
         }
-        writer->flush();
+        if (writer->pending_lines() > 0) writer->flush();  // the trail opens only once durable
         const std::uint64_t newest = std::max(mark.jseq, found.last_jseq);
         journal->set_mark({newest, writer->size()});
         journal->sync();  // were it lost, the records just made would show the entries as held
