@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <cstdio>
 
+#include "bench_support.hpp"
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/audit_writer.hpp"
 #include "kakunin/software_kms.hpp"
@@ -29,10 +30,6 @@ const char* const payload =
     R"("instrument":"ETH_EUR","price":"2500.12","quantity":"0.001","reference_price":"2500.00",)"
     R"("region":"eu-central-1","side":"BUY"},"reasoning":"mean reversion after a 2.1 sigma move",)"
     R"("reasons":[],"score_ppm":0})";
-
-std::string temp_path(const char* name) {
-    return "/tmp/kakunin-bench-" + std::to_string(getpid()) + "-" + name;
-}
 
 void BM_cert_load_validate(benchmark::State& state) {
     TestAuthority authority;

@@ -129,8 +129,6 @@ int main(int argc, char** argv) {
     put("ed25519_sign_median_ns", reporter.time("BM_ed25519_sign"));
     put("check_allowed_journal_median_ns", reporter.time("BM_check_allowed_journal"));
     put("check_allowed_audited_median_ns", reporter.time("BM_check_allowed_audited"));
-    put("check_journal_allocations_per_call",
-        reporter.counter("BM_check_allowed_journal.allocations_per_call"));
     put("journal_recovery_records_per_s", reporter.counter("BM_journal_recovery.records_per_s"));
     put("cert_load_validate_us", reporter.time("BM_cert_load_validate") / 1000.0);
     put("audit_file_records_per_s", reporter.counter("BM_audit_file.records_per_s"));

@@ -257,6 +257,29 @@ TEST_CASE("without a sync per append, lines stored before a failed flush are wri
     CHECK(read_bytes(path) == durable + join_lines(first) + join_lines(second));
 }
 
+TEST_CASE(
+    "a write refused whole on a read-only filesystem needs no cut, so the sink works again "
+    "when the filesystem does",
+    "[audit_write_errors][sink]") {
+    ClearFaults clear;
+    TempDir dir;
+    const std::string path = dir / "log.jsonl";
+    FileAuditSink sink(path);
+    sink.append(std::string_view("{\"agent\":\"a\",\"n\":0}"));
+    const std::string durable = read_bytes(path);
+    const std::vector<std::string> batch = {"{\"agent\":\"a\",\"n\":1}"};
+    // Nothing stored, and ftruncate refused too, as on a filesystem turned read-only.
+    faults::inject_fault(faults::FaultSite::write, {0, 1, 0, EROFS});
+    faults::inject_fault(faults::FaultSite::truncate, {0, UINT64_MAX, 0, EROFS});
+    const std::string err = error_of([&] { sink.append(batch); });
+    CHECK_THAT(err, Catch::Contains("cut back to the last durable byte"));
+    CHECK_THAT(err, !Catch::Contains("nothing more is written"));
+    CHECK(read_bytes(path) == durable);
+    faults::clear_faults();
+    sink.append(batch);  // not broken: the filesystem works again, so does the sink
+    CHECK(read_bytes(path) == durable + join_lines(batch));
+}
+
 TEST_CASE("a sink that cannot cut back after a failed write refuses every later write",
           "[audit_write_errors][sink]") {
     ClearFaults clear;

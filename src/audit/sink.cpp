@@ -292,7 +292,12 @@ void FileAuditSink::check_writable() const {
 // line), and lines stored earlier but not yet synced, which m_pending keeps and the next call
 // writes again whole. A retry therefore never lands on top of a partial or unsynced batch.
 void FileAuditSink::cut_back(const char* what, int err) {
-    if (const int cut_err = io::truncate_to(m_fd, m_durable); cut_err != 0) {
+    // A file that already ends at its last durable byte needs no cut: on a filesystem turned
+    // read-only the write stored nothing, and ftruncate fails too (EROFS).
+    struct stat st {};
+    const bool already = ::fstat(m_fd, &st) == 0 && st.st_size >= 0 &&
+                         static_cast<std::uint64_t>(st.st_size) == m_durable;
+    if (const int cut_err = already ? 0 : io::truncate_to(m_fd, m_durable); cut_err != 0) {
         m_broken = std::string(what) + " failed (" + std::strerror(err) +
                    ") and cutting the file back to its last durable byte (offset " +
                    std::to_string(m_durable) + ") failed too (" + std::strerror(cut_err) +

@@ -581,6 +581,8 @@ void AuditTrail::run() noexcept {
     auto last_journal_sync = std::chrono::steady_clock::now();
     std::uint64_t synced_head = 0;  // entries pushed when the journal was last synced
     bool journal_sync_failed = false;
+    // Since when entries have been waiting to become durable (unset while none is).
+    std::chrono::steady_clock::time_point waiting_since{};
     std::chrono::steady_clock::time_point stop_requested{};
     // Unrecorded rejections: how many are in the log, when the last record was made, and the
     // Guard-clock time of the last look that found none new (the period starts there).
@@ -747,13 +749,22 @@ void AuditTrail::run() noexcept {
         } catch (...) {
             sink_failed("the sink threw something that is not a std::exception (no message)");
         }
-        // What a power loss would keep of the journal: synced at least once per interval while
-        // entries come in (a process crash needs no sync: the kernel has the pages).
-        if (im.journal && m_queue.pushed() != synced_head &&
-            std::chrono::steady_clock::now() - last_journal_sync >=
-                im.options.journal_sync_interval) {
+        // What a power loss would keep of the journal: synced once entries have waited an
+        // interval without becoming durable in the log (a failing or slow sink), and once per
+        // interval while that lasts. A working sink makes entries durable first: no sync then,
+        // since a sync write-protects every page it cleans and the next store into each takes
+        // a page fault on the hot path. A process crash needs no sync: the kernel has the pages.
+        const auto now_steady = std::chrono::steady_clock::now();
+        if (m_queue.pushed() == im.durable_entries.load(std::memory_order_relaxed))
+            waiting_since = {};
+        else if (waiting_since == std::chrono::steady_clock::time_point{})
+            waiting_since = now_steady;
+        if (im.journal && waiting_since != std::chrono::steady_clock::time_point{} &&
+            m_queue.pushed() != synced_head &&
+            now_steady - waiting_since >= im.options.journal_sync_interval &&
+            now_steady - last_journal_sync >= im.options.journal_sync_interval) {
             synced_head = m_queue.pushed();
-            last_journal_sync = std::chrono::steady_clock::now();
+            last_journal_sync = now_steady;
             const int err = im.journal->sync();
             if (err != 0 && !journal_sync_failed) {
                 try {
