@@ -88,8 +88,10 @@ struct AuditTrailOptions {
     /// false: no journal, even where the sink names one (entries then live only in memory until
     /// they are durable in the log: a process that dies loses them).
     bool journal = true;
-    /// The writer thread msyncs the journal at least this often, bounding what a power loss can
-    /// take from entries the log has not made durable yet (a process crash loses none of them).
+    /// Once entries have waited this long without becoming durable in the log (a failing or
+    /// slow sink), the writer thread msyncs the journal, and again this often while that lasts:
+    /// what a power loss can take from entries the log lacks is at most this window (a process
+    /// crash loses none of them). A working sink makes entries durable first, so no sync.
     std::chrono::milliseconds journal_sync_interval{100};
 };
 
