@@ -325,7 +325,7 @@ string row_class(const string& event) {
         return "ev-warn";
     if (event == "order.rejected" || event == "incident.revoked" || event == "guard.halted" ||
         event == "guard.cancel_all" || event == "certificate.revoked" ||
-        event == "log.truncated_tail")
+        event == "log.truncated_tail" || event == "log.recovered")
         return "ev-bad";
     if (event == "guard.reduce_only" || event.rfind("execution.", 0) == 0) return "ev-warn";
     if (event == "guard.resumed" || event == "review.signed" || event == "incident.acknowledged" ||
@@ -575,7 +575,9 @@ string incidents_section(const PackageView& v, std::optional<TimeNs> to) {
         const auto ts = time_member(l.value, "ts_ns");
         if (!ts) continue;
         last_record = std::max(last_record.value_or(*ts), *ts);
-        if (str(l.value, "event") == "log.truncated_tail") process_stopped = *ts;
+        if (str(l.value, "event") == "log.truncated_tail" ||
+            str(l.value, "event") == "log.recovered")
+            process_stopped = *ts;
     }
     const bool replay = is_replay_log(v.manifest);
     std::ostringstream s;

@@ -54,7 +54,7 @@ bool agent_event_on_timeline(const std::string& event, const json& payload) {
     }
     return event.rfind("incident.", 0) == 0 || event == "guard.halted" ||
            event == "guard.resumed" || event == "guard.rotated" || event == "certificate.revoked" ||
-           event == "log.truncated_tail" || event == "review.signed" ||
+           event == "log.truncated_tail" || event == "log.recovered" || event == "review.signed" ||
            event == "baseline.approved";
 }
 
@@ -148,6 +148,17 @@ std::string detail_of(const std::string& event, const json& p) {
         }
     }
     if (event == "log.truncated_tail") add("torn last line cut: " + str(p, "reason"));
+    if (event == "log.recovered" && p.is_object()) {
+        const auto n = [&](const char* k) {
+            const auto it = p.find(k);
+            return it != p.end() && it->is_number_unsigned() ? it->get<std::uint64_t>() : 0;
+        };
+        add("the process had stopped; " + std::to_string(n("count")) +
+            " decision(s) and event(s) recovered from its journal");
+        if (n("damaged_slots") + n("missing_entries") != 0)
+            add(std::to_string(n("damaged_slots")) + " damaged and " +
+                std::to_string(n("missing_entries")) + " missing journal entries");
+    }
     add(str(p, "reason"));
     add(str(p, "note"));
     return d;
