@@ -30,12 +30,12 @@
 #include <nlohmann/json.hpp>
 
 #include "kakunin/audit_verify.hpp"
+#include "kakunin/postgres.hpp"
 #include "kakunin/software_kms.hpp"
 #include "kakunin/testing.hpp"
+#include "pg_test_support.hpp"
 #include "support.hpp"
 #include "temp_dir.hpp"
-
-extern char** environ;
 
 using namespace kakunin;
 
@@ -259,6 +259,7 @@ struct CrashLog {
     std::vector<std::string> child_args;  ///< after DIR RUN signed|unsigned journal|no-journal
     std::function<std::shared_ptr<AuditSink>()> open_sink;
     std::string journal_path;  ///< empty: the sink's own
+    std::string log_id;        ///< empty: the agent id
     /// Calls `fn` with each complete line of the log as it is now (a torn last line left out),
     /// from about byte `from` on (earlier lines may come too), and returns the log's size.
     std::function<std::uint64_t(std::uint64_t from,
@@ -351,6 +352,7 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
         options.audit->record_signatures = signed_records;
         options.audit->journal = journal;
         options.audit->journal_path = log.journal_path;
+        options.audit->log_id = log.log_id;
         Guard guard(creds, clock, options);
         REQUIRE(guard.audit() != nullptr);
         REQUIRE(guard.audit()->wait_durable(std::chrono::seconds(30)));
@@ -463,4 +465,40 @@ TEST_CASE(
     "records)",
     "[crash]") {
     file_kill_test(false);
+}
+
+TEST_CASE(
+    "kill -9 of a trading process 5 times on one PostgreSQL log with a journal file loses no "
+    "allowed decision",
+    "[crash][postgres]") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::TempDir dir("kakunin-crash-pg");
+    SystemClock clock;
+    const GuardCredentials creds = write_crash_credentials(dir.path().string(), clock);
+    const std::string conninfo = db.app(), log_id = crash_agent;
+    CrashLog log;
+    log.journal_path = dir / "pg.journal";  // a PostgreSQL sink names none
+    log.log_id = log_id;
+    log.child_args = {"postgres", conninfo, log_id, log.journal_path};
+    log.open_sink = [conninfo, log_id] {
+        PostgresAuditSinkOptions options;
+        options.log_id = log_id;
+        return std::make_shared<PostgresAuditSink>(conninfo, options);
+    };
+    auto read_back = [conninfo, log_id] {
+        PostgresAuditSinkOptions options;
+        options.log_id = log_id;
+        PostgresAuditSink sink(conninfo, options);
+        std::vector<std::string> lines;
+        sink.for_each_line([&](std::string_view l) { lines.emplace_back(l); });
+        return lines;
+    };
+    log.each_line = [read_back](std::uint64_t, const std::function<void(const std::string&)>& fn) {
+        for (const auto& line : read_back()) fn(line);
+        return std::uint64_t{0};
+    };
+    log.verify = [read_back](const AuditCertificates& certs, const AuditVerifyOptions& vo) {
+        return verify_audit_lines(read_back(), certs, vo);
+    };
+    kill_and_restart(log, creds, dir.path().string(), true, 5);
 }
