@@ -169,6 +169,7 @@ struct ChildLife {
     std::vector<std::string> ids;
     std::string problem;
     steady::duration startup{};  ///< from spawn to its "ready"
+    bool ready = false;
 };
 
 /// Reads what is there (waiting at most `timeout_ms`, -1: until something comes); false at EOF.
@@ -187,7 +188,10 @@ bool read_some(int fd, std::string& into, int timeout_ms) {
 
 /// Spawns the child with `args`, waits for its "ready", reads its ids for `window`, kills it
 /// with SIGKILL, and keeps what it wrote before it died (all of it was returned by check()).
-ChildLife live_and_die(const std::vector<std::string>& args, std::chrono::milliseconds window) {
+/// `in_startup`: the kill comes `window` after the spawn instead, ready or not (while the child
+/// opens the log and recovers what the last one left in the journal).
+ChildLife live_and_die(const std::vector<std::string>& args, std::chrono::milliseconds window,
+                       bool in_startup = false) {
     ChildLife life;
     int fds[2];
     REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
@@ -218,18 +222,22 @@ ChildLife live_and_die(const std::vector<std::string>& args, std::chrono::millis
         return life;
     }
     std::string out;
-    const steady::time_point give_up = spawned + std::chrono::seconds(60);
     bool open = true;
-    while (open && out.find('\n') == std::string::npos && steady::now() < give_up)
-        open = read_some(fds[0], out, 100);
-    const bool ready = out.rfind("ready\n", 0) == 0;
-    life.startup = steady::now() - spawned;
-    if (ready) {
-        const steady::time_point kill_at = steady::now() + window;
-        for (steady::time_point now; open && (now = steady::now()) < kill_at;) {
+    auto read_until = [&](steady::time_point until, bool until_ready) {
+        for (steady::time_point now; open && (now = steady::now()) < until;) {
+            if (until_ready && out.find('\n') != std::string::npos) return;
             const auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(kill_at - now).count();
-            open = read_some(fds[0], out, static_cast<int>(left) + 1);
+                std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+            open = read_some(fds[0], out, static_cast<int>(std::min<long long>(left, 100)) + 1);
+        }
+    };
+    if (in_startup) {
+        read_until(spawned + window, false);
+    } else {
+        read_until(spawned + std::chrono::seconds(60), true);
+        if (out.rfind("ready\n", 0) == 0) {
+            life.startup = steady::now() - spawned;
+            read_until(steady::now() + window, false);
         }
     }
     ::kill(pid, SIGKILL);
@@ -239,7 +247,8 @@ ChildLife live_and_die(const std::vector<std::string>& args, std::chrono::millis
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    if (!ready) {
+    const bool ready = life.ready = out.rfind("ready\n", 0) == 0;
+    if (!ready && !(in_startup && out.empty())) {
         life.problem = "the child did not get ready: '" + out + "' (its messages are on stderr)";
     } else if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
         life.problem = "the child ended before the kill, status " + std::to_string(status) +
@@ -280,7 +289,7 @@ std::string order_id_of(const std::string& line) {
 
 /// The run number in an id "c<run>-<n>", or -1.
 int run_of(const std::string& id) {
-    if (id.size() < 4 || id[0] != 'c') return -1;
+    if (id.size() < 3 || id[0] != 'c') return -1;
     return std::atoi(id.c_str() + 1);
 }
 
@@ -302,21 +311,36 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
     std::mt19937 random(seed);
     std::uniform_int_distribution<int> window_ms(30, 300);
 
+    // The lives: `runs` killed under load, and after every fifth of them one killed while it
+    // starts (opening the log, recovering the last one's entries), numbered from 101.
+    struct Life {
+        int run;
+        bool in_startup;
+    };
+    std::vector<Life> lives;
+    for (int run = 1; run <= runs; ++run) {
+        lives.push_back({run, false});
+        if (run % 5 == 0) lives.push_back({100 + run / 5, true});
+    }
+
     std::unordered_map<std::string, int> reported;  // id -> the run that reported it
     std::uint64_t log_size = 0;
-    std::vector<std::size_t> missing_at_kill(static_cast<std::size_t>(runs) + 1, 0);
-    for (int run = 1; run <= runs; ++run) {
-        std::vector<std::string> args{dir, std::to_string(run),
+    std::map<int, std::size_t> missing_at_kill;  // run -> reported ids the log lacked at the kill
+    long long startup_ms = 50;                   // the last startup under load
+    for (const Life& l : lives) {
+        std::vector<std::string> args{dir, std::to_string(l.run),
                                       signed_records ? "signed" : "unsigned",
                                       journal ? "journal" : "no-journal"};
         args.insert(args.end(), log.child_args.begin(), log.child_args.end());
-        const std::chrono::milliseconds window(window_ms(random));
-        const ChildLife life = live_and_die(args, window);
-        INFO("run " << run << ": " << life.problem);
+        const std::chrono::milliseconds window(
+            l.in_startup ? std::uniform_int_distribution<long long>(0, startup_ms)(random)
+                         : window_ms(random));
+        const ChildLife life = live_and_die(args, window, l.in_startup);
+        INFO("run " << l.run << ": " << life.problem);
         REQUIRE(life.problem.empty());
         // What the log held when the child died: the rest only the journal has.
         std::size_t in_log = 0;
-        const std::string prefix = "c" + std::to_string(run) + "-";
+        const std::string prefix = "c" + std::to_string(l.run) + "-";
         std::unordered_map<std::string, bool> of_run;
         for (const auto& id : life.ids) of_run[id] = false;
         log_size = log.each_line(log_size, [&](const std::string& line) {
@@ -328,17 +352,26 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
                 ++in_log;
             }
         });
-        missing_at_kill[static_cast<std::size_t>(run)] = life.ids.size() - in_log;
-        std::printf(
-            "  run %2d: started in %4lld ms, killed after %3lld ms: %6zu allowed, %5zu "
-            "not yet in the log\n",
-            run,
-            static_cast<long long>(
-                std::chrono::duration_cast<std::chrono::milliseconds>(life.startup).count()),
-            static_cast<long long>(window.count()), life.ids.size(), life.ids.size() - in_log);
+        missing_at_kill[l.run] = life.ids.size() - in_log;
+        if (l.in_startup) {
+            std::printf(
+                "  run %3d: killed %3lld ms after the spawn (%s): %6zu allowed, %5zu not "
+                "yet in the log\n",
+                l.run, static_cast<long long>(window.count()),
+                life.ready ? "after its start" : "while starting", life.ids.size(),
+                life.ids.size() - in_log);
+        } else {
+            startup_ms =
+                std::chrono::duration_cast<std::chrono::milliseconds>(life.startup).count();
+            std::printf(
+                "  run %3d: started in %4lld ms, killed after %3lld ms: %6zu allowed, "
+                "%5zu not yet in the log\n",
+                l.run, startup_ms, static_cast<long long>(window.count()), life.ids.size(),
+                life.ids.size() - in_log);
+        }
         for (const auto& id : life.ids) {
             INFO("id " << id);
-            REQUIRE(reported.emplace(id, run).second);  // the child never reports an id twice
+            REQUIRE(reported.emplace(id, l.run).second);  // the child never reports an id twice
         }
     }
 
@@ -360,7 +393,9 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
     }
 
     std::unordered_map<std::string, int> in_orders;  // id -> order.* records naming it
-    std::map<int, std::uint64_t> recovered_after;    // run -> log.recovered counts after its kill
+    // run -> the counts of the log.recovered records that follow its entries (recovered after
+    // its kill: entries are recovered in order, then the record)
+    std::map<int, std::uint64_t> recovered_after;
     std::size_t recovered_records = 0, lines_read = 0;
     int last_run = 0;
     log.each_line(0, [&](const std::string& line) {
@@ -368,7 +403,7 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
         const std::string id = order_id_of(line);
         if (!id.empty()) {
             ++in_orders[id];
-            last_run = std::max(last_run, run_of(id));
+            last_run = run_of(id);
         } else if (line.find("\"event\":\"log.recovered\"") != std::string::npos) {
             const json j = json::parse(line);
             ++recovered_records;
@@ -380,10 +415,11 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
         "reopen recovered %llu entries\n",
         lines_read, reported.size(), recovered_records,
         static_cast<unsigned long long>(recovered_at_reopen));
-    for (int run = 1; run <= runs; ++run)
-        std::printf("  kill %2d: %5zu reported ids not yet in the log, %5llu entries recovered\n",
-                    run, missing_at_kill[static_cast<std::size_t>(run)],
-                    static_cast<unsigned long long>(recovered_after[run]));
+    for (const Life& l : lives)
+        std::printf(
+            "  kill of run %3d: %5zu reported ids not yet in the log, %5llu entries "
+            "recovered after it\n",
+            l.run, missing_at_kill[l.run], static_cast<unsigned long long>(recovered_after[l.run]));
 
     std::vector<std::string> lost, repeated;
     for (const auto& [id, run] : reported) {
