@@ -37,6 +37,8 @@
 #include "support.hpp"
 #include "temp_dir.hpp"
 
+extern char** environ;
+
 using namespace kakunin;
 
 namespace {
