@@ -321,6 +321,9 @@ TEST_CASE(
     options.audit = AuditTrailOptions{sink};
     options.audit->record_signatures = false;
     options.audit->sink_failure_grace = 200ms;
+    // Entries stay in the trail's queue until durable: a queue larger than the sink's bound, so
+    // that the outage reaches the bound.
+    options.audit->queue_capacity = 4 * max_lines;
     std::uint64_t queued = 0, allowed = 0, refused = 0;
     std::size_t max_pending = 0, max_pending_bytes = 0;
     {

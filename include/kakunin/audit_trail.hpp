@@ -32,6 +32,7 @@
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
+#include "kakunin/detail/audit_entry.hpp"
 #include "kakunin/detail/spsc_ring.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/lifecycle.hpp"
@@ -105,65 +106,8 @@ struct AuditTrailCounters {
     /// Entries this trail found in its journal at open that the log did not hold, and recorded
     /// (with a `log.recovered` record) before anything else.
     std::uint64_t recovered = 0;
-    bool healthy = true;              ///< false while orders are refused for the audit's sake
+    bool healthy = true;  ///< false while orders are refused for the audit's sake
 };
-
-namespace detail {
-
-/// One queue entry: a decision and the order's text, a state change, an amend or cancel
-/// decision, or an execution report as applied. Fixed size.
-struct AuditEntry {
-    static constexpr std::size_t text_capacity = 1024;
-    enum class Kind : std::uint8_t { order, state, json, amend, cancel, execution };
-    Kind kind = Kind::order;
-    TimeNs ts_ns = 0;
-    Decision decision;
-    Side side = Side::buy;
-    Decimal quantity, price, reference_price;
-    bool has_reference = false;
-    /// Kind::amend: which of quantity and price the amend gives. Kind::execution: which of them
-    /// the report type carries (a fill both, a mark the price).
-    bool has_quantity = false, has_price = false;
-    /// Kind::execution: the report's type and what applying it did (`result.problem` is static
-    /// text, so the pointer is all the entry keeps).
-    ExecutionType exec_type = ExecutionType::ack;
-    ExecutionResult result;
-    std::uint32_t instrument_length = 0;  ///< Kind::execution: before truncation
-    /// Lengths of client_order_id, instrument, counterparty, region, reasoning (for a state
-    /// change: event, by, reason; for an amend or cancel: client_order_id; for an execution:
-    /// instrument, client_order_id) as stored, and the last field's full length before
-    /// truncation (the reasoning, the reason or the id).
-    std::uint16_t length[5] = {};
-    std::uint32_t reasoning_length = 0;
-    /// Kind::json: the payload, owned by the entry until the writer has appended it (cold paths
-    /// only; the event name is field 0).
-    std::string* payload = nullptr;
-    char text[text_capacity];
-
-    /// Copies the fields in order: each but the last up to max_order_field_length bytes (the
-    /// Guard rejects an order with a longer id, instrument, counterparty or region), the last
-    /// (reasoning, reason) in the rest, its full length kept beside it.
-    void set_text(const std::string_view* fields, std::size_t n) noexcept {
-        static_assert(4 * max_order_field_length < text_capacity, "room for the reasoning");
-        std::size_t used = 0;
-        for (std::size_t i = 0; i < n && i < 5; ++i) {
-            const std::size_t room = text_capacity - used;
-            const std::size_t cap =
-                i + 1 < n ? std::min<std::size_t>(room, max_order_field_length) : room;
-            const std::size_t len = std::min(fields[i].size(), cap);
-            if (len != 0) std::memcpy(text + used, fields[i].data(), len);  // data() may be null
-            length[i] = static_cast<std::uint16_t>(len);
-            used += len;
-        }
-    }
-    std::string_view field(std::size_t i) const noexcept {
-        std::size_t offset = 0;
-        for (std::size_t k = 0; k < i; ++k) offset += length[k];
-        return {text + offset, length[i]};
-    }
-};
-
-}  // namespace detail
 
 class AuditTrail {
 public:
@@ -213,7 +157,7 @@ public:
         const std::string_view fields[5] = {o.client_order_id, o.instrument, o.counterparty,
                                             o.region, o.reasoning};
         e->set_text(fields, 5);
-        m_queue.publish();
+        publish();
         return true;
     }
     /// Queues a state change (halt, resume, revocation, rotation, CRL update, reduce-only). It
@@ -227,24 +171,15 @@ public:
         const std::string_view fields[3] = {event, by, reason};
         e->set_text(fields, 3);
         e->reasoning_length = static_cast<std::uint32_t>(reason.size());
-        m_queue.publish();
+        publish();
         return true;
     }
 
-    /// Queues an event with a JSON object payload (incidents, approvals). Cold paths only: it
-    /// allocates. Like push_state it may use the state changes' reserve; returns false only
-    /// when the queue is completely full.
-    bool push_event(TimeNs at, std::string_view event, std::string payload_json) {
-        detail::AuditEntry* e = claim_below(m_queue.capacity());
-        if (e == nullptr) return false;
-        e->kind = detail::AuditEntry::Kind::json;
-        e->ts_ns = at;
-        e->payload = new std::string(std::move(payload_json));
-        const std::string_view fields[1] = {event};
-        e->set_text(fields, 1);
-        m_queue.publish();
-        return true;
-    }
+    /// Queues an event with a JSON object payload (incidents, approvals, cancel lists). Cold
+    /// paths only. The payload takes as many consecutive entries as it needs (about 1,000 bytes
+    /// each), all or none; like push_state it may use the state changes' reserve. Returns false
+    /// only when the queue has no room for all of them.
+    bool push_event(TimeNs at, std::string_view event, std::string_view payload_json) noexcept;
 
     // ---- producer side: the order lifecycle (docs/lifecycle.md), same contract as push_order:
     // noexcept, allocation-free, called with the Guard's hot lock held ----
@@ -270,7 +205,7 @@ public:
         e->reasoning_length = static_cast<std::uint32_t>(a.client_order_id.size());
         const std::string_view fields[1] = {a.client_order_id};
         e->set_text(fields, 1);
-        m_queue.publish();
+        publish();
         return true;
     }
     /// Queues a cancel request's decision; false as for push_amend.
@@ -289,7 +224,7 @@ public:
         e->reasoning_length = static_cast<std::uint32_t>(c.client_order_id.size());
         const std::string_view fields[1] = {c.client_order_id};
         e->set_text(fields, 1);
-        m_queue.publish();
+        publish();
         return true;
     }
     /// Queues an execution report as applied at `at`: `instrument` and `side` are the ones that
@@ -315,9 +250,12 @@ public:
         // The id last: it gets the room an id too long to be working may need.
         e->instrument_length = static_cast<std::uint32_t>(instrument.size());
         e->reasoning_length = static_cast<std::uint32_t>(r.client_order_id.size());
-        const std::string_view fields[2] = {instrument, r.client_order_id};
-        e->set_text(fields, 2);
-        m_queue.publish();
+        e->result.problem = nullptr;  // kept as text: the entry holds no address
+        const std::string_view fields[3] = {
+            instrument, result.problem != nullptr ? result.problem : std::string_view(),
+            r.client_order_id};
+        e->set_text(fields, 3);
+        publish();
         return true;
     }
 
@@ -334,7 +272,14 @@ private:
     /// it waits for the writer to make room first (producer side, noexcept, no allocation).
     detail::AuditEntry* claim_below(std::size_t limit) noexcept {
         if (m_queue.size() >= limit && !(m_block_when_full && wait_for_room(limit))) return nullptr;
-        return m_queue.claim();
+        m_claimed = m_queue.claim();
+        return m_claimed != nullptr ? &m_claimed->entry : nullptr;
+    }
+    /// Hands the claimed entry to the writer; with a journal, seals its slot first (checksum and
+    /// sequence number into the mapped file: what a later process recovers).
+    void publish() noexcept {
+        if (m_journaled) m_claimed->seal(m_next_jseq++);
+        m_queue.publish();
     }
     /// block_when_full: waits until fewer than `limit` entries are queued. False, without
     /// waiting any longer, once the sink has failed for longer than the grace or the writer has
@@ -344,10 +289,14 @@ private:
     struct Impl;
     std::unique_ptr<Impl> m_impl;
     /// Filled by the Guard (hot lock held), emptied by the writer thread.
-    detail::SpscRing<detail::AuditEntry> m_queue;
-    std::size_t m_state_reserve;  ///< the last entries of the queue: state changes only
-    std::size_t m_order_limit;    ///< capacity - m_state_reserve: where orders must stop
-    std::size_t m_reserve;        ///< of m_order_limit, kept for rejections
+    /// The slots are the journal's mapped file when there is a journal.
+    detail::SpscRing<detail::JournalSlot> m_queue;
+    detail::JournalSlot* m_claimed = nullptr;  ///< producer side: the slot being filled
+    bool m_journaled;
+    std::uint64_t m_next_jseq = 1;  ///< producer side: the next slot's sequence number
+    std::size_t m_state_reserve;    ///< the last entries of the queue: state changes only
+    std::size_t m_order_limit;      ///< capacity - m_state_reserve: where orders must stop
+    std::size_t m_reserve;          ///< of m_order_limit, kept for rejections
     bool m_block_when_full;
     std::atomic<bool> m_healthy{true};
     /// The sink has failed for longer than the grace (set by the watchdog).

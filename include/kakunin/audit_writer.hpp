@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,6 +36,9 @@ struct AuditWriterOptions {
     /// (simulated time), so a backwards step of the Clock never postpones one. Checked by
     /// append() and maybe_checkpoint().
     TimeNs checkpoint_interval_ns = 0;
+    /// Called at open with each record the sink already holds, in order (the audit trail's
+    /// journal learns from it which of its entries the log holds).
+    std::function<void(const AuditRecord& record)> on_existing_record;
 };
 
 /// Single-threaded by design: one thread (the Guard's background audit thread) owns the writer;

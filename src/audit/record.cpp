@@ -22,6 +22,7 @@ constexpr std::string_view kDocumentedEvents[] = {
     audit_event::baseline_approved,
     audit_event::review_signed,
     audit_event::log_truncated_tail,
+    audit_event::log_recovered,
     audit_event::guard_rotated,
     audit_event::guard_crl_updated,
     audit_event::ca_initialised,

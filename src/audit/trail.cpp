@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "journal.hpp"
 #include "kakunin/audit_writer.hpp"
 #include "kakunin/replay.hpp"
 
@@ -118,8 +120,8 @@ std::string execution_payload(const detail::AuditEntry& e) {
     p["instrument"] = std::string(e.field(0));
     if (e.instrument_length > e.length[0]) p["instrument_truncated_from"] = e.instrument_length;
     if (!mark) {
-        p["client_order_id"] = std::string(e.field(1));
-        if (e.reasoning_length > e.length[1])
+        p["client_order_id"] = std::string(e.field(2));
+        if (e.reasoning_length > e.length[2])
             p["client_order_id_truncated_from"] = e.reasoning_length;
         p["side"] = to_string(e.side);
     }
@@ -129,7 +131,7 @@ std::string execution_payload(const detail::AuditEntry& e) {
     p["unknown_order"] = e.result.unknown_order;
     p["order_closed"] = e.result.order_closed;
     p["reduce_only_entered"] = e.result.reduce_only_entered;
-    if (e.result.problem != nullptr) p["problem"] = e.result.problem;
+    if (e.length[1] != 0) p["problem"] = std::string(e.field(1));
     if (!known_type(e.exec_type))  // recorded, never dropped, and said to be what it is
         p["problem"] = "execution report of unknown type " +
                        std::to_string(static_cast<unsigned>(e.exec_type)) + " (recorded as ack)";
@@ -160,6 +162,31 @@ std::string_view order_event(Verdict v) {
         case Verdict::reject: return audit_event::order_rejected;
     }
     return audit_event::order_rejected;
+}
+
+/// The record an entry makes: its event and payload. A JSON event's `parts` entries (the entry
+/// itself is part 0) give their pieces of the payload in order.
+template <class PartAt>
+std::pair<std::string_view, std::string> record_of(const detail::AuditEntry& e, PartAt part_at) {
+    switch (e.kind) {
+        case detail::AuditEntry::Kind::order:
+            return {order_event(e.decision.verdict), order_payload(e)};
+        case detail::AuditEntry::Kind::state: return {e.field(0), state_payload(e)};
+        case detail::AuditEntry::Kind::json: {
+            std::string payload;
+            payload.reserve(e.reasoning_length);
+            for (std::uint32_t k = 0; k < e.parts; ++k) payload.append(part_at(k).field(1));
+            return {e.field(0), std::move(payload)};
+        }
+        default: return lifecycle_record(e);
+    }
+}
+
+/// Records the trail's writer makes of its own, from no entry: the rest of a log's records
+/// are its entries', in order (how the journal's recovery knows which entries the log holds).
+bool made_by_writer(std::string_view event) {
+    return event == audit_event::log_truncated_tail || event == audit_event::log_recovered ||
+           event == audit_event::audit_unrecorded_rejections;
 }
 
 }  // namespace
@@ -193,9 +220,108 @@ struct AuditTrail::Impl {
         AuditSigner signer{*kms, key, fp};
         std::optional<AuditSigner> record_signer;
         if (options.record_signatures) record_signer = signer;
+        where = "audit trail " + options.log_id + " (sink " + options.sink->name() + "): ";
+        const std::size_t capacity = std::max<std::size_t>(options.queue_capacity, 16);
+        if (options.journal) {
+            if (options.journal_path.empty()) options.journal_path = options.sink->journal_path();
+            if (!options.journal_path.empty())
+                journal = std::make_unique<audit_detail::Journal>(options.journal_path,
+                                                                  options.log_id, capacity);
+        }
+        // What the log already holds after the journal's watermark: its entries' records.
+        const audit_detail::Journal::Mark mark = journal ? journal->mark() : Mark{};
+        std::uint64_t existing = 0;
+        std::vector<Held> held;
+        std::uint64_t held_count = 0;
+        if (journal)
+            w.on_existing_record = [&](const AuditRecord& r) {
+                ++existing;
+                if (r.seq < mark.records || made_by_writer(r.event)) return;
+                if (held.size() < capacity) held.push_back({r.seq, r.event, r.ts_ns});
+                ++held_count;
+            };
         writer =
             std::make_unique<AuditLogWriter>(*options.sink, event_clock, signer, w, record_signer);
-        where = "audit trail " + options.log_id + " (sink " + options.sink->name() + "): ";
+        if (journal) recover(mark, existing, held, held_count, capacity);
+    }
+
+    using Mark = audit_detail::Journal::Mark;
+    /// A record of the log after the journal's watermark that came from an entry.
+    struct Held {
+        std::uint64_t seq;
+        std::string event;
+        TimeNs ts_ns;
+    };
+
+    /// Records, in order, the journal's entries the log does not hold (a process that died
+    /// before its writer made them durable), then `log.recovered`; makes them durable and moves
+    /// the watermark past them. Throws (the trail does not open) when the log and the journal
+    /// disagree: never guesses.
+    void recover(Mark mark, std::uint64_t existing, const std::vector<Held>& held,
+                 std::uint64_t held_count, std::size_t capacity) {
+        const std::string at = "audit journal " + journal->path() + ": ";
+        if (existing < mark.records)
+            throw Error(ErrorCategory::invalid_state,
+                        at + "the log held " + std::to_string(mark.records) +
+                            " records durably and now holds " + std::to_string(existing) +
+                            ": it was cut or replaced. If that was deliberate, remove the journal "
+                            "too (the entries it holds are then not recorded)");
+        const audit_detail::Journal::Found found = journal->scan(mark.jseq);
+        // The entries, grouped into records (a JSON event's parts make one).
+        std::vector<std::size_t> starts;
+        for (std::size_t i = 0; i < found.entries.size();) {
+            starts.push_back(i);
+            const detail::AuditEntry& e = found.entries[i];
+            i += e.kind == detail::AuditEntry::Kind::json ? e.parts : 1;
+        }
+        // The first `held_count` of them are in the log already; those it shows must be the
+        // same events at the same times, or something else has written the log.
+        const std::size_t compare = std::min<std::size_t>(held.size(), starts.size());
+        for (std::size_t g = 0; g < compare; ++g) {
+            const detail::AuditEntry& e = found.entries[starts[g]];
+            const auto rec = record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
+                return found.entries[starts[g] + k];
+            });
+            if (rec.first != held[g].event || (e.ts_ns != 0 && e.ts_ns != held[g].ts_ns))
+                throw Error(ErrorCategory::invalid_state,
+                            at + "the log's record seq " + std::to_string(held[g].seq) + " (" +
+                                held[g].event + " at " + std::to_string(held[g].ts_ns) +
+                                " ns) is not the journal's entry " +
+                                std::to_string(found.jseqs[starts[g]]) + " (" +
+                                std::string(rec.first) + " at " + std::to_string(e.ts_ns) +
+                                " ns): something else has written the log since; nothing was "
+                                "recorded. Move the journal aside to open the log without it");
+        }
+        std::uint64_t count = 0, first = 0, last = 0;
+        for (std::size_t g = held_count; g < starts.size(); ++g) {
+            const detail::AuditEntry& e = found.entries[starts[g]];
+            const auto rec = record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
+                return found.entries[starts[g] + k];
+            });
+            event_clock.set(e.ts_ns);
+            writer->append(rec.first, rec.second);
+            event_clock.clear();
+            if (count++ == 0) first = found.jseqs[starts[g]];
+            last = found.jseqs[starts[g]];
+        }
+        if (count != 0 || found.damaged != 0 || found.missing != 0) {
+            nlohmann::json p;
+            p["count"] = count;
+            p["first_entry"] = first;
+            p["last_entry"] = last;
+            p["already_in_log"] = std::min<std::uint64_t>(held_count, starts.size());
+            p["damaged_slots"] = found.damaged;
+            p["missing_entries"] = found.missing;
+            p["journal"] = journal->path();
+            writer->append(audit_event::log_recovered, p.dump());
+        }
+        writer->flush();
+        const std::uint64_t newest = std::max(mark.jseq, found.last_jseq);
+        journal->set_mark({newest, writer->size()});
+        journal->sync();  // were it lost, the records just made would show the entries as held
+        if (journal->capacity() != capacity) journal->reshape(capacity);
+        next_jseq = newest + 1;
+        recovered = count;
     }
 
     /// One message to the error handler at a time; a throwing handler is ignored.
@@ -223,7 +349,10 @@ struct AuditTrail::Impl {
     EventClock event_clock;
     std::shared_ptr<Kms> kms;
     std::unique_ptr<AuditLogWriter> writer;
-    std::string where;  ///< "audit trail LOG (sink NAME): ", for messages
+    std::unique_ptr<audit_detail::Journal> journal;  ///< null: no journal
+    std::uint64_t next_jseq = 1;  ///< the first sequence number this trail's entries take
+    std::uint64_t recovered = 0;  ///< entries recovered from the journal at open
+    std::string where;            ///< "audit trail LOG (sink NAME): ", for messages
     std::atomic<std::uint64_t> durable_entries{0};  ///< queue entries whose records are durable
     std::atomic<std::uint64_t> sink_failures{0};
     /// Monotonic time (ns) of the first failure of the current outage; 0 while the sink works.
@@ -242,7 +371,10 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
                        KeyHandle key, std::string agent_id, std::string cert_fp)
     : m_impl(std::make_unique<Impl>(std::move(options), clock, std::move(kms), std::move(key),
                                     std::move(agent_id), std::move(cert_fp))),
-      m_queue(std::max<std::size_t>(m_impl->options.queue_capacity, 16)),
+      m_queue(std::max<std::size_t>(m_impl->options.queue_capacity, 16),
+              m_impl->journal ? m_impl->journal->slots() : nullptr),
+      m_journaled(m_impl->journal != nullptr),
+      m_next_jseq(m_impl->next_jseq),
       m_state_reserve(
           std::clamp<std::size_t>(m_impl->options.state_reserve, 1, m_queue.capacity() / 4)),
       m_order_limit(m_queue.capacity() - m_state_reserve),
@@ -285,14 +417,36 @@ AuditTrail::~AuditTrail() {
     }
     m_impl->watch_wake.notify_all();
     if (m_watchdog.joinable()) m_watchdog.join();
-    // Entries the writer never took still own their payloads.
-    while (detail::AuditEntry* e = m_queue.front()) {
-        if (e->kind == detail::AuditEntry::Kind::json) {
-            delete e->payload;
-            e->payload = nullptr;
-        }
-        m_queue.pop();
+}
+
+bool AuditTrail::push_event(TimeNs at, std::string_view event,
+                            std::string_view payload_json) noexcept {
+    // Part 0 holds the event name and the first piece; every later part a piece of its own.
+    constexpr std::size_t room = detail::AuditEntry::text_capacity;
+    const std::size_t head = std::min(event.size(), max_order_field_length);
+    const std::size_t first = room - head;
+    const std::size_t rest = payload_json.size() > first ? payload_json.size() - first : 0;
+    const std::size_t parts = 1 + (rest + room - 1) / room;
+    if (parts > m_queue.capacity() / 2) return false;  // never more than half the queue
+    const std::size_t limit = m_queue.capacity() - (parts - 1);
+    if (m_queue.size() >= limit && !(m_block_when_full && wait_for_room(limit))) return false;
+    std::size_t offset = 0;
+    for (std::size_t k = 0; k < parts; ++k) {
+        detail::AuditEntry* e = claim_below(m_queue.capacity());
+        if (e == nullptr) return false;  // cannot happen: the room was there and only we push
+        e->kind = detail::AuditEntry::Kind::json;
+        e->ts_ns = at;
+        e->part = static_cast<std::uint32_t>(k);
+        e->parts = static_cast<std::uint32_t>(parts);
+        e->reasoning_length = static_cast<std::uint32_t>(payload_json.size());
+        const std::size_t piece = std::min(payload_json.size() - offset, k == 0 ? first : room);
+        const std::string_view fields[2] = {k == 0 ? event.substr(0, head) : std::string_view(),
+                                            payload_json.substr(offset, piece)};
+        e->set_text(fields, 2);
+        offset += piece;
+        publish();
     }
+    return true;
 }
 
 const std::string& AuditTrail::log_id() const noexcept { return m_impl->options.log_id; }
@@ -305,6 +459,7 @@ AuditTrailCounters AuditTrail::counters() const noexcept {
     c.unrecorded_reports = m_unrecorded_reports.load(std::memory_order_relaxed);
     c.sink_failures = m_impl->sink_failures.load(std::memory_order_relaxed);
     c.healthy = m_healthy.load(std::memory_order_relaxed);
+    c.recovered = m_impl->recovered;
     return c;
 }
 
@@ -421,13 +576,23 @@ void AuditTrail::run() noexcept {
         }
     } done{im};
     std::uint64_t appended_entries = 0;  // entries whose records the writer has queued
+    std::uint64_t in_queue = 0;          // of those, the ones still in the queue (not durable yet)
+    std::uint64_t appended_jseq = im.next_jseq - 1;  // the journal number of the last appended
+    auto last_journal_sync = std::chrono::steady_clock::now();
+    std::uint64_t synced_head = 0;  // entries pushed when the journal was last synced
+    bool journal_sync_failed = false;
     std::chrono::steady_clock::time_point stop_requested{};
     // Unrecorded rejections: how many are in the log, when the last record was made, and the
     // Guard-clock time of the last look that found none new (the period starts there).
     std::uint64_t unrecorded_logged = 0;
     auto unrecorded_recorded_at = std::chrono::steady_clock::now();
     TimeNs unrecorded_quiet_at = im.clock.now_ns();
+    // The records of every appended entry are durable: move the journal's watermark past them,
+    // then give their slots back.
     auto made_durable = [&](std::uint64_t entries) {
+        if (im.journal) im.journal->set_mark({appended_jseq, im.writer->size()});
+        m_queue.pop(in_queue);
+        in_queue = 0;
         im.durable_entries.store(entries, std::memory_order_release);
         std::lock_guard<std::mutex> lock(im.wait_mutex);
         im.durable_changed.notify_all();
@@ -489,23 +654,26 @@ void AuditTrail::run() noexcept {
         const bool backlog = im.writer->pending_lines() > im.options.batch_max;
         std::uint64_t taken = 0;
         if (!backlog) {
-            const std::uint64_t n = std::min<std::uint64_t>(m_queue.size(), im.options.batch_max);
-            for (; taken < n; ++taken) {
-                detail::AuditEntry& e = *m_queue.peek(taken);
+            // Entries stay in the queue (the journal's slots) until their records are durable:
+            // `in_queue` of them are appended already.
+            const std::uint64_t available = m_queue.size() - in_queue;
+            const std::uint64_t n = std::min<std::uint64_t>(available, im.options.batch_max);
+            while (taken < n) {
+                const std::uint64_t at = in_queue + taken;
+                detail::AuditEntry& e = m_queue.peek(at)->entry;
+                const std::uint64_t parts = e.kind == detail::AuditEntry::Kind::json
+                                                ? std::max<std::uint32_t>(e.parts, 1)
+                                                : 1;
+                if (taken + parts > available) break;  // a JSON event's parts still coming
                 const std::uint64_t records_before = im.writer->size();
                 bool queued = false;
                 try {
                     im.event_clock.set(e.ts_ns);
-                    if (e.kind == detail::AuditEntry::Kind::order)
-                        im.writer->append(order_event(e.decision.verdict), order_payload(e));
-                    else if (e.kind == detail::AuditEntry::Kind::state)
-                        im.writer->append(e.field(0), state_payload(e));
-                    else if (e.kind == detail::AuditEntry::Kind::json)
-                        im.writer->append(e.field(0), *e.payload);
-                    else {
-                        const auto record = lifecycle_record(e);
-                        im.writer->append(record.first, record.second);
-                    }
+                    const auto record =
+                        record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
+                            return m_queue.peek(at + k)->entry;
+                        });
+                    im.writer->append(record.first, record.second);
                     queued = true;
                 } catch (const std::exception& x) {
                     // Signing the record failed (nothing queued: retry this entry next round),
@@ -525,13 +693,11 @@ void AuditTrail::run() noexcept {
                 }
                 im.event_clock.clear();
                 if (!queued) break;
-                if (e.kind == detail::AuditEntry::Kind::json) {
-                    delete e.payload;
-                    e.payload = nullptr;
-                }
-                ++appended_entries;
+                appended_jseq = m_queue.peek(at + parts - 1)->jseq.load(std::memory_order_relaxed);
+                taken += parts;
+                appended_entries += parts;
             }
-            m_queue.pop(taken);
+            in_queue += taken;
         }
         // Rejections the full queue could not take: their count goes into the log, at most once
         // per interval and once more before the final checkpoint.
@@ -581,6 +747,25 @@ void AuditTrail::run() noexcept {
         } catch (...) {
             sink_failed("the sink threw something that is not a std::exception (no message)");
         }
+        // What a power loss would keep of the journal: synced at least once per interval while
+        // entries come in (a process crash needs no sync: the kernel has the pages).
+        if (im.journal && m_queue.pushed() != synced_head &&
+            std::chrono::steady_clock::now() - last_journal_sync >=
+                im.options.journal_sync_interval) {
+            synced_head = m_queue.pushed();
+            last_journal_sync = std::chrono::steady_clock::now();
+            const int err = im.journal->sync();
+            if (err != 0 && !journal_sync_failed) {
+                try {
+                    im.report(im.where + "syncing the journal " + im.journal->path() +
+                              " failed: " + std::strerror(err) +
+                              " (a process crash still loses nothing; a power loss may lose "
+                              "entries not yet durable in the log)");
+                } catch (...) {
+                }
+            }
+            journal_sync_failed = err != 0;
+        }
         if (stopping) {
             if (stop_requested == std::chrono::steady_clock::time_point{})
                 stop_requested = std::chrono::steady_clock::now();
@@ -590,6 +775,7 @@ void AuditTrail::run() noexcept {
                 try {
                     im.writer->close();  // the final checkpoint, durable
                     made_durable(appended_entries);
+                    if (im.journal) im.journal->sync();
                     return;
                 } catch (const std::exception& x) {
                     sink_failed(x.what());  // keep trying until the deadline
@@ -614,6 +800,9 @@ void AuditTrail::run() noexcept {
                         message += ", and " + std::to_string(uncounted) +
                                    " unrecorded rejection(s) not counted in the log";
                     if (lost == 0 && uncounted == 0) message += "; the final checkpoint is missing";
+                    if (lost != 0 && im.journal)
+                        message += "; they are kept in the journal " + im.journal->path() +
+                                   " and recorded when a trail next opens this log";
                     const std::string last = im.get_last_error();
                     if (!last.empty()) message += " (last error: " + last + ")";
                     im.report(message, true);

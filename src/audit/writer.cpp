@@ -99,6 +99,7 @@ struct AuditLogWriter::Impl {
                          " was expected");
                 }
                 tree.append(merkle_leaf_hash(parsed.canonical));
+                if (options.on_existing_record) options.on_existing_record(r);
             } else {
                 const AuditCheckpoint& c = parsed.checkpoint;
                 if (c.log_id != options.log_id) {

@@ -290,7 +290,7 @@ void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) 
     bool queued = false;
     try {
         std::lock_guard<detail::SpinLock> lock(m_lock);  // one producer at a time
-        queued = m_audit->push_event(at, event, std::move(payload));
+        queued = m_audit->push_event(at, event, payload);
     } catch (...) {
         report("out of memory queueing a record");
         return;

@@ -27,7 +27,13 @@ class SpscRing {
 public:
     /// `capacity` entries, default-constructed now (throws std::bad_alloc, or
     /// std::invalid_argument for 0).
-    explicit SpscRing(std::size_t capacity) : m_slots(checked(capacity)) {}
+    /// With `slots`, the entries are in memory the caller owns and keeps in place for the
+    /// ring's life (the audit journal's mapped file), used as they are: nothing is constructed
+    /// there.
+    explicit SpscRing(std::size_t capacity, T* slots = nullptr)
+        : m_owned(slots != nullptr ? 0 : checked(capacity)),
+          m_slots(slots != nullptr ? slots : m_owned.data()),
+          m_capacity(checked(capacity)) {}
     SpscRing(const SpscRing&) = delete;
     SpscRing& operator=(const SpscRing&) = delete;
 
@@ -37,8 +43,8 @@ public:
     /// visible to the consumer until publish(); a claim not published is simply reused.
     T* claim() noexcept {
         const std::uint64_t head = m_head.load(std::memory_order_relaxed);
-        if (head - m_tail.load(std::memory_order_acquire) >= m_slots.size()) return nullptr;
-        return &m_slots[head % m_slots.size()];
+        if (head - m_tail.load(std::memory_order_acquire) >= m_capacity) return nullptr;
+        return &m_slots[head % m_capacity];
     }
     /// Hands the slot from the last claim() to the consumer.
     void publish() noexcept {
@@ -54,7 +60,7 @@ public:
     T* peek(std::size_t i) noexcept {
         const std::uint64_t tail = m_tail.load(std::memory_order_relaxed);
         if (m_head.load(std::memory_order_acquire) - tail <= i) return nullptr;
-        return &m_slots[(tail + i) % m_slots.size()];
+        return &m_slots[(tail + i) % m_capacity];
     }
     /// Gives the `n` oldest entries back to the producer (n <= size(), as seen by the consumer).
     void pop(std::size_t n = 1) noexcept {
@@ -69,10 +75,10 @@ public:
         // Tail first: it never passes the head, and the head read after it is no earlier.
         const std::uint64_t tail = m_tail.load(std::memory_order_acquire);
         const std::uint64_t used = m_head.load(std::memory_order_acquire) - tail;
-        return used < m_slots.size() ? static_cast<std::size_t>(used) : m_slots.size();
+        return used < m_capacity ? static_cast<std::size_t>(used) : m_capacity;
     }
     bool empty() const noexcept { return size() == 0; }
-    std::size_t capacity() const noexcept { return m_slots.size(); }
+    std::size_t capacity() const noexcept { return m_capacity; }
     /// Entries published since construction (the head), and popped (the tail).
     std::uint64_t pushed() const noexcept { return m_head.load(std::memory_order_acquire); }
     std::uint64_t popped() const noexcept { return m_tail.load(std::memory_order_acquire); }
@@ -83,7 +89,9 @@ private:
         return capacity;
     }
 
-    std::vector<T> m_slots;
+    std::vector<T> m_owned;  ///< empty when the caller owns the slots
+    T* m_slots;
+    std::size_t m_capacity;
     // Each index on its own cache line: the producer writes one, the consumer the other.
     alignas(64) std::atomic<std::uint64_t> m_head{0};
     alignas(64) std::atomic<std::uint64_t> m_tail{0};
