@@ -4,18 +4,21 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <filesystem>
 #include <new>
 
 #include "kakunin/testing.hpp"
 #include "support.hpp"
+#include "temp_dir.hpp"
 
 #include "allocation_counter.hpp"
 
 using namespace kakunin;
 
-TEST_CASE("check() on a certificate with the audit trail on allocates nothing") {
+namespace {
+
+void check_allocates_nothing(std::shared_ptr<AuditSink> sink) {
     TestAuthority authority;
-    auto sink = std::make_shared<MemoryAuditSink>();
     GuardOptions options;
     options.audit = AuditTrailOptions{sink};
     options.audit->queue_capacity = 8192;
@@ -42,6 +45,19 @@ TEST_CASE("check() on a certificate with the audit trail on allocates nothing") 
     CHECK(allowed_count == 1000);
     REQUIRE(guard.audit()->wait_durable(std::chrono::seconds(10)));
     CHECK(guard.audit()->counters().durable == 2100);
+}
+
+}  // namespace
+
+TEST_CASE("check() on a certificate with the audit trail on allocates nothing") {
+    check_allocates_nothing(std::make_shared<MemoryAuditSink>());
+}
+
+TEST_CASE("check() with the audit trail's write-ahead journal (a file log) allocates nothing") {
+    test::TempDir dir("kakunin-allocation");
+    const std::string log = dir / "agent.jsonl";
+    check_allocates_nothing(std::make_shared<FileAuditSink>(log));
+    CHECK(std::filesystem::file_size(log + ".journal") > 8192 * sizeof(detail::JournalSlot));
 }
 
 TEST_CASE(
