@@ -111,13 +111,29 @@ struct AuditTrailCounters {
     bool healthy = true;  ///< false while orders are refused for the audit's sake
 };
 
+/// One record of the log as a trail opens it (AuditTrail's `on_record`): views valid for the
+/// call only.
+struct OpenedRecord {
+    std::uint64_t seq = 0;
+    TimeNs ts_ns = 0;
+    std::string_view event;
+    std::string_view cert_fp;  ///< the certificate that signed it (recovered entries: this trail's)
+    std::string_view payload;  ///< the payload object's JSON text
+    bool recovered = false;    ///< recorded now, from the write-ahead journal
+};
+
 class AuditTrail {
 public:
     /// Opens the log (continuing what the sink holds) and starts the writer thread. The agent's
     /// key signs checkpoints (and records, unless disabled); `cert_fp` names it. Throws
     /// kakunin::Error if the sink's content does not continue cleanly.
+    /// `on_record`, when set, is called (on this thread, before the constructor returns) with
+    /// every record of the log in seq order: those the sink held, then the ones recovered from
+    /// the journal as they are recorded (how a Guard restores its state, docs/restart.md). What
+    /// it throws fails the construction.
     AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
-               KeyHandle key, std::string agent_id, std::string cert_fp);
+               KeyHandle key, std::string agent_id, std::string cert_fp,
+               std::function<void(const OpenedRecord&)> on_record = {});
     /// Drains the queue, records the count of unrecorded rejections, writes a final checkpoint
     /// and stops the threads. A failing sink is retried until everything is durable or
     /// `shutdown_deadline` passes; then the number of records lost is reported (error_handler).

@@ -159,6 +159,12 @@ struct GuardOptions {
     /// cancels every working order (cancel-on-disconnect). Starts at construction; needs the
     /// incident thread, or process_incidents() called, to fire while no order is checked.
     std::chrono::milliseconds heartbeat_timeout{0};
+    /// With an audit trail: rebuild the state from the log at construction (docs/restart.md):
+    /// halt and reduce-only mode with who and why, revocation, the day's totals, the rate
+    /// windows, working orders and positions, the scorer's recent history, observation, and
+    /// incidents with their deadlines. Off: the Guard starts afresh (and the log says nothing
+    /// of what was in force; for tests and tools only).
+    bool restore = true;
     /// Run incident handling on a background thread (default). Off: the caller drives it with
     /// Guard::process_incidents() (replays on simulated time do, for deterministic results).
     bool incident_thread = true;
@@ -170,6 +176,11 @@ using GuardErrorHandler = std::function<void(std::string_view message)>;
 
 class Guard final : public RevocationListener {
 public:
+    /// The reason check() records for the halt it makes at the revocation level (a restart
+    /// reads it back: that halt revoked the certificate for keyCompromise).
+    static constexpr std::string_view revocation_halt_reason =
+        "automatic halt: anomaly score over the revocation threshold";
+
     /// Limits only: validates and compiles the scope; throws kakunin::Error (invalid_input) if
     /// it is invalid. The clock is borrowed and must outlive the Guard.
     Guard(const Scope& scope, const Clock& clock);
@@ -545,9 +556,7 @@ private:
     void hand_off_anomaly(const Order& order, const Decision& d, bool revoke_now) noexcept {
         if (revoke_now) {
             if (m_audit)
-                m_audit->push_state(d.ts_ns, "guard.halted", "kakunin",
-                                    "automatic halt: anomaly score over the revocation "
-                                    "threshold");
+                m_audit->push_state(d.ts_ns, "guard.halted", "kakunin", revocation_halt_reason);
             push_anomaly(order, d);
         } else if (m_scorer && d.score_ppm >= m_scorer->policy().warn_ppm &&
                    !d.reasons.contains(ReasonCode::halted)) {
@@ -581,6 +590,8 @@ private:
     /// `supersede` false: a halt recorded while an automatic halt is in force; that one stays
     /// the halt a re-enable must name (a manual halt cannot turn it into one a person lifts).
     std::string record(GuardEvent event, bool audited = false, bool supersede = true) noexcept;
+    /// Queues the working ids for on_cancel_all (deliver_cancels() hands them over).
+    void queue_cancel_list(const GuardEvent& halt) noexcept;
     /// The halt in force is lifted (m_admin held): its id can never be lifted again.
     void lift_halt(const std::string& by) noexcept;
     std::string new_id(std::string_view prefix, TimeNs at, std::uint64_t n) const;
@@ -592,7 +603,29 @@ private:
     /// old state: the old engine is left in `limits`, freed by the caller off the hot lock).
     void install(std::unique_ptr<detail::Authority> next, bool new_serial,
                  std::unique_ptr<detail::OrderLimits>* limits = nullptr);
-    void audit_state(const GuardEvent& event) noexcept;
+    /// `in_force`: the automatic halt that stays the one to lift (a halt made on top of it).
+    void audit_state(const GuardEvent& event, const std::string& in_force = {}) noexcept;
+    /// Baseline or observation, and the desk; records nothing (the trail may not exist yet).
+    /// Returns the baseline.approved payload ("" without a baseline) for announce_behaviour().
+    std::string setup_behaviour_quiet(const std::string& agent_id);
+    /// Records the baseline in force and starts the desk's thread where one is needed.
+    void announce_behaviour(const std::string& baseline_payload);
+    /// Validates and installs an approved baseline; returns the baseline.approved payload.
+    std::string install_baseline(const ApprovedBaseline& approved);
+
+    // ---- restart (restore.cpp): the state rebuilt from the log at construction ----
+    struct Restore {
+        std::string fingerprint;            ///< of the certificate in force now
+        bool first = true;                  ///< no record seen yet
+        TimeNs latest = INT64_MIN;          ///< the forward-only time the hot path had reached
+        bool scored = false;                ///< orders from here on were scored (a baseline)
+        std::uint64_t records = 0;          ///< records read
+        std::uint64_t decisions = 0;        ///< requests and reports put through the engines
+        std::vector<std::string> cancelled;  ///< halts whose cancel list is in the log
+    };
+    std::unique_ptr<Restore> m_restore;  ///< during construction only
+    void restore_record(const OpenedRecord& record);
+    void finish_restore();
     void audit_event(TimeNs at, std::string_view event, std::string payload) noexcept;
     void setup_behaviour(const std::string& agent_id);
 

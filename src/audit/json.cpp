@@ -295,6 +295,25 @@ bool is_string(std::string_view v) { return !v.empty() && v.front() == '"'; }
 
 }  // namespace
 
+std::string_view record_payload_text(std::string_view canonical) noexcept {
+    constexpr std::string_view open = ",\"payload\":", close = ",\"seq\":";
+    const std::size_t from = canonical.find(open);
+    const std::size_t to = canonical.rfind(close);
+    if (from == std::string_view::npos || to == std::string_view::npos || to <= from + open.size())
+        return {};
+    return canonical.substr(from + open.size(), to - from - open.size());
+}
+
+std::string_view record_cert_fp(std::string_view canonical) noexcept {
+    constexpr std::string_view open = "\",\"cert_fp\":\"";
+    const std::size_t from = canonical.find(open);
+    if (from == std::string_view::npos) return {};
+    const std::size_t start = from + open.size();
+    const std::size_t end = canonical.find('"', start);
+    if (end == std::string_view::npos) return {};
+    return canonical.substr(start, end - start);
+}
+
 bool is_base64_text(std::string_view s) {
     if (s.empty()) return false;
     for (char c : s) {

@@ -50,6 +50,14 @@ void build_record_text(const RecordTemplate& t, std::string_view event,
 /// ("ts_ns" sorts after "sig").
 std::string record_line(std::string_view canonical, std::string_view sig_b64);
 
+/// Parts of a record's canonical bytes, which order the members by name (agent, cert_fp, event,
+/// kind, log_id, payload, seq, ts_ns): the payload object's text, and the cert_fp string's
+/// content. Empty if `canonical` is not a record's canonical text. No allocation. (A raw `"`
+/// never occurs inside a JSON string, so the first `,"payload":` is the top-level member and
+/// the last `,"seq":` the one after it.)
+std::string_view record_payload_text(std::string_view canonical) noexcept;
+std::string_view record_cert_fp(std::string_view canonical) noexcept;
+
 /// Non-empty and only base64 characters (the `sig` of a record).
 bool is_base64_text(std::string_view s);
 

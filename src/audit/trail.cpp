@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "journal.hpp"
+#include "json.hpp"
 #include "kakunin/audit_writer.hpp"
 #include "kakunin/replay.hpp"
 
@@ -207,7 +208,7 @@ std::int64_t to_ns(std::chrono::milliseconds d) noexcept {
 
 struct AuditTrail::Impl {
     Impl(AuditTrailOptions o, const Clock& c, std::shared_ptr<Kms> k, KeyHandle key,
-         std::string agent, std::string fp)
+         std::string agent, std::string fp, std::function<void(const OpenedRecord&)> on_record)
         : options(std::move(o)), clock(c), event_clock(c), kms(std::move(k)) {
         if (!options.sink) throw Error(ErrorCategory::invalid_input, "audit trail: no sink");
         if (options.log_id.empty()) options.log_id = agent;
@@ -233,8 +234,18 @@ struct AuditTrail::Impl {
         std::uint64_t existing = 0;
         std::vector<Held> held;
         std::uint64_t held_count = 0;
-        if (journal)
+        if (journal || on_record)
             w.on_existing_record = [&](const AuditRecord& r) {
+                if (on_record) {
+                    OpenedRecord opened;
+                    opened.seq = r.seq;
+                    opened.ts_ns = r.ts_ns;
+                    opened.event = r.event;
+                    opened.cert_fp = audit_detail::record_cert_fp(r.canonical);
+                    opened.payload = audit_detail::record_payload_text(r.canonical);
+                    on_record(opened);
+                }
+                if (!journal) return;
                 ++existing;
                 if (r.seq < mark.records || made_by_writer(r.event)) return;
                 if (held.size() < capacity) held.push_back({r.seq, r.event, r.ts_ns});
@@ -242,7 +253,7 @@ struct AuditTrail::Impl {
             };
         writer =
             std::make_unique<AuditLogWriter>(*options.sink, event_clock, signer, w, record_signer);
-        if (journal) recover(mark, existing, held, held_count, capacity);
+        if (journal) recover(mark, existing, held, held_count, capacity, fp, on_record);
     }
 
     using Mark = audit_detail::Journal::Mark;
@@ -258,7 +269,8 @@ struct AuditTrail::Impl {
     /// the watermark past them. Throws (the trail does not open) when the log and the journal
     /// disagree: never guesses.
     void recover(Mark mark, std::uint64_t existing, const std::vector<Held>& held,
-                 std::uint64_t held_count, std::size_t capacity) {
+                 std::uint64_t held_count, std::size_t capacity, std::string_view fp,
+                 const std::function<void(const OpenedRecord&)>& on_record) {
         const std::string at = "audit journal " + journal->path() + ": ";
         if (existing < mark.records)
             throw Error(ErrorCategory::invalid_state,
@@ -299,8 +311,18 @@ struct AuditTrail::Impl {
                 return found.entries[starts[g] + k];
             });
             event_clock.set(e.ts_ns);
-            writer->append(rec.first, rec.second);
+            const std::uint64_t seq = writer->append(rec.first, rec.second);
             event_clock.clear();
+            if (on_record) {
+                OpenedRecord o;
+                o.seq = seq;
+                o.ts_ns = e.ts_ns;
+                o.event = rec.first;
+                o.cert_fp = fp;
+                o.payload = rec.second;
+                o.recovered = true;
+                on_record(o);
+            }
             if (count++ == 0) first = found.jseqs[starts[g]];
             last = found.jseqs[starts[g]];
         }
@@ -368,9 +390,11 @@ struct AuditTrail::Impl {
 };
 
 AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
-                       KeyHandle key, std::string agent_id, std::string cert_fp)
+                       KeyHandle key, std::string agent_id, std::string cert_fp,
+                       std::function<void(const OpenedRecord&)> on_record)
     : m_impl(std::make_unique<Impl>(std::move(options), clock, std::move(kms), std::move(key),
-                                    std::move(agent_id), std::move(cert_fp))),
+                                    std::move(agent_id), std::move(cert_fp),
+                                    std::move(on_record))),
       m_queue(std::max<std::size_t>(m_impl->options.queue_capacity, 16),
               m_impl->journal ? m_impl->journal->slots() : nullptr),
       m_journaled(m_impl->journal != nullptr),

@@ -99,7 +99,11 @@ struct AuditLogWriter::Impl {
                          " was expected");
                 }
                 tree.append(merkle_leaf_hash(parsed.canonical));
-                if (options.on_existing_record) options.on_existing_record(r);
+                if (options.on_existing_record) {
+                    // parse_line leaves the record's own copy of its canonical bytes stale.
+                    parsed.record.canonical.assign(parsed.canonical);
+                    options.on_existing_record(r);
+                }
             } else {
                 const AuditCheckpoint& c = parsed.checkpoint;
                 if (c.log_id != options.log_id) {

@@ -155,15 +155,27 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     m_crl = c.crl;
     m_order_rate = detail::RateWindow(m_authority->compiled.rate_limit());
     m_limits = std::make_unique<detail::OrderLimits>(m_scope, m_options.working_order_capacity);
-    if (options.audit)
-        m_audit =
-            std::make_unique<AuditTrail>(*options.audit, clock, m_kms, m_key,
-                                         m_certificate->agent_id(), m_certificate->fingerprint());
-    setup_behaviour(m_certificate->agent_id());
+    const std::string baseline_payload = setup_behaviour_quiet(m_certificate->agent_id());
+    if (options.audit) {
+        // The log is the Guard's journal: its records rebuild the state (restore.cpp) as the
+        // trail opens it, before anything new is recorded or checked.
+        std::function<void(const OpenedRecord&)> restore;
+        if (m_options.restore) {
+            m_restore = std::make_unique<Restore>();
+            m_restore->fingerprint = m_certificate->fingerprint();
+            restore = [this](const OpenedRecord& r) { restore_record(r); };
+        }
+        m_audit = std::make_unique<AuditTrail>(*options.audit, clock, m_kms, m_key,
+                                               m_certificate->agent_id(),
+                                               m_certificate->fingerprint(), std::move(restore));
+        if (m_restore) finish_restore();
+    }
+    announce_behaviour(baseline_payload);
     start_heartbeat();
     m_feed = c.revocation_feed;
     if (m_feed && m_options.on_cancel_all) m_desk->start();  // delivers a feed halt's cancels
     if (m_feed) m_feed->subscribe(this);
+    deliver_cancels();  // a restored halt whose cancel list never reached the trading system
 }
 
 std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexcept {
@@ -187,20 +199,8 @@ std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexce
     } catch (...) {
         report("out of memory recording a halt");
     }
-    if (!audited) audit_state(event);
-    if (halts) {
-        try {
-            // The working ids as the halt takes effect (it is in force: none can join later);
-            // handed to on_cancel_all once no Guard lock is held.
-            CancelAll c{event.halt_id, event.reason, event.by, event.at_ns, working_orders()};
-            std::lock_guard<std::mutex> lock(m_cancels->mutex);
-            m_cancels->pending.push_back(std::move(c));
-            ++m_cancels->queued;
-        } catch (...) {
-            report(
-                "out of memory queueing a halt's cancel list: cancel the working orders by hand");
-        }
-    }
+    if (!audited) audit_state(event, halts && !supersede && m_halt ? m_halt->halt_id : "");
+    if (halts) queue_cancel_list(event);
     try {
         m_events.push_back(event);
     } catch (...) {
@@ -238,6 +238,19 @@ std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexce
     return event.halt_id;
 }
 
+void Guard::queue_cancel_list(const GuardEvent& halt) noexcept {
+    try {
+        // The working ids as the halt takes effect (it is in force: none can join later);
+        // handed to on_cancel_all once no Guard lock is held.
+        CancelAll c{halt.halt_id, halt.reason, halt.by, halt.at_ns, working_orders()};
+        std::lock_guard<std::mutex> lock(m_cancels->mutex);
+        m_cancels->pending.push_back(std::move(c));
+        ++m_cancels->queued;
+    } catch (...) {
+        report("out of memory queueing a halt's cancel list: cancel the working orders by hand");
+    }
+}
+
 void Guard::lift_halt(const std::string& by) noexcept {
     if (!m_halt) return;
     try {
@@ -254,16 +267,24 @@ std::optional<GuardEvent> Guard::current_halt() const {
     return m_halt;
 }
 
-void Guard::audit_state(const GuardEvent& e) noexcept {
+void Guard::audit_state(const GuardEvent& e, const std::string& in_force) noexcept {
     if (!m_audit) return;
     if (!e.halt_id.empty()) {
-        // With the halt's id, the one thing a signed re-enable must name.
+        // With the halt's id, the one thing a signed re-enable must name, and what a restart
+        // needs to restore it (docs/restart.md).
         try {
+            nlohmann::json p = {{"by", e.by}, {"reason", e.reason}, {"halt", e.halt_id}};
+            if (e.kind != GuardEvent::Kind::resumed) {
+                std::lock_guard<detail::SpinLock> lock(m_lock);
+                p["automatic"] = m_auto_halted;  // only a signed re-enable lifts it
+                if (e.kind == GuardEvent::Kind::revoked) p["key_compromised"] = m_key_compromised;
+            }
+            if (!in_force.empty()) p["in_force"] = in_force;
             audit_event(e.at_ns,
                         e.kind == GuardEvent::Kind::resumed   ? audit_event::guard_resumed
                         : e.kind == GuardEvent::Kind::revoked ? audit_event::certificate_revoked
                                                               : audit_event::guard_halted,
-                        dump({{"by", e.by}, {"reason", e.reason}, {"halt", e.halt_id}}));
+                        dump(p));
             return;
         } catch (...) {
             // Out of memory for the payload: record it without the id below.

@@ -385,6 +385,88 @@ bool IncidentDesk::wait(std::chrono::milliseconds timeout) {
     }
 }
 
+void IncidentDesk::restore(std::string_view event, TimeNs at, const json& p) {
+    auto text = [&](const char* member) -> std::string {
+        auto it = p.find(member);
+        if (it == p.end() || !it->is_string())
+            throw Error(ErrorCategory::invalid_input, std::string(event) + " record: " + member +
+                                                          ": missing or not a string");
+        return it->get<std::string>();
+    };
+    auto ppm = [&](const json& j, const char* member) -> std::uint32_t {
+        auto it = j.find(member);
+        return it != j.end() && it->is_number_unsigned() ? it->get<std::uint32_t>() : 0;
+    };
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (event == audit_event::order_warned) {
+        // Counted on the incident being worked on, as handle_anomaly() counts it; the warning
+        // that opened an incident is recorded before the incident (and counted by it).
+        for (auto it = m_incidents.rbegin(); it != m_incidents.rend(); ++it)
+            if ((it->state == IncidentState::open || it->state == IncidentState::acknowledged) &&
+                at > it->last_warning_ns && at - it->last_warning_ns < it->deadline_ns - it->opened_at_ns) {
+                ++it->warnings;
+                it->last_warning_ns = at;
+                break;
+            }
+        return;
+    }
+    if (event == audit_event::incident_opened) {
+        Incident inc;
+        inc.id = text("incident");
+        inc.agent_id = m_options.agent_id;
+        inc.opened_at_ns = at;
+        const auto window = p.find("window_ms");
+        if (window == p.end() || !window->is_number_unsigned())
+            throw Error(ErrorCategory::invalid_input,
+                        "incident.opened record: window_ms: missing or not an integer");
+        inc.deadline_ns = at + static_cast<TimeNs>(window->get<std::uint64_t>()) * 1'000'000;
+        const auto trigger = p.find("trigger");
+        if (trigger != p.end() && trigger->is_object()) {
+            inc.score_ppm = ppm(*trigger, "score_ppm");
+            const auto comps = trigger->find("components_ppm");
+            if (comps != trigger->end() && comps->is_object())
+                for (std::size_t c = 0; c < score_component_count; ++c)
+                    inc.components_ppm[c] = ppm(*comps, component_name(c));
+            const auto order = trigger->find("order");
+            if (order != trigger->end()) inc.trigger_order_json = dump(*order);
+        }
+        inc.warnings = 1;
+        inc.last_warning_ns = at;
+        inc.history.push_back({IncidentState::open, at, "kakunin",
+                               "anomaly score " + score_text(inc.score_ppm) + ": " +
+                                   explain(inc.components_ppm) + " (restored from the log)"});
+        m_incidents.push_back(std::move(inc));
+        return;
+    }
+    const bool review = event == audit_event::review_signed;
+    if (!review && event.substr(0, 9) != "incident.") return;
+    const std::string id = text(review ? "incident_id" : "incident");
+    Incident* i = nullptr;
+    for (auto& candidate : m_incidents)
+        if (candidate.id == id) i = &candidate;
+    if (i == nullptr) return;  // opened before what this log holds: nothing to restore
+    auto step = [&](IncidentState state, std::string by, std::string note) {
+        i->state = state;
+        i->history.push_back({state, at, std::move(by), std::move(note)});
+    };
+    if (event == "incident.acknowledged") {
+        step(IncidentState::acknowledged, text("by"), text("note"));
+    } else if (event == "incident.resolved") {
+        step(IncidentState::resolved, text("by"), text("note"));
+    } else if (event == "incident.escalated") {
+        i->escalated = true;
+        i->history.push_back({i->state, at, "kakunin",
+                              "not acknowledged within the investigation window: " +
+                                  std::string(text("action") == "halt" ? "halted" : "escalated")});
+    } else if (event == "incident.revoked") {
+        if (i->history.size() == 1) i->warnings = 0;  // opened by the revocation itself
+        i->score_ppm = std::max(i->score_ppm, ppm(p, "score_ppm"));
+        step(IncidentState::revoked, "kakunin", text("reason") + "; CA: " + text("ca"));
+    } else if (review) {
+        step(IncidentState::reviewed, text("reviewer"), text("root_cause"));
+    }
+}
+
 std::vector<Incident> IncidentDesk::incidents() const {
     std::lock_guard<std::mutex> lock(m_mutex);
     return m_incidents;

@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "kakunin/audit_trail.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/clock.hpp"
@@ -109,6 +111,13 @@ public:
     /// Until everything queued so far is handled and delivered (drives process() itself when
     /// there is no thread), or `timeout` passes.
     bool wait(std::chrono::milliseconds timeout);
+
+    /// Restart (docs/restart.md): takes one record of the Guard's log, in order, before the
+    /// thread starts: incident.opened, .acknowledged, .resolved, .escalated, .revoked,
+    /// review.signed and order.warned (a warning counted on the incident it belongs to) rebuild
+    /// the incidents with their states and deadlines; other events are ignored. Throws
+    /// kakunin::Error (invalid_input) naming the member for a record it cannot read.
+    void restore(std::string_view event, TimeNs at, const nlohmann::json& payload);
 
     std::vector<Incident> incidents() const;
     void acknowledge(std::string_view id, std::string_view by, std::string_view note);

@@ -217,7 +217,9 @@ void Guard::make_desk(const std::string& agent_id) {
     h.record_automatic_halt = [this](TimeNs at, std::string reason) {
         std::lock_guard<std::mutex> admin(m_admin);
         std::string serial = m_certificate ? m_certificate->serial() : std::string();
-        record({GuardEvent::Kind::halted, at, "kakunin", std::move(reason)}, true);
+        // check() recorded the halt in the same call; this record gives it its id (what a
+        // signed re-enable names, and what a restart restores).
+        record({GuardEvent::Kind::halted, at, "kakunin", std::move(reason)});
         return serial;
     };
     h.halt_for_escalation = [this](TimeNs at, std::string reason) {
@@ -240,14 +242,25 @@ void Guard::make_desk(const std::string& agent_id) {
 }
 
 void Guard::setup_behaviour(const std::string& agent_id) {
+    announce_behaviour(setup_behaviour_quiet(agent_id));
+}
+
+std::string Guard::setup_behaviour_quiet(const std::string& agent_id) {
     m_agent_id = agent_id;
     make_desk(agent_id);
-    if (m_options.baseline) {
-        enforce_baseline(*m_options.baseline);
-    } else if (m_options.observe) {
+    if (m_options.baseline) return install_baseline(*m_options.baseline);
+    if (m_options.observe) {
         m_builder = std::make_unique<BaselineBuilder>(
             m_scope, agent_id.empty() ? "agent" : agent_id, m_options.observation_policy);
         m_builder->start(m_clock.now_ns());
+    }
+    return {};
+}
+
+void Guard::announce_behaviour(const std::string& baseline_payload) {
+    if (!baseline_payload.empty()) {
+        audit_event(m_clock.now_ns(), audit_event::baseline_approved, baseline_payload);
+        m_desk->start();
     }
     // Halts, revocations and incident steps are notified from the incident thread.
     if (m_options.notifier) m_desk->start();
@@ -256,6 +269,10 @@ void Guard::setup_behaviour(const std::string& agent_id) {
 void Guard::push_anomaly(const Order& o, const Decision& d) noexcept { m_desk->push_anomaly(o, d); }
 
 void Guard::enforce_baseline(const ApprovedBaseline& ab) {
+    announce_behaviour(install_baseline(ab));
+}
+
+std::string Guard::install_baseline(const ApprovedBaseline& ab) {
     const std::string problem = check_baseline_approval(ab.approval, ab.baseline);
     if (!problem.empty()) throw Error(ErrorCategory::unauthorised, "baseline refused: " + problem);
     if (!m_agent_id.empty() && ab.baseline.agent_id != m_agent_id)
@@ -281,8 +298,7 @@ void Guard::enforce_baseline(const ApprovedBaseline& ab) {
     }
     json p = json::parse(to_json(ab.approval));
     p["enforced_from_ns"] = m_clock.now_ns();
-    audit_event(m_clock.now_ns(), audit_event::baseline_approved, dump(p));
-    m_desk->start();
+    return dump(p);
 }
 
 void Guard::audit_event(TimeNs at, std::string_view event, std::string payload) noexcept {

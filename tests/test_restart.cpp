@@ -1,0 +1,322 @@
+// A Guard restarted on its own log is the Guard that stopped (docs/restart.md): halt and
+// reduce-only mode with who and why, the day's totals, rate windows, working orders, positions,
+// observation, incidents with their deadlines, an automatic halt that only a signed re-enable
+// lifts. The differential case runs one random trading day twice, once uninterrupted and once
+// stopped and restarted at random points, and requires every decision after each restart to be
+// the uninterrupted run's. (tests/test_restart_kill.cpp kills a trading process with SIGKILL.)
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kakunin/audit_verify.hpp"
+#include "kakunin/audit_writer.hpp"
+#include "kakunin/guard.hpp"
+#include "kakunin/incident.hpp"
+#include "kakunin/testing.hpp"
+#include "support.hpp"
+#include "temp_dir.hpp"
+
+using namespace kakunin;
+
+namespace {
+
+const std::string k_limits = R"("limits": {
+    "max_order_quantity": {"BTC_EUR": "10", "ETH_EUR": "150"},
+    "price_collar_bps": 500,
+    "max_orders_per_second": 5,
+    "max_daily_notional": {"currency": "EUR", "amount": "400000.00"},
+    "max_position": {"BTC_EUR": {"long": "5", "short": "3"}},
+    "max_open_orders": 6,
+    "max_working_notional": {"currency": "EUR", "amount": "200000.00"},
+    "max_messages_per_second": 8,
+    "max_daily_loss": {"currency": "EUR", "amount": "3000.00"}
+  })";
+
+Scope lifecycle_scope() {
+    return parse_scope_json(test::seed_with(R"("limits": {
+    "max_order_quantity": {"BTC_EUR": "10", "ETH_EUR": "150"},
+    "price_collar_bps": 500,
+    "max_orders_per_second": 50,
+    "max_daily_notional": {"currency": "EUR", "amount": "5000000.00"}
+  })",
+                                            k_limits));
+}
+
+/// One agent's credentials and a log file; guard() opens a Guard on them (restoring).
+struct Desk {
+    explicit Desk(TimeNs start = test::monday(9)) : authority(start) {}
+    test::TempDir dir;
+    TestAuthority authority;
+    GuardCredentials creds = authority.credentials_for(lifecycle_scope());
+    std::string log = (dir.path() / "agent.jsonl").string();
+    std::vector<std::string> errors;
+
+    std::unique_ptr<Guard> guard(GuardOptions o = {}, const std::string& path = {}) {
+        o.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(path.empty() ? log : path)};
+        o.incident_thread = false;
+        auto g = std::make_unique<Guard>(creds, authority.clock(), o);
+        g->set_error_handler([this](std::string_view m) { errors.emplace_back(m); });
+        return g;
+    }
+    ManualClock& clock() { return authority.clock(); }
+};
+
+Order order(const std::string& id, Side side, const char* quantity, const char* price = "40000",
+            const char* instrument = "BTC_EUR") {
+    Order o = test::good_order();
+    o.client_order_id = id;
+    o.instrument = instrument;
+    o.side = side;
+    o.quantity = parse_decimal(quantity);
+    o.price = parse_decimal(price);
+    o.reference_price = o.price;
+    return o;
+}
+
+ExecutionReport fill(const std::string& id, const char* quantity, const char* price) {
+    ExecutionReport e;
+    e.type = ExecutionType::fill;
+    e.client_order_id = id;
+    e.quantity = parse_decimal(quantity);
+    e.price = parse_decimal(price);
+    return e;
+}
+
+std::string text(const Decision& d) {
+    std::string s = to_string(d.verdict);
+    for (ReasonCode r : d.reasons) s += std::string(" ") + to_string(r);
+    return s;
+}
+
+std::string text(const LifecycleState& s) {
+    std::string out = "filled " + s.filled_today + " working " + s.working_notional + " pnl " +
+                      s.daily_pnl + (s.reduce_only ? " reduce-only" : "");
+    for (const auto& p : s.positions)
+        out += " | " + p.instrument + " " + p.position + " +" + p.working_buy + " -" +
+               p.working_sell;
+    for (const auto& id : s.working_orders) out += " " + id;
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("a restarted Guard keeps its halt, reduce-only mode, totals, working orders and "
+          "positions",
+          "[restart]") {
+    Desk d;
+    std::string before, halt_id;
+    {
+        auto g = d.guard();
+        REQUIRE(g->check(order("a", Side::buy, "2")).allowed());
+        REQUIRE(g->check(order("b", Side::buy, "1")).allowed());
+        d.clock().advance(std::chrono::seconds(1));
+        REQUIRE(g->on_execution(fill("a", "2", "40000")).applied);
+        g->reduce_only("desk limit review", "R. Risk");
+        halt_id = g->halt("end of session", "J. Doe");
+        before = text(g->lifecycle_state());
+    }
+    auto g = d.guard();
+    CHECK(g->halted());
+    REQUIRE(g->current_halt());
+    CHECK(g->current_halt()->by == "J. Doe");
+    CHECK(g->current_halt()->reason == "end of session");
+    CHECK(g->current_halt()->halt_id == halt_id);
+    CHECK(g->reduce_only_in_force());
+    CHECK(text(g->lifecycle_state()) == before);
+    CHECK(g->working_orders() == std::vector<std::string>{"b"});
+    CHECK(g->check(order("c", Side::buy, "1")).reasons.contains(ReasonCode::halted));
+
+    g->resume("J. Doe");
+    g->lift_reduce_only("R. Risk");
+    // 2 BTC filled + 1 working at 40,000 = 120,000 of the day's 400,000: 8 ETH more is over.
+    const Decision over = g->check(order("d", Side::sell, "8", "40000", "ETH_EUR"));
+    INFO(text(over));
+    CHECK(over.reasons.contains(ReasonCode::daily_notional_exceeded));
+    CHECK(g->check(order("e", Side::buy, "1")).allowed());
+    // A working order of the first run can still be cancelled and reported on.
+    CHECK(g->cancel(Cancel{"b"}).allowed());
+}
+
+TEST_CASE("a halt restored from the log hands its working orders to on_cancel_all when the "
+          "first run never did",
+          "[restart]") {
+    Desk d;
+    {
+        auto g = d.guard();
+        REQUIRE(g->check(order("a", Side::buy, "1")).allowed());
+        REQUIRE(g->check(order("b", Side::sell, "1", "40100")).allowed());
+        g->halt("drill", "J. Doe");  // no on_cancel_all: the list went nowhere but the log
+    }
+    std::vector<CancelAll> lists;
+    GuardOptions o;
+    o.on_cancel_all = [&](const CancelAll& c) { lists.push_back(c); };
+    { auto g = d.guard(o); }
+    CHECK(lists.empty());  // the log shows the first run's guard.cancel_all for that halt
+
+    // A log whose halt has no cancel list (the process died right after the halt record).
+    // Rebuilt through a memory sink: the log must stay a valid chain to be opened at all.
+    auto rebuilt = std::make_shared<MemoryAuditSink>();
+    {
+        // Re-record the first run without its cancel list: a fresh log with the same decisions.
+        Desk e;
+        GuardOptions plain;
+        plain.audit = AuditTrailOptions{rebuilt};
+        plain.incident_thread = false;
+        {
+            Guard g(e.creds, e.clock(), plain);
+            REQUIRE(g.check(order("a", Side::buy, "1")).allowed());
+            REQUIRE(g.check(order("b", Side::sell, "1", "40100")).allowed());
+        }
+        // The halt record alone, as a crash right after it leaves the log.
+        AuditLogWriter w(*rebuilt, e.clock(), AuditSigner{*e.creds.kms, e.creds.key,
+                                                           e.creds.certificate.fingerprint()},
+                         AuditWriterOptions{e.creds.certificate.agent_id()});
+        w.append(audit_event::guard_halted,
+                 R"({"automatic":false,"by":"J. Doe","halt":"halt-x-1","reason":"drill"})");
+        w.flush();
+        lists.clear();
+        GuardOptions again = o;
+        again.audit = AuditTrailOptions{rebuilt};
+        again.incident_thread = false;
+        Guard restarted(e.creds, e.clock(), again);
+        CHECK(restarted.halted());
+        REQUIRE(lists.size() == 1);
+        CHECK(lists[0].halt_id == "halt-x-1");
+        CHECK(lists[0].order_ids == std::vector<std::string>{"a", "b"});
+    }
+}
+
+TEST_CASE("restarted at random points, a trading day decides exactly as the uninterrupted one",
+          "[restart][differential]") {
+    for (unsigned seed = 1; seed <= 6; ++seed) {
+        CAPTURE(seed);
+        std::mt19937_64 rng(seed);
+        Desk d;
+        const TimeNs t0 = d.clock().now_ns();
+        // The day, as requests: each one decides against the state so far.
+        struct Step {
+            int kind;  // 0 new, 1 amend, 2 cancel, 3 fill, 4 cancelled ack, 5 mark, 6 halt/resume
+            std::string id;
+            Side side;
+            std::string quantity, price;
+            TimeNs at;
+        };
+        std::vector<Step> steps;
+        TimeNs at = t0;
+        int next_id = 0;
+        for (int i = 0; i < 400; ++i) {
+            at += static_cast<TimeNs>(rng() % 400'000'000);  // up to 0.4 s apart: rates bite
+            Step s;
+            s.kind = static_cast<int>(rng() % 10);
+            if (s.kind > 6) s.kind = 0;
+            s.id = "o" + std::to_string(s.kind == 0 ? next_id++ : next_id > 0 ? rng() % next_id : 0);
+            s.side = rng() % 2 ? Side::buy : Side::sell;
+            s.quantity = std::to_string(1 + rng() % 3);
+            s.price = std::to_string(39000 + rng() % 2000);
+            s.at = at;
+            steps.push_back(s);
+        }
+        auto run = [&](Guard& g, const Step& s) -> std::string {
+            d.clock().set(s.at);
+            switch (s.kind) {
+                case 0:
+                    return text(g.check(order(s.id, s.side, s.quantity.c_str(), s.price.c_str())));
+                case 1: {
+                    Amend a{s.id, parse_decimal(s.quantity), parse_decimal(s.price)};
+                    a.reference_price = a.price;
+                    return text(g.amend(a));
+                }
+                case 2: return text(g.cancel(Cancel{s.id}));
+                case 3: {
+                    const auto r = g.on_execution(fill(s.id, "1", s.price.c_str()));
+                    return r.applied ? "filled" : "not filled";
+                }
+                case 4: {
+                    ExecutionReport e;
+                    e.type = ExecutionType::cancelled;
+                    e.client_order_id = s.id;
+                    return g.on_execution(e).order_closed ? "closed" : "open";
+                }
+                case 5: {
+                    ExecutionReport e;
+                    e.type = ExecutionType::mark;
+                    e.instrument = "BTC_EUR";
+                    e.price = parse_decimal(s.price);
+                    return g.on_execution(e).reduce_only_entered ? "reduce-only" : "marked";
+                }
+                default:
+                    if (g.halted()) {
+                        if (g.current_halt() && g.current_halt()->by == "J. Doe") g.resume("J. Doe");
+                        return "resumed";
+                    }
+                    g.halt("pause", "J. Doe");
+                    return "halted";
+            }
+        };
+        std::vector<std::string> expected;
+        {
+            auto g = d.guard({}, (d.dir.path() / "uninterrupted.jsonl").string());
+            for (const Step& s : steps) expected.push_back(run(*g, s) + " | " +
+                                                           text(g->lifecycle_state()));
+        }
+        // The same day, stopped and restarted at a few random points.
+        std::vector<std::size_t> stops = {rng() % 100, 100 + rng() % 100, 200 + rng() % 100,
+                                          300 + rng() % 100};
+        std::size_t i = 0;
+        for (std::size_t stop : stops) {
+            auto g = d.guard();
+            for (; i < stop; ++i) {
+                CAPTURE(i);
+                REQUIRE(run(*g, steps[i]) + " | " + text(g->lifecycle_state()) == expected[i]);
+            }
+        }
+        auto g = d.guard();
+        for (; i < steps.size(); ++i) {
+            CAPTURE(i);
+            REQUIRE(run(*g, steps[i]) + " | " + text(g->lifecycle_state()) == expected[i]);
+        }
+        g.reset();
+        AuditCertificates certs;
+        certs.add_der(d.creds.certificate.der());
+        const AuditVerifyResult r = verify_audit_log_file(d.log, certs);
+        INFO(r.message);
+        CHECK(r.ok);
+    }
+}
+
+TEST_CASE("observation survives restarts: the builder counts from the log's first record",
+          "[restart][baseline]") {
+    Desk d;
+    TimeNs first;
+    std::uint64_t orders = 0;
+    {
+        auto g = d.guard();
+        first = d.clock().now_ns();
+        for (int day = 0; day < 3; ++day) {  // three sessions (within the test CRL's hour)
+            for (int k = 0; k < 5; ++k) {
+                d.clock().advance(std::chrono::minutes(1));
+                if (g->check(order("x" + std::to_string(day * 10 + k), Side::buy, "0.1")).allowed()) {
+                    ++orders;
+                    ExecutionReport e;
+                    e.type = ExecutionType::cancelled;
+                    e.client_order_id = "x" + std::to_string(day * 10 + k);
+                    g->on_execution(e);
+                }
+            }
+            d.clock().advance(std::chrono::minutes(5));
+        }
+        REQUIRE(orders == 15);
+        REQUIRE(g->observation()->orders() == orders);
+    }
+    auto g = d.guard();
+    REQUIRE(g->observation());
+    CHECK(g->observation()->orders() == orders);
+    // From the log's first record (the first order, a minute after the first run started), not
+    // from the restart: the observation's days go on counting.
+    CHECK(g->observation()->started_at() == first + 60'000'000'000LL);
+    CHECK(g->observation()->started_at() < d.clock().now_ns() - 20 * 60'000'000'000LL);
+}
