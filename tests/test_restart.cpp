@@ -320,3 +320,146 @@ TEST_CASE("observation survives restarts: the builder counts from the log's firs
     CHECK(g->observation()->started_at() == first + 60'000'000'000LL);
     CHECK(g->observation()->started_at() < d.clock().now_ns() - 20 * 60'000'000'000LL);
 }
+
+namespace {
+
+// Around the clock, wide limits: behaviour decides (as in tests/test_behaviour.cpp).
+const char* const behaviour_scope = R"({
+  "version": 1,
+  "max_transaction": {"currency": "EUR", "amount": "50000000.00"},
+  "instruments": ["BTC_EUR", "ETH_EUR"],
+  "counterparties": ["exchange_a"],
+  "trading_hours": [{"days": ["Mon","Tue","Wed","Thu","Fri","Sat","Sun"], "from": "00:00", "to": "24:00"}],
+  "regions": ["eu-west-1", "eu-central-1"],
+  "limits": {"max_orders_per_second": 50}
+})";
+
+constexpr TimeNs minute = 60'000'000'000LL;
+
+Order scored(const char* region, const char* quantity, const std::string& id = "s") {
+    Order o = order(id, Side::buy, quantity);
+    o.region = region;
+    return o;
+}
+
+/// Seven days of 0.05 .. 0.95 BTC orders every 2 minutes from eu-west-1, from `start`.
+Baseline learned(const Scope& scope, const std::string& agent, TimeNs start) {
+    BaselineBuilder b(scope, agent);
+    b.start(start);
+    unsigned n = 0;
+    for (TimeNs t = start; t < start + 7 * 1440 * minute; t += 2 * minute) {
+        const std::string q = "0." + std::to_string(n++ % 10) + "5";
+        b.observe(scored("eu-west-1", q.c_str()), t);
+    }
+    return b.finalize(start + 7 * 1440 * minute);
+}
+
+struct Behaviour {
+    const TimeNs start = utc(2024, 1, 1, 0, 0, 0);
+    test::TempDir dir;
+    TestAuthority authority{start + 7 * 1440 * minute + 600 * minute};
+    GuardCredentials creds = authority.credentials_for(parse_scope_json(behaviour_scope));
+    Baseline baseline = learned(parse_scope_json(behaviour_scope), creds.certificate.agent_id(),
+                                start);
+    std::string log = (dir.path() / "agent.jsonl").string();
+
+    std::unique_ptr<Guard> guard(ScoringPolicy policy) {
+        Baseline b = baseline;
+        b.policy = policy;
+        GuardOptions o;
+        o.baseline = ApprovedBaseline{
+            b, approve_baseline(*authority.kms(), b, "C. Officer", authority.clock().now_ns(), 1)};
+        o.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(log)};
+        o.incident_thread = false;
+        return std::make_unique<Guard>(creds, authority.clock(), o);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("incidents come back with their state and deadline, and an unacknowledged one "
+          "escalates after the restart",
+          "[restart][incident]") {
+    Behaviour w;
+    ScoringPolicy p;
+    p.halt_on_escalation = true;
+    p.investigation_window_s = 60;
+    std::vector<Incident> before;
+    {
+        auto g = w.guard(p);
+        REQUIRE(g->check(scored("eu-central-1", "0.5")).verdict == Verdict::warn);
+        g->process_incidents();
+        w.authority.clock().advance(std::chrono::seconds(5));
+        REQUIRE(g->check(scored("eu-central-1", "0.5")).verdict == Verdict::warn);  // 2nd warning
+        g->process_incidents();
+        before = g->incidents();
+        REQUIRE(before.size() == 1);
+        REQUIRE(before[0].warnings == 2);
+    }
+    w.authority.clock().advance(std::chrono::seconds(30));
+    {
+        auto g = w.guard(p);
+        auto after = g->incidents();
+        REQUIRE(after.size() == 1);
+        CHECK(after[0].id == before[0].id);
+        CHECK(after[0].state == IncidentState::open);
+        CHECK(after[0].deadline_ns == before[0].deadline_ns);
+        CHECK(after[0].warnings == 2);
+        CHECK(after[0].score_ppm == before[0].score_ppm);
+        g->process_incidents();
+        CHECK_FALSE(g->halted());  // not yet due
+        w.authority.clock().advance(std::chrono::seconds(30));
+        g->process_incidents();  // the restarted Guard escalates, and halts (the policy says so)
+        CHECK(g->incidents()[0].escalated);
+        CHECK(g->halted());
+    }
+    // Restarted again: the automatic halt is in force, and only a signed re-enable lifts it.
+    auto g = w.guard(p);
+    CHECK(g->halted());
+    CHECK(g->incidents()[0].escalated);
+    CHECK_THROWS_WITH(g->resume("Desk Head"), Catch::Contains("signed"));
+    REQUIRE(g->current_halt());
+    const auto st = sign_reenable(*w.authority.kms(), w.creds.certificate.agent_id(),
+                                  g->current_halt()->halt_id, "Desk Head", "region confirmed",
+                                  w.authority.clock().now_ns());
+    g->reenable(st);
+    CHECK_FALSE(g->halted());
+    CHECK(g->check(scored("eu-west-1", "0.5")).allowed());
+}
+
+TEST_CASE("an acknowledged incident does not escalate after a restart, and an automatic "
+          "revocation stays in force",
+          "[restart][incident]") {
+    Behaviour w;
+    ScoringPolicy p;
+    p.halt_on_escalation = true;
+    p.investigation_window_s = 60;
+    {
+        auto g = w.guard(p);
+        REQUIRE(g->check(scored("eu-central-1", "0.5")).verdict == Verdict::warn);
+        g->process_incidents();
+        g->acknowledge_incident(g->incidents()[0].id, "On Call", "on it");
+    }
+    w.authority.clock().advance(std::chrono::minutes(5));
+    {
+        auto g = w.guard(p);
+        g->process_incidents();
+        REQUIRE(g->incidents().size() == 1);
+        CHECK(g->incidents()[0].state == IncidentState::acknowledged);
+        CHECK_FALSE(g->incidents()[0].escalated);
+        CHECK_FALSE(g->halted());
+        // 100 BTC from an unseen region: the revocation level, halted in this call.
+        const Decision d = g->check(scored("eu-central-1", "100", "big"));
+        REQUIRE(d.reasons.contains(ReasonCode::anomaly_revocation));
+        g->process_incidents();
+        REQUIRE(g->revoked());
+    }
+    auto g = w.guard(p);
+    CHECK(g->halted());
+    CHECK(g->revoked());
+    CHECK(g->check(scored("eu-west-1", "0.5")).reasons.contains(ReasonCode::certificate_revoked));
+    const auto st = sign_reenable(*w.authority.kms(), w.creds.certificate.agent_id(),
+                                  g->current_halt()->halt_id, "Desk Head", "try",
+                                  w.authority.clock().now_ns());
+    CHECK_THROWS_WITH(g->reenable(st), Catch::Contains("keyCompromise"));
+}
