@@ -6,8 +6,13 @@
 // the uninterrupted run's. (tests/test_restart_kill.cpp kills a trading process with SIGKILL.)
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -190,96 +195,113 @@ TEST_CASE("a halt restored from the log hands its working orders to on_cancel_al
     }
 }
 
+namespace {
+
+/// One request or report of a random trading day.
+struct Step {
+    int kind;  // 0 new, 1 amend, 2 cancel, 3 fill, 4 cancelled, 5 mark, 6 halt/resume, 7 reduce-only
+    std::string id;
+    Side side;
+    std::string quantity, price;
+    TimeNs at;
+};
+
+std::vector<Step> random_day(unsigned seed, TimeNs t0, int count) {
+    std::mt19937_64 rng(seed);
+    std::vector<Step> steps;
+    TimeNs at = t0;
+    int next_id = 0;
+    for (int i = 0; i < count; ++i) {
+        at += static_cast<TimeNs>(rng() % 400'000'000);  // up to 0.4 s apart: rates bite
+        Step s;
+        s.kind = static_cast<int>(rng() % 11);
+        if (s.kind > 7) s.kind = 0;
+        s.id = "o" + std::to_string(s.kind == 0 ? next_id++ : next_id > 0 ? rng() % next_id : 0);
+        s.side = rng() % 2 ? Side::buy : Side::sell;
+        s.quantity = std::to_string(1 + rng() % 3);
+        s.price = std::to_string(39000 + rng() % 2000);
+        s.at = at;
+        steps.push_back(s);
+    }
+    return steps;
+}
+
+/// Puts one step through the Guard at its time; what it decided, and the state after it.
+std::string apply_step(Guard& g, ManualClock& clock, const Step& s) {
+    clock.set(s.at);
+    std::string out;
+    switch (s.kind) {
+        case 0: out = text(g.check(order(s.id, s.side, s.quantity.c_str(), s.price.c_str()))); break;
+        case 1: {
+            Amend a{s.id, parse_decimal(s.quantity), parse_decimal(s.price)};
+            a.reference_price = a.price;
+            out = text(g.amend(a));
+            break;
+        }
+        case 2: out = text(g.cancel(Cancel{s.id})); break;
+        case 3: out = g.on_execution(fill(s.id, "1", s.price.c_str())).applied ? "filled" : "not filled"; break;
+        case 4: {
+            ExecutionReport e;
+            e.type = ExecutionType::cancelled;
+            e.client_order_id = s.id;
+            out = g.on_execution(e).order_closed ? "closed" : "open";
+            break;
+        }
+        case 5: {
+            ExecutionReport e;
+            e.type = ExecutionType::mark;
+            e.instrument = "BTC_EUR";
+            e.price = parse_decimal(s.price);
+            out = g.on_execution(e).reduce_only_entered ? "reduce-only" : "marked";
+            break;
+        }
+        case 6:
+            if (g.halted()) {
+                g.resume("J. Doe");
+                out = "resumed";
+            } else {
+                g.halt("pause", "J. Doe");
+                out = "halted";
+            }
+            break;
+        default:
+            if (g.reduce_only_in_force()) {
+                g.lift_reduce_only("R. Risk");
+                out = "lifted";
+            } else {
+                g.reduce_only("risk review", "R. Risk");
+                out = "reduce-only";
+            }
+    }
+    return out + " | " + (g.halted() ? "halted " : "") + text(g.lifecycle_state());
+}
+
+}  // namespace
+
 TEST_CASE("restarted at random points, a trading day decides exactly as the uninterrupted one",
           "[restart][differential]") {
     for (unsigned seed = 1; seed <= 6; ++seed) {
         CAPTURE(seed);
-        std::mt19937_64 rng(seed);
         Desk d;
-        const TimeNs t0 = d.clock().now_ns();
-        // The day, as requests: each one decides against the state so far.
-        struct Step {
-            int kind;  // 0 new, 1 amend, 2 cancel, 3 fill, 4 cancelled ack, 5 mark, 6 halt/resume
-            std::string id;
-            Side side;
-            std::string quantity, price;
-            TimeNs at;
-        };
-        std::vector<Step> steps;
-        TimeNs at = t0;
-        int next_id = 0;
-        for (int i = 0; i < 400; ++i) {
-            at += static_cast<TimeNs>(rng() % 400'000'000);  // up to 0.4 s apart: rates bite
-            Step s;
-            s.kind = static_cast<int>(rng() % 10);
-            if (s.kind > 6) s.kind = 0;
-            s.id = "o" + std::to_string(s.kind == 0 ? next_id++ : next_id > 0 ? rng() % next_id : 0);
-            s.side = rng() % 2 ? Side::buy : Side::sell;
-            s.quantity = std::to_string(1 + rng() % 3);
-            s.price = std::to_string(39000 + rng() % 2000);
-            s.at = at;
-            steps.push_back(s);
-        }
-        auto run = [&](Guard& g, const Step& s) -> std::string {
-            d.clock().set(s.at);
-            switch (s.kind) {
-                case 0:
-                    return text(g.check(order(s.id, s.side, s.quantity.c_str(), s.price.c_str())));
-                case 1: {
-                    Amend a{s.id, parse_decimal(s.quantity), parse_decimal(s.price)};
-                    a.reference_price = a.price;
-                    return text(g.amend(a));
-                }
-                case 2: return text(g.cancel(Cancel{s.id}));
-                case 3: {
-                    const auto r = g.on_execution(fill(s.id, "1", s.price.c_str()));
-                    return r.applied ? "filled" : "not filled";
-                }
-                case 4: {
-                    ExecutionReport e;
-                    e.type = ExecutionType::cancelled;
-                    e.client_order_id = s.id;
-                    return g.on_execution(e).order_closed ? "closed" : "open";
-                }
-                case 5: {
-                    ExecutionReport e;
-                    e.type = ExecutionType::mark;
-                    e.instrument = "BTC_EUR";
-                    e.price = parse_decimal(s.price);
-                    return g.on_execution(e).reduce_only_entered ? "reduce-only" : "marked";
-                }
-                default:
-                    if (g.halted()) {
-                        if (g.current_halt() && g.current_halt()->by == "J. Doe") g.resume("J. Doe");
-                        return "resumed";
-                    }
-                    g.halt("pause", "J. Doe");
-                    return "halted";
-            }
-        };
+        const std::vector<Step> steps = random_day(seed, d.clock().now_ns(), 400);
         std::vector<std::string> expected;
         {
             auto g = d.guard({}, (d.dir.path() / "uninterrupted.jsonl").string());
-            for (const Step& s : steps) expected.push_back(run(*g, s) + " | " +
-                                                           text(g->lifecycle_state()));
+            for (const Step& s : steps) expected.push_back(apply_step(*g, d.clock(), s));
         }
         // The same day, stopped and restarted at a few random points.
-        std::vector<std::size_t> stops = {rng() % 100, 100 + rng() % 100, 200 + rng() % 100,
-                                          300 + rng() % 100};
+        std::mt19937_64 rng(seed * 7919);
+        const std::vector<std::size_t> stops = {rng() % 100, 100 + rng() % 100,
+                                                200 + rng() % 100, 300 + rng() % 100,
+                                                steps.size()};
         std::size_t i = 0;
         for (std::size_t stop : stops) {
             auto g = d.guard();
             for (; i < stop; ++i) {
                 CAPTURE(i);
-                REQUIRE(run(*g, steps[i]) + " | " + text(g->lifecycle_state()) == expected[i]);
+                REQUIRE(apply_step(*g, d.clock(), steps[i]) == expected[i]);
             }
         }
-        auto g = d.guard();
-        for (; i < steps.size(); ++i) {
-            CAPTURE(i);
-            REQUIRE(run(*g, steps[i]) + " | " + text(g->lifecycle_state()) == expected[i]);
-        }
-        g.reset();
         AuditCertificates certs;
         certs.add_der(d.creds.certificate.der());
         const AuditVerifyResult r = verify_audit_log_file(d.log, certs);
@@ -462,4 +484,167 @@ TEST_CASE("an acknowledged incident does not escalate after a restart, and an au
                                   g->current_halt()->halt_id, "Desk Head", "try",
                                   w.authority.clock().now_ns());
     CHECK_THROWS_WITH(g->reenable(st), Catch::Contains("keyCompromise"));
+}
+
+namespace {
+
+/// Steps of the random day the log holds: each step makes exactly one record of these.
+std::size_t steps_in_log(const std::string& path) {
+    std::ifstream in(path);
+    std::size_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+        const auto at = line.find("\"event\":\"");
+        if (at == std::string::npos) continue;
+        const std::string_view event =
+            std::string_view(line).substr(at + 9, line.find('"', at + 9) - at - 9);
+        const bool hot = event.substr(0, 6) == "order." || event.substr(0, 6) == "amend." ||
+                         event.substr(0, 7) == "cancel." || event.substr(0, 10) == "execution.";
+        const bool person =
+            event == "guard.halted" || event == "guard.resumed" ||
+            event == "guard.reduce_only_lifted" ||
+            (event == "guard.reduce_only" && line.find("\"by\":\"R. Risk\"") != std::string::npos);
+        if (hot || person) ++n;
+    }
+    return n;
+}
+
+void say(int fd, const std::string& line) {
+    const std::string text = line + "\n";
+    std::size_t off = 0;
+    while (off < text.size()) {
+        const ssize_t w = ::write(fd, text.data() + off, text.size() - off);
+        if (w <= 0) ::_exit(3);
+        off += static_cast<std::size_t>(w);
+    }
+}
+
+/// The child: a Guard restarted on the log, trading the day from where the log ends, saying
+/// what it restored ("R steps state") and each step's result ("S i result") until killed.
+[[noreturn]] void trade(Desk& d, const std::vector<Step>& steps, int fd) {
+    try {
+        d.clock().set(steps.front().at);
+        auto g = d.guard();
+        const std::size_t done = steps_in_log(d.log);
+        say(fd, "R " + std::to_string(done) + " " + (g->halted() ? "halted " : "") +
+                    text(g->lifecycle_state()));
+        for (std::size_t i = done; i < steps.size(); ++i) {
+            say(fd, "S " + std::to_string(i) + " " + apply_step(*g, d.clock(), steps[i]));
+            ::usleep(200);
+        }
+        g.reset();
+        say(fd, "D");
+        ::_exit(0);
+    } catch (const std::exception& e) {
+        say(fd, std::string("E ") + e.what());
+        ::_exit(2);
+    }
+}
+
+/// Lines from a pipe.
+class Lines {
+public:
+    explicit Lines(int fd) : m_fd(fd) {}
+    bool next(std::string& line) {
+        for (;;) {
+            const auto nl = m_buffer.find('\n');
+            if (nl != std::string::npos) {
+                line = m_buffer.substr(0, nl);
+                m_buffer.erase(0, nl + 1);
+                return true;
+            }
+            char chunk[4096];
+            const ssize_t n = ::read(m_fd, chunk, sizeof chunk);
+            if (n <= 0) return false;
+            m_buffer.append(chunk, static_cast<std::size_t>(n));
+        }
+    }
+
+private:
+    int m_fd;
+    std::string m_buffer;
+};
+
+}  // namespace
+
+TEST_CASE("a trading process killed with SIGKILL 20 times comes back each time with its halt, "
+          "reduce-only mode and totals, and decides as the uninterrupted run",
+          "[restart][kill]") {
+    Desk d;
+    const std::vector<Step> steps = random_day(42, d.clock().now_ns(), 500);
+    std::vector<std::string> expected;
+    {
+        auto g = d.guard({}, (d.dir.path() / "uninterrupted.jsonl").string());
+        for (const Step& s : steps) expected.push_back(apply_step(*g, d.clock(), s));
+    }
+    auto state_of = [&](std::size_t done) {
+        if (done == 0)
+            return std::string("filled 0 working 0 pnl 0 | BTC_EUR 0 +0 -0 | ETH_EUR 0 +0 -0 | "
+                               "SOL_EUR 0 +0 -0");
+        const std::string& e = expected[done - 1];
+        return e.substr(e.find(" | ") + 3);
+    };
+    std::mt19937_64 rng(7);
+    std::size_t reported = 0;  // steps a child said it had done
+    int kills = 0, halted_restarts = 0, reduce_only_restarts = 0;
+    for (int run = 0;; ++run) {
+        int fds[2];
+        REQUIRE(::pipe(fds) == 0);
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            ::close(fds[0]);
+            trade(d, steps, fds[1]);
+        }
+        ::close(fds[1]);
+        Lines lines(fds[0]);
+        const bool kill_it = kills < 20;
+        const std::size_t target = 5 + rng() % 25;
+        std::size_t seen = 0;
+        bool finished = false;
+        std::string line;
+        while (lines.next(line)) {
+            INFO(line);
+            REQUIRE(line.size() >= 1);
+            REQUIRE(line[0] != 'E');
+            if (line[0] == 'R') {
+                const std::size_t done = std::stoul(line.substr(2));
+                // Everything reported is in the log; at most the step in progress beyond it.
+                REQUIRE(done >= reported);
+                REQUIRE(done <= reported + 1);
+                REQUIRE(line.substr(line.find(' ', 2) + 1) == state_of(done));
+                if (line.find("halted") != std::string::npos) ++halted_restarts;
+                if (line.find("reduce-only") != std::string::npos) ++reduce_only_restarts;
+                reported = done;
+            } else if (line[0] == 'S') {
+                const std::size_t i = std::stoul(line.substr(2));
+                REQUIRE(i == reported);
+                REQUIRE(line.substr(line.find(' ', 2) + 1) == expected[i]);
+                reported = i + 1;
+                if (kill_it && ++seen == target) ::kill(pid, SIGKILL);
+            } else if (line[0] == 'D') {
+                finished = true;
+            }
+        }
+        ::close(fds[0]);
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        if (finished) {
+            CHECK(WIFEXITED(status));
+            break;
+        }
+        REQUIRE(WIFSIGNALED(status));
+        ++kills;
+    }
+    CHECK(kills == 20);
+    CHECK(reported == steps.size());
+    // The day puts a halt and reduce-only mode in force often enough that restarts met them.
+    CHECK(halted_restarts > 0);
+    CHECK(reduce_only_restarts > 0);
+    AuditCertificates certs;
+    certs.add_der(d.creds.certificate.der());
+    AuditVerifyOptions vo;
+    vo.require_record_signatures = true;
+    const AuditVerifyResult r = verify_audit_log_file(d.log, certs, vo);
+    INFO(r.message);
+    CHECK(r.ok);
 }
