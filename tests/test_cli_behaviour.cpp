@@ -268,3 +268,56 @@ TEST_CASE("incident steps and re-enables are signed and recorded in the CA log",
     CHECK(unknown.code != 0);
     CHECK_THAT(unknown.err, Catch::Contains("not registered"));
 }
+
+TEST_CASE(
+    "a replay appended to a log continues its day: totals and a halt carry over, and a "
+    "run back in time is refused",
+    "[cli][restart]") {
+    Dir d;
+    write(d / "scope.json", R"({"version":1,
+ "max_transaction":{"currency":"EUR","amount":"50000000.00"},
+ "instruments":["BTC_EUR"],"counterparties":["exchange_a"],
+ "trading_hours":[{"days":["Mon","Tue","Wed","Thu","Fri","Sat","Sun"],"from":"00:00","to":"24:00"}],
+ "regions":["eu-west-1"],
+ "limits":{"max_orders_per_second":50,"max_daily_notional":{"currency":"EUR","amount":"100000.00"}}})");
+    ok(d, "ca init --dir state");
+    ok(d, "agent register --dir state --agent agent-8 --owner Desk --purpose test");
+    ok(d, "scope approve --dir state --agent agent-8 --scope scope.json --approver 'A. Officer'");
+    const std::string head = "ts,instrument,counterparty,side,quantity,price,region\n";
+    write(d / "morning.csv", head +
+                                 "2024-01-08T10:00:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n"
+                                 "2024-01-08T10:01:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n");
+    write(d / "noon.csv", head +
+                              "2024-01-08T11:00:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n"
+                              "2024-01-08T11:01:00Z,BTC_EUR,exchange_a,BUY,0.5,40000,eu-west-1\n");
+    const std::string replay = "replay --dir state --agent agent-8 --audit-out day.jsonl --json ";
+    CHECK(json::parse(ok(d, replay + "--orders morning.csv").out).at("allowed") == 2);
+    // 80,000 of the day's 100,000 are used: 40,000 more is refused, 20,000 fits exactly.
+    const json noon = json::parse(ok(d, replay + "--orders noon.csv --decisions-out noon.out").out);
+    CHECK(noon.at("allowed") == 1);
+    const auto decisions = lines_of(d / "noon.out");
+    REQUIRE(decisions.size() == 2);
+    CHECK(decisions[0].at("reasons") == json::array({"daily_notional_exceeded"}));
+    CHECK(decisions[1].at("decision") == "allow");
+
+    // A run that ends halted: the next run of the day is refused, halted.
+    write(d / "halt.csv",
+          "ts,type,order_id,instrument,counterparty,side,quantity,price,region\n"
+          "2024-01-08T12:00:00Z,cancel,none,BTC_EUR,exchange_a,BUY,,,eu-west-1\n");
+    ok(d, replay + "--events halt.csv --halt-at 2024-01-08T12:00:30Z");
+    write(d / "late.csv",
+          head + "2024-01-08T13:00:00Z,BTC_EUR,exchange_a,SELL,0.001,40000,eu-west-1\n");
+    const json late = json::parse(ok(d, replay + "--orders late.csv --decisions-out late.out").out);
+    CHECK(late.at("allowed") == 0);
+    const auto refused = lines_of(d / "late.out");
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0].at("reasons").dump().find("halted") != std::string::npos);
+
+    // Appending the morning again would put the log's day out of order: refused, nothing written.
+    const std::string before = slurp(d / "day.jsonl");
+    const Run back = kakunin_cli(d, replay + "--orders morning.csv");
+    CHECK(back.code != 0);
+    CHECK(back.err.find("cannot go back in time") != std::string::npos);
+    CHECK(slurp(d / "day.jsonl") == before);
+    ok(d, "audit verify --log day.jsonl --certs day.jsonl.certs");
+}

@@ -101,17 +101,18 @@ std::string text(const LifecycleState& s) {
     std::string out = "filled " + s.filled_today + " working " + s.working_notional + " pnl " +
                       s.daily_pnl + (s.reduce_only ? " reduce-only" : "");
     for (const auto& p : s.positions)
-        out += " | " + p.instrument + " " + p.position + " +" + p.working_buy + " -" +
-               p.working_sell;
+        out +=
+            " | " + p.instrument + " " + p.position + " +" + p.working_buy + " -" + p.working_sell;
     for (const auto& id : s.working_orders) out += " " + id;
     return out;
 }
 
 }  // namespace
 
-TEST_CASE("a restarted Guard keeps its halt, reduce-only mode, totals, working orders and "
-          "positions",
-          "[restart]") {
+TEST_CASE(
+    "a restarted Guard keeps its halt, reduce-only mode, totals, working orders and "
+    "positions",
+    "[restart]") {
     Desk d;
     std::string before, halt_id;
     {
@@ -146,9 +147,10 @@ TEST_CASE("a restarted Guard keeps its halt, reduce-only mode, totals, working o
     CHECK(g->cancel(Cancel{"b"}).allowed());
 }
 
-TEST_CASE("a halt restored from the log hands its working orders to on_cancel_all when the "
-          "first run never did",
-          "[restart]") {
+TEST_CASE(
+    "a halt restored from the log hands its working orders to on_cancel_all when the "
+    "first run never did",
+    "[restart]") {
     Desk d;
     {
         auto g = d.guard();
@@ -177,8 +179,8 @@ TEST_CASE("a halt restored from the log hands its working orders to on_cancel_al
             REQUIRE(g.check(order("b", Side::sell, "1", "40100")).allowed());
         }
         // The halt record alone, as a crash right after it leaves the log.
-        AuditLogWriter w(*rebuilt, e.clock(), AuditSigner{*e.creds.kms, e.creds.key,
-                                                           e.creds.certificate.fingerprint()},
+        AuditLogWriter w(*rebuilt, e.clock(),
+                         AuditSigner{*e.creds.kms, e.creds.key, e.creds.certificate.fingerprint()},
                          AuditWriterOptions{e.creds.certificate.agent_id()});
         w.append(audit_event::guard_halted,
                  R"({"automatic":false,"by":"J. Doe","halt":"halt-x-1","reason":"drill"})");
@@ -199,7 +201,8 @@ namespace {
 
 /// One request or report of a random trading day.
 struct Step {
-    int kind;  // 0 new, 1 amend, 2 cancel, 3 fill, 4 cancelled, 5 mark, 6 halt/resume, 7 reduce-only
+    int kind;  // 0 new, 1 amend, 2 cancel, 3 fill, 4 cancelled, 5 mark, 6 halt/resume, 7
+               // reduce-only
     std::string id;
     Side side;
     std::string quantity, price;
@@ -231,7 +234,9 @@ std::string apply_step(Guard& g, ManualClock& clock, const Step& s) {
     clock.set(s.at);
     std::string out;
     switch (s.kind) {
-        case 0: out = text(g.check(order(s.id, s.side, s.quantity.c_str(), s.price.c_str()))); break;
+        case 0:
+            out = text(g.check(order(s.id, s.side, s.quantity.c_str(), s.price.c_str())));
+            break;
         case 1: {
             Amend a{s.id, parse_decimal(s.quantity), parse_decimal(s.price)};
             a.reference_price = a.price;
@@ -239,7 +244,10 @@ std::string apply_step(Guard& g, ManualClock& clock, const Step& s) {
             break;
         }
         case 2: out = text(g.cancel(Cancel{s.id})); break;
-        case 3: out = g.on_execution(fill(s.id, "1", s.price.c_str())).applied ? "filled" : "not filled"; break;
+        case 3:
+            out =
+                g.on_execution(fill(s.id, "1", s.price.c_str())).applied ? "filled" : "not filled";
+            break;
         case 4: {
             ExecutionReport e;
             e.type = ExecutionType::cancelled;
@@ -291,9 +299,8 @@ TEST_CASE("restarted at random points, a trading day decides exactly as the unin
         }
         // The same day, stopped and restarted at a few random points.
         std::mt19937_64 rng(seed * 7919);
-        const std::vector<std::size_t> stops = {rng() % 100, 100 + rng() % 100,
-                                                200 + rng() % 100, 300 + rng() % 100,
-                                                steps.size()};
+        const std::vector<std::size_t> stops = {rng() % 100, 100 + rng() % 100, 200 + rng() % 100,
+                                                300 + rng() % 100, steps.size()};
         std::size_t i = 0;
         for (std::size_t stop : stops) {
             auto g = d.guard();
@@ -321,7 +328,8 @@ TEST_CASE("observation survives restarts: the builder counts from the log's firs
         for (int day = 0; day < 3; ++day) {  // three sessions (within the test CRL's hour)
             for (int k = 0; k < 5; ++k) {
                 d.clock().advance(std::chrono::minutes(1));
-                if (g->check(order("x" + std::to_string(day * 10 + k), Side::buy, "0.1")).allowed()) {
+                if (g->check(order("x" + std::to_string(day * 10 + k), Side::buy, "0.1"))
+                        .allowed()) {
                     ++orders;
                     ExecutionReport e;
                     e.type = ExecutionType::cancelled;
@@ -381,8 +389,8 @@ struct Behaviour {
     test::TempDir dir;
     TestAuthority authority{start + 7 * 1440 * minute + 600 * minute};
     GuardCredentials creds = authority.credentials_for(parse_scope_json(behaviour_scope));
-    Baseline baseline = learned(parse_scope_json(behaviour_scope), creds.certificate.agent_id(),
-                                start);
+    Baseline baseline =
+        learned(parse_scope_json(behaviour_scope), creds.certificate.agent_id(), start);
     std::string log = (dir.path() / "agent.jsonl").string();
 
     std::unique_ptr<Guard> guard(ScoringPolicy policy) {
@@ -399,9 +407,10 @@ struct Behaviour {
 
 }  // namespace
 
-TEST_CASE("incidents come back with their state and deadline, and an unacknowledged one "
-          "escalates after the restart",
-          "[restart][incident]") {
+TEST_CASE(
+    "incidents come back with their state and deadline, and an unacknowledged one "
+    "escalates after the restart",
+    "[restart][incident]") {
     Behaviour w;
     ScoringPolicy p;
     p.halt_on_escalation = true;
@@ -449,9 +458,10 @@ TEST_CASE("incidents come back with their state and deadline, and an unacknowled
     CHECK(g->check(scored("eu-west-1", "0.5")).allowed());
 }
 
-TEST_CASE("an acknowledged incident does not escalate after a restart, and an automatic "
-          "revocation stays in force",
-          "[restart][incident]") {
+TEST_CASE(
+    "an acknowledged incident does not escalate after a restart, and an automatic "
+    "revocation stays in force",
+    "[restart][incident]") {
     Behaviour w;
     ScoringPolicy p;
     p.halt_on_escalation = true;
@@ -480,9 +490,9 @@ TEST_CASE("an acknowledged incident does not escalate after a restart, and an au
     CHECK(g->halted());
     CHECK(g->revoked());
     CHECK(g->check(scored("eu-west-1", "0.5")).reasons.contains(ReasonCode::certificate_revoked));
-    const auto st = sign_reenable(*w.authority.kms(), w.creds.certificate.agent_id(),
-                                  g->current_halt()->halt_id, "Desk Head", "try",
-                                  w.authority.clock().now_ns());
+    const auto st =
+        sign_reenable(*w.authority.kms(), w.creds.certificate.agent_id(),
+                      g->current_halt()->halt_id, "Desk Head", "try", w.authority.clock().now_ns());
     CHECK_THROWS_WITH(g->reenable(st), Catch::Contains("keyCompromise"));
 }
 
@@ -566,9 +576,10 @@ private:
 
 }  // namespace
 
-TEST_CASE("a trading process killed with SIGKILL 20 times comes back each time with its halt, "
-          "reduce-only mode and totals, and decides as the uninterrupted run",
-          "[restart][kill]") {
+TEST_CASE(
+    "a trading process killed with SIGKILL 20 times comes back each time with its halt, "
+    "reduce-only mode and totals, and decides as the uninterrupted run",
+    "[restart][kill]") {
     Desk d;
     const std::vector<Step> steps = random_day(42, d.clock().now_ns(), 500);
     std::vector<std::string> expected;
@@ -578,8 +589,9 @@ TEST_CASE("a trading process killed with SIGKILL 20 times comes back each time w
     }
     auto state_of = [&](std::size_t done) {
         if (done == 0)
-            return std::string("filled 0 working 0 pnl 0 | BTC_EUR 0 +0 -0 | ETH_EUR 0 +0 -0 | "
-                               "SOL_EUR 0 +0 -0");
+            return std::string(
+                "filled 0 working 0 pnl 0 | BTC_EUR 0 +0 -0 | ETH_EUR 0 +0 -0 | "
+                "SOL_EUR 0 +0 -0");
         const std::string& e = expected[done - 1];
         return e.substr(e.find(" | ") + 3);
     };

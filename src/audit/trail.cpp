@@ -393,8 +393,7 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
                        KeyHandle key, std::string agent_id, std::string cert_fp,
                        std::function<void(const OpenedRecord&)> on_record)
     : m_impl(std::make_unique<Impl>(std::move(options), clock, std::move(kms), std::move(key),
-                                    std::move(agent_id), std::move(cert_fp),
-                                    std::move(on_record))),
+                                    std::move(agent_id), std::move(cert_fp), std::move(on_record))),
       m_queue(std::max<std::size_t>(m_impl->options.queue_capacity, 16),
               m_impl->journal ? m_impl->journal->slots() : nullptr),
       m_journaled(m_impl->journal != nullptr),

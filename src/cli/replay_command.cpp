@@ -20,6 +20,7 @@
 
 #include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
+#include "kakunin/audit_record.hpp"
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/ca.hpp"
@@ -120,6 +121,26 @@ private:
 };
 
 constexpr TimeNs ns_per_s = 1'000'000'000;
+
+/// The latest time of a record in the log at `path`, or nullopt for no log or no record.
+std::optional<TimeNs> latest_record_time(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    std::optional<TimeNs> latest;
+    std::uint64_t line_no = 0;
+    for (std::string line; std::getline(in, line);) {
+        ++line_no;
+        if (line.find("\"kind\":\"record\"") == std::string::npos) continue;
+        try {
+            const TimeNs t = parse_audit_record(line).ts_ns;
+            if (!latest || t > *latest) latest = t;
+        } catch (const Error& e) {
+            throw Error(ErrorCategory::invalid_input,
+                        path + " line " + std::to_string(line_no) + ": " + e.what());
+        }
+    }
+    return latest;
+}
 
 /// A Guard on a simulation certificate for `agent`, issued from its approved scope in `dir` by
 /// an in-memory simulation CA and valid over [first, last] (whole seconds around them).
@@ -312,6 +333,15 @@ void run(const ReplayArgs& a) {
             a.audit_out.empty() ? a.dir + "/audit/" + a.agent + ".replay.jsonl" : a.audit_out;
         if (a.audit_out.empty()) ensure_directory(a.dir + "/audit");
         require_output_file(audit_path);
+        // A run appended to an existing log continues its state (the Guard restores it from
+        // the log: the day's totals, a halt, working orders), so it must come after it in time.
+        if (const std::optional<TimeNs> until = latest_record_time(audit_path);
+            until && first < *until)
+            throw Error(ErrorCategory::invalid_input,
+                        audit_path + ": its records reach " + format_timestamp(*until) +
+                            " and this run starts at " + format_timestamp(first) +
+                            ": a replay appended to a log continues it and cannot go back in "
+                            "time; give another --audit-out for a separate run");
         const std::string cert_dir = audit_path + ".certs";
         ensure_directory(cert_dir);
         write_file(cert_dir + "/" + sim->certificate->serial() + ".pem", sim->certificate->pem());

@@ -389,8 +389,8 @@ void IncidentDesk::restore(std::string_view event, TimeNs at, const json& p) {
     auto text = [&](const char* member) -> std::string {
         auto it = p.find(member);
         if (it == p.end() || !it->is_string())
-            throw Error(ErrorCategory::invalid_input, std::string(event) + " record: " + member +
-                                                          ": missing or not a string");
+            throw Error(ErrorCategory::invalid_input,
+                        std::string(event) + " record: " + member + ": missing or not a string");
         return it->get<std::string>();
     };
     auto ppm = [&](const json& j, const char* member) -> std::uint32_t {
@@ -403,7 +403,8 @@ void IncidentDesk::restore(std::string_view event, TimeNs at, const json& p) {
         // that opened an incident is recorded before the incident (and counted by it).
         for (auto it = m_incidents.rbegin(); it != m_incidents.rend(); ++it)
             if ((it->state == IncidentState::open || it->state == IncidentState::acknowledged) &&
-                at > it->last_warning_ns && at - it->last_warning_ns < it->deadline_ns - it->opened_at_ns) {
+                at > it->last_warning_ns &&
+                at - it->last_warning_ns < it->deadline_ns - it->opened_at_ns) {
                 ++it->warnings;
                 it->last_warning_ns = at;
                 break;

@@ -47,8 +47,9 @@ struct Reader {
     }
     std::string_view text_or(const json& j, const char* member) const {
         auto it = j.find(member);
-        return it != j.end() && it->is_string() ? std::string_view(it->get_ref<const std::string&>())
-                                                : std::string_view();
+        return it != j.end() && it->is_string()
+                   ? std::string_view(it->get_ref<const std::string&>())
+                   : std::string_view();
     }
     Decimal decimal(const json& j, const char* member) const {
         const auto d = try_parse_decimal(text(j, member));
@@ -122,10 +123,9 @@ void Guard::restore_record(const OpenedRecord& r) {
         ++st.decisions;
     }
     const TimeNs t = st.latest;
-    const bool allowed = is(event, audit_event::order_allowed) ||
-                         is(event, audit_event::order_warned) ||
-                         is(event, audit_event::amend_allowed) ||
-                         is(event, audit_event::cancel_allowed);
+    const bool allowed =
+        is(event, audit_event::order_allowed) || is(event, audit_event::order_warned) ||
+        is(event, audit_event::amend_allowed) || is(event, audit_event::cancel_allowed);
     // Rejected requests change nothing but the rate windows (and, scored, the scorer's recent
     // history): their payload is read only when it is needed.
     if (request && !allowed && !(order && m_scorer && st.scored)) {
@@ -267,8 +267,8 @@ void Guard::restore_record(const OpenedRecord& r) {
         m_halted.store(false, std::memory_order_relaxed);
         m_auto_halted = false;
         if (m_halt) {
-            m_past_halts.push_back({m_halt->halt_id, "lifted at " + format_timestamp(r.ts_ns) +
-                                                         " by " + who});
+            m_past_halts.push_back(
+                {m_halt->halt_id, "lifted at " + format_timestamp(r.ts_ns) + " by " + who});
             m_halt.reset();
         }
         m_events.push_back({GuardEvent::Kind::resumed, r.ts_ns, who, reason, id});
