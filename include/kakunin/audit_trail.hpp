@@ -119,7 +119,9 @@ struct OpenedRecord {
     std::string_view event;
     std::string_view cert_fp;  ///< the certificate that signed it (recovered entries: this trail's)
     std::string_view payload;  ///< the payload object's JSON text
-    bool recovered = false;    ///< recorded now, from the write-ahead journal
+    std::string_view canonical;  ///< the record's canonical bytes (empty for recovered ones)
+    std::string_view sig;        ///< its base64 signature, or empty (unsigned, or recovered)
+    bool recovered = false;      ///< recorded now, from the write-ahead journal
 };
 
 class AuditTrail {

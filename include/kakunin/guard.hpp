@@ -615,13 +615,14 @@ private:
 
     // ---- restart (restore.cpp): the state rebuilt from the log at construction ----
     struct Restore {
-        std::string fingerprint;             ///< of the certificate in force now
-        bool first = true;                   ///< no record seen yet
-        TimeNs latest = INT64_MIN;           ///< the forward-only time the hot path had reached
-        bool scored = false;                 ///< orders from here on were scored (a baseline)
-        std::uint64_t records = 0;           ///< records read
-        std::uint64_t decisions = 0;         ///< requests and reports put through the engines
-        std::vector<std::string> cancelled;  ///< halts whose cancel list is in the log
+        std::string fingerprint;               ///< of the certificate in force now
+        std::vector<std::uint8_t> public_key;  ///< the agent's key now (SPKI DER)
+        bool first = true;                     ///< no record seen yet
+        TimeNs latest = INT64_MIN;             ///< the forward-only time the hot path had reached
+        bool scored = false;                   ///< orders from here on were scored (a baseline)
+        std::uint64_t records = 0;             ///< records read
+        std::uint64_t decisions = 0;           ///< requests and reports put through the engines
+        std::vector<std::string> cancelled;    ///< halts whose cancel list is in the log
     };
     std::unique_ptr<Restore> m_restore;  ///< during construction only
     void restore_record(const OpenedRecord& record);

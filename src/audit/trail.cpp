@@ -243,6 +243,8 @@ struct AuditTrail::Impl {
                     opened.event = r.event;
                     opened.cert_fp = audit_detail::record_cert_fp(r.canonical);
                     opened.payload = audit_detail::record_payload_text(r.canonical);
+                    opened.canonical = r.canonical;
+                    opened.sig = r.sig;
                     on_record(opened);
                 }
                 if (!journal) return;

@@ -163,6 +163,7 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
         if (m_options.restore) {
             m_restore = std::make_unique<Restore>();
             m_restore->fingerprint = m_certificate->fingerprint();
+            m_restore->public_key = m_kms->public_key(m_key).spki_der;
             restore = [this](const OpenedRecord& r) { restore_record(r); };
         }
         m_audit = std::make_unique<AuditTrail>(*options.audit, clock, m_kms, m_key,

@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "audit/json.hpp"
+#include "crypto/encoding.hpp"
+#include "crypto/signature.hpp"
 #include "guard/incident_desk.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/guard.hpp"
@@ -102,6 +104,20 @@ std::optional<ExecutionType> execution_type(std::string_view event) {
 
 void Guard::restore_record(const OpenedRecord& r) {
     Restore& st = *m_restore;
+    // True when the record was made with the key this Guard holds now: under its certificate,
+    // or signed by its key. A keyCompromise revocation of another key (a replacement agent with
+    // a new key continuing the log) does not bind this one. An unsigned record of another
+    // certificate cannot tell: taken as this key's (fail closed; record signatures are the
+    // default).
+    auto same_key = [&] {
+        if (r.recovered || r.cert_fp == st.fingerprint || r.sig.empty()) return true;
+        try {
+            return crypto::verify_signature(st.public_key, r.canonical,
+                                            crypto::base64_decode(r.sig, "sig"));
+        } catch (const std::exception&) {
+            return false;
+        }
+    };
     ++st.records;
     const std::string_view event = r.event;
     if (st.first) {
@@ -198,7 +214,7 @@ void Guard::restore_record(const OpenedRecord& r) {
     if (incident) {
         // The Guard's own revocation (after check() halted at the revocation level) is for
         // keyCompromise: every certificate of this key stays refused.
-        if (is(event, "incident.revoked")) m_revoked = m_key_compromised = true;
+        if (is(event, "incident.revoked") && same_key()) m_revoked = m_key_compromised = true;
         m_desk->restore(event, r.ts_ns, p);
         return;
     }
@@ -233,11 +249,11 @@ void Guard::restore_record(const OpenedRecord& r) {
         const std::string in_force(in.text_or(p, "in_force"));
         m_halted.store(true, std::memory_order_relaxed);
         if (automatic) m_auto_halted = true;
-        if (reason == revocation_halt_reason) m_revoked = m_key_compromised = true;
+        if (reason == revocation_halt_reason && same_key()) m_revoked = m_key_compromised = true;
         if (revocation) {
             // A revocation of the certificate in force now, or of this key for keyCompromise
             // (every certificate of the key is then refused), holds after the restart.
-            const bool compromise = in.flag("key_compromised");
+            const bool compromise = in.flag("key_compromised") && same_key();
             if (compromise) m_key_compromised = true;
             if (compromise || r.cert_fp == st.fingerprint) m_revoked = true;
         }
