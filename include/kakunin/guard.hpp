@@ -38,6 +38,7 @@
 #include "kakunin/detail/wide_math.hpp"
 #include "kakunin/error.hpp"
 #include "kakunin/fwd.hpp"
+#include "kakunin/human_steps.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/lifecycle.hpp"
 #include "kakunin/notifier.hpp"
@@ -162,13 +163,22 @@ struct GuardOptions {
     /// Run incident handling on a background thread (default). Off: the caller drives it with
     /// Guard::process_incidents() (replays on simulated time do, for deterministic results).
     bool incident_thread = true;
+    /// People's steps taken elsewhere (kakunin incident ack|resolve|review, agent reenable,
+    /// agent lift-reduce-only): e.g. a FileHumanStepFeed on the CA's state directory. The Guard
+    /// subscribes at the end of its construction (the steps already recorded are applied
+    /// before the constructor returns) and applies each step of its agent through
+    /// acknowledge_incident(), resolve_incident(), review_incident(), reenable() and
+    /// lift_reduce_only(), which record it; a step that no longer applies is skipped, any other
+    /// failure goes to the error handler. Needs credentials (the agent); a limits-only Guard
+    /// ignores it.
+    std::shared_ptr<HumanStepFeed> human_steps;
 };
 
 /// Receives warnings and backend failures. Called at most once per event, possibly from the
 /// thread calling check(): must not block and must not throw.
 using GuardErrorHandler = std::function<void(std::string_view message)>;
 
-class Guard final : public RevocationListener {
+class Guard final : public RevocationListener, private HumanStepListener {
 public:
     /// Limits only: validates and compiles the scope; throws kakunin::Error (invalid_input) if
     /// it is invalid. The clock is borrowed and must outlive the Guard.
@@ -571,6 +581,8 @@ private:
     void start_heartbeat();
     void update_crl_locked(const CertificateRevocationList& crl);
     void on_revocation_locked(const Revocation& revocation) noexcept;
+    /// HumanStepListener (GuardOptions::human_steps; src/guard/human_steps.cpp).
+    void on_human_step(const HumanStep& step) noexcept override;
 
     void report(std::string_view message) noexcept;
     void report_expiry() noexcept;
