@@ -599,3 +599,113 @@ TEST_CASE("the file feed waits for a torn last line and skips lines the CA did n
     REQUIRE(errors.size() == 1);
     CHECK_THAT(errors[0], Catch::Contains("the CA signature does not verify"));
 }
+
+TEST_CASE("postgres: a step taken with --postgres reaches a Guard through LISTEN/NOTIFY",
+          "[human_steps][cli][postgres]") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession admin(db.superuser());
+    State s;
+    SystemClock clock;
+    GuardOptions o = s.options(300, clock);
+    PostgresAuditSinkOptions so;
+    so.log_id = "agent-7";
+    o.audit = AuditTrailOptions{std::make_shared<PostgresAuditSink>(db.app(), so)};
+    auto feed = std::make_shared<PostgresHumanStepFeed>(db.app());
+    REQUIRE(feed->wait_until_listening(10s));
+    o.human_steps = feed;
+    Guard g(s.credentials(), clock, o);
+    std::vector<std::string> errors;
+    std::mutex errors_mutex;
+    g.set_error_handler([&](std::string_view m) {
+        std::lock_guard<std::mutex> lock(errors_mutex);
+        errors.emplace_back(m);
+    });
+    REQUIRE(g.check(order("eu-central-1", "0.5")).verdict == Verdict::warn);
+    REQUIRE(g.wait_incidents(5s));
+    const std::string id = g.incidents().at(0).id;
+    const std::string opened =
+        "SELECT count(*) FROM kakunin_audit.audit_records WHERE log_id = 'agent-7' AND event = "
+        "'incident.opened'";
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (admin.value(opened) != "1" && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(10ms);
+    REQUIRE(admin.value(opened) == "1");
+    const std::string pg = " --postgres " + quote(db.app());
+
+    // Refused against the log in PostgreSQL (there is no file log): nothing published.
+    const Run bogus = kakunin_cli(
+        s.d, "incident ack --dir state --agent agent-7 --incident inc-nope --by X" + pg);
+    CHECK(bogus.code != 0);
+    CHECK_THAT(bogus.err, Catch::Contains("no incident 'inc-nope' in agent 'agent-7's audit log"));
+    CHECK(admin.value("SELECT count(*) FROM kakunin_audit.human_steps") == "0");
+
+    ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by 'On Call'" + pg);
+    const auto acked = std::chrono::steady_clock::now();
+    while (g.incidents()[0].state != IncidentState::acknowledged &&
+           std::chrono::steady_clock::now() - acked < 2s)
+        std::this_thread::sleep_for(1ms);
+    CHECK(g.incidents()[0].state == IncidentState::acknowledged);
+    CHECK(std::chrono::steady_clock::now() - acked < 1s);
+    CHECK(admin.value("SELECT count(*) FROM kakunin_audit.human_steps") == "1");
+    CHECK(admin.value("SELECT event FROM kakunin_audit.human_steps") == "incident.acknowledged");
+
+    // The second ack is refused: the Guard recorded the first in its log (or the CA log has it).
+    const Run twice = kakunin_cli(
+        s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by Y" + pg);
+    CHECK(twice.code != 0);
+    CHECK_THAT(twice.err, Catch::Contains("is acknowledged"));
+    CHECK(admin.value("SELECT count(*) FROM kakunin_audit.human_steps") == "1");
+    // The application role may only add steps.
+    test::PgSession app(db.app());
+    CHECK_FALSE(app.exec("DELETE FROM kakunin_audit.human_steps").ok);
+    std::lock_guard<std::mutex> lock(errors_mutex);
+    CHECK(errors.empty());
+}
+
+TEST_CASE("a signed review of an automatic revocation reaches the Guard, a re-enable is refused",
+          "[human_steps][cli]") {
+    State s;
+    SystemClock clock;
+    GuardOptions o = s.options(300, clock);
+    o.human_steps = std::make_shared<FileHumanStepFeed>(s.state);
+    Guard g(s.credentials(), clock, o);
+    std::vector<std::string> errors;
+    std::mutex errors_mutex;
+    g.set_error_handler([&](std::string_view m) {
+        std::lock_guard<std::mutex> lock(errors_mutex);
+        errors.emplace_back(m);
+    });
+    const Decision d = g.check(order("eu-west-1", "500"));  // hundreds of times the p99
+    REQUIRE(d.reasons.contains(ReasonCode::anomaly_revocation));
+    REQUIRE(g.wait_incidents(5s));
+    const std::string id = g.incidents().at(0).id;
+    REQUIRE(g.incidents()[0].state == IncidentState::revoked);
+    REQUIRE(wait_for_record(s.agent_log, "incident.revoked") != nullptr);
+
+    const std::string ca_before = slurp(s.ca_log);
+    const Run reenable =
+        kakunin_cli(s.d, "agent reenable --dir state --agent agent-7 --halt " +
+                             g.current_halt()->halt_id + " --by D --reason x --out r.json");
+    CHECK(reenable.code != 0);
+    CHECK_THAT(reenable.err, Catch::Contains("automatic halt of an anomaly revocation"));
+    CHECK(slurp(s.ca_log) == ca_before);
+    const Run ack =
+        kakunin_cli(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by X");
+    CHECK(ack.code != 0);
+    CHECK_THAT(ack.err, Catch::Contains("incident " + id + " is revoked"));
+
+    ok(s.d, "incident review --dir state --agent agent-7 --incident " + id +
+                " --by 'R. Reviewer' --root-cause 'size typo in the prompt'");
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    while (g.incidents()[0].state != IncidentState::reviewed &&
+           std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(2ms);
+    CHECK(g.incidents()[0].state == IncidentState::reviewed);
+    CHECK(g.incidents()[0].history.back().note == "size typo in the prompt");
+    const Run twice = kakunin_cli(s.d, "incident review --dir state --agent agent-7 --incident " +
+                                           id + " --by 'R. Reviewer' --root-cause again");
+    CHECK(twice.code != 0);
+    CHECK_THAT(twice.err, Catch::Contains("is reviewed"));
+    std::lock_guard<std::mutex> lock(errors_mutex);
+    CHECK(errors.empty());
+}
