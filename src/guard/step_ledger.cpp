@@ -3,6 +3,7 @@
 #include "guard/step_ledger.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 #include "audit/json.hpp"
 #include "kakunin/audit_record.hpp"
@@ -24,6 +25,16 @@ std::string text_member(const json& p, const char* key, const std::string& where
     if (!it->is_string())
         throw Error(ErrorCategory::invalid_input, where + ": payload." + key + ": not a string");
     return it->get<std::string>();
+}
+
+/// A revocation whose reason speaks of a compromise (keyCompromise, cACompromise, "of this
+/// Guard's key is on the CRL for keyCompromise"): no rotation lifts it. Read broadly: the
+/// worst that follows is a re-enable refused that the Guard would refuse too.
+bool names_compromise(const std::string& reason) {
+    std::string lower;
+    for (char c : reason)
+        lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    return lower.find("compromise") != std::string::npos;
 }
 
 std::string when(TimeNs at, const std::string& by) {
@@ -117,7 +128,7 @@ void HumanStepLedger::add_agent_record(std::string_view event, std::string_view 
         h.at_ns = ts;
         h.automatic = h.by == "kakunin";
         h.revoked = event == audit_event::certificate_revoked;
-        h.key_compromised = h.revoked && h.reason.rfind("keyCompromise", 0) == 0;
+        h.key_compromised = h.revoked && names_compromise(h.reason);
         if (m_halt && m_halt->automatic && !h.automatic) {
             // As Guard::halt(): a manual halt on an automatic one never becomes the halt in force.
             if (!h.id.empty())
