@@ -709,3 +709,42 @@ TEST_CASE("a signed review of an automatic revocation reaches the Guard, a re-en
     std::lock_guard<std::mutex> lock(errors_mutex);
     CHECK(errors.empty());
 }
+
+TEST_CASE("postgres: init-db adds the human steps table to a schema that predates it",
+          "[human_steps][postgres]") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    REQUIRE(su.exec("BEGIN").ok);
+    REQUIRE(su.exec("SET LOCAL kakunin.maintenance = on").ok);
+    REQUIRE(su.exec("SET LOCAL ROLE " + db.options.owner_role).ok);
+    REQUIRE(su.exec("DROP TABLE kakunin_audit.human_steps").ok);
+    REQUIRE(su.exec("DROP FUNCTION kakunin_audit.notify_human_step()").ok);
+    REQUIRE(su.exec("COMMIT").ok);
+    HumanStep step;
+    step.agent_id = "agent-7";
+    step.target = "inc-1";
+    step.by = "On Call";
+    CHECK_THROWS(publish_human_step(db.app(), step));
+
+    init_audit_database(db.superuser(), db.options);
+    CHECK_FALSE(su.exec("ALTER TABLE kakunin_audit.human_steps ADD COLUMN x int").ok);
+    auto feed = std::make_shared<PostgresHumanStepFeed>(db.app());
+    REQUIRE(feed->wait_until_listening(10s));
+    Recorder r;
+    feed->subscribe(&r);
+    step.at_ns = SystemClock().now_ns();  // taken after the subscriber came: not history
+    CHECK(publish_human_step(db.app(), step) > 0);
+    REQUIRE(r.wait_for(1, 5s));
+    CHECK(r.steps()[0].target == "inc-1");
+    CHECK(r.steps()[0].by == "On Call");
+    CHECK_FALSE(r.steps()[0].history);
+    feed->unsubscribe(&r);
+    // A second feed has it as history on subscribe.
+    PostgresHumanStepFeed later(db.app());
+    REQUIRE(later.wait_until_listening(10s));
+    Recorder h;
+    later.subscribe(&h);
+    REQUIRE(h.steps().size() == 1);
+    CHECK(h.steps()[0].history);
+    later.unsubscribe(&h);
+}

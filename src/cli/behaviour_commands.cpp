@@ -227,14 +227,14 @@ void agent_reenable(const Args& a) {
     HumanStep step = new_step(a, HumanStep::Kind::reenable, clock.now_ns());
     step.target = a.halt;
     step.note = a.reason;
-    require_applies(a, state, step);
     const TimeNs signed_at = step.at_ns;
     const std::string out =
         a.out.empty() ? a.dir + "/reenable-" + a.agent + "-" + std::to_string(signed_at) + ".json"
                       : a.out;
     // Ready before the statement is signed and recorded: an unwritable --out refuses first.
     require_output_file(out);
-    io::DurableFile file = io::DurableFile::prepare(out);
+    io::DurableFile file = io::DurableFile::prepare(out);  // removed again if refused below
+    require_applies(a, state, step);
     step.reenable = sign_reenable(*state.kms, a.agent, a.halt, a.by, a.reason, signed_at);
     const Reenable& r = *step.reenable;
     const std::uint64_t seq = record_step(a, state, step);
