@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "guard/step_ledger.hpp"
+#include "kakunin/audit_record.hpp"
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/guard.hpp"
@@ -747,4 +749,87 @@ TEST_CASE("postgres: init-db adds the human steps table to a schema that predate
     REQUIRE(h.steps().size() == 1);
     CHECK(h.steps()[0].history);
     later.unsubscribe(&h);
+}
+
+TEST_CASE("the ledger follows the Guard's halts and incidents from records", "[human_steps]") {
+    detail::HumanStepLedger ledger("agent-7");
+    std::uint64_t seq = 0;
+    const auto add = [&](std::string_view event, const std::string& payload) {
+        const AuditRecord r =
+            make_audit_record(seq++, 1'700'000'000'000'000'000 + seq, "agent-7", "agent-7",
+                              "sha256:" + std::string(64, '0'), event, payload);
+        ledger.add_agent_line(r.line(), "line " + std::to_string(seq));
+    };
+    const auto step = [](HumanStep::Kind k, const std::string& target,
+                         const std::string& by = "P") {
+        HumanStep s;
+        s.kind = k;
+        s.agent_id = "agent-7";
+        s.target = target;
+        s.by = by;
+        return s;
+    };
+    using K = HumanStep::Kind;
+
+    // An escalated incident is still open: it may be acknowledged.
+    add("incident.opened", R"({"agent":"agent-7","incident":"inc-a"})");
+    add("incident.escalated", R"({"agent":"agent-7","incident":"inc-a","action":"halt"})");
+    CHECK(ledger.refusal(step(K::acknowledge, "inc-a")).empty());
+    CHECK_THAT(ledger.refusal(step(K::review, "inc-a")), Catch::Contains("is open"));
+
+    // The escalation's automatic halt; a manual halt on top of it does not become the halt in
+    // force (as Guard::halt), so only the automatic one can be re-enabled.
+    add("guard.halted", R"({"by":"kakunin","halt":"halt-agent-7-1","reason":"escalation"})");
+    add("guard.halted", R"({"by":"M. Rossi","halt":"halt-agent-7-2","reason":"drill"})");
+    CHECK(ledger.refusal(step(K::reenable, "halt-agent-7-1")).empty());
+    CHECK_THAT(ledger.refusal(step(K::reenable, "halt-agent-7-2")),
+               Catch::Contains("made while the automatic halt halt-agent-7-1 was in force"));
+    add("guard.resumed", R"({"by":"D. Head","halt":"halt-agent-7-1","reason":"ok"})");
+    CHECK_THAT(ledger.refusal(step(K::reenable, "halt-agent-7-1")),
+               Catch::Contains("it was lifted"));
+
+    // A manual halt superseded by another before it was lifted.
+    add("guard.halted", R"({"by":"M. Rossi","halt":"halt-agent-7-3","reason":"one"})");
+    add("guard.halted", R"({"by":"M. Rossi","halt":"halt-agent-7-4","reason":"two"})");
+    CHECK_THAT(ledger.refusal(step(K::reenable, "halt-agent-7-3")),
+               Catch::Contains("superseded by halt halt-agent-7-4"));
+    CHECK(ledger.refusal(step(K::reenable, "halt-agent-7-4")).empty());
+
+    // A revocation: no re-enable until a newer certificate is in force; never after a
+    // compromise.
+    add("certificate.revoked",
+        R"({"by":"revocation feed","halt":"halt-agent-7-5","reason":"superseded"})");
+    CHECK_THAT(ledger.refusal(step(K::reenable, "halt-agent-7-5")), Catch::Contains("rotate"));
+    add("guard.rotated", R"({"by":"kakunin","reason":"0abc"})");
+    CHECK(ledger.refusal(step(K::reenable, "halt-agent-7-5")).empty());
+    add("certificate.revoked",
+        R"({"by":"revocation feed","halt":"halt-agent-7-6","reason":"keyCompromise: leaked"})");
+    add("guard.rotated", R"({"by":"kakunin","reason":"0abd"})");
+    CHECK_THAT(ledger.refusal(step(K::reenable, "halt-agent-7-6")),
+               Catch::Contains("keyCompromise"));
+
+    // Reduce-only: a lift recorded in the CA log and applied by the Guard is spent; a later
+    // reduce-only may be lifted again, once.
+    add("guard.reduce_only", R"({"by":"kakunin","reason":"loss"})");
+    HumanStep lift = step(K::lift_reduce_only, "", "Risk Head");
+    CHECK(ledger.refusal(lift).empty());
+    add("guard.reduce_only_lifted", R"({"by":"Risk Head","reason":"lifted"})");
+    add("guard.reduce_only", R"({"by":"kakunin","reason":"loss again"})");
+    CHECK_FALSE(ledger.add_recorded_step(lift));  // the first lift: spent by the agent's record
+    CHECK(ledger.reduce_only());
+    CHECK(ledger.add_recorded_step(lift));  // a second one, not in the agent's log: pending
+    CHECK_FALSE(ledger.reduce_only());
+    CHECK_THAT(ledger.refusal(lift), Catch::Contains("not yet in the agent's log"));
+
+    // Another agent's record in the log, and a malformed payload, are refused with the line.
+    const AuditRecord other =
+        make_audit_record(seq, 1, "agent-7", "agent-8", "sha256:" + std::string(64, '0'),
+                          "incident.opened", R"({"incident":"inc-z"})");
+    CHECK_THROWS_WITH(ledger.add_agent_line(other.line(), "line 99"),
+                      Catch::Contains("line 99: a record of agent 'agent-8'"));
+    const AuditRecord bad =
+        make_audit_record(seq, 1, "agent-7", "agent-7", "sha256:" + std::string(64, '0'),
+                          "incident.opened", R"({"incident":7})");
+    CHECK_THROWS_WITH(ledger.add_agent_line(bad.line(), "line 100"),
+                      Catch::Contains("payload.incident: not a string"));
 }
