@@ -260,12 +260,13 @@ void agent_lift_reduce_only(const Args& a) {
 }
 
 void add_agent_log(CLI::App* cmd, Args& a) {
-    cmd->add_option("--log", a.log,
-                    "The agent's audit log the step is checked against (default "
-                    "STATE/audit/AGENT.jsonl)");
+    CLI::Option* log = cmd->add_option("--log", a.log,
+                                       "The agent's audit log the step is checked against "
+                                       "(default STATE/audit/AGENT.jsonl)");
     cmd->add_option("--postgres", a.postgres,
                     "The agent's audit log is in PostgreSQL (libpq conninfo); the step is also "
-                    "published there for PostgresHumanStepFeed");
+                    "published there for PostgresHumanStepFeed")
+        ->excludes(log);
 }
 
 void add_common(CLI::App* cmd, Args& a) {
