@@ -165,12 +165,14 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     if (m_feed && m_options.on_cancel_all) m_desk->start();  // delivers a feed halt's cancels
     if (m_feed) m_feed->subscribe(this);
     // Last: the steps already recorded are applied to the Guard as constructed.
-    if (m_options.human_steps) try {
+    if (m_options.human_steps) {
+        try {
             m_options.human_steps->subscribe(this);
         } catch (...) {
-            if (m_feed) m_feed->unsubscribe(this);
+            if (m_feed) m_feed->unsubscribe(this);  // the destructor will not run
             throw;
         }
+    }
 }
 
 std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexcept {
