@@ -833,3 +833,37 @@ TEST_CASE("the ledger follows the Guard's halts and incidents from records", "[h
     CHECK_THROWS_WITH(ledger.add_agent_line(bad.line(), "line 100"),
                       Catch::Contains("payload.incident: not a string"));
 }
+
+TEST_CASE("a step for one Guard's incident is not an error for another Guard of the agent",
+          "[human_steps][cli]") {
+    State s;
+    SystemClock clock;
+    auto feed = std::make_shared<FileHumanStepFeed>(s.state);
+    GuardOptions o = s.options(300, clock);
+    o.human_steps = feed;
+    Guard a(s.credentials(), clock, o);
+    GuardOptions other = o;
+    other.audit.reset();  // the log is the first one's
+    Guard b(s.credentials(), clock, other);
+    std::vector<std::string> errors;
+    std::mutex errors_mutex;
+    for (Guard* g : {&a, &b})
+        g->set_error_handler([&](std::string_view m) {
+            std::lock_guard<std::mutex> lock(errors_mutex);
+            errors.emplace_back(m);
+        });
+    REQUIRE(a.check(order("eu-central-1", "0.5")).verdict == Verdict::warn);
+    REQUIRE(a.wait_incidents(5s));
+    const std::string id = a.incidents().at(0).id;
+    REQUIRE(wait_for_record(s.agent_log, "incident.opened") != nullptr);
+    ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by 'On Call'");
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    while (a.incidents()[0].state != IncidentState::acknowledged &&
+           std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(2ms);
+    CHECK(a.incidents()[0].state == IncidentState::acknowledged);
+    std::this_thread::sleep_for(300ms);  // b has had the step too
+    CHECK(b.incidents().empty());
+    std::lock_guard<std::mutex> lock(errors_mutex);
+    CHECK(errors.empty());
+}

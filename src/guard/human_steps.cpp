@@ -9,6 +9,9 @@ namespace kakunin {
 
 void Guard::on_human_step(const HumanStep& step) noexcept {
     if (step.agent_id != m_agent_id) return;  // another agent's
+    // Incident and halt ids carry the instance tag of the Guard that made them: a step for an
+    // id of another Guard of the agent (another process, an earlier run) is not this one's.
+    const bool ours = step.target.find("-" + m_instance + "-") != std::string::npos;
     try {
         const std::string what = std::string("human step ") + to_string(step.kind) +
                                  (step.target.empty() ? "" : " " + step.target) + " by " + step.by +
@@ -38,7 +41,7 @@ void Guard::on_human_step(const HumanStep& step) noexcept {
                     // Not halted, or that halt was lifted or superseded here already: it no
                     // longer applies. A halt of an earlier Guard (the history) neither.
                     if (in_force.empty() || lifted_before) return;
-                    if (in_force != step.reenable->halt_id && step.history) return;
+                    if (in_force != step.reenable->halt_id && (step.history || !ours)) return;
                     reenable(*step.reenable);
                     return;
                 }
@@ -46,10 +49,10 @@ void Guard::on_human_step(const HumanStep& step) noexcept {
             }
             report(what + " not applied: the step carries no signed statement");
         } catch (const Error& e) {
-            // No longer applies (already acknowledged, resolved, lifted): skipped quietly. An
-            // incident this Guard never had is one of an earlier Guard when it is history.
+            // No longer applies (already acknowledged, resolved, lifted): skipped quietly. So is
+            // an incident this Guard never had: another Guard's, or from before it started.
             if (e.category() == ErrorCategory::invalid_state) return;
-            if (e.category() == ErrorCategory::not_found && step.history) return;
+            if (e.category() == ErrorCategory::not_found && (step.history || !ours)) return;
             report(what + " not applied: " + e.what());
         } catch (const std::exception& e) {
             report(what + " not applied: " + e.what());
