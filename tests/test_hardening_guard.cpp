@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "kakunin/audit_record.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/incident.hpp"
@@ -575,6 +576,13 @@ TEST_CASE("agent reenable signs a statement bound to the halt named with --halt"
     CHECK_THAT(foreign.err, Catch::Contains("not a halt of agent 'agent-7'"));
 
     const std::string halt = "halt-agent-7-20240108T130000Z-00ff00ff00ff00ff-1";
+    // The agent's log shows that halt in force: what the command line checks a re-enable against.
+    std::ofstream(d / "state/audit/agent-7.jsonl")
+        << make_audit_record(0, utc(2024, 1, 8, 13, 0, 0), "agent-7", "agent-7",
+                             "sha256:" + std::string(64, '0'), audit_event::guard_halted,
+                             R"({"by":"M. Rossi","halt":")" + halt + R"(","reason":"drill"})")
+               .line()
+        << "\n";
     const CliRun r = cli_ok(d, "agent reenable --dir state --agent agent-7 --halt " + halt +
                                    " --by 'D. Head' --reason 'feed fixed' --out reenable.json");
     CHECK_THAT(r.out, Catch::Contains(halt));

@@ -38,6 +38,7 @@
 #include "kakunin/detail/wide_math.hpp"
 #include "kakunin/error.hpp"
 #include "kakunin/fwd.hpp"
+#include "kakunin/human_steps.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/lifecycle.hpp"
 #include "kakunin/notifier.hpp"
@@ -168,13 +169,22 @@ struct GuardOptions {
     /// Run incident handling on a background thread (default). Off: the caller drives it with
     /// Guard::process_incidents() (replays on simulated time do, for deterministic results).
     bool incident_thread = true;
+    /// People's steps taken elsewhere (kakunin incident ack|resolve|review, agent reenable,
+    /// agent lift-reduce-only): e.g. a FileHumanStepFeed on the CA's state directory. The Guard
+    /// subscribes at the end of its construction (the steps already recorded are applied
+    /// before the constructor returns) and applies each step of its agent through
+    /// acknowledge_incident(), resolve_incident(), review_incident(), reenable() and
+    /// lift_reduce_only(), which record it; a step that no longer applies is skipped, any other
+    /// failure goes to the error handler. Needs credentials (the agent); a limits-only Guard
+    /// ignores it.
+    std::shared_ptr<HumanStepFeed> human_steps;
 };
 
 /// Receives warnings and backend failures. Called at most once per event, possibly from the
 /// thread calling check(): must not block and must not throw.
 using GuardErrorHandler = std::function<void(std::string_view message)>;
 
-class Guard final : public RevocationListener {
+class Guard final : public RevocationListener, private HumanStepListener {
 public:
     /// The reason check() records for the halt it makes at the revocation level (a restart
     /// reads it back: that halt revoked the certificate for keyCompromise).
@@ -580,6 +590,8 @@ private:
     void start_heartbeat();
     void update_crl_locked(const CertificateRevocationList& crl);
     void on_revocation_locked(const Revocation& revocation) noexcept;
+    /// HumanStepListener (GuardOptions::human_steps; src/guard/human_steps.cpp).
+    void on_human_step(const HumanStep& step) noexcept override;
 
     void report(std::string_view message) noexcept;
     void report_expiry() noexcept;
@@ -625,6 +637,9 @@ private:
         std::vector<std::string> cancelled;    ///< halts whose cancel list is in the log
     };
     std::unique_ptr<Restore> m_restore;  ///< during construction only
+    /// The latest reduce-only entry the log held at construction (a history lift before it
+    /// does not apply).
+    TimeNs m_restored_reduce_only_ns = INT64_MIN;
     void restore_record(const OpenedRecord& record);
     void finish_restore();
     void audit_event(TimeNs at, std::string_view event, std::string payload) noexcept;

@@ -13,6 +13,7 @@
 #include "kakunin/decision.hpp"
 #include "kakunin/error.hpp"
 #include "kakunin/guard.hpp"
+#include "kakunin/human_steps.hpp"
 #include "kakunin/incident.hpp"
 #include "kakunin/kms.hpp"
 #include "kakunin/money.hpp"

@@ -22,6 +22,7 @@
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/baseline_store.hpp"
 #include "kakunin/ca.hpp"
+#include "kakunin/human_steps.hpp"
 #include "kakunin/revocation.hpp"
 
 namespace kakunin {
@@ -194,6 +195,44 @@ public:
     void put_approval(const BaselineApproval& approval) override;
     std::optional<BaselineApproval> get_approval(std::string_view agent_id,
                                                  std::uint64_t version) override;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+/// Inserts a human step into kakunin_audit.human_steps (which NOTIFYs kakunin_human_steps) and
+/// returns its sequence number: what `kakunin incident ack ... --postgres` does after recording
+/// the step in the CA log. Throws kakunin::Error (database, invalid_input).
+std::uint64_t publish_human_step(const std::string& conninfo, const HumanStep& step);
+
+struct PostgresHumanStepFeedOptions {
+    std::chrono::milliseconds reconnect_delay{200};
+    /// Told about connection failures and rows that do not parse (skipped). Must not throw;
+    /// called on the feed's thread.
+    std::function<void(std::string_view)> error_handler = {};
+    std::chrono::milliseconds io_timeout{10000};
+    /// How often a quiet feed catches up anyway (a backend that stopped answering). Zero: never.
+    std::chrono::milliseconds check_interval{5000};
+};
+
+/// HumanStepFeed over LISTEN/NOTIFY on kakunin_audit.human_steps, shaped like
+/// PostgresRevocationFeed: a background thread LISTENs, catches up on every commit since its
+/// previous catch-up, and delivers each step once (by seq) to every subscriber, on that thread.
+/// subscribe() first delivers, synchronously, the steps the feed has seen (history = true);
+/// call wait_until_listening() first to have the whole table as history.
+class PostgresHumanStepFeed final : public HumanStepFeed {
+public:
+    explicit PostgresHumanStepFeed(std::string conninfo, PostgresHumanStepFeedOptions options = {});
+    ~PostgresHumanStepFeed() override;
+    PostgresHumanStepFeed(const PostgresHumanStepFeed&) = delete;
+    PostgresHumanStepFeed& operator=(const PostgresHumanStepFeed&) = delete;
+
+    void subscribe(HumanStepListener* listener) override;
+    void unsubscribe(HumanStepListener* listener) noexcept override;
+
+    /// Waits until the feed is listening and has caught up; false on timeout.
+    bool wait_until_listening(std::chrono::milliseconds timeout);
 
 private:
     struct Impl;

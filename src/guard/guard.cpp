@@ -177,6 +177,15 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     if (m_feed && m_options.on_cancel_all) m_desk->start();  // delivers a feed halt's cancels
     if (m_feed) m_feed->subscribe(this);
     deliver_cancels();  // a restored halt whose cancel list never reached the trading system
+    // Last: the steps already recorded are applied to the Guard as constructed.
+    if (m_options.human_steps) {
+        try {
+            m_options.human_steps->subscribe(this);
+        } catch (...) {
+            if (m_feed) m_feed->unsubscribe(this);  // the destructor will not run
+            throw;
+        }
+    }
 }
 
 std::string Guard::record(GuardEvent event, bool audited, bool supersede) noexcept {
@@ -305,6 +314,7 @@ void Guard::audit_state(const GuardEvent& e, const std::string& in_force) noexce
 
 Guard::~Guard() {
     if (m_feed) m_feed->unsubscribe(this);
+    if (m_options.human_steps) m_options.human_steps->unsubscribe(this);
     if (!m_desk) return;  // a constructor threw before it was made
     m_desk->stop();
     try {

@@ -233,6 +233,7 @@ void Guard::restore_record(const OpenedRecord& r) {
     const std::string by(in.text_or(p, "by")), reason(in.text_or(p, "reason"));
     if (is(event, audit_event::guard_reduce_only)) {
         if (m_limits->tracking()) m_limits->set_reduce_only(true);
+        m_restored_reduce_only_ns = std::max(m_restored_reduce_only_ns, r.ts_ns);
     } else if (is(event, audit_event::guard_reduce_only_lifted)) {
         m_limits->set_reduce_only(false);
     } else if (is(event, audit_event::guard_cancel_all)) {

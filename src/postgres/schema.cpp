@@ -188,6 +188,7 @@ CREATE TRIGGER worm BEFORE UPDATE OR DELETE OR TRUNCATE ON kakunin_audit.baselin
     FOR EACH STATEMENT EXECUTE FUNCTION kakunin_audit.refuse_change();
 ALTER TABLE kakunin_audit.baseline_approvals ENABLE ALWAYS TRIGGER worm;
 
+@HUMAN_STEPS@
 -- Monthly partitions of audit_records, named audit_records_pYYYYMM, bounds in ns since the epoch.
 CREATE FUNCTION kakunin_audit.month_start_ns(p_month date) RETURNS bigint LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp AS $f$
@@ -417,6 +418,43 @@ CREATE EVENT TRIGGER kakunin_audit_drop ON sql_drop EXECUTE FUNCTION kakunin_aud
 ALTER EVENT TRIGGER kakunin_audit_drop ENABLE ALWAYS;
 )sql";
 
+// People's steps (kakunin incident ack ... --postgres), for PostgresHumanStepFeed: each row is a
+// record payload as the CA log holds it; an INSERT NOTIFYs kakunin_human_steps with its seq.
+// Also created on a database whose schema predates it (init-db adds it, under the maintenance
+// switch).
+constexpr const char* human_steps_sql = R"sql(
+CREATE TABLE kakunin_audit.human_steps (
+    seq bigserial PRIMARY KEY,
+    agent_id text NOT NULL CHECK (agent_id <> ''),
+    event text NOT NULL,
+    payload text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    xact xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX human_steps_xact ON kakunin_audit.human_steps (xact);
+CREATE FUNCTION kakunin_audit.notify_human_step() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    PERFORM pg_notify('kakunin_human_steps', json_build_object('seq', NEW.seq)::text);
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER human_steps_notify AFTER INSERT ON kakunin_audit.human_steps
+    FOR EACH ROW EXECUTE FUNCTION kakunin_audit.notify_human_step();
+ALTER TABLE kakunin_audit.human_steps ENABLE ALWAYS TRIGGER human_steps_notify;
+CREATE TRIGGER worm BEFORE UPDATE OR DELETE OR TRUNCATE ON kakunin_audit.human_steps
+    FOR EACH STATEMENT EXECUTE FUNCTION kakunin_audit.refuse_change();
+ALTER TABLE kakunin_audit.human_steps ENABLE ALWAYS TRIGGER worm;
+)sql";
+
+constexpr const char* human_steps_migration_sql = R"sql(
+SET LOCAL kakunin.maintenance = on;
+SET LOCAL ROLE @OWNER@;
+@HUMAN_STEPS@
+RESET ROLE;
+SET LOCAL kakunin.maintenance = off;
+)sql";
+
 // An older schema's revocations table lacks the inserting transaction (xact) that the feed's
 // catch-up needs: added as the owner, under the maintenance switch (honoured for a superuser).
 constexpr const char* revocations_xact_sql = R"sql(
@@ -439,6 +477,9 @@ GRANT SELECT (log_id, size, ts_ns, root, key_fp, sig, line),
 GRANT SELECT (seq, serial, agent_id, reason, revoked_at, recorded_at, xact),
       INSERT (serial, agent_id, reason, revoked_at) ON kakunin_audit.revocations TO @APP@;
 GRANT USAGE ON SEQUENCE kakunin_audit.revocations_seq_seq TO @APP@;
+GRANT SELECT (seq, agent_id, event, payload, recorded_at, xact),
+      INSERT (agent_id, event, payload) ON kakunin_audit.human_steps TO @APP@;
+GRANT USAGE ON SEQUENCE kakunin_audit.human_steps_seq_seq TO @APP@;
 GRANT SELECT (agent_id, version, json, sha256, created_at),
       INSERT (agent_id, version, json, sha256) ON kakunin_audit.baselines TO @APP@;
 GRANT SELECT (agent_id, version, approver, approved_at, signature, baseline_sha256, algorithm,
@@ -507,7 +548,8 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
             "WHERE nspname = $1",
             {std::string(audit_schema)});
         if (PQntuples(ns.get()) == 0) {
-            c.command(substitute(schema_sql, "@OWNER@", owner));
+            c.command(substitute(substitute(schema_sql, "@HUMAN_STEPS@", human_steps_sql),
+                                 "@OWNER@", owner));
         } else if (pg::value(ns.get(), 0, 0) != options.owner_role) {
             throw Error(ErrorCategory::invalid_input,
                         "init-db: schema kakunin_audit exists and is owned by \"" +
@@ -519,6 +561,12 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
                                  .get()) == 0) {
             c.command(substitute(revocations_xact_sql, "@OWNER@", owner));
         }
+        if (PQntuples(c.exec("SELECT 1 FROM pg_catalog.pg_class WHERE oid = "
+                             "pg_catalog.to_regclass('kakunin_audit.human_steps')")
+                          .get()) == 0)
+            c.command(
+                substitute(substitute(human_steps_migration_sql, "@HUMAN_STEPS@", human_steps_sql),
+                           "@OWNER@", owner));
         if (superuser) {
             pg::Result g = c.exec("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
                                   {std::string("kakunin_audit_guard")});
