@@ -25,8 +25,11 @@
 #include <botan/x509_crl.h>
 #include <nlohmann/json.hpp>
 
+#include "audit_test_support.hpp"
 #include "crypto/encoding.hpp"
 #include "kakunin/audit_sink.hpp"
+#include "kakunin/audit_verify.hpp"
+#include "kakunin/audit_writer.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/certificate.hpp"
 #include "kakunin/clock.hpp"
@@ -449,4 +452,104 @@ TEST_CASE("ca-sharing: two LocalCa objects on one state directory take turns",
         a->register_agent({"agent-8", "Desk 4", "ETH arbitrage", clock.now_ns(), "Jane Roe"}),
         Error);
     require_log_verifies(dir);
+}
+
+TEST_CASE("ca-sharing: LocalCa::hold keeps other processes out across several calls",
+          "[ca_sharing][cli]") {
+    Dir dir;
+    set_up(dir);
+    SystemClock clock;
+    std::shared_ptr<Kms> kms;
+    auto ca = open_in_process(dir, kms, clock);
+    {
+        const LocalCa::Hold held = ca->hold();
+        CHECK(ca->registration("agent-7"));  // calls of the holding thread run inside it
+        const CertificateRevocationList crl = ca->issue_crl();
+        const Run r = cli({"crl", "--dir", "state", "--out", "crl.pem"}, dir);
+        INFO("stderr: " << r.err);
+        CHECK(r.code != 0);
+        CHECK_THAT(r.err, Catch::Contains("locked by another writer") &&
+                              Catch::Contains("pid " + std::to_string(::getpid()) + " (") &&
+                              Catch::Contains("holds it since"));
+        CHECK(crl.this_update() > 0);
+    }
+    require_ok(cli({"crl", "--dir", "state", "--out", "crl.pem"}, dir), "crl after the hold");
+    CHECK(CertificateRevocationList::load_file(dir / "crl.pem").der() == ca->current_crl().der());
+}
+
+TEST_CASE(
+    "ca-sharing: file log writers taking turns continue from each other and repair what a "
+    "crashed one left",
+    "[ca_sharing][audit]") {
+    Dir dir;
+    test::AuditTestKms kms;
+    const auto id = test::make_identity(kms, "agent:agent-7");
+    ManualClock clock(test::monday(9));
+    const std::string path = dir / "agent-7.jsonl";
+    FileAuditSinkOptions so;
+    so.lock = FileAuditSinkOptions::Lock::per_hold;
+    so.lock_wait = std::chrono::milliseconds(200);
+    FileAuditSink sink_a(path, so), sink_b(path, so);
+    AuditWriterOptions wo;
+    wo.log_id = "agent-7";
+    wo.checkpoint_every = 0;
+    const std::string payload = R"({"decision":"allow","order":{"instrument":"BTC_EUR"}})";
+    std::unique_ptr<AuditLogWriter> a, b;
+    {
+        const auto held = sink_a.hold();
+        a = std::make_unique<AuditLogWriter>(sink_a, clock, id.signer(kms), wo, id.signer(kms));
+        a->append(audit_event::order_allowed, payload);
+        a->checkpoint();
+    }
+    {
+        const auto held = sink_b.hold();
+        b = std::make_unique<AuditLogWriter>(sink_b, clock, id.signer(kms), wo, id.signer(kms));
+        CHECK(b->size() == 1);
+        CHECK(b->append(audit_event::order_allowed, payload) == 1);
+        b->checkpoint();
+    }
+    // Writing takes a hold.
+    CHECK_THROWS_WITH(sink_a.append(std::string_view(R"({"x":1})")),
+                      Catch::Contains("without holding its lock"));
+    {
+        const auto held = sink_a.hold();
+        CHECK(a->catch_up() == 2);  // b's record and checkpoint
+        CHECK(a->root() == b->root());
+        CHECK(a->append(audit_event::order_allowed, payload) == 2);
+        a->checkpoint();
+        // Held: the other sink waits, then names this process.
+        CHECK_THROWS_WITH(sink_b.hold(),
+                          Catch::Contains("pid " + std::to_string(::getpid())) &&
+                              Catch::Contains("locked by another writer for more than 0.2 s"));
+    }
+    // A holder that crashed mid-write leaves a torn last line: the next hold cuts it, and its
+    // writer records the cut.
+    std::ofstream(path, std::ios::app) << R"({"agent":"agent-7","cert_fp":"sha)";
+    {
+        const auto held = sink_b.hold();
+        CHECK(sink_b.recovery().tail_cut);
+        CHECK(b->catch_up() == 2);
+        CHECK(b->size() == 4);  // a's record and the log.truncated_tail
+        b->checkpoint();
+    }
+    AuditCertificates certs;
+    certs.add_der(id.cert_der, "agent-7");
+    const AuditVerifyResult v = verify_audit_log_file(path, certs);
+    INFO(v.message);
+    CHECK(v.ok);
+    CHECK(v.records == 4);
+    {
+        const auto held = sink_a.hold();
+        CHECK(a->catch_up() == 2);  // b's log.truncated_tail and checkpoint
+        CHECK(a->root() == b->root());
+    }
+    // A log cut back while nobody held it is refused, not continued.
+    fs::resize_file(path, fs::file_size(path) / 2);
+    try {
+        (void)sink_a.hold();
+        FAIL("a hold continued a log that shrank");
+    } catch (const Error& e) {
+        CHECK(e.category() == ErrorCategory::invalid_state);
+        CHECK_THAT(e.what(), Catch::Contains("fewer than"));
+    }
 }
