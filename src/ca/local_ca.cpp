@@ -364,6 +364,12 @@ struct LocalCa::Impl {
                 log->catch_up();  // seq and the Merkle tree continue from the file as it is
             }
             read_log(true);
+        } catch (const std::exception& e) {
+            // What others appended could not be followed (it does not verify): the writer's
+            // view is unknown, so the log takes no more records until the CA is opened again.
+            if (log) log_failure = e.what();
+            file_hold.reset();
+            throw;
         } catch (...) {
             file_hold.reset();
             throw;
@@ -395,8 +401,8 @@ struct LocalCa::Impl {
                             " failed earlier and takes no more records until the CA is opened "
                             "again: " +
                             log_failure);
-        const std::uint64_t before = log->size();
         if (!log) throw Error(ErrorCategory::invalid_state, "the CA log is not open");
+        const std::uint64_t before = log->size();
         try {
             for (const CaEvent& e : events) log->append(e.event, e.payload);
             log->checkpoint();
@@ -877,6 +883,7 @@ AgentCertificate LocalCa::issue(const IssueRequest& request) {
 AgentCertificate LocalCa::issue_for_agent(std::string_view agent_id,
                                           const std::vector<std::uint8_t>& public_key,
                                           std::chrono::seconds validity) {
+    Impl::Turn turn(*m_impl);  // the approval read and the issue in one turn
     const auto approved = approved_scope(agent_id);
     if (!approved)
         throw Error(ErrorCategory::unauthorised,
