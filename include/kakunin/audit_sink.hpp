@@ -123,7 +123,8 @@ struct FileAuditSinkOptions {
         while_open,
         /// only while a hold() lasts (writers that take turns, each continuing from what the
         /// others appended: the CA log, shared by the command line and an in-process LocalCa).
-        /// Opening takes it for its checks and releases it.
+        /// Opening takes it for its checks and releases it; a writer on such a sink is built,
+        /// and appends, inside a hold, and calls AuditLogWriter::catch_up at the start of each.
         per_hold,
     };
     Lock lock = Lock::while_open;
