@@ -12,6 +12,7 @@
 //   kakunin::FileAuditSink file("state/audit/agent-7.jsonl");   // fsync per batch by default
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -49,6 +50,11 @@ public:
     /// Calls `fn` with each stored line, in order. A restarted writer continues from these.
     /// The default stores nothing readable (a write-only sink).
     virtual void for_each_line(const std::function<void(std::string_view)>& fn) { (void)fn; }
+    /// Calls `fn` with each stored line from the `first`-th on (0-based): what a writer that
+    /// knows the first `first` lines reads to continue from lines another writer appended
+    /// (AuditLogWriter::catch_up). The default reads every line and skips the first ones.
+    virtual void for_each_line_from(std::uint64_t first,
+                                    const std::function<void(std::string_view)>& fn);
     /// What the sink repaired when it opened. The default: nothing.
     virtual AuditSinkRecovery recovery() const { return {}; }
     /// Where an AuditTrail writing to this sink keeps its write-ahead journal unless told
@@ -67,11 +73,16 @@ public:
     void append(const std::string_view* lines, std::size_t count) final;
     void flush() final;
     void for_each_line(const std::function<void(std::string_view)>& fn) final;
+    void for_each_line_from(std::uint64_t first,
+                            const std::function<void(std::string_view)>& fn) final;
 
 protected:
     virtual void do_append(const std::string_view* lines, std::size_t count) = 0;
     virtual void do_flush() = 0;
     virtual void do_for_each_line(const std::function<void(std::string_view)>& fn) { (void)fn; }
+    /// The default reads every line through do_for_each_line and skips the first ones.
+    virtual void do_for_each_line_from(std::uint64_t first,
+                                       const std::function<void(std::string_view)>& fn);
 
     mutable std::mutex m_mutex;
 };
@@ -90,6 +101,8 @@ protected:
     void do_append(const std::string_view* lines, std::size_t count) override;
     void do_flush() override { ++m_flushes; }
     void do_for_each_line(const std::function<void(std::string_view)>& fn) override;
+    void do_for_each_line_from(std::uint64_t first,
+                               const std::function<void(std::string_view)>& fn) override;
 
 private:
     std::vector<std::string> m_lines;
@@ -103,6 +116,21 @@ struct FileAuditSinkOptions {
     /// The log the file must hold. When set, a file whose first record belongs to another log
     /// is refused before anything in it is changed. Empty: any audit log.
     std::string log_id = {};
+    /// How the file is locked against other writers (flock, exclusive):
+    enum class Lock {
+        /// for as long as the sink is open (one writer: a Guard's log). A second sink on the
+        /// file, in this or another process, is refused at once.
+        while_open,
+        /// only while a hold() lasts (writers that take turns, each continuing from what the
+        /// others appended: the CA log, shared by the command line and an in-process LocalCa).
+        /// Opening takes it for its checks and releases it; a writer on such a sink is built,
+        /// and appends, inside a hold, and calls AuditLogWriter::catch_up at the start of each.
+        per_hold,
+    };
+    Lock lock = Lock::while_open;
+    /// With Lock::per_hold: how long opening and hold() wait for another holder before they
+    /// throw (io), naming the holder.
+    std::chrono::milliseconds lock_wait{5000};
 };
 
 /// JSON Lines in one file (DESIGN §5).
@@ -131,14 +159,48 @@ struct FileAuditSinkOptions {
 /// replaced while open makes every later append and flush throw (io), so nothing written to
 /// the orphaned file is reported durable.
 ///
-/// The file is locked (flock, exclusive) while open: a second FileAuditSink on the same file,
-/// in this or another process, throws kakunin::Error (io).
+/// The file is locked (flock, exclusive) while open (FileAuditSinkOptions::Lock::while_open): a
+/// second FileAuditSink on the same file, in this or another process, throws kakunin::Error (io,
+/// "already open for writing elsewhere") naming the holder. With Lock::per_hold the lock is
+/// taken by hold() and released when the Hold ends; appends and flushes need one (else
+/// invalid_state). hold() waits up to `lock_wait` for another holder, then throws (io) naming
+/// it. Whoever takes the lock writes `PATH.holder` (pid, program, since when; not synced, removed
+/// when the lock is released), which is what these messages quote. The kernel releases the lock
+/// of a process that dies, so a holder file left by a dead process blocks nobody: the message
+/// then says that the process it names is no longer running.
+///
+/// A hold continues from what other processes appended since this sink last held the file
+/// (their lines are read with for_each_line_from, e.g. by AuditLogWriter::catch_up), repairs a
+/// torn last line a crashed holder left (reported through recovery(), like at open), and refuses
+/// (invalid_state) a file that shrank below what this sink had seen.
 class FileAuditSink final : public LockingAuditSink {
 public:
     explicit FileAuditSink(std::string path, FileAuditSinkOptions options = {});
     ~FileAuditSink() override;
     FileAuditSink(const FileAuditSink&) = delete;
     FileAuditSink& operator=(const FileAuditSink&) = delete;
+
+    /// The file's lock for as long as it lives (Lock::per_hold). Movable; ending it syncs what
+    /// is not yet durable (best effort: flush() is what reports errors) and releases the lock.
+    class Hold {
+    public:
+        Hold(Hold&& other) noexcept : m_sink(other.m_sink) { other.m_sink = nullptr; }
+        Hold& operator=(Hold&&) = delete;
+        Hold(const Hold&) = delete;
+        Hold& operator=(const Hold&) = delete;
+        ~Hold();
+
+    private:
+        friend class FileAuditSink;
+        explicit Hold(FileAuditSink* sink) : m_sink(sink) {}
+        FileAuditSink* m_sink;
+    };
+    /// Takes the lock (Lock::per_hold only, else invalid_state; waiting up to `lock_wait`, then
+    /// io naming the holder) and continues from the file as other writers left it. One Hold at
+    /// a time per sink (a second one throws invalid_state). Thread-safe.
+    [[nodiscard]] Hold hold();
+    /// PATH.holder: who holds the lock, as its holder wrote it.
+    std::string holder_path() const { return m_path + ".holder"; }
 
     std::string name() const override { return "file:" + m_path; }
     AuditSinkRecovery recovery() const override { return m_recovery; }
@@ -150,8 +212,16 @@ protected:
     void do_append(const std::string_view* lines, std::size_t count) override;
     void do_flush() override;
     void do_for_each_line(const std::function<void(std::string_view)>& fn) override;
+    void do_for_each_line_from(std::uint64_t first,
+                               const std::function<void(std::string_view)>& fn) override;
 
 private:
+    void lock_file(std::chrono::milliseconds wait);
+    void unlock_file() noexcept;
+    void open_checks(bool existed, const std::string& marker);
+    void continue_from_file();
+    void release_hold() noexcept;
+    void check_held() const;
     std::optional<std::string> read_first_line() const;
     std::optional<std::string> check_content() const;
     void repair_tail();
@@ -181,6 +251,11 @@ private:
     std::string m_pending;  ///< lines stored after m_durable, not yet durable
     std::string m_buffer;
     AuditSinkRecovery m_recovery;
+    bool m_locked = false;  ///< this sink holds the flock
+    bool m_held = false;    ///< a Hold is alive (Lock::per_hold)
+    /// A known line count: the first m_mark_lines lines end exactly at byte m_mark_offset
+    /// (<= m_size), so for_each_line_from need not scan the file from its start.
+    std::uint64_t m_mark_lines = 0, m_mark_offset = 0;
 };
 
 }  // namespace kakunin

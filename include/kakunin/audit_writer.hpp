@@ -82,6 +82,14 @@ public:
     AuditCheckpoint checkpoint();
     /// Final checkpoint and flush; further appends throw. Idempotent.
     void close();
+    /// Continues from the lines another writer appended to the sink since this one last read
+    /// or wrote it: writers that take turns on one log under a lock (FileAuditSink with
+    /// Lock::per_hold, held by the caller; the CA log). The lines are checked as at open (seq and
+    /// tree continue from them, on_existing_record sees each record); if the sink cut a torn
+    /// tail meanwhile, `log.truncated_tail` is recorded and flushed. Returns how many lines were
+    /// read. Throws kakunin::Error (invalid_state) while lines are queued or after close(), and
+    /// (invalid_input) as the constructor does for a line that does not verify structurally.
+    std::uint64_t catch_up();
 
     const std::string& log_id() const noexcept;
     /// Records appended (the next seq).

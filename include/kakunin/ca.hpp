@@ -124,6 +124,10 @@ struct LocalCaOptions {
     std::string oid_arc = std::string(default_oid_arc);
     std::chrono::seconds default_validity{24 * 3600};
     std::chrono::seconds crl_validity{3600};  ///< nextUpdate - thisUpdate
+    /// How long an operation waits for the state directory's lock while another process (the
+    /// command line, another LocalCa) holds it, before it throws kakunin::Error (io) naming the
+    /// holder.
+    std::chrono::milliseconds lock_wait{5000};
 };
 
 struct CaInitOptions {
@@ -141,11 +145,21 @@ struct CaInitOptions {
 /// docs/audit-format.md) to the log "ca", each signed by the CA key through the Kms, followed by
 /// a signed checkpoint, and makes them durable before it changes anything else and before it
 /// returns; if that fails, the operation throws and has changed nothing. The log is
-/// STATE/audit/ca.jsonl (a FileAuditSink, locked while the CA is open: one process at a time
-/// opens a state directory, a second LocalCa on it throws kakunin::Error io) or, for an
-/// in-memory CA, a MemoryAuditSink. It continues across open(). After a failed write whose
-/// outcome is unknown, further operations throw kakunin::Error (invalid_state) until the CA is
-/// opened again.
+/// STATE/audit/ca.jsonl (a FileAuditSink) or, for an in-memory CA, a MemoryAuditSink. It
+/// continues across open(). After a failed write whose outcome is unknown, further operations
+/// throw kakunin::Error (invalid_state) until the CA is opened again.
+///
+/// Sharing a state directory: the CA log's file lock (flock on STATE/audit/ca.jsonl) is held for
+/// the length of one member call, not while the CA is open, so a trading process can keep
+/// `LocalCa::open(STATE)` for automatic revocation while `kakunin crl`, `cert issue`, `incident
+/// ack`... run on the same directory. Each call, under the lock, first continues from what other
+/// processes recorded since its last call (the log's seq and Merkle tree, and the
+/// registrations, approvals, certificates, revocations and latest CRL it acts on, after
+/// verifying their lines with the CA key), so operations of several processes interleave into
+/// one log that verifies, CRL numbers are never reused and a revocation made by one process is
+/// in the next CRL another issues. A call that finds the lock held waits up to
+/// LocalCaOptions::lock_wait (5 s), then throws kakunin::Error (io) naming the holder's pid,
+/// program and since when it holds the lock (from STATE/audit/ca.jsonl.holder).
 class LocalCa final : public CertificateAuthority {
 public:
     /// Creates the CA key (or reuses one of the same algorithm under the label), a self-signed
@@ -179,6 +193,29 @@ public:
 
     /// Issues a fresh CRL now, whatever the current one's age.
     CertificateRevocationList issue_crl();
+
+    /// The state directory's lock held across several calls, for a caller that must keep other
+    /// processes out between them (kakunin baseline approve: the next version of a file kept
+    /// beside the CA, then its record). Calls this thread makes meanwhile run inside it; other
+    /// threads wait for it, other processes up to their lock_wait. Keep it short: an in-process
+    /// CA's automatic revocation waits for it too. End it on the thread that took it.
+    class Hold {
+    public:
+        Hold(Hold&& other) noexcept;
+        Hold& operator=(Hold&&) = delete;
+        Hold(const Hold&) = delete;
+        Hold& operator=(const Hold&) = delete;
+        ~Hold();
+
+    private:
+        friend class LocalCa;
+        struct Turn;
+        explicit Hold(std::unique_ptr<Turn> turn);
+        std::unique_ptr<Turn> m_turn;
+    };
+    /// Takes the lock (waiting like any call, then throwing kakunin::Error io naming the holder)
+    /// and brings the CA up to date with the log.
+    [[nodiscard]] Hold hold();
 
     /// Throws kakunin::Error (invalid_state) if the agent is already registered.
     void register_agent(const AgentRegistration& registration);

@@ -5,8 +5,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +25,14 @@ void AuditSink::append(const std::vector<std::string>& lines) {
     append(views.data(), views.size());
 }
 
+void AuditSink::for_each_line_from(std::uint64_t first,
+                                   const std::function<void(std::string_view)>& fn) {
+    std::uint64_t index = 0;
+    for_each_line([&](std::string_view line) {
+        if (index++ >= first) fn(line);
+    });
+}
+
 void LockingAuditSink::append(const std::string_view* lines, std::size_t count) {
     std::lock_guard<std::mutex> lock(m_mutex);
     do_append(lines, count);
@@ -35,6 +46,20 @@ void LockingAuditSink::flush() {
 void LockingAuditSink::for_each_line(const std::function<void(std::string_view)>& fn) {
     std::lock_guard<std::mutex> lock(m_mutex);
     do_for_each_line(fn);
+}
+
+void LockingAuditSink::for_each_line_from(std::uint64_t first,
+                                          const std::function<void(std::string_view)>& fn) {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    do_for_each_line_from(first, fn);
+}
+
+void LockingAuditSink::do_for_each_line_from(std::uint64_t first,
+                                             const std::function<void(std::string_view)>& fn) {
+    std::uint64_t index = 0;
+    do_for_each_line([&](std::string_view line) {
+        if (index++ >= first) fn(line);
+    });
 }
 
 // ---- MemoryAuditSink -------------------------------------------------------------------------
@@ -60,6 +85,13 @@ void MemoryAuditSink::do_append(const std::string_view* lines, std::size_t count
 
 void MemoryAuditSink::do_for_each_line(const std::function<void(std::string_view)>& fn) {
     for (const auto& l : m_lines) fn(l);
+}
+
+void MemoryAuditSink::do_for_each_line_from(std::uint64_t first,
+                                            const std::function<void(std::string_view)>& fn) {
+    for (std::size_t i = static_cast<std::size_t>(std::min<std::uint64_t>(first, m_lines.size()));
+         i < m_lines.size(); ++i)
+        fn(m_lines[i]);
 }
 
 // ---- FileAuditSink ---------------------------------------------------------------------------
@@ -115,7 +147,129 @@ bool read_whole(const std::string& path, std::string& out) {
     return true;
 }
 
+// ---- who holds the lock: PATH.holder --------------------------------------------------------
+
+std::string utc_text(std::int64_t ns) {
+    const std::time_t secs = static_cast<std::time_t>(ns / 1'000'000'000);
+    std::tm tm{};
+    ::gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+std::int64_t wall_ns() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::string seconds_text(std::int64_t ns) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ns) / 1e9);
+    return buf;
+}
+
+/// Written by whoever takes the lock, right after taking it; only read to name the holder in a
+/// message, so it is not synced (a crash loses a description, never a lock).
+void write_holder(const std::string& path) noexcept {
+    try {
+        const nlohmann::json j = {{"pid", static_cast<long long>(::getpid())},
+                                  {"program", program_invocation_short_name},
+                                  {"since_ns", wall_ns()}};
+        const std::string text =
+            j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (fd < 0) return;
+        std::size_t written = 0;
+        while (written < text.size()) {
+            const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            written += static_cast<std::size_t>(n);
+        }
+        ::close(fd);
+    } catch (...) {
+        // Only a description: the lock is what counts.
+    }
+}
+
+/// "pid 4242 (kakunin) holds it since 2026-...Z (3.1 s ago), as PATH.holder says", or why the
+/// holder cannot be named.
+std::string describe_holder(const std::string& path) {
+    std::string text;
+    bool found = false;
+    try {
+        found = read_whole(path, text);
+    } catch (const Error&) {
+    }
+    if (!found || text.empty())
+        return "the holder did not describe itself (" + path +
+               " is missing or empty: a program that does not write it, or one that has only "
+               "just taken the lock)";
+    long long pid = 0;
+    std::string program;
+    std::int64_t since = 0;
+    try {
+        const nlohmann::json j = nlohmann::json::parse(text);
+        pid = j.at("pid").get<long long>();
+        program = j.at("program").get<std::string>();
+        since = j.at("since_ns").get<std::int64_t>();
+    } catch (const nlohmann::json::exception&) {
+        return "the holder's description in " + path + " is unreadable";
+    }
+    std::string out = "pid " + std::to_string(pid) + " (" + program + ") holds it since " +
+                      utc_text(since) + " (" + seconds_text(wall_ns() - since) + " ago), as " +
+                      path + " says";
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+        out += "; but no process " + std::to_string(pid) +
+               " is running, so that description is stale (the kernel released that process's "
+               "lock when it ended) and the present holder did not describe itself";
+    return out;
+}
+
 }  // namespace
+
+FileAuditSink::Hold::~Hold() {
+    if (m_sink != nullptr) m_sink->release_hold();
+}
+
+void FileAuditSink::lock_file(std::chrono::milliseconds wait) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    auto pause = std::chrono::milliseconds(1);
+    for (;;) {
+        if (::flock(m_fd, LOCK_EX | LOCK_NB) == 0) break;
+        if (errno == EINTR) continue;
+        if (errno != EWOULDBLOCK) throw_io("lock", m_path, errno);
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) {
+            const std::string who = describe_holder(holder_path());
+            // One writer per log: a second one would interleave lines and break seq.
+            if (m_options.lock == FileAuditSinkOptions::Lock::while_open)
+                throw Error(ErrorCategory::io, "audit file " + m_path +
+                                                   ": already open for writing elsewhere: " + who);
+            throw Error(
+                ErrorCategory::io,
+                "audit file " + m_path + ": locked by another writer for more than " +
+                    seconds_text(
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count()) +
+                    ": " + who);
+        }
+        std::this_thread::sleep_for(
+            std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+        pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
+    m_locked = true;
+    write_holder(holder_path());
+}
+
+void FileAuditSink::unlock_file() noexcept {
+    if (!m_locked) return;
+    // Removed while still held: the next holder writes its own.
+    (void)::unlink(holder_path().c_str());
+    (void)::flock(m_fd, LOCK_UN);
+    m_locked = false;
+}
 
 FileAuditSink::FileAuditSink(std::string path, FileAuditSinkOptions options)
     : m_path(std::move(path)), m_marker_path(m_path + ".started"), m_options(std::move(options)) {
@@ -136,47 +290,118 @@ FileAuditSink::FileAuditSink(std::string path, FileAuditSinkOptions options)
     }
     m_fd = ::open(m_path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (m_fd < 0) throw_io("open", m_path, errno);
+    const bool per_hold = m_options.lock == FileAuditSinkOptions::Lock::per_hold;
     try {
-        // One writer per log: a second one would interleave lines and break seq.
-        if (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
-            if (errno == EWOULDBLOCK) {
-                throw Error(ErrorCategory::io,
-                            "audit file " + m_path + ": already open for writing elsewhere");
-            }
-            throw_io("lock", m_path, errno);
-        }
-        if (!existed) sync_directory_of(m_path);
-        struct stat st {};
-        if (::fstat(m_fd, &st) != 0) throw_io("stat", m_path, errno);
-        m_size = static_cast<std::uint64_t>(st.st_size);
-        m_dev = st.st_dev;
-        m_ino = st.st_ino;
-        const std::optional<std::string> first = check_content();
-        if (m_has_marker) {
-            if (!first || *first + "\n" != marker) {
-                throw Error(ErrorCategory::invalid_state,
-                            "audit file " + m_path +
-                                (first ? " does not begin with" : " is empty of") +
-                                " the first record " + m_marker_path +
-                                " holds: it was truncated or replaced by another log; restore "
-                                "it (or, to begin a new log on purpose, remove " +
-                                m_marker_path + ")");
-            }
-        }
-        repair_tail();
-        m_durable = m_size;
-        if (first && !m_has_marker) write_marker(*first);
+        lock_file(per_hold ? m_options.lock_wait : std::chrono::milliseconds(0));
+        // Under the lock: another writer taking turns may have started the log meanwhile.
+        if (per_hold) m_has_marker = read_whole(m_marker_path, marker);
+        open_checks(existed, marker);
+        if (per_hold) unlock_file();
     } catch (...) {
+        unlock_file();
         ::close(m_fd);
         throw;
     }
 }
 
+void FileAuditSink::open_checks(bool existed, const std::string& marker) {
+    if (!existed) sync_directory_of(m_path);
+    struct stat st {};
+    if (::fstat(m_fd, &st) != 0) throw_io("stat", m_path, errno);
+    m_size = static_cast<std::uint64_t>(st.st_size);
+    m_dev = st.st_dev;
+    m_ino = st.st_ino;
+    const std::optional<std::string> first = check_content();
+    if (m_has_marker) {
+        if (!first || *first + "\n" != marker) {
+            throw Error(ErrorCategory::invalid_state,
+                        "audit file " + m_path + (first ? " does not begin with" : " is empty of") +
+                            " the first record " + m_marker_path +
+                            " holds: it was truncated or replaced by another log; restore "
+                            "it (or, to begin a new log on purpose, remove " +
+                            m_marker_path + ")");
+        }
+    }
+    repair_tail();
+    m_durable = m_size;
+    if (first && !m_has_marker) write_marker(*first);
+}
+
 FileAuditSink::~FileAuditSink() {
     if (m_fd >= 0) {
         if (m_unsynced) (void)io::sync_data(m_fd);
+        unlock_file();
         ::close(m_fd);
     }
+}
+
+FileAuditSink::Hold FileAuditSink::hold() {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_options.lock != FileAuditSinkOptions::Lock::per_hold)
+        throw Error(ErrorCategory::invalid_state,
+                    "audit file " + m_path +
+                        ": hold() needs FileAuditSinkOptions::Lock::per_hold (this sink holds "
+                        "its lock while open)");
+    if (m_held)
+        throw Error(ErrorCategory::invalid_state,
+                    "audit file " + m_path + ": this sink already holds the lock");
+    lock_file(m_options.lock_wait);
+    try {
+        continue_from_file();
+    } catch (...) {
+        unlock_file();
+        throw;
+    }
+    m_held = true;
+    return Hold(this);
+}
+
+// What other writers did while this sink did not hold the file: they appended complete lines
+// (or, if one crashed mid-write, a torn last line, which is cut as at open).
+void FileAuditSink::continue_from_file() {
+    check_still_named();
+    struct stat st {};
+    if (::fstat(m_fd, &st) != 0) throw_io("stat", m_path, errno);
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size < m_size)
+        throw Error(ErrorCategory::invalid_state,
+                    "audit file " + m_path + " holds " + std::to_string(size) +
+                        " bytes, fewer than the " + std::to_string(m_size) +
+                        " this writer had seen: it was cut back or replaced while no writer held "
+                        "it; restore it");
+    if (size == m_size) return;
+    if (m_rewrite || !m_pending.empty()) {
+        m_broken =
+            "lines this writer stored but could not make durable would now follow lines another "
+            "writer appended, so nothing more is written to it; reopen the log";
+        throw Error(ErrorCategory::io, "audit file " + m_path + ": " + m_broken);
+    }
+    const bool was_empty = m_size == 0;
+    m_size = size;
+    repair_tail();
+    m_durable = m_size;
+    if (was_empty) {
+        (void)check_content();
+        write_marker_if_missing();
+    }
+}
+
+void FileAuditSink::release_hold() noexcept {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_unsynced && !m_rewrite && io::sync_data(m_fd) == 0) {
+        m_durable = m_size;
+        m_pending.clear();
+        m_unsynced = false;
+    }
+    unlock_file();
+    m_held = false;
+}
+
+void FileAuditSink::check_held() const {
+    if (m_options.lock == FileAuditSinkOptions::Lock::per_hold && !m_held)
+        throw Error(
+            ErrorCategory::invalid_state,
+            "audit file " + m_path + ": written without holding its lock (FileAuditSink::hold())");
 }
 
 std::optional<std::string> FileAuditSink::read_first_line() const {
@@ -265,6 +490,7 @@ void FileAuditSink::repair_tail() {
     m_recovery.cut_bytes = m_size - line_start;
     m_recovery.reason = "no trailing newline";
     m_size = line_start;
+    if (m_mark_offset > m_size) m_mark_lines = m_mark_offset = 0;
 }
 
 void FileAuditSink::check_still_named() {
@@ -306,6 +532,7 @@ void FileAuditSink::cut_back(const char* what, int err) {
         throw Error(ErrorCategory::io, "audit file " + m_path + ": " + m_broken);
     }
     m_size = m_durable;
+    if (m_mark_offset > m_size) m_mark_lines = m_mark_offset = 0;
     m_unsynced = false;
     m_rewrite = !m_pending.empty();
     throw Error(ErrorCategory::io, "audit file " + m_path + ": " + what + ": " +
@@ -344,6 +571,7 @@ void FileAuditSink::sync_or_cut(std::size_t keep_pending) {
 void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) {
     check_writable();
     if (count == 0) return;
+    check_held();
     m_buffer.clear();
     for (std::size_t i = 0; i < count; ++i) {
         if (lines[i].find('\n') != std::string_view::npos) {
@@ -355,7 +583,12 @@ void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) 
     }
     if (m_rewrite) rewrite_pending();
     const std::size_t keep = m_pending.size();
+    const bool at_mark = m_mark_offset == m_size;
     write_or_cut(m_buffer);  // on failure nothing of this batch is stored
+    if (at_mark) {
+        m_mark_lines += count;
+        m_mark_offset = m_size;
+    }
     if (m_pending.empty())
         m_pending.swap(m_buffer);  // keeps both capacities
     else
@@ -368,6 +601,9 @@ void FileAuditSink::do_append(const std::string_view* lines, std::size_t count) 
 
 void FileAuditSink::do_flush() {
     check_writable();
+    // Nothing to write needs no lock (a LocalCa closing its log between turns).
+    if (!m_unsynced && !m_rewrite && (m_has_marker || m_size == 0)) return;
+    check_held();
     if (m_rewrite) rewrite_pending();
     if (m_unsynced) sync_or_cut(m_pending.size());
     write_marker_if_missing();
@@ -380,10 +616,23 @@ void FileAuditSink::write_marker_if_missing() {
 }
 
 void FileAuditSink::do_for_each_line(const std::function<void(std::string_view)>& fn) {
+    do_for_each_line_from(0, fn);
+}
+
+void FileAuditSink::do_for_each_line_from(std::uint64_t first,
+                                          const std::function<void(std::string_view)>& fn) {
     constexpr std::size_t block = 1 << 20;
     std::string buf;
     std::string carry;
     std::uint64_t offset = 0;
+    std::uint64_t index = 0;  // of the next line to end
+    if (m_mark_offset <= m_size && m_mark_lines <= first) {
+        offset = m_mark_offset;
+        index = m_mark_lines;
+    }
+    auto line = [&](std::string_view l) {
+        if (index++ >= first) fn(l);
+    };
     while (offset < m_size) {
         const std::size_t n =
             static_cast<std::size_t>(std::min<std::uint64_t>(block, m_size - offset));
@@ -394,17 +643,22 @@ void FileAuditSink::do_for_each_line(const std::function<void(std::string_view)>
         for (std::size_t pos = buf.find('\n'); pos != std::string::npos;
              pos = buf.find('\n', start)) {
             if (carry.empty()) {
-                fn(std::string_view(buf.data() + start, pos - start));
+                line(std::string_view(buf.data() + start, pos - start));
             } else {
                 carry.append(buf, start, pos - start);
-                fn(carry);
+                line(carry);
                 carry.clear();
             }
             start = pos + 1;
         }
         carry.append(buf, start, std::string::npos);
     }
-    if (!carry.empty()) fn(carry);
+    if (!carry.empty()) {
+        if (index >= first) fn(carry);
+    } else {
+        m_mark_lines = index;
+        m_mark_offset = m_size;
+    }
 }
 
 }  // namespace kakunin

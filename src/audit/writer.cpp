@@ -36,6 +36,7 @@ struct AuditLogWriter::Impl {
     std::chrono::steady_clock::time_point last_checkpoint_steady = std::chrono::steady_clock::now();
     AuditSinkRecovery recovery;
     bool closed = false;
+    std::uint64_t lines_seen = 0;  ///< lines of the sink this writer has read or handed to it
 
     // Queued lines live back to back in one buffer; `ends[i]` is where line i ends and
     // `seq_after[i]` the record count once line i is stored (for durable_size).
@@ -77,11 +78,12 @@ struct AuditLogWriter::Impl {
                clock.now_ns() - last_checkpoint_time >= options.checkpoint_interval_ns;
     }
 
-    void replay() {
-        std::uint64_t line_no = 0;
+    /// Continues the tree from the lines the sink holds after the first `lines_seen`.
+    std::uint64_t replay() {
+        std::uint64_t line_no = lines_seen;
         audit_detail::ParsedLine parsed;
         std::string error;
-        sink.for_each_line([&](std::string_view line) {
+        sink.for_each_line_from(lines_seen, [&](std::string_view line) {
             ++line_no;
             auto fail = [&](const std::string& what) {
                 throw Error(
@@ -120,6 +122,19 @@ struct AuditLogWriter::Impl {
         });
         durable = tree.size();
         appended = durable;
+        const std::uint64_t read = line_no - lines_seen;
+        lines_seen = line_no;
+        return read;
+    }
+
+    /// Records what the sink cut (a torn tail) and makes it durable.
+    void record_recovery(AuditLogWriter& writer) {
+        audit_detail::json payload = {{"cut_offset", recovery.cut_offset},
+                                      {"cut_bytes", recovery.cut_bytes},
+                                      {"reason", recovery.reason},
+                                      {"sink", sink.name()}};
+        writer.append(audit_event::log_truncated_tail, payload.dump());
+        writer.flush();
     }
 };
 
@@ -146,14 +161,25 @@ AuditLogWriter::AuditLogWriter(AuditSink& sink, const Clock& clock, AuditSigner 
     d.last_checkpoint_time = d.clock.now_ns();
     d.last_checkpoint_steady = std::chrono::steady_clock::now();
     d.recovery = sink.recovery();
-    if (d.recovery.tail_cut) {
-        audit_detail::json payload = {{"cut_offset", d.recovery.cut_offset},
-                                      {"cut_bytes", d.recovery.cut_bytes},
-                                      {"reason", d.recovery.reason},
-                                      {"sink", sink.name()}};
-        append(audit_event::log_truncated_tail, payload.dump());
-        flush();
+    if (d.recovery.tail_cut) d.record_recovery(*this);
+}
+
+std::uint64_t AuditLogWriter::catch_up() {
+    Impl& d = *m_impl;
+    if (d.closed) throw Error(ErrorCategory::invalid_state, "audit writer: log is closed");
+    if (!d.ends.empty())
+        throw Error(ErrorCategory::invalid_state,
+                    "audit writer: cannot continue from other writers' lines while " +
+                        std::to_string(d.ends.size()) + " of its own are queued");
+    const std::uint64_t read = d.replay();
+    // A cut made since the last one this writer recorded (another writer's torn last line).
+    const AuditSinkRecovery now = d.sink.recovery();
+    if (now.tail_cut && (!d.recovery.tail_cut || now.cut_offset != d.recovery.cut_offset ||
+                         now.cut_bytes != d.recovery.cut_bytes)) {
+        d.recovery = now;
+        d.record_recovery(*this);
     }
+    return read;
 }
 
 AuditLogWriter::~AuditLogWriter() = default;
@@ -211,6 +237,7 @@ void AuditLogWriter::flush() {
         d.sink.append(d.views.data(), d.views.size());
         // Handed over: a failing flush below must not make a retry append them twice.
         d.appended = d.seq_after.back();
+        d.lines_seen += d.views.size();
         d.pending.clear();
         d.ends.clear();
         d.seq_after.clear();

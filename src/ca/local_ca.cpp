@@ -216,7 +216,8 @@ struct LocalCa::Impl {
     std::shared_ptr<const Botan::X509_Certificate> ca_cert;
     std::vector<std::uint8_t> ca_der;
 
-    mutable std::mutex mutex;
+    /// Recursive: a LocalCa::Hold keeps it across the calls its thread makes meanwhile.
+    mutable std::recursive_mutex mutex;
     std::map<std::string, AgentRegistration, std::less<>> registrations;
     std::map<std::string, ApprovedScope, std::less<>> approvals;
     std::vector<AgentCertificate> issued;  // oldest first
@@ -226,8 +227,18 @@ struct LocalCa::Impl {
     // The CA log (declared after kms: the writer signs through it and goes first).
     std::string log_path;  ///< empty in memory
     std::unique_ptr<AuditSink> log_sink;
+    FileAuditSink* file_sink = nullptr;  ///< log_sink, for a state directory
     std::unique_ptr<AuditLogWriter> log;
     std::string log_failure;  ///< why the log can no longer be written, or empty
+    /// Every line of the log is verified once, in order, whoever wrote it; the records other
+    /// processes wrote are applied to what the CA acts on (lines_applied: lines read so far).
+    AuditCertificates log_certs;
+    std::unique_ptr<AuditLogVerifier> log_verifier;
+    std::uint64_t lines_applied = 0;
+    bool initialised = false;  ///< the log's first record, ca.initialised, was read
+    /// Turns in progress on this CA (nested ones: a Hold's thread), and the file lock they share.
+    unsigned turns = 0;
+    std::optional<FileAuditSink::Hold> file_hold;
 
     Impl(std::shared_ptr<Kms> k, const Clock& c, LocalCaOptions o)
         : kms(std::move(k)), clock(c), options(std::move(o)) {}
@@ -288,23 +299,94 @@ struct LocalCa::Impl {
 
     // ---- the CA log ------------------------------------------------------------------------
 
-    /// Opens STATE/audit/ca.jsonl (or a memory sink) and continues the log it holds.
+    /// Opens STATE/audit/ca.jsonl (or a memory sink). The file is locked only during a turn
+    /// (below): the command line and an in-process CA take turns on one state directory.
     void open_log() {
-        const std::string fp = certificate_fingerprint(ca_der);
-        const AuditSigner signer{*kms, ca_key, fp};
         if (persistent()) {
             make_dir(path("audit"));
             log_path = path("audit/ca.jsonl");
-            log_sink = std::make_unique<FileAuditSink>(log_path);
+            FileAuditSinkOptions o;
+            o.log_id = ca_log_id;
+            o.lock = FileAuditSinkOptions::Lock::per_hold;
+            o.lock_wait = options.lock_wait;
+            auto sink = std::make_unique<FileAuditSink>(log_path, o);
+            file_sink = sink.get();
+            log_sink = std::move(sink);
         } else {
             log_sink = std::make_unique<MemoryAuditSink>();
         }
-        AuditWriterOptions o;
-        o.log_id = ca_log_id;
-        o.agent = ca_log_id;
-        o.cert_fp = fp;
-        o.checkpoint_every = 0;  // write_log() checkpoints after every operation
-        log = std::make_unique<AuditLogWriter>(*log_sink, clock, signer, o, signer);
+        log_certs.add_der(ca_der);
+        AuditVerifyOptions vo;
+        vo.expected_log_id = ca_log_id;
+        vo.require_record_signatures = true;
+        vo.require_closed = false;  // a crash may leave records signed but not checkpointed
+        log_verifier = std::make_unique<AuditLogVerifier>(log_certs, vo);
+    }
+
+    // ---- turns -----------------------------------------------------------------------------
+
+    /// One operation's (or a Hold's) turn: this CA's mutex and, for a state directory, the CA
+    /// log's file lock, with the CA's view brought up to date with what other processes recorded
+    /// since its last turn. A nested turn (an operation inside a Hold) shares the outer one's.
+    class Turn {
+    public:
+        explicit Turn(Impl& impl) : m_impl(impl), m_lock(impl.mutex) {
+            if (m_impl.turns == 0) m_impl.begin_turn();  // throws: nothing is held
+            ++m_impl.turns;
+        }
+        ~Turn() {
+            if (--m_impl.turns == 0) m_impl.file_hold.reset();
+        }
+        Turn(const Turn&) = delete;
+        Turn& operator=(const Turn&) = delete;
+
+    private:
+        Impl& m_impl;
+        std::unique_lock<std::recursive_mutex> m_lock;
+    };
+
+    void begin_turn() {
+        // Waits for the lock (options.lock_wait), else throws naming its holder.
+        if (file_sink != nullptr) file_hold.emplace(file_sink->hold());
+        if (!log_failure.empty()) return;  // writes refuse until reopened; reads see memory
+        try {
+            if (!log) {
+                // The first turn replays the whole log (and records a torn tail it cut).
+                const std::string fp = certificate_fingerprint(ca_der);
+                const AuditSigner signer{*kms, ca_key, fp};
+                AuditWriterOptions o;
+                o.log_id = ca_log_id;
+                o.agent = ca_log_id;
+                o.cert_fp = fp;
+                o.checkpoint_every = 0;  // write_log() checkpoints after every operation
+                log = std::make_unique<AuditLogWriter>(*log_sink, clock, signer, o, signer);
+            } else {
+                log->catch_up();  // seq and the Merkle tree continue from the file as it is
+            }
+            read_log(true);
+        } catch (const std::exception& e) {
+            // What others appended could not be followed (it does not verify): the writer's
+            // view is unknown, so the log takes no more records until the CA is opened again.
+            if (log) log_failure = e.what();
+            file_hold.reset();
+            throw;
+        } catch (...) {
+            file_hold.reset();
+            throw;
+        }
+    }
+
+    /// Verifies the log's lines after the first `lines_applied` and, with `apply`, applies their
+    /// records to what the CA acts on. This CA's own lines, just written by an operation that
+    /// applies its effects itself, are only verified.
+    void read_log(bool apply) {
+        log_sink->for_each_line_from(lines_applied, [&](std::string_view text) {
+            ++lines_applied;
+            if (!log_verifier->add_line(text))
+                refuse_state("the CA log audit/ca.jsonl does not verify with the key of ca.pem: " +
+                             log_verifier->finish().message);
+            if (apply) apply_line(text);
+        });
     }
 
     /// Appends the records, a signed checkpoint over them and makes both durable; returns the
@@ -319,6 +401,7 @@ struct LocalCa::Impl {
                             " failed earlier and takes no more records until the CA is opened "
                             "again: " +
                             log_failure);
+        if (!log) throw Error(ErrorCategory::invalid_state, "the CA log is not open");
         const std::uint64_t before = log->size();
         try {
             for (const CaEvent& e : events) log->append(e.event, e.payload);
@@ -327,6 +410,7 @@ struct LocalCa::Impl {
             if (log->size() != before) log_failure = e.what();
             throw;
         }
+        read_log(false);
         return before;
     }
 
@@ -365,83 +449,71 @@ struct LocalCa::Impl {
     /// Rebuilds what the CA signs from its own log (registrations, current scope approvals,
     /// issued certificates, revocations, the latest CRL), after verifying every line of it with
     /// the CA key. The files beside it are copies that check_files() compares with this: a file
-    /// restored from an older state cannot undo a revocation or widen a scope. Caller holds the
-    /// log open (open_log) and so is its only writer.
+    /// restored from an older state cannot undo a revocation or widen a scope. Caller is in its
+    /// first turn.
     void load_from_log() {
+        if (lines_applied == 0)
+            refuse_state(
+                "the CA log audit/ca.jsonl is missing or empty, so the state files cannot "
+                "be checked against it");
+        if (!initialised) refuse_state("the CA log audit/ca.jsonl holds no ca.initialised record");
+    }
+
+    /// Applies one verified line of the log (a record; checkpoints change nothing).
+    void apply_line(std::string_view text) {
         const std::string name = "audit/ca.jsonl";
-        std::vector<std::string> lines;
-        log_sink->for_each_line([&](std::string_view l) { lines.emplace_back(l); });
-        if (lines.empty())
-            refuse_state("the CA log " + name +
-                         " is missing or empty, so the state files cannot be checked against it");
-        AuditCertificates certs;
-        certs.add_der(ca_der);
-        AuditVerifyOptions vo;
-        vo.expected_log_id = ca_log_id;
-        vo.require_record_signatures = true;
-        vo.require_closed = false;  // a crash may leave records signed but not checkpointed
-        const AuditVerifyResult verdict = verify_audit_lines(lines, certs, vo);
-        if (!verdict.ok)
-            refuse_state("the CA log " + name +
-                         " does not verify with the key of ca.pem: " + verdict.message);
-        bool initialised = false;
-        for (const std::string& text : lines) {
-            const json line = json::parse(text);
-            if (line.at("kind").get<std::string>() != "record") continue;
-            const std::string event = line.at("event").get<std::string>();
-            const json& p = line.at("payload");
-            const std::string where = name + " seq " +
-                                      std::to_string(line.at("seq").get<std::uint64_t>()) + " (" +
-                                      event + ")";
-            try {
-                if (event == audit_event::ca_initialised) {
-                    if (crypto::base64_decode(p.at("certificate").get<std::string>(),
-                                              "certificate") != ca_der)
-                        refuse_state(where + ": the CA certificate is not ca.pem");
-                    if (p.at("key_label").get<std::string>() != options.key_label ||
-                        p.at("oid_arc").get<std::string>() != options.oid_arc)
-                        refuse_state(where +
-                                     ": ca.json's key label or OID arc is not the logged one");
-                    initialised = true;
-                } else if (!initialised) {
-                    refuse_state(where + ": the log does not begin with ca.initialised");
-                } else if (event == audit_event::agent_registered) {
-                    auto r = agent_registration_from_json(p.at("registration").dump());
-                    registrations[r.agent_id] = std::move(r);
-                } else if (event == audit_event::scope_approved) {
-                    ApprovedScope as{scope_approval_from_json(p.at("approval").dump()),
-                                     parse_scope_json(p.at("scope").dump())};
-                    if (as.approval.scope_sha256 != scope_sha256_hex(as.scope))
-                        refuse_state(where + ": the scope does not match its approval's hash");
-                    approvals[as.approval.agent_id] = std::move(as);
-                } else if (event == audit_event::certificate_issued) {
-                    issued.push_back(AgentCertificate::from_der(
-                        crypto::base64_decode(p.at("certificate").get<std::string>(),
-                                              "certificate"),
-                        options.oid_arc));
-                } else if (event == audit_event::certificate_revoked) {
-                    Revocation r{
-                        p.at("serial").get<std::string>(), p.at("agent").get<std::string>(),
-                        p.at("reason").get<std::string>(), p.at("revoked_at_ns").get<TimeNs>()};
-                    auto earlier =
-                        std::find_if(revoked.begin(), revoked.end(),
-                                     [&](const Revocation& x) { return x.serial == r.serial; });
-                    if (p.value("reason_update", false) && earlier != revoked.end())
-                        earlier->reason = r.reason;  // a later keyCompromise of a revoked serial
-                    else
-                        revoked.push_back(std::move(r));
-                } else if (event == audit_event::crl_issued) {
-                    crl = CertificateRevocationList::from_der(
-                        crypto::base64_decode(p.at("crl").get<std::string>(), "crl"));
-                }
-            } catch (const json::exception& e) {
-                refuse_state(where + ": " + e.what());
-            } catch (const Error& e) {
-                if (e.category() == ErrorCategory::invalid_state) throw;
-                refuse_state(where + ": " + e.what());
+        const json line = json::parse(text);
+        if (line.at("kind").get<std::string>() != "record") return;
+        const std::string event = line.at("event").get<std::string>();
+        const json& p = line.at("payload");
+        const std::string where = name + " seq " +
+                                  std::to_string(line.at("seq").get<std::uint64_t>()) + " (" +
+                                  event + ")";
+        try {
+            if (event == audit_event::ca_initialised) {
+                if (crypto::base64_decode(p.at("certificate").get<std::string>(), "certificate") !=
+                    ca_der)
+                    refuse_state(where + ": the CA certificate is not ca.pem");
+                if (p.at("key_label").get<std::string>() != options.key_label ||
+                    p.at("oid_arc").get<std::string>() != options.oid_arc)
+                    refuse_state(where + ": ca.json's key label or OID arc is not the logged one");
+                initialised = true;
+            } else if (!initialised) {
+                refuse_state(where + ": the log does not begin with ca.initialised");
+            } else if (event == audit_event::agent_registered) {
+                auto r = agent_registration_from_json(p.at("registration").dump());
+                registrations[r.agent_id] = std::move(r);
+            } else if (event == audit_event::scope_approved) {
+                ApprovedScope as{scope_approval_from_json(p.at("approval").dump()),
+                                 parse_scope_json(p.at("scope").dump())};
+                if (as.approval.scope_sha256 != scope_sha256_hex(as.scope))
+                    refuse_state(where + ": the scope does not match its approval's hash");
+                approvals[as.approval.agent_id] = std::move(as);
+            } else if (event == audit_event::certificate_issued) {
+                issued.push_back(AgentCertificate::from_der(
+                    crypto::base64_decode(p.at("certificate").get<std::string>(), "certificate"),
+                    options.oid_arc));
+            } else if (event == audit_event::certificate_revoked) {
+                Revocation r{p.at("serial").get<std::string>(), p.at("agent").get<std::string>(),
+                             p.at("reason").get<std::string>(),
+                             p.at("revoked_at_ns").get<TimeNs>()};
+                auto earlier =
+                    std::find_if(revoked.begin(), revoked.end(),
+                                 [&](const Revocation& x) { return x.serial == r.serial; });
+                if (p.value("reason_update", false) && earlier != revoked.end())
+                    earlier->reason = r.reason;  // a later keyCompromise of a revoked serial
+                else
+                    revoked.push_back(std::move(r));
+            } else if (event == audit_event::crl_issued) {
+                crl = CertificateRevocationList::from_der(
+                    crypto::base64_decode(p.at("crl").get<std::string>(), "crl"));
             }
+        } catch (const json::exception& e) {
+            refuse_state(where + ": " + e.what());
+        } catch (const Error& e) {
+            if (e.category() == ErrorCategory::invalid_state) throw;
+            refuse_state(where + ": " + e.what());
         }
-        if (!initialised) refuse_state("the CA log " + name + " holds no ca.initialised record");
     }
 
     /// The state files must say what the log says. A file missing for something the log holds
@@ -564,6 +636,7 @@ LocalCa::LocalCa(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 LocalCa::~LocalCa() {
     // Every operation already ends with a checkpoint; close() adds one only if a record is
     // somehow uncovered, and makes the file durable once more.
+    // Between turns nothing is uncovered, so this writes nothing and needs no lock.
     if (m_impl && m_impl->log && m_impl->log_failure.empty()) {
         try {
             m_impl->log->close();
@@ -624,13 +697,19 @@ std::unique_ptr<LocalCa> LocalCa::init(std::shared_ptr<Kms> kms, const Clock& cl
         write_atomic(impl->path("ca.pem"), cert.PEM_encode());
         impl->save_revocations({});
     }
-    std::lock_guard<std::mutex> lock(impl->mutex);
     impl->open_log();
-    const CertificateRevocationList first = impl->make_crl({});
-    impl->write_log(
-        {{audit_event::ca_initialised, created_payload},
-         {audit_event::crl_issued, dump_payload(crl_json(first), audit_event::crl_issued)}});
-    impl->install_crl(first);
+    {
+        Impl::Turn turn(*impl);
+        if (impl->log->size() != 0)  // another process initialised it meanwhile
+            throw Error(ErrorCategory::invalid_state,
+                        impl->options.state_dir + " already holds a CA log (audit/ca.jsonl)");
+        const CertificateRevocationList first = impl->make_crl({});
+        impl->write_log(
+            {{audit_event::ca_initialised, created_payload},
+             {audit_event::crl_issued, dump_payload(crl_json(first), audit_event::crl_issued)}});
+        impl->install_crl(first);
+        impl->initialised = true;
+    }
     return std::unique_ptr<LocalCa>(new LocalCa(std::move(impl)));
 }
 
@@ -657,20 +736,34 @@ std::unique_ptr<LocalCa> LocalCa::open(std::shared_ptr<Kms> kms, const Clock& cl
     if (impl->kms->public_key(impl->ca_key).spki_der != impl->ca_cert->subject_public_key_info())
         throw Error(ErrorCategory::invalid_state,
                     "the Kms key '" + impl->options.key_label + "' is not the key of ca.pem");
-    // First: the log's file lock is what makes this process the CA's only writer, and the log
-    // is what the CA's state is read from.
+    // The log is what the CA's state is read from, in a turn: under the log's file lock, which
+    // keeps every other writer of the state directory out meanwhile.
     impl->open_log();
-    impl->load_from_log();
-    try {
-        impl->check_files();
-    } catch (const json::exception& e) {
-        throw Error(ErrorCategory::invalid_input,
-                    impl->options.state_dir + ": malformed state file: " + e.what());
+    {
+        Impl::Turn turn(*impl);
+        impl->load_from_log();
+        try {
+            impl->check_files();
+        } catch (const json::exception& e) {
+            throw Error(ErrorCategory::invalid_input,
+                        impl->options.state_dir + ": malformed state file: " + e.what());
+        }
     }
     return std::unique_ptr<LocalCa>(new LocalCa(std::move(impl)));
 }
 
 const LocalCaOptions& LocalCa::options() const noexcept { return m_impl->options; }
+
+struct LocalCa::Hold::Turn {
+    explicit Turn(LocalCa::Impl& impl) : turn(impl) {}
+    LocalCa::Impl::Turn turn;
+};
+
+LocalCa::Hold::Hold(std::unique_ptr<Turn> turn) : m_turn(std::move(turn)) {}
+LocalCa::Hold::Hold(Hold&& other) noexcept = default;
+LocalCa::Hold::~Hold() = default;
+
+LocalCa::Hold LocalCa::hold() { return Hold(std::make_unique<Hold::Turn>(*m_impl)); }
 
 TrustAnchor LocalCa::trust_anchor() const { return TrustAnchor::from_der(m_impl->ca_der); }
 
@@ -692,7 +785,7 @@ void LocalCa::register_agent(const AgentRegistration& r) {
     const json payload = {{"agent", r.agent_id},
                           {"registration", as_json(r, "agent registration")}};
     const std::string text = dump_payload(payload, audit_event::agent_registered);
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     if (m_impl->registrations.count(r.agent_id) != 0)
         throw Error(ErrorCategory::invalid_state,
                     "agent '" + r.agent_id + "' is already registered");
@@ -703,7 +796,7 @@ void LocalCa::register_agent(const AgentRegistration& r) {
 }
 
 std::optional<AgentRegistration> LocalCa::registration(std::string_view agent_id) const {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     auto it = m_impl->registrations.find(agent_id);
     if (it == m_impl->registrations.end()) return std::nullopt;
     return it->second;
@@ -712,7 +805,7 @@ std::optional<AgentRegistration> LocalCa::registration(std::string_view agent_id
 void LocalCa::record_approval(const ScopeApproval& approval, const Scope& scope) {
     validate_agent_id(approval.agent_id);
     validate(scope);
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     m_impl->check_approval(approval, approval.agent_id, scope);
     const json approval_json = as_json(approval, "scope approval");
     const json payload = {{"agent", approval.agent_id},
@@ -726,7 +819,7 @@ void LocalCa::record_approval(const ScopeApproval& approval, const Scope& scope)
 }
 
 std::optional<LocalCa::ApprovedScope> LocalCa::approved_scope(std::string_view agent_id) const {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     auto it = m_impl->approvals.find(agent_id);
     if (it == m_impl->approvals.end()) return std::nullopt;
     return it->second;
@@ -739,7 +832,7 @@ AgentCertificate LocalCa::issue(const IssueRequest& request) {
         throw Error(ErrorCategory::invalid_input,
                     "agent '" + request.agent_id +
                         "': the public key is not an Ed25519 or ECDSA P-256 SubjectPublicKeyInfo");
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     m_impl->check_approval(request.approval, request.agent_id, request.scope);
     if (const Revocation* r = m_impl->key_compromise(request.public_key))
         throw Error(
@@ -790,6 +883,7 @@ AgentCertificate LocalCa::issue(const IssueRequest& request) {
 AgentCertificate LocalCa::issue_for_agent(std::string_view agent_id,
                                           const std::vector<std::uint8_t>& public_key,
                                           std::chrono::seconds validity) {
+    Impl::Turn turn(*m_impl);  // the approval read and the issue in one turn
     const auto approved = approved_scope(agent_id);
     if (!approved)
         throw Error(ErrorCategory::unauthorised,
@@ -805,7 +899,7 @@ AgentCertificate LocalCa::issue_for_agent(std::string_view agent_id,
 
 void LocalCa::revoke(std::string_view serial_hex, std::string_view reason) {
     const std::string serial = normalise_serial(serial_hex);
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     const AgentCertificate* cert = m_impl->find_issued(serial);
     if (cert == nullptr)
         throw Error(ErrorCategory::not_found,
@@ -869,7 +963,7 @@ void LocalCa::revoke(std::string_view serial_hex, std::string_view reason) {
 }
 
 CertificateRevocationList LocalCa::current_crl() {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     const TimeNs now = m_impl->clock.now_ns();
     const auto half =
         std::chrono::duration_cast<std::chrono::nanoseconds>(m_impl->options.crl_validity).count() /
@@ -881,7 +975,7 @@ CertificateRevocationList LocalCa::current_crl() {
 }
 
 CertificateRevocationList LocalCa::issue_crl() {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     return m_impl->reissue_crl();
 }
 
@@ -898,32 +992,32 @@ std::uint64_t LocalCa::record_event(std::string_view event, std::string_view pay
     const std::string payload = canonical_json(payload_json);
     if (payload.empty() || payload.front() != '{')
         throw Error(ErrorCategory::invalid_input, "CA log: the payload is not a JSON object");
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     return m_impl->write_log({{event, payload}});
 }
 
 std::string LocalCa::audit_log_path() const { return m_impl->log_path; }
 
 std::vector<std::string> LocalCa::audit_log_lines() const {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     std::vector<std::string> out;
     m_impl->log_sink->for_each_line([&](std::string_view line) { out.emplace_back(line); });
     return out;
 }
 
 std::vector<Revocation> LocalCa::revocations() const {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     return m_impl->revoked;
 }
 
 bool LocalCa::is_revoked(std::string_view serial_hex) const {
     const std::string serial = normalise_serial(serial_hex);
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     return m_impl->is_revoked(serial);
 }
 
 std::vector<AgentCertificate> LocalCa::issued_certificates(std::string_view agent_id) const {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     std::vector<AgentCertificate> out;
     for (const auto& c : m_impl->issued)
         if (agent_id.empty() || c.agent_id() == agent_id) out.push_back(c);
@@ -932,7 +1026,7 @@ std::vector<AgentCertificate> LocalCa::issued_certificates(std::string_view agen
 
 std::optional<AgentCertificate> LocalCa::find_certificate(std::string_view serial_hex) const {
     const std::string serial = normalise_serial(serial_hex);
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    Impl::Turn turn(*m_impl);
     const AgentCertificate* c = m_impl->find_issued(serial);
     if (c == nullptr) return std::nullopt;
     return *c;

@@ -56,8 +56,10 @@ void baseline_approve(const Args& a) {
         throw Error(ErrorCategory::invalid_input, a.baseline + ": the baseline is agent '" +
                                                       b.agent_id + "'s, not '" + a.agent + "'s");
     // Signed and checked first, stored last: a failure leaves the store as it was (an unapproved
-    // latest version would stop replay from enforcing the approved one). The CA is open, so this
-    // process is the state directory's only writer and the next version is known.
+    // latest version would stop replay from enforcing the approved one). The state directory's
+    // lock is held until the approval is recorded, so no other process stores a version
+    // meanwhile and the next version is known.
+    const LocalCa::Hold held = state.ca->hold();
     FileBaselineStore store(a.dir);
     const auto latest = store.get_baseline(a.agent);
     const std::uint64_t version = latest ? latest->version + 1 : 1;

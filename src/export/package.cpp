@@ -351,8 +351,8 @@ ExportSummary export_package(LocalCa& ca, Kms& kms, const ExportOptions& o, cons
     json ca_log_info = nullptr;
     if (file_exists(ca_log_path)) {
         std::string text = read_file_bytes(ca_log_path);
-        // The CA is open in this process, which holds the log's lock; a line without its newline
-        // could only be a write that failed: leave it out.
+        // Read after the CRL's turn: a line without its newline is a write another process
+        // sharing the state directory has in progress (or one that failed): leave it out.
         const std::size_t end = text.rfind('\n');
         text.resize(end == std::string::npos ? 0 : end + 1);
         AuditCertificates ca_certs;
