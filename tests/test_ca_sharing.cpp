@@ -219,6 +219,18 @@ TEST_CASE(
 
     require_ok(cli({"crl", "--dir", "state", "--out", "crl-1.pem"}, dir), "crl");
     const std::string serial = cli_issue(dir, "agent.pem");
+    {
+        // The agent's log shows the incident open (the CLI checks a step against it).
+        FileAuditSink sink(dir / "state/audit/agent-7.jsonl");
+        AuditLogWriter w(
+            sink, clock,
+            AuditSigner{*kms, kms->find_or_create_key("test:agent-log", KeyAlgorithm::ed25519),
+                        "sha256:" + std::string(64, '0')},
+            AuditWriterOptions{"agent-7"});
+        w.append(audit_event::incident_opened,
+                 R"({"agent":"agent-7","incident":"inc-1","window_ms":300000})");
+        w.close();
+    }
     require_ok(cli({"incident", "ack", "--dir", "state", "--agent", "agent-7", "--incident",
                     "inc-1", "--by", "M. Rossi", "--note", "looking"},
                    dir),

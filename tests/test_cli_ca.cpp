@@ -542,7 +542,10 @@ TEST_CASE("cli replay --dir --agent: a Guard on a simulation certificate from th
                    "Smith'",
                    dir),
                "narrow approval");
-    const Run narrowed = cli("replay --dir state --agent agent-7 --orders orders.csv --json", dir);
+    // A log of its own: the default log has the first run's day (a run cannot go back in time).
+    const Run narrowed = cli(
+        "replay --dir state --agent agent-7 --orders orders.csv --json --audit-out narrowed.jsonl",
+        dir);
     require_ok(narrowed, "replay narrowed");
     const json n = json::parse(narrowed.out);
     CHECK(n.at("rejected") == json{{"outside_trading_hours", 2}, {"instrument_not_allowed", 2}});
@@ -553,7 +556,8 @@ TEST_CASE("cli replay --dir --agent: a Guard on a simulation certificate from th
     for (const auto& e : fs::directory_iterator(dir / "state/certs")) issued += e.is_regular_file();
     CHECK(issued == 0);
 
-    const Run table = cli("replay --dir state --agent agent-7 --orders orders.csv", dir);
+    const Run table =
+        cli("replay --dir state --agent agent-7 --orders orders.csv --audit-out table.jsonl", dir);
     require_ok(table, "replay table");
     CHECK_THAT(table.out, Catch::Contains("simulation certificate for agent 'agent-7'"));
     CHECK_THAT(table.out, Catch::Contains("instrument_not_allowed"));

@@ -122,22 +122,6 @@ private:
 
 constexpr TimeNs ns_per_s = 1'000'000'000;
 
-/// STEM.replay-YYYYMMDDTHHMMSSZ.jsonl for a run starting at `first`, or with -2, -3 ... when a
-/// log of that name exists already.
-std::string fresh_replay_log(const std::string& stem, TimeNs first) {
-    std::string stamp;
-    for (char c : format_timestamp(first)) {
-        if (c == '.' || c == 'Z') break;
-        if (c != '-' && c != ':') stamp += c;
-    }
-    const std::string base = stem + ".replay-" + stamp + "Z";
-    std::string path = base + ".jsonl";
-    struct stat st;
-    for (int n = 2; ::lstat(path.c_str(), &st) == 0; ++n)
-        path = base + "-" + std::to_string(n) + ".jsonl";
-    return path;
-}
-
 /// The latest time of a record in the log at `path`, or nullopt for no log or no record.
 std::optional<TimeNs> latest_record_time(const std::string& path) {
     std::ifstream in(path);
@@ -345,12 +329,11 @@ void run(const ReplayArgs& a) {
         ManualClock clock(first);
         // The replay's own audit log (log_id "<agent>.replay"), so simulated records never mix
         // with the agent's production log; the simulation certificate is kept beside it.
-        // Without --audit-out, one log per run, named by the run's first time (a second run from
-        // the same time gets -2, -3 ...): runs never mix. --audit-out LOG continues LOG.
+        // The log (by default STATE/audit/ID.replay.jsonl, where export --log-id ID.replay
+        // finds it) is continued by each run; one that goes back in time is refused below.
+        const std::string audit_path =
+            a.audit_out.empty() ? a.dir + "/audit/" + a.agent + ".replay.jsonl" : a.audit_out;
         if (a.audit_out.empty()) ensure_directory(a.dir + "/audit");
-        const std::string audit_path = a.audit_out.empty()
-                                           ? fresh_replay_log(a.dir + "/audit/" + a.agent, first)
-                                           : a.audit_out;
         require_output_file(audit_path);
         // A run appended to an existing log continues its state (the Guard restores it from
         // the log: the day's totals, a halt, working orders), so it must come after it in time.
