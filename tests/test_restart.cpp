@@ -660,3 +660,101 @@ TEST_CASE(
     INFO(r.message);
     CHECK(r.ok);
 }
+
+namespace {
+
+/// A file log whose disk can be unplugged: while down every write throws, nothing reaches it.
+class UnpluggableSink final : public AuditSink {
+public:
+    explicit UnpluggableSink(const std::string& path) : m_file(path) {}
+    void append(const std::string_view* lines, std::size_t count) override {
+        if (down) throw Error(ErrorCategory::io, "disk unplugged");
+        m_file.append(lines, count);
+    }
+    void flush() override {
+        if (down) throw Error(ErrorCategory::io, "disk unplugged");
+        m_file.flush();
+    }
+    std::string name() const override { return m_file.name(); }
+    void for_each_line(const std::function<void(std::string_view)>& fn) override {
+        m_file.for_each_line(fn);
+    }
+    AuditSinkRecovery recovery() const override { return m_file.recovery(); }
+    std::string journal_path() const override { return m_file.journal_path(); }
+    std::atomic<bool> down{false};
+
+private:
+    FileAuditSink m_file;
+};
+
+std::vector<std::string> events_of(const std::string& path, const std::string& event) {
+    std::vector<std::string> out;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);)
+        if (line.find("\"event\":\"" + event + "\"") != std::string::npos) out.push_back(line);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a Guard stopped while its sink fails leaves the gap visible: recovered from the "
+    "journal, or without one recorded as log.gap with the count",
+    "[restart][gap]") {
+    for (const bool journal : {false, true}) {
+        CAPTURE(journal);
+        Desk d;
+        // Limits without lifecycle tracking: 26 orders at one instant are all allowed.
+        const GuardCredentials plain =
+            d.authority.credentials_for(parse_scope_json(test::seed_scope_json));
+        std::vector<std::string> messages;
+        {
+            auto sink = std::make_shared<UnpluggableSink>(d.log);
+            GuardOptions o;
+            o.audit = AuditTrailOptions{sink};
+            o.audit->journal = journal;
+            o.audit->shutdown_deadline = std::chrono::milliseconds(200);
+            o.audit->error_handler = [&](std::string_view m) { messages.emplace_back(m); };
+            o.incident_thread = false;
+            Guard g(plain, d.clock(), o);
+            for (int i = 0; i < 6; ++i)
+                REQUIRE(g.check(order("a" + std::to_string(i), Side::buy, "0.1")).allowed());
+            REQUIRE(g.audit()->wait_durable(std::chrono::seconds(5)));
+            sink->down = true;  // 20 more allowed within the grace, none of them durable
+            for (int i = 0; i < 20; ++i)
+                REQUIRE(g.check(order("b" + std::to_string(i), Side::buy, "0.1")).allowed());
+        }
+        const std::string said = messages.empty() ? std::string() : messages.back();
+        INFO(said);
+        CHECK(said.find("20 queued record(s) not durable") != std::string::npos);
+        auto reopen = [&] {  // the disk is back
+            GuardOptions o;
+            o.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(d.log)};
+            o.audit->journal = journal;
+            o.incident_thread = false;
+            Guard g(plain, d.clock(), o);
+        };
+        reopen();
+        // With the journal all 26 decisions are in the log, without it the 6 made durable.
+        CHECK(events_of(d.log, "order.allowed").size() == (journal ? 26u : 6u));
+        const auto gaps = events_of(d.log, "log.gap");
+        const auto recovered = events_of(d.log, "log.recovered");
+        if (journal) {
+            CHECK(gaps.empty());
+            REQUIRE(recovered.size() == 1);
+            CHECK(recovered[0].find("\"count\":20") != std::string::npos);
+        } else {
+            CHECK(said.find("noted in") != std::string::npos);
+            REQUIRE(gaps.size() == 1);
+            CHECK(gaps[0].find("\"count\":20") != std::string::npos);
+            CHECK_FALSE(std::filesystem::exists(d.log + ".gap"));  // the note is gone once recorded
+            reopen();  // recorded once
+            CHECK(events_of(d.log, "log.gap").size() == 1);
+        }
+        AuditCertificates certs;
+        certs.add_der(plain.certificate.der());
+        const AuditVerifyResult r = verify_audit_log_file(d.log, certs);
+        INFO(r.message);
+        CHECK(r.ok);
+    }
+}

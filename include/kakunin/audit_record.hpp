@@ -60,6 +60,8 @@ inline constexpr std::string_view review_signed = "review.signed";
 inline constexpr std::string_view log_truncated_tail = "log.truncated_tail";
 /// Entries a trail found in its write-ahead journal that the log lacked (a process that died).
 inline constexpr std::string_view log_recovered = "log.recovered";
+/// Records a trail could not make durable before its process stopped (no journal to keep them).
+inline constexpr std::string_view log_gap = "log.gap";
 /// Rejected orders a full audit queue could not take: their count and the period.
 inline constexpr std::string_view audit_unrecorded_rejections = "audit.unrecorded_rejections";
 }  // namespace audit_event

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "io/durable_file.hpp"
 #include "journal.hpp"
 #include "json.hpp"
 #include "kakunin/audit_writer.hpp"
@@ -187,7 +189,7 @@ std::pair<std::string_view, std::string> record_of(const detail::AuditEntry& e, 
 /// are its entries', in order (how the journal's recovery knows which entries the log holds).
 bool made_by_writer(std::string_view event) {
     return event == audit_event::log_truncated_tail || event == audit_event::log_recovered ||
-           event == audit_event::audit_unrecorded_rejections;
+           event == audit_event::log_gap || event == audit_event::audit_unrecorded_rejections;
 }
 
 }  // namespace
@@ -223,6 +225,16 @@ struct AuditTrail::Impl {
         if (options.record_signatures) record_signer = signer;
         where = "audit trail " + options.log_id + " (sink " + options.sink->name() + "): ";
         const std::size_t capacity = std::max<std::size_t>(options.queue_capacity, 16);
+        // Beside the journal (where there would be one): the note of a shutdown's loss.
+        const std::string place =
+            options.journal_path.empty() ? options.sink->journal_path() : options.journal_path;
+        if (!place.empty()) {
+            constexpr std::string_view suffix = ".journal";
+            const bool named =
+                place.size() > suffix.size() &&
+                place.compare(place.size() - suffix.size(), suffix.size(), suffix) == 0;
+            gap_path = (named ? place.substr(0, place.size() - suffix.size()) : place) + ".gap";
+        }
         if (options.journal) {
             if (options.journal_path.empty()) options.journal_path = options.sink->journal_path();
             if (!options.journal_path.empty())
@@ -256,6 +268,49 @@ struct AuditTrail::Impl {
         writer =
             std::make_unique<AuditLogWriter>(*options.sink, event_clock, signer, w, record_signer);
         if (journal) recover(mark, existing, held, held_count, capacity, fp, on_record);
+        record_gap();
+    }
+
+    /// A trail that stopped with records its sink had not made durable, and no journal to keep
+    /// them, left a note (gap_path): the log says so now (`log.gap`), durably, before anything
+    /// else; then the note goes. Throws (the trail does not open) for a note of another log.
+    void record_gap() {
+        if (gap_path.empty()) return;
+        std::ifstream in(gap_path, std::ios::binary);
+        if (!in) return;
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const nlohmann::json note = audit_detail::parse_strict(text, "audit gap note " + gap_path);
+        const auto log = note.find("log_id");
+        if (log == note.end() || !log->is_string() || *log != options.log_id)
+            throw Error(ErrorCategory::invalid_state, "audit gap note " + gap_path +
+                                                          " is not of log " + options.log_id +
+                                                          ": move it aside to open the log");
+        nlohmann::json p;
+        for (const char* member :
+             {"count", "unrecorded_rejections", "noted_at_ns", "last_error", "sink"})
+            if (note.contains(member)) p[member] = note[member];
+        p["note"] = gap_path;
+        writer->append(audit_event::log_gap, p.dump());
+        writer->flush();
+        if (std::remove(gap_path.c_str()) == 0) io::sync_parent_directory(gap_path);
+    }
+
+    /// At shutdown, `lost` records not durable and no journal: noted for the next trail.
+    bool note_gap(std::uint64_t lost, std::uint64_t uncounted) noexcept {
+        if (gap_path.empty() || journal) return false;
+        try {
+            nlohmann::json note;
+            note["log_id"] = options.log_id;
+            note["count"] = lost;
+            note["unrecorded_rejections"] = uncounted;
+            note["noted_at_ns"] = clock.now_ns();
+            note["last_error"] = get_last_error();
+            note["sink"] = options.sink->name();
+            io::write_durable(gap_path, dump_replacing(note) + "\n");
+            return true;
+        } catch (...) {
+            return false;
+        }
     }
 
     using Mark = audit_detail::Journal::Mark;
@@ -377,6 +432,7 @@ struct AuditTrail::Impl {
     std::uint64_t next_jseq = 1;  ///< the first sequence number this trail's entries take
     std::uint64_t recovered = 0;  ///< entries recovered from the journal at open
     std::string where;            ///< "audit trail LOG (sink NAME): ", for messages
+    std::string gap_path;         ///< where a shutdown's loss is noted; "" for none
     std::atomic<std::uint64_t> durable_entries{0};  ///< queue entries whose records are durable
     std::atomic<std::uint64_t> sink_failures{0};
     /// Monotonic time (ns) of the first failure of the current outage; 0 while the sink works.
@@ -839,6 +895,9 @@ void AuditTrail::run() noexcept {
                     if (lost != 0 && im.journal)
                         message += "; they are kept in the journal " + im.journal->path() +
                                    " and recorded when a trail next opens this log";
+                    else if (lost != 0 && im.note_gap(lost, uncounted))
+                        message += "; noted in " + im.gap_path +
+                                   ": the next trail on this log records the gap (log.gap)";
                     const std::string last = im.get_last_error();
                     if (!last.empty()) message += " (last error: " + last + ")";
                     im.report(message, true);

@@ -325,7 +325,7 @@ string row_class(const string& event) {
         return "ev-warn";
     if (event == "order.rejected" || event == "incident.revoked" || event == "guard.halted" ||
         event == "guard.cancel_all" || event == "certificate.revoked" ||
-        event == "log.truncated_tail" || event == "log.recovered")
+        event == "log.truncated_tail" || event == "log.recovered" || event == "log.gap")
         return "ev-bad";
     if (event == "guard.reduce_only" || event.rfind("execution.", 0) == 0) return "ev-warn";
     if (event == "guard.resumed" || event == "review.signed" || event == "incident.acknowledged" ||
@@ -576,7 +576,7 @@ string incidents_section(const PackageView& v, std::optional<TimeNs> to) {
         if (!ts) continue;
         last_record = std::max(last_record.value_or(*ts), *ts);
         if (str(l.value, "event") == "log.truncated_tail" ||
-            str(l.value, "event") == "log.recovered")
+            str(l.value, "event") == "log.recovered" || str(l.value, "event") == "log.gap")
             process_stopped = *ts;
     }
     const bool replay = is_replay_log(v.manifest);

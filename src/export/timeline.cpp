@@ -54,8 +54,8 @@ bool agent_event_on_timeline(const std::string& event, const json& payload) {
     }
     return event.rfind("incident.", 0) == 0 || event == "guard.halted" ||
            event == "guard.resumed" || event == "guard.rotated" || event == "certificate.revoked" ||
-           event == "log.truncated_tail" || event == "log.recovered" || event == "review.signed" ||
-           event == "baseline.approved";
+           event == "log.truncated_tail" || event == "log.recovered" || event == "log.gap" ||
+           event == "review.signed" || event == "baseline.approved";
 }
 
 std::string order_text(const json& order) {
@@ -158,6 +158,14 @@ std::string detail_of(const std::string& event, const json& p) {
         if (n("damaged_slots") + n("missing_entries") != 0)
             add(std::to_string(n("damaged_slots")) + " damaged and " +
                 std::to_string(n("missing_entries")) + " missing journal entries");
+    }
+    if (event == "log.gap" && p.is_object()) {
+        const auto it = p.find("count");
+        add("the process had stopped with " +
+            std::to_string(it != p.end() && it->is_number_unsigned() ? it->get<std::uint64_t>()
+                                                                     : 0) +
+            " record(s) its sink had not made durable and no journal to keep them: they are "
+            "missing from the log");
     }
     add(str(p, "reason"));
     add(str(p, "note"));
