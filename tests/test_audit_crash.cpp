@@ -390,6 +390,9 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
         options.audit->journal = journal;
         options.audit->journal_path = log.journal_path;
         options.audit->log_id = log.log_id;
+        if (!signed_records)
+            options.audit->accept_unverified_log =
+                AuditTrailOptions::Acceptance{"T. Operator", "crash test: unsigned log restarted"};
         Guard guard(creds, clock, options);
         REQUIRE(guard.audit() != nullptr);
         REQUIRE(guard.audit()->wait_durable(std::chrono::seconds(30)));
@@ -400,7 +403,7 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
     // run -> the counts of the log.recovered records that follow its entries (recovered after
     // its kill: entries are recovered in order, then the record)
     std::map<int, std::uint64_t> recovered_after;
-    std::size_t recovered_records = 0, lines_read = 0;
+    std::size_t recovered_records = 0, lines_read = 0, accepted_records = 0;
     int last_run = 0;
     log.each_line(0, [&](const std::string& line) {
         ++lines_read;
@@ -412,6 +415,8 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
             const json j = json::parse(line);
             ++recovered_records;
             recovered_after[last_run] += j.at("payload").at("count").get<std::uint64_t>();
+        } else if (line.find("\"event\":\"log.accepted\"") != std::string::npos) {
+            ++accepted_records;
         }
     });
     std::printf(
@@ -443,6 +448,12 @@ void kill_and_restart(const CrashLog& log, const GuardCredentials& creds, const 
     CHECK(lost.empty());
     CHECK(repeated.empty());
     CHECK(recovered_records >= 1);  // the journal did something
+    // A signed log's uncovered tail verifies by its signatures; an unsigned one's does not, so
+    // each restart after a kill that left one needed the operator's acceptance, recorded.
+    if (signed_records)
+        CHECK(accepted_records == 0);
+    else
+        CHECK(accepted_records >= 1);
 
     AuditCertificates certs;
     certs.add_der(creds.certificate.der());

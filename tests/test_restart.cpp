@@ -179,9 +179,9 @@ TEST_CASE(
             REQUIRE(g.check(order("b", Side::sell, "1", "40100")).allowed());
         }
         // The halt record alone, as a crash right after it leaves the log.
-        AuditLogWriter w(*rebuilt, e.clock(),
-                         AuditSigner{*e.creds.kms, e.creds.key, e.creds.certificate.fingerprint()},
-                         AuditWriterOptions{e.creds.certificate.agent_id()});
+        const AuditSigner signer{*e.creds.kms, e.creds.key, e.creds.certificate.fingerprint()};
+        AuditLogWriter w(*rebuilt, e.clock(), signer,
+                         AuditWriterOptions{e.creds.certificate.agent_id()}, signer);
         w.append(audit_event::guard_halted,
                  R"({"automatic":false,"by":"J. Doe","halt":"halt-x-1","reason":"drill"})");
         w.flush();
@@ -748,7 +748,7 @@ TEST_CASE(
             REQUIRE(gaps.size() == 1);
             CHECK(gaps[0].find("\"count\":20") != std::string::npos);
             CHECK_FALSE(std::filesystem::exists(d.log + ".gap"));  // the note is gone once recorded
-            reopen();  // recorded once
+            reopen();                                              // recorded once
             CHECK(events_of(d.log, "log.gap").size() == 1);
         }
         AuditCertificates certs;
@@ -756,5 +756,76 @@ TEST_CASE(
         const AuditVerifyResult r = verify_audit_log_file(d.log, certs);
         INFO(r.message);
         CHECK(r.ok);
+    }
+}
+
+TEST_CASE(
+    "a log that does not verify as found refuses the start, unless a named operator "
+    "accepts it (recorded)",
+    "[restart][verify]") {
+    Desk d;
+    const AuditSigner agent{*d.creds.kms, d.creds.key, d.creds.certificate.fingerprint()};
+    SECTION("records no checkpoint covers and no signature vouches for") {
+        {
+            // An unsigned log cut off by a crash, or lines added by something else.
+            FileAuditSink sink(d.log);
+            AuditLogWriter w(sink, d.clock(), agent,
+                             AuditWriterOptions{d.creds.certificate.agent_id()});
+            w.append(audit_event::guard_resumed, R"({"by":"Mallory","reason":"x"})");
+            w.flush();
+        }
+        CHECK_THROWS_WITH(d.guard(), Catch::Contains("does not verify") &&
+                                         Catch::Contains("covered by no checkpoint") &&
+                                         Catch::Contains("accept_unverified_log"));
+        CHECK(events_of(d.log, "log.accepted").empty());  // nothing was written
+        {
+            GuardOptions o;
+            o.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(d.log)};
+            o.audit->accept_unverified_log =
+                AuditTrailOptions::Acceptance{"T. Operator", "ticket 4711"};
+            o.incident_thread = false;
+            Guard g(d.creds, d.clock(), o);
+        }
+        const auto accepted = events_of(d.log, "log.accepted");
+        REQUIRE(accepted.size() == 1);
+        CHECK(accepted[0].find("T. Operator") != std::string::npos);
+        CHECK(accepted[0].find("ticket 4711") != std::string::npos);
+        CHECK(accepted[0].find("covered by no checkpoint") != std::string::npos);
+        auto g = d.guard();  // covered now by the accepting trail's checkpoint
+        CHECK(events_of(d.log, "log.accepted").size() == 1);
+    }
+    SECTION("a last checkpoint of this agent's key whose signature does not verify") {
+        {
+            auto g = d.guard();
+            REQUIRE(g->check(order("a", Side::buy, "1")).allowed());
+        }
+        std::vector<std::string> lines;
+        {
+            std::ifstream in(d.log);
+            for (std::string line; std::getline(in, line);) lines.push_back(line);
+        }
+        std::string& last = lines.back();
+        REQUIRE(last.find("\"kind\":\"checkpoint\"") != std::string::npos);
+        const auto sig = last.find("\"sig\":\"") + 7;
+        last[sig] = last[sig] == 'A' ? 'B' : 'A';  // one base64 character of the signature
+        {
+            std::ofstream out(d.log, std::ios::trunc);
+            for (const auto& l : lines) out << l << "\n";
+        }
+        CHECK_THROWS_WITH(d.guard(),
+                          Catch::Contains("last checkpoint") && Catch::Contains("does not verify"));
+    }
+    SECTION("a signed log cut off by a crash verifies by its records' signatures") {
+        {
+            FileAuditSink sink(d.log);
+            AuditLogWriter w(sink, d.clock(), agent,
+                             AuditWriterOptions{d.creds.certificate.agent_id()}, agent);
+            w.append(audit_event::guard_halted,
+                     R"({"automatic":false,"by":"J. Doe","halt":"halt-y-1","reason":"drill"})");
+            w.flush();  // no checkpoint: the process died here
+        }
+        auto g = d.guard();
+        CHECK(g->halted());
+        CHECK(events_of(d.log, "log.accepted").empty());
     }
 }

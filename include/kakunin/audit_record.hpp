@@ -62,6 +62,8 @@ inline constexpr std::string_view log_truncated_tail = "log.truncated_tail";
 inline constexpr std::string_view log_recovered = "log.recovered";
 /// Records a trail could not make durable before its process stopped (no journal to keep them).
 inline constexpr std::string_view log_gap = "log.gap";
+/// A named operator accepted a log that did not verify as found (AuditTrailOptions).
+inline constexpr std::string_view log_accepted = "log.accepted";
 /// Rejected orders a full audit queue could not take: their count and the period.
 inline constexpr std::string_view audit_unrecorded_rejections = "audit.unrecorded_rejections";
 }  // namespace audit_event

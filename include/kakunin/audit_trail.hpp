@@ -24,6 +24,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -75,6 +76,17 @@ struct AuditTrailOptions {
     /// records a shutdown could not make durable. Must not throw or block for long. If unset,
     /// the shutdown loss is written to stderr (never silent); the rest is not reported.
     std::function<void(std::string_view message)> error_handler;
+
+    /// At open the log as found must verify (docs/restart.md): the last checkpoint's signature
+    /// (when it is this agent's key's) and every record no checkpoint covers (signed by this
+    /// agent's key, or confirmed by the journal). Otherwise the trail refuses to open, naming
+    /// what is wrong, unless a named operator accepts the log here: then `log.accepted` records
+    /// who, why and the problems, before anything else is recorded.
+    struct Acceptance {
+        std::string by;
+        std::string reason;
+    };
+    std::optional<Acceptance> accept_unverified_log;
 
     // ---- the write-ahead journal (docs/audit-format.md section 13) ----
 

@@ -24,6 +24,7 @@ constexpr std::string_view kDocumentedEvents[] = {
     audit_event::log_truncated_tail,
     audit_event::log_recovered,
     audit_event::log_gap,
+    audit_event::log_accepted,
     audit_event::guard_rotated,
     audit_event::guard_crl_updated,
     audit_event::ca_initialised,

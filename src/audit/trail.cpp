@@ -4,11 +4,14 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "crypto/encoding.hpp"
+#include "crypto/signature.hpp"
 #include "io/durable_file.hpp"
 #include "journal.hpp"
 #include "json.hpp"
@@ -189,7 +192,8 @@ std::pair<std::string_view, std::string> record_of(const detail::AuditEntry& e, 
 /// are its entries', in order (how the journal's recovery knows which entries the log holds).
 bool made_by_writer(std::string_view event) {
     return event == audit_event::log_truncated_tail || event == audit_event::log_recovered ||
-           event == audit_event::log_gap || event == audit_event::audit_unrecorded_rejections;
+           event == audit_event::log_gap || event == audit_event::log_accepted ||
+           event == audit_event::audit_unrecorded_rejections;
 }
 
 }  // namespace
@@ -246,8 +250,15 @@ struct AuditTrail::Impl {
         std::uint64_t existing = 0;
         std::vector<Held> held;
         std::uint64_t held_count = 0;
-        if (journal || on_record)
+        // The last records as found (a sliding window): those no checkpoint covers are checked
+        // once the writer has read the log (check_found_log).
+        std::deque<Found> window;
+        std::uint64_t found = 0;
+        {
             w.on_existing_record = [&](const AuditRecord& r) {
+                ++found;
+                window.push_back({r.seq, r.canonical, r.sig});
+                if (window.size() > max_checked_tail) window.pop_front();
                 if (on_record) {
                     OpenedRecord opened;
                     opened.seq = r.seq;
@@ -265,10 +276,85 @@ struct AuditTrail::Impl {
                 if (held.size() < capacity) held.push_back({r.seq, r.event, r.ts_ns});
                 ++held_count;
             };
+        }
         writer =
             std::make_unique<AuditLogWriter>(*options.sink, event_clock, signer, w, record_signer);
+        const std::uint64_t covered = writer->checkpointed_size();
+        const std::optional<AuditCheckpoint> last_checkpoint = writer->last_checkpoint();
         if (journal) recover(mark, existing, held, held_count, capacity, fp, on_record);
+        check_found_log(found, covered, last_checkpoint, window, kms->public_key(key).spki_der, fp);
         record_gap();
+    }
+
+    /// A record as the trail found it (check_found_log).
+    struct Found {
+        std::uint64_t seq;
+        std::string canonical, sig;
+    };
+    /// The longest uncovered tail checked record by record; a longer one is refused.
+    static constexpr std::size_t max_checked_tail = 65536;
+
+    /// The log as found must verify before anything is added (docs/restart.md): its last
+    /// checkpoint's signature, where it is this agent's key's, and every record no checkpoint
+    /// covers: signed by this agent's key, or confirmed by the journal (the records after its
+    /// watermark, which recover() compared with its entries). Otherwise the trail does not open,
+    /// unless an operator accepts the log (`accept_unverified_log`): then `log.accepted` records
+    /// who, why and what was wrong.
+    void check_found_log(std::uint64_t found, std::uint64_t covered,
+                         const std::optional<AuditCheckpoint>& checkpoint,
+                         const std::deque<Found>& window,
+                         const std::vector<std::uint8_t>& public_key, std::string_view fp) {
+        std::vector<std::string> problems;
+        if (checkpoint &&
+            !crypto::verify_signature(public_key, checkpoint->signed_text(), checkpoint->sig)) {
+            // Another certificate's key (a replacement agent continuing the log) cannot be
+            // checked here; `kakunin audit verify` checks it against the certificates.
+            if (checkpoint->key_fp == fp)
+                problems.push_back("the last checkpoint (size " + std::to_string(checkpoint->size) +
+                                   ") does not verify under this agent's key");
+        }
+        std::uint64_t unsigned_records = 0, first_bad = 0;
+        if (found > covered) {
+            if (found - covered > window.size()) {
+                problems.push_back(std::to_string(found - covered) +
+                                   " records after the last checkpoint: too many to check one "
+                                   "by one");
+            } else {
+                for (const Found& f : window) {
+                    if (f.seq < covered || (f.seq >= confirmed_from && f.seq < confirmed_to))
+                        continue;
+                    bool ok = false;
+                    try {
+                        ok = !f.sig.empty() &&
+                             crypto::verify_signature(public_key, f.canonical,
+                                                      crypto::base64_decode(f.sig, "sig"));
+                    } catch (const std::exception&) {
+                    }
+                    if (!ok && unsigned_records++ == 0) first_bad = f.seq;
+                }
+            }
+        }
+        if (unsigned_records != 0)
+            problems.push_back(std::to_string(unsigned_records) + " record(s) from seq " +
+                               std::to_string(first_bad) +
+                               " are covered by no checkpoint and carry no signature of this "
+                               "agent's key (an unsigned log cut off by a crash, or lines "
+                               "added by something else)");
+        if (problems.empty()) return;
+        std::string all;
+        for (const std::string& p : problems) all += (all.empty() ? "" : "; ") + p;
+        if (!options.accept_unverified_log)
+            throw Error(ErrorCategory::unauthorised,
+                        where + "the log as found does not verify: " + all +
+                            ". Check it (kakunin audit verify); to continue it anyway a named "
+                            "operator must accept it (AuditTrailOptions::accept_unverified_log, "
+                            "recorded as log.accepted)");
+        nlohmann::json p;
+        p["by"] = options.accept_unverified_log->by;
+        p["reason"] = options.accept_unverified_log->reason;
+        p["problems"] = problems;
+        writer->append(audit_event::log_accepted, dump_replacing(p));
+        writer->flush();
     }
 
     /// A trail that stopped with records its sink had not made durable, and no journal to keep
@@ -361,6 +447,9 @@ struct AuditTrail::Impl {
                                 " ns): something else has written the log since; nothing was "
                                 "recorded. Move the journal aside to open the log without it");
         }
+        // The records just compared are this journal's entries: confirmed without a signature.
+        confirmed_from = mark.records;
+        confirmed_to = compare > 0 ? held[compare - 1].seq + 1 : mark.records;
         std::uint64_t count = 0, first = 0, last = 0;
         for (std::size_t g = held_count; g < starts.size(); ++g) {
             const detail::AuditEntry& e = found.entries[starts[g]];
@@ -433,6 +522,8 @@ struct AuditTrail::Impl {
     std::uint64_t recovered = 0;  ///< entries recovered from the journal at open
     std::string where;            ///< "audit trail LOG (sink NAME): ", for messages
     std::string gap_path;         ///< where a shutdown's loss is noted; "" for none
+    /// Records of the log as found that recover() compared with the journal's entries.
+    std::uint64_t confirmed_from = 0, confirmed_to = 0;
     std::atomic<std::uint64_t> durable_entries{0};  ///< queue entries whose records are durable
     std::atomic<std::uint64_t> sink_failures{0};
     /// Monotonic time (ns) of the first failure of the current outage; 0 while the sink works.

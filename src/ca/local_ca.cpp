@@ -149,7 +149,7 @@ bool reserved_for_ca(std::string_view event) {
          {audit_event::ca_initialised, audit_event::agent_registered, audit_event::scope_approved,
           audit_event::certificate_issued, audit_event::certificate_revoked,
           audit_event::crl_issued, audit_event::log_truncated_tail, audit_event::log_recovered,
-          audit_event::log_gap})
+          audit_event::log_gap, audit_event::log_accepted})
         if (event == e) return true;
     // What a Guard decides and applies belongs in the agent's log, never in the CA's.
     for (std::string_view prefix : {"order.", "amend.", "cancel.", "execution."})

@@ -325,7 +325,8 @@ string row_class(const string& event) {
         return "ev-warn";
     if (event == "order.rejected" || event == "incident.revoked" || event == "guard.halted" ||
         event == "guard.cancel_all" || event == "certificate.revoked" ||
-        event == "log.truncated_tail" || event == "log.recovered" || event == "log.gap")
+        event == "log.truncated_tail" || event == "log.recovered" || event == "log.gap" ||
+        event == "log.accepted")
         return "ev-bad";
     if (event == "guard.reduce_only" || event.rfind("execution.", 0) == 0) return "ev-warn";
     if (event == "guard.resumed" || event == "review.signed" || event == "incident.acknowledged" ||

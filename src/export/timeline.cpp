@@ -55,7 +55,7 @@ bool agent_event_on_timeline(const std::string& event, const json& payload) {
     return event.rfind("incident.", 0) == 0 || event == "guard.halted" ||
            event == "guard.resumed" || event == "guard.rotated" || event == "certificate.revoked" ||
            event == "log.truncated_tail" || event == "log.recovered" || event == "log.gap" ||
-           event == "review.signed" || event == "baseline.approved";
+           event == "log.accepted" || event == "review.signed" || event == "baseline.approved";
 }
 
 std::string order_text(const json& order) {
