@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include "kakunin/audit_writer.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/incident.hpp"
+#include "kakunin/replay.hpp"
 #include "kakunin/testing.hpp"
 #include "support.hpp"
 #include "temp_dir.hpp"
@@ -201,15 +203,16 @@ namespace {
 
 /// One request or report of a random trading day.
 struct Step {
-    int kind;  // 0 new, 1 amend, 2 cancel, 3 fill, 4 cancelled, 5 mark, 6 halt/resume, 7
-               // reduce-only
+    int kind;  // 0 new, 1 amend, 2 cancel, 3 fill, 4 cancelled, 5 mark, 6 halt/resume,
+               // 7 reduce-only, 8 acknowledge the newest open incident
     std::string id;
     Side side;
     std::string quantity, price;
     TimeNs at;
+    std::string region = "eu-west-1";
 };
 
-std::vector<Step> random_day(unsigned seed, TimeNs t0, int count) {
+std::vector<Step> random_day(unsigned seed, TimeNs t0, int count, bool acks = false) {
     std::mt19937_64 rng(seed);
     std::vector<Step> steps;
     TimeNs at = t0;
@@ -224,9 +227,21 @@ std::vector<Step> random_day(unsigned seed, TimeNs t0, int count) {
         s.quantity = std::to_string(1 + rng() % 3);
         s.price = std::to_string(39000 + rng() % 2000);
         s.at = at;
+        if (i % 8 == 3) s.region = "eu-central-1";  // unseen by a baseline learned on eu-west-1
+        if (acks && i % 150 == 149) s.kind = 8;     // the first after the window
         steps.push_back(s);
     }
     return steps;
+}
+
+/// Halted, the lifecycle figures, and each incident's state, escalation and warnings.
+std::string state_text(const Guard& g) {
+    std::string incidents;
+    for (const Incident& i : g.incidents())
+        incidents += std::string(" ") + to_string(i.state) + (i.escalated ? "!" : "") + "/" +
+                     std::to_string(i.warnings);
+    return (g.halted() ? "halted " : "") + text(g.lifecycle_state()) +
+           (incidents.empty() ? "" : " | incidents" + incidents);
 }
 
 /// Puts one step through the Guard at its time; what it decided, and the state after it.
@@ -234,9 +249,12 @@ std::string apply_step(Guard& g, ManualClock& clock, const Step& s) {
     clock.set(s.at);
     std::string out;
     switch (s.kind) {
-        case 0:
-            out = text(g.check(order(s.id, s.side, s.quantity.c_str(), s.price.c_str())));
+        case 0: {
+            Order o = order(s.id, s.side, s.quantity.c_str(), s.price.c_str());
+            o.region = s.region;
+            out = text(g.check(o));
             break;
+        }
         case 1: {
             Amend a{s.id, parse_decimal(s.quantity), parse_decimal(s.price)};
             a.reference_price = a.price;
@@ -272,7 +290,7 @@ std::string apply_step(Guard& g, ManualClock& clock, const Step& s) {
                 out = "halted";
             }
             break;
-        default:
+        case 7:
             if (g.reduce_only_in_force()) {
                 g.lift_reduce_only("R. Risk");
                 out = "lifted";
@@ -280,8 +298,28 @@ std::string apply_step(Guard& g, ManualClock& clock, const Step& s) {
                 g.reduce_only("risk review", "R. Risk");
                 out = "reduce-only";
             }
+            break;
+        default: {
+            // Acknowledges the newest open incident; with none, a mark (every step makes one
+            // record: steps_in_log counts them).
+            const auto incidents = g.incidents();
+            auto open = std::find_if(incidents.rbegin(), incidents.rend(), [](const Incident& i) {
+                return i.state == IncidentState::open;
+            });
+            if (open != incidents.rend()) {
+                g.acknowledge_incident(open->id, "On Call", "looking");
+                out = "acknowledged";
+            } else {
+                ExecutionReport e;
+                e.type = ExecutionType::mark;
+                e.instrument = "BTC_EUR";
+                e.price = parse_decimal(s.price);
+                out = g.on_execution(e).reduce_only_entered ? "reduce-only" : "marked";
+            }
+        }
     }
-    return out + " | " + (g.halted() ? "halted " : "") + text(g.lifecycle_state());
+    g.process_incidents();  // on simulated time, after every step (both runs alike)
+    return out + " | " + state_text(g);
 }
 
 }  // namespace
@@ -511,7 +549,7 @@ std::size_t steps_in_log(const std::string& path) {
                          event.substr(0, 7) == "cancel." || event.substr(0, 10) == "execution.";
         const bool person =
             event == "guard.halted" || event == "guard.resumed" ||
-            event == "guard.reduce_only_lifted" ||
+            event == "incident.acknowledged" || event == "guard.reduce_only_lifted" ||
             (event == "guard.reduce_only" && line.find("\"by\":\"R. Risk\"") != std::string::npos);
         if (hot || person) ++n;
     }
@@ -530,13 +568,13 @@ void say(int fd, const std::string& line) {
 
 /// The child: a Guard restarted on the log, trading the day from where the log ends, saying
 /// what it restored ("R steps state") and each step's result ("S i result") until killed.
-[[noreturn]] void trade(Desk& d, const std::vector<Step>& steps, int fd) {
+[[noreturn]] void trade(Desk& d, const std::vector<Step>& steps, int fd,
+                        const GuardOptions& options) {
     try {
         d.clock().set(steps.front().at);
-        auto g = d.guard();
+        auto g = d.guard(options);
         const std::size_t done = steps_in_log(d.log);
-        say(fd, "R " + std::to_string(done) + " " + (g->halted() ? "halted " : "") +
-                    text(g->lifecycle_state()));
+        say(fd, "R " + std::to_string(done) + " " + state_text(*g));
         for (std::size_t i = done; i < steps.size(); ++i) {
             say(fd, "S " + std::to_string(i) + " " + apply_step(*g, d.clock(), steps[i]));
             ::usleep(200);
@@ -578,13 +616,32 @@ private:
 
 TEST_CASE(
     "a trading process killed with SIGKILL 20 times comes back each time with its halt, "
-    "reduce-only mode and totals, and decides as the uninterrupted run",
+    "reduce-only mode, totals and open incidents, and decides as the uninterrupted run",
     "[restart][kill]") {
     Desk d;
-    const std::vector<Step> steps = random_day(42, d.clock().now_ns(), 500);
+    // Behaviour too: a baseline learned from a week of eu-west-1 orders, scored on the region
+    // alone, so every eu-central-1 order warns and opens or joins an incident; unacknowledged
+    // for 20 s, one escalates (acknowledgements come later in the day).
+    GuardOptions options;
+    {
+        const TimeNs start = d.clock().now_ns() - 7 * 86'400'000'000'000LL;
+        BaselineBuilder b(lifecycle_scope(), d.creds.certificate.agent_id());
+        b.start(start);
+        for (TimeNs t = start; t < d.clock().now_ns(); t += 600'000'000'000LL)
+            b.observe(order("w", Side::buy, "1"), t);
+        Baseline baseline = b.finalize(d.clock().now_ns());
+        for (std::size_t i = 0; i < score_component_count; ++i)
+            baseline.policy.weights_ppm[i] =
+                std::string(component_name(i)) == "origin" ? 1'000'000 : 0;
+        baseline.policy.investigation_window_s = 20;
+        options.baseline = ApprovedBaseline{
+            baseline,
+            approve_baseline(*d.authority.kms(), baseline, "C. Officer", d.clock().now_ns(), 1)};
+    }
+    const std::vector<Step> steps = random_day(42, d.clock().now_ns(), 500, true);
     std::vector<std::string> expected;
     {
-        auto g = d.guard({}, (d.dir.path() / "uninterrupted.jsonl").string());
+        auto g = d.guard(options, (d.dir.path() / "uninterrupted.jsonl").string());
         for (const Step& s : steps) expected.push_back(apply_step(*g, d.clock(), s));
     }
     auto state_of = [&](std::size_t done) {
@@ -597,7 +654,7 @@ TEST_CASE(
     };
     std::mt19937_64 rng(7);
     std::size_t reported = 0;  // steps a child said it had done
-    int kills = 0, halted_restarts = 0, reduce_only_restarts = 0;
+    int kills = 0, halted_restarts = 0, reduce_only_restarts = 0, incident_restarts = 0;
     for (int run = 0;; ++run) {
         int fds[2];
         REQUIRE(::pipe(fds) == 0);
@@ -605,7 +662,7 @@ TEST_CASE(
         REQUIRE(pid >= 0);
         if (pid == 0) {
             ::close(fds[0]);
-            trade(d, steps, fds[1]);
+            trade(d, steps, fds[1], options);
         }
         ::close(fds[1]);
         Lines lines(fds[0]);
@@ -626,6 +683,7 @@ TEST_CASE(
                 REQUIRE(line.substr(line.find(' ', 2) + 1) == state_of(done));
                 if (line.find("halted") != std::string::npos) ++halted_restarts;
                 if (line.find("reduce-only") != std::string::npos) ++reduce_only_restarts;
+                if (line.find(" open") != std::string::npos) ++incident_restarts;
                 reported = done;
             } else if (line[0] == 'S') {
                 const std::size_t i = std::stoul(line.substr(2));
@@ -652,6 +710,12 @@ TEST_CASE(
     // The day puts a halt and reduce-only mode in force often enough that restarts met them.
     CHECK(halted_restarts > 0);
     CHECK(reduce_only_restarts > 0);
+    CHECK(incident_restarts > 0);  // restarts that came back with an open incident
+    // The uninterrupted day had warnings, acknowledgements and escalations to match.
+    CHECK(expected.back().find("incidents") != std::string::npos);
+    CHECK(expected.back().find("acknowledged") != std::string::npos);
+    UNSCOPED_INFO(expected.back());
+    CHECK(expected.back().find("!") != std::string::npos);
     AuditCertificates certs;
     certs.add_der(d.creds.certificate.der());
     AuditVerifyOptions vo;

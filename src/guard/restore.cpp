@@ -175,7 +175,21 @@ void Guard::restore_record(const OpenedRecord& r) {
             m_limits->commit_new(o, plan, t);
             if (m_builder) m_builder->observe(o, t);
         }
-        if (is(event, audit_event::order_warned)) m_desk->restore(event, r.ts_ns, p);
+        // What check() handed to the incident desk: a score at the warning level, not halted,
+        // not the revocation (handle_anomaly counts it on the incident being worked on) —
+        // allowed with a warning, or rejected for another reason.
+        if (m_scorer && st.scored) {
+            const auto score = p.find("score_ppm");
+            const auto reasons = p.find("reasons");
+            auto has = [&](const char* reason) {
+                return reasons != p.end() && reasons->is_array() &&
+                       std::find(reasons->begin(), reasons->end(), reason) != reasons->end();
+            };
+            if (score != p.end() && score->is_number_unsigned() &&
+                score->get<std::uint32_t>() >= m_scorer->policy().warn_ppm && !has("halted") &&
+                !has("anomaly_revocation"))
+                m_desk->restore(audit_event::order_warned, r.ts_ns, p);
+        }
         return;
     }
     if (starts_with(event, "amend.")) {
