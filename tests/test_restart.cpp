@@ -366,12 +366,12 @@ TEST_CASE("observation survives restarts: the builder counts from the log's firs
         for (int day = 0; day < 3; ++day) {  // three sessions (within the test CRL's hour)
             for (int k = 0; k < 5; ++k) {
                 d.clock().advance(std::chrono::minutes(1));
-                if (g->check(order("x" + std::to_string(day * 10 + k), Side::buy, "0.1"))
-                        .allowed()) {
+                const std::string id = "x" + std::to_string(day * 10 + k);
+                if (g->check(order(id, Side::buy, "0.1")).allowed()) {
                     ++orders;
                     ExecutionReport e;
                     e.type = ExecutionType::cancelled;
-                    e.client_order_id = "x" + std::to_string(day * 10 + k);
+                    e.client_order_id = id;
                     g->on_execution(e);
                 }
             }
