@@ -632,8 +632,6 @@ private:
         bool first = true;                     ///< no record seen yet
         TimeNs latest = INT64_MIN;             ///< the forward-only time the hot path had reached
         bool scored = false;                   ///< orders from here on were scored (a baseline)
-        std::uint64_t records = 0;             ///< records read
-        std::uint64_t decisions = 0;           ///< requests and reports put through the engines
         std::vector<std::string> cancelled;    ///< halts whose cancel list is in the log
     };
     std::unique_ptr<Restore> m_restore;  ///< during construction only

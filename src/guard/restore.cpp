@@ -118,7 +118,6 @@ void Guard::restore_record(const OpenedRecord& r) {
             return false;
         }
     };
-    ++st.records;
     const std::string_view event = r.event;
     if (st.first) {
         st.first = false;
@@ -134,10 +133,7 @@ void Guard::restore_record(const OpenedRecord& r) {
     const auto exec = execution_type(event);
     // Hot records carry the time of their own call, in the order the hot lock took them: the
     // forward-only time the engines saw is their running maximum.
-    if (request || exec) {
-        st.latest = std::max(st.latest, r.ts_ns);
-        ++st.decisions;
-    }
+    if (request || exec) st.latest = std::max(st.latest, r.ts_ns);
     const TimeNs t = st.latest;
     const bool allowed =
         is(event, audit_event::order_allowed) || is(event, audit_event::order_warned) ||

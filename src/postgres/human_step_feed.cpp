@@ -124,34 +124,10 @@ struct PostgresHumanStepFeed::Impl {
         c.command("LISTEN kakunin_human_steps");
         catch_up(c);
         set_listening(true);
-        PGconn* raw = c.get();
-        const bool checking = options.check_interval.count() > 0;
-        auto next_check = std::chrono::steady_clock::now() + options.check_interval;
-        while (!stop.load()) {
-            // The notification carries only the seq: any one means a catch-up.
-            bool need_catch_up = false;
-            while (PGnotify* note = PQnotifies(raw)) {
-                need_catch_up = true;
-                PQfreemem(note);
-            }
-            if (checking && std::chrono::steady_clock::now() >= next_check) need_catch_up = true;
-            if (need_catch_up) {
-                catch_up(c);
-                next_check = std::chrono::steady_clock::now() + options.check_interval;
-                continue;
-            }
-            int wait_ms = 1000;
-            if (checking) {
-                const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    next_check - std::chrono::steady_clock::now());
-                wait_ms = static_cast<int>(std::clamp<long long>(left.count() + 1, 0, 1000));
-            }
-            pollfd fds[2] = {{PQsocket(raw), POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
-            const int n = ::poll(fds, 2, wait_ms);
-            if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
-            if (stop.load()) break;
-            if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
-        }
+        // The notification carries only the seq: any one means a catch-up.
+        pg::listen_until_stopped(
+            c, wake_pipe[0], options.check_interval, stop, [](const char*) { return true; },
+            [&] { catch_up(c); });
     }
 
     void run() {

@@ -294,4 +294,39 @@ std::string Connection::quote_identifier(std::string_view name) {
     return out;
 }
 
+void listen_until_stopped(Connection& c, int wake_fd, std::chrono::milliseconds check_interval,
+                          const std::atomic<bool>& stop,
+                          const std::function<bool(const char* payload)>& notified,
+                          const std::function<void()>& catch_up) {
+    PGconn* raw = c.get();
+    const bool checking = check_interval.count() > 0;
+    auto next_check = std::chrono::steady_clock::now() + check_interval;
+    while (!stop.load()) {
+        // Notifications first: a catch-up's round trip may have read some into libpq's queue,
+        // and the socket would not wake the poll for them.
+        bool need_catch_up = false;
+        while (PGnotify* note = PQnotifies(raw)) {
+            need_catch_up |= notified(note->extra);
+            PQfreemem(note);
+        }
+        if (checking && std::chrono::steady_clock::now() >= next_check) need_catch_up = true;
+        if (need_catch_up) {
+            catch_up();
+            next_check = std::chrono::steady_clock::now() + check_interval;
+            continue;
+        }
+        int wait_ms = 1000;
+        if (checking) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                next_check - std::chrono::steady_clock::now());
+            wait_ms = static_cast<int>(std::clamp<long long>(left.count() + 1, 0, 1000));
+        }
+        pollfd fds[2] = {{PQsocket(raw), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+        const int n = ::poll(fds, 2, wait_ms);
+        if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
+        if (stop.load()) break;
+        if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
+    }
+}
+
 }  // namespace kakunin::pg

@@ -12,8 +12,10 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -126,5 +128,16 @@ inline std::string_view value(const PGresult* r, int row, int col) {
 }
 inline bool is_null(const PGresult* r, int row, int col) { return PQgetisnull(r, row, col) != 0; }
 std::int64_t to_i64(std::string_view text);
+
+/// The wait of a LISTEN connection (the revocation and human-step feeds), until `stop`:
+/// each notification's payload goes to `notified` (true: a catch-up is due); `catch_up` runs
+/// when one is due and, with a positive `check_interval`, at least that often (a silent
+/// connection looks the same whether nothing is published or the backend stopped answering:
+/// the catch-up's deadline tells them apart). A byte on `wake_fd` ends the wait early. Throws
+/// DbError when the connection fails (the caller reconnects).
+void listen_until_stopped(Connection& c, int wake_fd, std::chrono::milliseconds check_interval,
+                          const std::atomic<bool>& stop,
+                          const std::function<bool(const char* payload)>& notified,
+                          const std::function<void()>& catch_up);
 
 }  // namespace kakunin::pg

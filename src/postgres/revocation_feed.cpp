@@ -205,38 +205,10 @@ struct PostgresRevocationFeed::Impl {
         // to the catch-up, which reads everything committed since the last one's snapshot.
         catch_up(c);
         set_listening(true);
-        PGconn* raw = c.get();
-        // A silent LISTEN connection looks the same whether nothing is published or the backend
-        // stopped answering: a catch-up every check_interval (with its deadline) tells them apart
-        // and reconnects in the second case.
-        const bool checking = options.check_interval.count() > 0;
-        auto next_check = std::chrono::steady_clock::now() + options.check_interval;
-        while (!stop.load()) {
-            // Notifications first: a catch-up's round trip may have read some into libpq's
-            // queue, and the socket would not wake the poll for them.
-            bool need_catch_up = false;
-            while (PGnotify* note = PQnotifies(raw)) {
-                need_catch_up |= handle_notification(note->extra);
-                PQfreemem(note);
-            }
-            if (checking && std::chrono::steady_clock::now() >= next_check) need_catch_up = true;
-            if (need_catch_up) {
-                catch_up(c);
-                next_check = std::chrono::steady_clock::now() + options.check_interval;
-                continue;
-            }
-            int wait_ms = 1000;
-            if (checking) {
-                const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    next_check - std::chrono::steady_clock::now());
-                wait_ms = static_cast<int>(std::clamp<long long>(left.count() + 1, 0, 1000));
-            }
-            pollfd fds[2] = {{PQsocket(raw), POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
-            const int n = ::poll(fds, 2, wait_ms);
-            if (n < 0 && errno != EINTR) c.fail(nullptr, "poll");
-            if (stop.load()) break;
-            if (!PQconsumeInput(raw)) c.fail(nullptr, "LISTEN connection");
-        }
+        pg::listen_until_stopped(
+            c, wake_pipe[0], options.check_interval, stop,
+            [&](const char* payload) { return handle_notification(payload); },
+            [&] { catch_up(c); });
     }
 
     void run() {
