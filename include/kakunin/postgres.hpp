@@ -23,6 +23,7 @@
 #include "kakunin/baseline_store.hpp"
 #include "kakunin/ca.hpp"
 #include "kakunin/human_steps.hpp"
+#include "kakunin/postgres_runtime.hpp"
 #include "kakunin/revocation.hpp"
 
 namespace kakunin {
@@ -157,8 +158,12 @@ struct PostgresRevocationFeedOptions {
 /// again.
 class PostgresRevocationFeed final : public RevocationFeed {
 public:
+    /// Standalone: the feed's own LISTEN connection and thread.
     explicit PostgresRevocationFeed(std::string conninfo,
                                     PostgresRevocationFeedOptions options = {});
+    /// A channel of the runtime's LISTEN connection (PostgresRuntime::revocation_feed() makes
+    /// the process's one); the connection settings of `options` are the runtime's.
+    PostgresRevocationFeed(PostgresRuntime& runtime, PostgresRevocationFeedOptions options);
     ~PostgresRevocationFeed() override;
     PostgresRevocationFeed(const PostgresRevocationFeed&) = delete;
     PostgresRevocationFeed& operator=(const PostgresRevocationFeed&) = delete;
@@ -171,7 +176,7 @@ public:
     /// Highest sequence number received so far (lower ones may still arrive: seqs commit out
     /// of order).
     std::uint64_t last_seq() const;
-    /// How many times the feed has (re)connected.
+    /// How many times the feed's LISTEN connection (the runtime's, when shared) has connected.
     std::uint64_t connections() const;
 
 private:
@@ -223,7 +228,10 @@ struct PostgresHumanStepFeedOptions {
 /// call wait_until_listening() first to have the whole table as history.
 class PostgresHumanStepFeed final : public HumanStepFeed {
 public:
+    /// Standalone: the feed's own LISTEN connection and thread.
     explicit PostgresHumanStepFeed(std::string conninfo, PostgresHumanStepFeedOptions options = {});
+    /// A channel of the runtime's LISTEN connection (PostgresRuntime::human_step_feed()).
+    PostgresHumanStepFeed(PostgresRuntime& runtime, PostgresHumanStepFeedOptions options);
     ~PostgresHumanStepFeed() override;
     PostgresHumanStepFeed(const PostgresHumanStepFeed&) = delete;
     PostgresHumanStepFeed& operator=(const PostgresHumanStepFeed&) = delete;

@@ -1,21 +1,18 @@
 // Human steps through PostgreSQL: an INSERT into kakunin_audit.human_steps NOTIFYs
 // kakunin_human_steps; PostgresHumanStepFeed LISTENs, catches up on what committed since its last
 // snapshot (as PostgresRevocationFeed does), and delivers each step once, by seq.
-#include <fcntl.h>
-#include <poll.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <unordered_set>
 
 #include "kakunin/postgres.hpp"
+#include "postgres/listener.hpp"
 #include "postgres/pg.hpp"
+#include "postgres/runtime_core.hpp"
 
 namespace kakunin {
 
@@ -53,7 +50,6 @@ std::uint64_t publish_human_step(const std::string& conninfo, const HumanStep& s
 }
 
 struct PostgresHumanStepFeed::Impl {
-    std::string conninfo;
     PostgresHumanStepFeedOptions options;
 
     std::mutex mutex;  ///< listeners, steps, delivered, listening; held while delivering
@@ -66,11 +62,11 @@ struct PostgresHumanStepFeed::Impl {
     std::vector<HumanStep> steps;
     std::unordered_set<std::uint64_t> delivered;
     bool listening = false;
-    std::optional<std::string> snapshot;  ///< feed thread only
+    std::optional<std::string> snapshot;  ///< listener thread only
 
-    std::atomic<bool> stop{false};
-    int wake_pipe[2] = {-1, -1};
-    std::thread thread;
+    std::unique_ptr<pg::Listener> own_listener;  ///< standalone: the feed's own connection
+    pg::Listener* listener = nullptr;
+    int channel = 0;
 
     void report(const std::string& message) {
         if (!options.error_handler) return;
@@ -119,31 +115,12 @@ struct PostgresHumanStepFeed::Impl {
         changed.notify_all();
     }
 
-    void session() {
-        pg::Connection c(conninfo, "kakunin-human-step-feed", options.io_timeout);
-        c.command("LISTEN kakunin_human_steps");
-        catch_up(c);
-        set_listening(true);
+    void start(pg::Listener& l) {
+        listener = &l;
         // The notification carries only the seq: any one means a catch-up.
-        pg::listen_until_stopped(
-            c, wake_pipe[0], options.check_interval, stop, [](const char*) { return true; },
-            [&] { catch_up(c); });
-    }
-
-    void run() {
-        while (!stop.load()) {
-            try {
-                session();
-            } catch (const std::exception& e) {
-                set_listening(false);
-                report(std::string("human step feed: ") + e.what() + "; reconnecting");
-            }
-            if (!stop.load()) {
-                pollfd p{wake_pipe[0], POLLIN, 0};
-                ::poll(&p, 1, static_cast<int>(options.reconnect_delay.count()));
-            }
-        }
-        set_listening(false);
+        channel = l.add({"kakunin_human_steps", [](const char*) { return true; },
+                         [this](pg::Connection& c) { catch_up(c); },
+                         [this](bool on) { set_listening(on); }});
     }
 };
 
@@ -151,21 +128,27 @@ PostgresHumanStepFeed::PostgresHumanStepFeed(std::string conninfo,
                                              PostgresHumanStepFeedOptions options)
     : m_impl(std::make_unique<Impl>()) {
     Impl& d = *m_impl;
-    d.conninfo = std::move(conninfo);
     d.options = std::move(options);
-    if (::pipe2(d.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-        throw Error(ErrorCategory::io, "human step feed: cannot create its wake-up pipe");
-    d.thread = std::thread([&d] { d.run(); });
+    pg::ListenerOptions lo;
+    lo.reconnect_delay = d.options.reconnect_delay;
+    lo.io_timeout = d.options.io_timeout;
+    lo.check_interval = d.options.check_interval;
+    lo.error_handler = d.options.error_handler;
+    d.own_listener = std::make_unique<pg::Listener>(std::move(conninfo), "kakunin-human-step-feed",
+                                                    std::move(lo));
+    d.start(*d.own_listener);
+}
+
+PostgresHumanStepFeed::PostgresHumanStepFeed(PostgresRuntime& runtime,
+                                             PostgresHumanStepFeedOptions options)
+    : m_impl(std::make_unique<Impl>()) {
+    m_impl->options = std::move(options);
+    m_impl->start(postgres_detail::core(runtime).listener);
 }
 
 PostgresHumanStepFeed::~PostgresHumanStepFeed() {
-    Impl& d = *m_impl;
-    d.stop.store(true);
-    const char byte = 1;
-    (void)!::write(d.wake_pipe[1], &byte, 1);
-    if (d.thread.joinable()) d.thread.join();
-    ::close(d.wake_pipe[0]);
-    ::close(d.wake_pipe[1]);
+    m_impl->listener->remove(m_impl->channel);
+    m_impl->own_listener.reset();
 }
 
 void PostgresHumanStepFeed::subscribe(HumanStepListener* listener) {

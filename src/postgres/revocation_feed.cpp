@@ -1,22 +1,18 @@
 // Revocations through PostgreSQL: an INSERT into kakunin_audit.revocations NOTIFYs
 // kakunin_revocations; PostgresRevocationFeed LISTENs, delivers by serial, and catches up on
 // what committed since its last snapshot.
-#include <fcntl.h>
-#include <poll.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
 #include "kakunin/postgres.hpp"
+#include "postgres/listener.hpp"
 #include "postgres/pg.hpp"
+#include "postgres/runtime_core.hpp"
 
 namespace kakunin {
 
@@ -106,7 +102,6 @@ constexpr const char* catch_up_sql =
     "ORDER BY r.seq";
 
 struct PostgresRevocationFeed::Impl {
-    std::string conninfo;
     PostgresRevocationFeedOptions options;
 
     std::mutex mutex;  ///< listeners, seen, delivered, last_seq, listening
@@ -115,25 +110,15 @@ struct PostgresRevocationFeed::Impl {
     std::vector<Revocation> seen;
     std::unordered_set<std::string> delivered;  ///< serials in `seen`
     std::uint64_t last_seq = 0;
-    std::uint64_t connections = 0;
     bool listening = false;
 
-    /// Feed thread only: the snapshot of the last catch-up. Every revocation visible in it has
-    /// been delivered; kept across reconnects.
+    /// Listener thread only: the snapshot of the last catch-up. Every revocation visible in it
+    /// has been delivered; kept across reconnects.
     std::optional<std::string> snapshot;
 
-    std::atomic<bool> stop{false};
-    int wake_pipe[2] = {-1, -1};
-    std::thread thread;
-
-    void report(const std::string& message) {
-        if (!options.error_handler) return;
-        try {
-            options.error_handler(message);
-        } catch (...) {
-            // The handler must not throw; the feed keeps running regardless.
-        }
-    }
+    std::unique_ptr<pg::Listener> own_listener;  ///< standalone: the feed's own connection
+    pg::Listener* listener = nullptr;
+    int channel = 0;
 
     // By identity, not by seq order: a NOTIFY and a catch-up may both bring a revocation (and a
     // publisher's retry may store it twice); delivering it twice would be harmless, missing one
@@ -189,39 +174,16 @@ struct PostgresRevocationFeed::Impl {
     void set_listening(bool on) {
         std::lock_guard<std::mutex> lock(mutex);
         listening = on;
-        if (on) ++connections;
         changed.notify_all();
     }
 
-    void sleep_interruptible(std::chrono::milliseconds d) {
-        pollfd p{wake_pipe[0], POLLIN, 0};
-        ::poll(&p, 1, static_cast<int>(d.count()));
-    }
-
-    void session() {
-        pg::Connection c(conninfo, "kakunin-revocation-feed", options.io_timeout);
-        c.command("LISTEN kakunin_revocations");
-        // After LISTEN: what commits from here on is notified; what committed before is visible
-        // to the catch-up, which reads everything committed since the last one's snapshot.
-        catch_up(c);
-        set_listening(true);
-        pg::listen_until_stopped(
-            c, wake_pipe[0], options.check_interval, stop,
-            [&](const char* payload) { return handle_notification(payload); },
-            [&] { catch_up(c); });
-    }
-
-    void run() {
-        while (!stop.load()) {
-            try {
-                session();
-            } catch (const std::exception& e) {
-                set_listening(false);
-                report(std::string("revocation feed: ") + e.what() + "; reconnecting");
-            }
-            if (!stop.load()) sleep_interruptible(options.reconnect_delay);
-        }
-        set_listening(false);
+    void start(pg::Listener& l) {
+        last_seq = options.start_after_seq;
+        listener = &l;
+        channel = l.add({"kakunin_revocations",
+                         [this](const char* payload) { return handle_notification(payload); },
+                         [this](pg::Connection& c) { catch_up(c); },
+                         [this](bool on) { set_listening(on); }});
     }
 };
 
@@ -229,23 +191,27 @@ PostgresRevocationFeed::PostgresRevocationFeed(std::string conninfo,
                                                PostgresRevocationFeedOptions options)
     : m_impl(std::make_unique<Impl>()) {
     Impl& d = *m_impl;
-    d.conninfo = std::move(conninfo);
     d.options = std::move(options);
-    d.last_seq = d.options.start_after_seq;
-    if (::pipe2(d.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-        throw Error(ErrorCategory::io, "revocation feed: cannot create its wake-up pipe");
-    }
-    d.thread = std::thread([&d] { d.run(); });
+    pg::ListenerOptions lo;
+    lo.reconnect_delay = d.options.reconnect_delay;
+    lo.io_timeout = d.options.io_timeout;
+    lo.check_interval = d.options.check_interval;
+    lo.error_handler = d.options.error_handler;
+    d.own_listener = std::make_unique<pg::Listener>(std::move(conninfo), "kakunin-revocation-feed",
+                                                    std::move(lo));
+    d.start(*d.own_listener);
+}
+
+PostgresRevocationFeed::PostgresRevocationFeed(PostgresRuntime& runtime,
+                                               PostgresRevocationFeedOptions options)
+    : m_impl(std::make_unique<Impl>()) {
+    m_impl->options = std::move(options);
+    m_impl->start(postgres_detail::core(runtime).listener);
 }
 
 PostgresRevocationFeed::~PostgresRevocationFeed() {
-    Impl& d = *m_impl;
-    d.stop.store(true);
-    const char byte = 1;
-    (void)!::write(d.wake_pipe[1], &byte, 1);
-    if (d.thread.joinable()) d.thread.join();
-    ::close(d.wake_pipe[0]);
-    ::close(d.wake_pipe[1]);
+    m_impl->listener->remove(m_impl->channel);
+    m_impl->own_listener.reset();
 }
 
 void PostgresRevocationFeed::subscribe(RevocationListener* listener) {
@@ -271,8 +237,7 @@ std::uint64_t PostgresRevocationFeed::last_seq() const {
 }
 
 std::uint64_t PostgresRevocationFeed::connections() const {
-    std::lock_guard<std::mutex> lock(m_impl->mutex);
-    return m_impl->connections;
+    return m_impl->listener->connections();
 }
 
 }  // namespace kakunin
