@@ -47,6 +47,8 @@ inline constexpr std::string_view execution_mark = "execution.mark";
 inline constexpr std::string_view guard_cancel_all = "guard.cancel_all";
 inline constexpr std::string_view guard_reduce_only = "guard.reduce_only";  ///< mode entered
 inline constexpr std::string_view guard_reduce_only_lifted = "guard.reduce_only_lifted";
+/// CA log: a named person set a firm-wide budget (kakunin firm budget set).
+inline constexpr std::string_view firm_budget_set = "firm.budget_set";
 inline constexpr std::string_view ca_initialised = "ca.initialised";      ///< CA log: CA created
 inline constexpr std::string_view agent_registered = "agent.registered";  ///< CA log
 inline constexpr std::string_view crl_issued = "crl.issued";              ///< CA log: CRL signed

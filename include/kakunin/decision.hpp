@@ -61,6 +61,9 @@ enum class ReasonCode : std::uint16_t {
     unknown_order_id = 312,               ///< amend or cancel of an id that is not working
     self_trade = 313,        ///< would cross the agent's own working order (same venue)
     order_id_missing = 314,  ///< no usable client_order_id (empty or over 64 bytes)
+    // Firm-wide limits (docs/operations.md): budgets shared by many Guards, through leases.
+    firm_limit_exceeded = 315,  ///< the Guard's lease of a desk or firm budget is used up
+    firm_lease_expired = 316,   ///< no lease in force (never granted, or not renewed in time)
 
     invalid_quantity = 400,         ///< quantity zero, negative or not a Decimal (scale > 18)
     invalid_price = 401,            ///< price zero, negative or not a Decimal (scale > 18)
@@ -79,7 +82,7 @@ enum class ReasonCode : std::uint16_t {
 };
 
 /// Every code, in numeric order. Keep in step with the enum.
-inline constexpr std::array<ReasonCode, 35> all_reason_codes = {
+inline constexpr std::array<ReasonCode, 37> all_reason_codes = {
     ReasonCode::halted,
     ReasonCode::audit_unavailable,
     ReasonCode::instrument_not_allowed,
@@ -103,6 +106,8 @@ inline constexpr std::array<ReasonCode, 35> all_reason_codes = {
     ReasonCode::unknown_order_id,
     ReasonCode::self_trade,
     ReasonCode::order_id_missing,
+    ReasonCode::firm_limit_exceeded,
+    ReasonCode::firm_lease_expired,
     ReasonCode::invalid_quantity,
     ReasonCode::invalid_price,
     ReasonCode::invalid_instrument,
@@ -142,6 +147,8 @@ inline const char* to_string(ReasonCode r) noexcept {
         case ReasonCode::unknown_order_id: return "unknown_order_id";
         case ReasonCode::self_trade: return "self_trade";
         case ReasonCode::order_id_missing: return "order_id_missing";
+        case ReasonCode::firm_limit_exceeded: return "firm_limit_exceeded";
+        case ReasonCode::firm_lease_expired: return "firm_lease_expired";
         case ReasonCode::invalid_quantity: return "invalid_quantity";
         case ReasonCode::invalid_price: return "invalid_price";
         case ReasonCode::invalid_instrument: return "invalid_instrument";

@@ -31,6 +31,7 @@
 #include "kakunin/clock.hpp"
 #include "kakunin/decision.hpp"
 #include "kakunin/detail/compiled_scope.hpp"
+#include "kakunin/detail/firm_check.hpp"
 #include "kakunin/detail/order_limits.hpp"
 #include "kakunin/detail/rate_window.hpp"
 #include "kakunin/detail/spin_lock.hpp"
@@ -178,6 +179,13 @@ struct GuardOptions {
     /// failure goes to the error handler. Needs credentials (the agent); a limits-only Guard
     /// ignores it.
     std::shared_ptr<HumanStepFeed> human_steps;
+    /// Desk and firm budgets shared with other Guards (kakunin/firm_limits.hpp, e.g. a
+    /// PostgresFirmLimits): the Guard takes a lease of each at construction and gives back
+    /// what it did not use when it is destroyed. Every new order and every amend that adds to a
+    /// budget must fit in its lease (firm_limit_exceeded) while the lease is in force
+    /// (firm_lease_expired). With a held budget (working_notional, open_orders) working orders and
+    /// their notional are tracked (the default capacity applies when nothing sets one).
+    std::shared_ptr<FirmLimitSource> firm_limits;
 };
 
 /// Receives warnings and backend failures. Called at most once per event, possibly from the
@@ -231,11 +239,18 @@ public:
             detail::OrderLimits::NewPlan plan;
             d.reasons.merge(m_limits->evaluate_new(order, instrument, counterparty, t, plan));
             m_limits->count_message(t);
+            detail::FirmCheck::Plan firm;
+            if (m_firm.any())
+                d.reasons.merge(m_firm.evaluate(
+                    quote_of(order.instrument),
+                    plan.notional != 0 ? plan.notional : detail::FirmCheck::notional_of(order),
+                    m_limits->working_notional(), m_limits->working_count(), 1, t, firm));
             // 4. score: behaviour against the approved baseline (may halt in this call)
             const bool revoke_now = score(order, t, d);
             // 5. decide: the verdict, and what an allowed order commits
             if (decide(d)) {
                 m_limits->commit_new(order, plan, t);
+                if (m_firm.any()) commit_firm(firm);
                 if (m_builder) m_builder->observe(order, t);
             }
             // 6. hand-off: the audit record and the incident desk
@@ -259,14 +274,25 @@ public:
             const TimeNs t = gate(d, after);
             detail::OrderLimits::AmendPlan plan;
             d.reasons.merge(m_limits->evaluate_amend(a, t, plan));
+            detail::FirmCheck::Plan firm;
             if (plan.order >= 0) {
                 const auto w = m_limits->working_order(a.client_order_id);
                 d.reasons.merge(m_authority->compiled.evaluate_amend(
                     w->instrument, detail::decimal_of_units(plan.latest_quantity, 18),
                     plan.latest_price, a.reference_price, a.price.has_value(), d.ts_ns));
+                if (m_firm.any()) {
+                    const int128 added = plan.notional - w->reserved_notional;
+                    d.reasons.merge(m_firm.evaluate(
+                        quote_of(m_authority->compiled.instrument_name(w->instrument)),
+                        added > 0 ? added : 0, m_limits->working_notional(),
+                        m_limits->working_count(), 0, t, firm));
+                }
             }
             m_limits->count_message(t);
-            if (decide(d, false)) m_limits->commit_amend(plan, t);
+            if (decide(d, false)) {
+                m_limits->commit_amend(plan, t);
+                if (m_firm.any()) commit_firm(firm);
+            }
             if (m_audit) m_audit->push_amend(a, d);
         }
         after.deliver(*this);
@@ -306,6 +332,7 @@ public:
                                ? std::nullopt
                                : m_limits->working_order(e.client_order_id);
             r = m_limits->apply(e, t);
+            if (m_firm.any()) hold_firm();
             if (m_audit) {
                 const std::string_view instrument =
                     w ? m_authority->compiled.instrument_name(w->instrument) : e.instrument;
@@ -589,6 +616,19 @@ private:
     void rearm_heartbeat_locked() noexcept;  ///< the hot lock held
     void start_heartbeat();
     void update_crl_locked(const CertificateRevocationList& crl);
+    /// Firm-wide budgets (options.firm_limits): leases taken at construction (guard.cpp), the
+    /// spent ones consumed by what is allowed, the held ones at the working orders' level.
+    void attach_firm(std::string_view agent_id);
+    bool firm_tracking() const noexcept {
+        return m_options.firm_limits && m_options.firm_limits->holds_working_orders();
+    }
+    void commit_firm(const detail::FirmCheck::Plan& plan) noexcept {
+        m_firm.commit(plan);
+        hold_firm();
+    }
+    void hold_firm() noexcept {
+        m_firm.hold(m_limits->working_notional(), m_limits->working_count());
+    }
     void on_revocation_locked(const Revocation& revocation) noexcept;
     /// HumanStepListener (GuardOptions::human_steps; src/guard/human_steps.cpp).
     void on_human_step(const HumanStep& step) noexcept override;
@@ -662,6 +702,7 @@ private:
     /// The stateful limits: daily notional, and with lifecycle limits working orders,
     /// positions, exposure, message rate, daily loss and reduce-only mode.
     std::unique_ptr<detail::OrderLimits> m_limits;
+    detail::FirmCheck m_firm;              ///< leases of firm-wide budgets (options.firm_limits)
     TimeNs m_latest_ns = INT64_MIN;        ///< the latest time a hot call has seen
     TimeNs m_last_ns = INT64_MIN;          ///< the time of the previous hot call
     TimeNs m_heartbeat_ns = 0;             ///< GuardOptions::heartbeat_timeout; 0: off

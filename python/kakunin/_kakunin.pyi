@@ -68,6 +68,8 @@ class ReasonCode(enum.Enum):
     unknown_order_id: ClassVar[ReasonCode]
     self_trade: ClassVar[ReasonCode]
     order_id_missing: ClassVar[ReasonCode]
+    firm_limit_exceeded: ClassVar[ReasonCode]
+    firm_lease_expired: ClassVar[ReasonCode]
     invalid_quantity: ClassVar[ReasonCode]
     invalid_price: ClassVar[ReasonCode]
     invalid_instrument: ClassVar[ReasonCode]

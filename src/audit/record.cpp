@@ -43,6 +43,7 @@ constexpr std::string_view kDocumentedEvents[] = {
     audit_event::guard_cancel_all,
     audit_event::guard_reduce_only,
     audit_event::guard_reduce_only_lifted,
+    audit_event::firm_budget_set,
 };
 
 }  // namespace

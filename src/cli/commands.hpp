@@ -26,4 +26,7 @@ void add_behaviour_commands(CLI::App& app);
 /// add_behaviour_commands().
 void add_baseline_show_command(CLI::App& app);
 
+/// `kakunin firm budget set` and `firm status` (docs/operations.md).
+void add_firm_commands(CLI::App& app);
+
 }  // namespace kakunin::cli

@@ -121,11 +121,13 @@ Guard::Guard(const Scope& scope, const Clock& clock, GuardOptions options)
       m_options(std::move(options)),
       m_authority(std::make_unique<detail::Authority>(scope)),
       m_order_rate(m_authority->compiled.rate_limit()),
-      m_limits(std::make_unique<detail::OrderLimits>(scope, m_options.working_order_capacity)),
+      m_limits(std::make_unique<detail::OrderLimits>(scope, m_options.working_order_capacity,
+                                                     firm_tracking())),
       m_scope(scope),
       m_instance(instance_tag()),
       m_cancels(std::make_unique<CancelQueue>()) {
     setup_behaviour(m_options.baseline ? m_options.baseline->baseline.agent_id : std::string());
+    attach_firm(m_options.baseline ? m_options.baseline->baseline.agent_id : std::string());
     start_heartbeat();
 }
 
@@ -154,7 +156,8 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     m_certificate = c.certificate;
     m_crl = c.crl;
     m_order_rate = detail::RateWindow(m_authority->compiled.rate_limit());
-    m_limits = std::make_unique<detail::OrderLimits>(m_scope, m_options.working_order_capacity);
+    m_limits = std::make_unique<detail::OrderLimits>(m_scope, m_options.working_order_capacity,
+                                                     firm_tracking());
     const std::string baseline_payload = setup_behaviour_quiet(m_certificate->agent_id());
     if (options.audit) {
         // The log is the Guard's journal: its records rebuild the state (restore.cpp) as the
@@ -172,6 +175,7 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
         if (m_restore) finish_restore();
     }
     announce_behaviour(baseline_payload);
+    attach_firm(m_certificate->agent_id());
     start_heartbeat();
     m_feed = c.revocation_feed;
     if (m_feed && m_options.on_cancel_all) m_desk->start();  // delivers a feed halt's cancels
@@ -324,6 +328,12 @@ Guard::~Guard() {
     deliver_cancels();
 }
 
+void Guard::attach_firm(std::string_view agent_id) {
+    if (!m_options.firm_limits) return;
+    m_firm.attach(m_options.firm_limits, agent_id, m_clock);
+    hold_firm();  // working orders restored from the log hold their part from the start
+}
+
 CertificateCheck Guard::verify(const AgentCertificate& cert,
                                const CertificateRevocationList* crl) const {
     VerifyOptions options;
@@ -409,8 +419,8 @@ void Guard::rotate(const AgentCertificate& renewed) {
     // daily totals) where they can; where they cannot, the rotation is refused.
     std::unique_ptr<detail::OrderLimits> limits;
     if (engine_view(renewed.scope()) != engine_view(m_scope)) {
-        limits = std::make_unique<detail::OrderLimits>(renewed.scope(),
-                                                       m_options.working_order_capacity);
+        limits = std::make_unique<detail::OrderLimits>(
+            renewed.scope(), m_options.working_order_capacity, firm_tracking());
         // What it compares is configuration, which only rotate() (m_admin held) changes.
         const std::string why = limits->cannot_adopt(*m_limits);
         if (!why.empty())

@@ -128,7 +128,9 @@ public:
     /// `capacity`: the Guard's option for working orders when the scope has no
     /// max_open_orders (0: default_working_order_capacity when lifecycle limits are set, and
     /// no tracking otherwise). Throws kakunin::Error (invalid_input) for an invalid scope.
-    explicit OrderLimits(const Scope& s, std::size_t capacity = 0)
+    /// `track_notional`: keep working orders and their notional even without a notional limit
+    /// in the scope (firm-wide budgets need both; the default capacity then applies).
+    explicit OrderLimits(const Scope& s, std::size_t capacity = 0, bool track_notional = false)
         : m_instruments(s.instruments), m_counterparties(s.counterparties) {
         validate(s);
         const PreTradeLimits& l = s.limits;
@@ -136,7 +138,7 @@ public:
             m_capacity = *l.max_open_orders;
         else if (capacity > 0)
             m_capacity = capacity;
-        else if (l.has_lifecycle_limits())
+        else if (l.has_lifecycle_limits() || track_notional)
             m_capacity = default_working_order_capacity;
         if (m_capacity > Scope::max_open_orders_limit)
             throw Error(ErrorCategory::invalid_input,
@@ -169,7 +171,7 @@ public:
         money_limit(l.max_daily_notional, m_has_daily_limit, m_daily_limit);
         money_limit(l.max_working_notional, m_has_working_limit, m_working_limit);
         money_limit(l.max_daily_loss, m_has_loss_limit, m_loss_limit);
-        m_track_notional = m_has_daily_limit || m_has_working_limit;
+        m_track_notional = m_has_daily_limit || m_has_working_limit || track_notional;
         m_max_open = l.max_open_orders.value_or(0);
         if (l.max_messages_per_second) m_messages = RateWindow(*l.max_messages_per_second);
         if (m_capacity > 0) {

@@ -1,0 +1,248 @@
+// Firm-wide budgets (docs/operations.md): a Guard consumes only its lease (firm_limit_exceeded
+// when it is used up, firm_lease_expired when none is in force), held budgets follow the
+// working orders, and the leases given by PostgresFirmLimits never add up to more than the
+// budget, across Guards, processes and a process SIGKILLed mid-run.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kakunin/guard.hpp"
+#include "kakunin/postgres.hpp"
+#include "kakunin/postgres_firm_limits.hpp"
+#include "kakunin/postgres_runtime.hpp"
+#include "kakunin/testing.hpp"
+#include "pg_test_support.hpp"
+#include "support.hpp"
+#include "temp_dir.hpp"
+
+extern char** environ;
+
+using namespace kakunin;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Every day, all day: the firm tests run on the wall clock.
+const std::string always_scope_json = R"({
+  "version": 1,
+  "max_transaction": {"currency": "EUR", "amount": "500000.00"},
+  "instruments": ["BTC_EUR", "ETH_EUR"],
+  "counterparties": ["exchange_a"],
+  "trading_hours": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "from": "00:00", "to": "24:00"}],
+  "regions": ["eu-west-1"],
+  "limits": {"max_orders_per_second": 100000}
+})";
+
+const Scope& always_scope() {
+    static const Scope s = parse_scope_json(always_scope_json);
+    return s;
+}
+
+// A source kept in the test: grants what it is told.
+class FixedSource final : public FirmLimitSource {
+public:
+    FixedSource(FirmBudgetKind kind, std::int64_t slice, std::string currency = "EUR")
+        : m_kind(kind), m_slice(slice), m_currency(std::move(currency)) {}
+    bool holds_working_orders() const noexcept override { return firm_budget_held(m_kind); }
+    std::vector<std::shared_ptr<FirmLease>> attach(std::string_view, const Clock&) override {
+        lease = std::make_shared<FirmLease>(
+            "b", m_kind, m_kind == FirmBudgetKind::open_orders ? "" : m_currency, m_slice);
+        return {lease};
+    }
+    void detach(const std::vector<std::shared_ptr<FirmLease>>&) noexcept override { ++detached; }
+    std::shared_ptr<FirmLease> lease;
+    int detached = 0;
+
+private:
+    FirmBudgetKind m_kind;
+    std::int64_t m_slice;
+    std::string m_currency;
+};
+
+Order order(const char* id, std::int64_t eur) {
+    Order o = test::good_order();
+    o.client_order_id = id;
+    o.quantity = Decimal{1, 0};
+    o.price = Decimal{eur, 0};
+    o.reference_price = std::nullopt;
+    return o;
+}
+
+constexpr std::int64_t eur6 = 1000000;  // one euro in the leases' units
+
+}  // namespace
+
+TEST_CASE("firm limits: a Guard consumes only its lease and refuses past it") {
+    ManualClock clock(utc(2024, 1, 8, 12, 0, 0));
+    auto source = std::make_shared<FixedSource>(FirmBudgetKind::daily_notional, 1000 * eur6);
+    GuardOptions options;
+    options.firm_limits = source;
+    {
+        Guard guard(always_scope(), clock, options);
+        // No grant yet: nothing is allowed, for the right reason.
+        Decision d = guard.check(order("a", 100));
+        CHECK(d.reasons.contains(ReasonCode::firm_lease_expired));
+        CHECK_FALSE(d.reasons.contains(ReasonCode::firm_limit_exceeded));
+
+        source->lease->grant(250 * eur6, 0, clock.now_ns() + 1'000'000'000);
+        CHECK(guard.check(order("b", 100)).allowed());
+        CHECK(guard.check(order("c", 100)).allowed());
+        CHECK(source->lease->consumed() == 200 * eur6);
+        d = guard.check(order("d", 100));  // 300 > 250
+        CHECK(d.reasons.contains(ReasonCode::firm_limit_exceeded));
+        CHECK(source->lease->consumed() == 200 * eur6);  // a refused order takes nothing
+        CHECK(guard.check(order("e", 50)).allowed());    // exactly the grant
+        CHECK(source->lease->consumed() == 250 * eur6);
+
+        // The slice: consumption may not run further ahead of what the keeper knows.
+        source->lease->grant(10000 * eur6, 250 * eur6, clock.now_ns() + 1'000'000'000);
+        CHECK(guard.check(order("f", 900)).allowed());  // 1150 <= 250 + 1000
+        CHECK(guard.check(order("g", 200)).reasons.contains(ReasonCode::firm_limit_exceeded));
+
+        // Past its expiry the lease is not in force, whatever is left of it.
+        clock.advance(2s);
+        CHECK(guard.check(order("h", 1)).reasons.contains(ReasonCode::firm_lease_expired));
+        source->lease->grant(10000 * eur6, 1150 * eur6, clock.now_ns() + 1'000'000'000);
+        CHECK(guard.check(order("j", 1)).allowed());
+    }
+    CHECK(source->detached == 1);  // the Guard gave its lease back
+
+    // A budget kept in another currency than the order's quote refuses it: amounts are never
+    // converted.
+    auto usd = std::make_shared<FixedSource>(FirmBudgetKind::daily_notional, 1000 * eur6, "USD");
+    GuardOptions uo;
+    uo.firm_limits = usd;
+    Guard guard(always_scope(), clock, uo);
+    usd->lease->grant(10000 * eur6, 0, clock.now_ns() + 1'000'000'000);
+    CHECK(guard.check(order("k", 1)).reasons.contains(ReasonCode::firm_limit_exceeded));
+    CHECK(usd->lease->consumed() == 0);
+}
+
+TEST_CASE("firm limits: an open-orders budget follows the working orders") {
+    ManualClock clock(utc(2024, 1, 8, 12, 0, 0));
+    auto source = std::make_shared<FixedSource>(FirmBudgetKind::open_orders, 100);
+    GuardOptions options;
+    options.firm_limits = source;
+    Guard guard(always_scope(), clock, options);
+    source->lease->grant(2, 0, clock.now_ns() + 10'000'000'000);
+    CHECK(guard.check(order("a", 10)).allowed());
+    CHECK(guard.check(order("b", 10)).allowed());
+    CHECK(source->lease->consumed() == 2);
+    CHECK(guard.check(order("c", 10)).reasons.contains(ReasonCode::firm_limit_exceeded));
+    // A fill ends order a: its place in the budget is free again.
+    ExecutionReport fill;
+    fill.type = ExecutionType::fill;
+    fill.client_order_id = "a";
+    fill.instrument = "BTC_EUR";
+    fill.side = Side::buy;
+    fill.quantity = Decimal{1, 0};
+    fill.price = Decimal{10, 0};
+    guard.on_execution(fill);
+    CHECK(source->lease->consumed() == 1);
+    CHECK(guard.check(order("c", 10)).allowed());
+    CHECK(source->lease->consumed() == 2);
+}
+
+// ---- PostgreSQL --------------------------------------------------------------------------
+
+namespace {
+
+FirmBudget daily_budget(const std::string& id, std::int64_t eur, std::int64_t chunk_eur) {
+    FirmBudget b;
+    b.id = id;
+    b.kind = FirmBudgetKind::daily_notional;
+    b.currency = "EUR";
+    b.amount = eur * eur6;
+    b.chunk = chunk_eur * eur6;
+    b.set_by = "Jane Doe";
+    b.reason = "desk A daily credit";
+    b.set_at_ns = SystemClock().now_ns();
+    return b;
+}
+
+std::int64_t budget_field(const std::string& conninfo, const std::string& id,
+                          std::int64_t FirmBudgetState::*field) {
+    for (const FirmBudgetState& s : firm_budget_states(conninfo))
+        if (s.budget.id == id) return s.*field;
+    return -1;
+}
+
+}  // namespace
+
+TEST_CASE("firm limits: two Guards on PostgreSQL never allow more than the budget together") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    std::uint64_t recorded = 0;
+    CHECK(set_firm_budget(db.app(), daily_budget("desk-a", 10000, 500),
+                          [&] { return ++recorded + 41; }) == 42);
+    // The database refuses what it must, and then nothing is recorded.
+    FirmBudget bad = daily_budget("desk-a", 10000, 500);
+    bad.kind = FirmBudgetKind::open_orders;
+    bad.currency = "";
+    CHECK_NOTHROW(set_firm_budget(db.app(), bad, [&] { return ++recorded; }));  // no lease yet
+    CHECK(set_firm_budget(db.app(), daily_budget("desk-a", 10000, 500),
+                          [&] { return ++recorded; }) > 0);
+    const std::uint64_t before = recorded;
+
+    TestAuthority authority(SystemClock().now_ns());
+    SystemClock clock;
+    PostgresRuntime runtime(db.app());
+    PostgresFirmLimitsOptions fo;
+    fo.budgets = {"desk-a"};
+    auto firm = std::make_shared<PostgresFirmLimits>(runtime, fo);
+    CHECK_THROWS_WITH(PostgresFirmLimits(runtime, PostgresFirmLimitsOptions{{"nope"}}),
+                      Catch::Contains("budget nope is not set"));
+
+    std::int64_t allowed_eur = 0;
+    {
+        std::vector<std::unique_ptr<Guard>> guards;
+        for (int i = 0; i < 2; ++i) {
+            GuardOptions o;
+            o.firm_limits = firm;
+            guards.push_back(
+                std::make_unique<Guard>(authority.credentials_for(always_scope()), clock, o));
+        }
+        REQUIRE(firm->wait_granted(10s));
+        // While leases are out, the budget's kind cannot change.
+        CHECK_THROWS_WITH(set_firm_budget(db.app(), bad, [&] { return ++recorded; }),
+                          Catch::Contains("cannot change while Guards hold leases"));
+        CHECK(recorded == before);
+
+        int refused_in_a_row = 0;
+        const auto until = std::chrono::steady_clock::now() + 20s;
+        int n = 0;
+        while (refused_in_a_row < 400 && std::chrono::steady_clock::now() < until) {
+            Guard& g = *guards[n % 2];
+            const std::string id = "o" + std::to_string(n++);
+            const Decision d = g.check(order(id.c_str(), 100));
+            if (d.allowed()) {
+                allowed_eur += 100;
+                refused_in_a_row = 0;
+            } else {
+                REQUIRE((d.reasons.contains(ReasonCode::firm_limit_exceeded) ||
+                         d.reasons.contains(ReasonCode::firm_lease_expired)));
+                ++refused_in_a_row;
+                std::this_thread::sleep_for(1ms);  // the thread tops the leases up meanwhile
+            }
+        }
+        INFO("allowed " << allowed_eur << " EUR of 10000");
+        CHECK(allowed_eur <= 10000);
+        CHECK(allowed_eur >= 9000);  // the leases reached nearly all of it
+    }
+    // Both Guards stopped: what they consumed is spent, the rest came back.
+    CHECK(budget_field(db.app(), "desk-a", &FirmBudgetState::spent) == allowed_eur * eur6);
+    CHECK(budget_field(db.app(), "desk-a", &FirmBudgetState::leased) == 0);
+}
