@@ -1,12 +1,19 @@
 // Human records (registration, scope approval), their JSON form and the approval signature.
 #include <botan/data_src.h>
+#include <botan/ecc_key.h>
 #include <botan/pkcs10.h>
+#include <botan/system_rng.h>
+
+#include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
 #include "kakunin/ca.hpp"
+#include "kms/kms_botan_key.hpp"
+#include "x509/x509_internal.hpp"
 
 namespace kakunin {
 namespace {
@@ -167,19 +174,71 @@ ScopeApproval scope_approval_from_json(std::string_view text) {
     return a;
 }
 
+namespace {
+
+/// What a request's key is, for a refusal: "RSA", "ECDSA on secp384r1", "Ed25519".
+std::string describe_key(const Botan::PKCS10_Request& req) {
+    try {
+        const std::unique_ptr<Botan::Public_Key> key(req.subject_public_key());
+        if (const auto* ec = dynamic_cast<const Botan::EC_PublicKey*>(key.get()))
+            return key->algo_name() + " on " + ec->domain().get_curve_oid().to_formatted_string();
+        return key->algo_name();
+    } catch (const std::exception&) {
+        return "of an algorithm Botan cannot read";
+    }
+}
+
+}  // namespace
+
 std::vector<std::uint8_t> public_key_from_csr(std::string_view pem) {
+    std::unique_ptr<Botan::PKCS10_Request> req;
     try {
         Botan::DataSource_Memory src(reinterpret_cast<const std::uint8_t*>(pem.data()), pem.size());
-        Botan::PKCS10_Request req(src);
-        if (!req.check_signature(req.subject_public_key()))
-            throw Error(ErrorCategory::invalid_input,
-                        "certificate request: its self-signature does not verify");
-        return req.raw_public_key();
-    } catch (const Error&) {
-        throw;
+        req = std::make_unique<Botan::PKCS10_Request>(src);
     } catch (const std::exception& e) {
         throw Error(ErrorCategory::invalid_input,
                     std::string("certificate request: not a PKCS#10 request (") + e.what() + ")");
+    }
+    // The key first: the CA certifies Ed25519 and ECDSA P-256 keys only.
+    std::vector<std::uint8_t> spki = req->raw_public_key();
+    const std::optional<KeyAlgorithm> algorithm = crypto::spki_algorithm(spki);
+    if (!algorithm)
+        throw Error(ErrorCategory::invalid_input,
+                    "certificate request: its key is " + describe_key(*req) +
+                        ": the CA certifies only Ed25519 and ECDSA P-256 keys");
+    // Proof of possession: the self-signature, through Kakunin's one verifier (canonical
+    // encodings only), with the signature algorithm that belongs to the key.
+    const Botan::OID signed_with = req->signature_algorithm().get_oid();
+    const Botan::OID expected = Botan::OID::from_string(
+        *algorithm == KeyAlgorithm::ed25519 ? "Ed25519" : "ECDSA/EMSA1(SHA-256)");
+    if (signed_with != expected)
+        throw Error(ErrorCategory::invalid_input,
+                    "certificate request: signed with " + signed_with.to_formatted_string() +
+                        ", not " + expected.to_formatted_string() + " as its " +
+                        kakunin::to_string(*algorithm) + " key needs");
+    const std::vector<std::uint8_t> tbs = req->tbs_data();
+    const std::vector<std::uint8_t> signature = req->signature();
+    if (!crypto::verify_signature(spki, tbs.data(), tbs.size(), signature.data(), signature.size()))
+        throw Error(ErrorCategory::invalid_input,
+                    "certificate request: its self-signature does not verify (no proof that the "
+                    "requester holds the key)");
+    return spki;
+}
+
+std::string agent_certificate_request(Kms& kms, const KeyHandle& key, std::string_view agent_id) {
+    validate_agent_id(agent_id);
+    kms_botan::KmsPrivateKey signer_key(kms, key);
+    Botan::System_RNG rng;
+    try {
+        const Botan::PKCS10_Request req =
+            Botan::PKCS10_Request::create(signer_key, x509::agent_dn(std::string(agent_id), false),
+                                          Botan::Extensions(), "SHA-256", rng);
+        return req.PEM_encode();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw Error(ErrorCategory::kms, "certificate request for key '" + key.label +
+                                            "': cannot be signed: " + e.what());
     }
 }
 
