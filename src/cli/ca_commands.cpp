@@ -214,7 +214,11 @@ void make_parent_dirs(const std::string& dir) {
 }
 
 void agent_keygen(const KeygenArgs& a) {
-    validate_agent_id(a.agent);
+    try {
+        validate_agent_id(a.agent);
+    } catch (const Error& e) {
+        throw Error(e.category(), std::string("--agent: ") + e.what());
+    }
     const std::string default_label = agent_key_label(a.agent);
     const std::string label = a.label.empty() ? default_label : a.label;
     if (label != default_label && label.rfind(default_label + "/", 0) != 0)
