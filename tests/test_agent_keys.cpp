@@ -508,3 +508,76 @@ TEST_CASE("agent keygen: refuses the CA's key store and bad options, naming them
     CHECK_FALSE(fs::exists(dir / "k"));
     CHECK_FALSE(fs::exists(dir / "x.csr"));
 }
+
+TEST_CASE("agent keys: renewing the certificate and rotating the key on the trading host",
+          "[agent_keys][cli]") {
+    TempDir dir;
+    set_up_ca(dir);
+    const std::string host = (dir.path() / "host").string();
+    require_ok(
+        host_cli("agent keygen --agent agent-7 --keys host/keys --csr-out host/agent-7.csr", dir),
+        "agent keygen");
+    require_ok(cli(issue_args("host/agent-7.csr", "host/agent-7.pem"), dir), "cert issue");
+    hand_over_to_host(dir);
+    auto kms = std::shared_ptr<kakunin::Kms>(
+        kakunin::SoftwareKms::open(host + "/keys", k_host_passphrase));
+    kakunin::SystemClock clock;
+    auto guard_options = [&] {
+        kakunin::GuardOptions options;
+        options.audit = kakunin::AuditTrailOptions{
+            std::make_shared<kakunin::FileAuditSink>(host + "/agent-7.jsonl")};
+        return options;
+    };
+    const auto anchor = kakunin::TrustAnchor::load_file(host + "/ca.pem");
+    const auto crl = kakunin::CertificateRevocationList::load_file(host + "/crl.pem");
+    kakunin::Order order = kakunin::test::good_order();
+    {
+        kakunin::Guard guard(
+            kakunin::GuardCredentials{kakunin::AgentCertificate::load_file(host + "/agent-7.pem"),
+                                      anchor, crl, kms, kms->find_key("agent:agent-7")},
+            clock, guard_options());
+        CHECK(guard.check(order).allowed());
+
+        // Renewal: a new request for the same key, a new certificate, Guard::rotate().
+        require_ok(host_cli("agent keygen --agent agent-7 --keys host/keys --reuse-key "
+                            "--csr-out host/renewal.csr",
+                            dir),
+                   "--reuse-key");
+        require_ok(cli(issue_args("host/renewal.csr", "host/renewed.pem"), dir), "renewal");
+        const auto renewed = kakunin::AgentCertificate::load_file(host + "/renewed.pem");
+        guard.rotate(renewed);
+        CHECK(guard.certificate()->serial() == renewed.serial());
+        order.client_order_id = "c-2";
+        CHECK(guard.check(order).allowed());
+
+        // A certificate for another key is not a renewal: rotate() refuses it.
+        require_ok(host_cli("agent keygen --agent agent-7 --keys host/keys --label "
+                            "agent:agent-7/2 --csr-out host/rotated.csr",
+                            dir),
+                   "keygen --label");
+        require_ok(cli(issue_args("host/rotated.csr", "host/rotated.pem"), dir), "new key");
+        CHECK_THROWS_AS(guard.rotate(kakunin::AgentCertificate::load_file(host + "/rotated.pem")),
+                        kakunin::Error);
+        CHECK(guard.certificate()->serial() == renewed.serial());
+    }
+    // Key rotation: a new Guard on the new key continues the same log.
+    {
+        kakunin::Guard guard(
+            kakunin::GuardCredentials{kakunin::AgentCertificate::load_file(host + "/rotated.pem"),
+                                      anchor, crl, kms, kms->find_key("agent:agent-7/2")},
+            clock, guard_options());
+        order.client_order_id = "c-3";
+        CHECK(guard.check(order).allowed());
+    }
+    const std::vector<std::string> events = events_of(host + "/agent-7.jsonl");
+    CHECK(std::count(events.begin(), events.end(), "order.allowed") == 3);
+    CHECK(std::count(events.begin(), events.end(), "guard.rotated") == 1);
+    fs::copy_file(host + "/renewed.pem", host + "/certs/renewed.pem");
+    // Without the new key's certificate the records it signed do not verify; with it they do.
+    CHECK(host_cli("audit verify --log host/agent-7.jsonl --certs host/certs --ca host/ca.pem", dir)
+              .code != 0);
+    fs::copy_file(host + "/rotated.pem", host + "/certs/rotated.pem");
+    require_ok(
+        host_cli("audit verify --log host/agent-7.jsonl --certs host/certs --ca host/ca.pem", dir),
+        "audit verify over both keys");
+}

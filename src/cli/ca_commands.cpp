@@ -184,12 +184,13 @@ bool exists_path(const std::string& path) {
 }
 
 /// A trading host's key store must not be the CA's: refuses DIR when it is a CA state directory
-/// or inside one (STATE/keys beside ca.pem or kms.json).
+/// or inside one (STATE/keys beside the CA's kms.json or ca.json).
 void refuse_ca_state_dir(const std::string& dir) {
     const std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::path(dir));
     for (const std::filesystem::path& candidate : {p, p.parent_path()}) {
         if (candidate.empty()) continue;
-        for (const char* marker : {"ca.pem", "kms.json"}) {
+        // Not ca.pem: a trading host keeps its copy of the trust anchor beside its keys.
+        for (const char* marker : {"kms.json", "ca.json"}) {
             if (exists_path((candidate / marker).string()))
                 throw Error(ErrorCategory::invalid_input,
                             "--keys: '" + dir + "' is " +
@@ -266,9 +267,7 @@ void agent_keygen(const KeygenArgs& a) {
                     "--kms: '" + a.kms + "' is neither software nor pkcs11");
     }
     require_kms_secret(config);
-    // The request's file is made ready before a key is created.
     require_output_file(a.csr_out);
-    io::DurableFile out = io::DurableFile::prepare(a.csr_out);
 
     std::shared_ptr<Kms> kms;
     if (config.backend == KmsConfig::Backend::software) {
@@ -280,6 +279,10 @@ void agent_keygen(const KeygenArgs& a) {
     }
     // A key store that holds a CA key is a CA's, whatever its path: the CA and approver keys
     // stay on the CA host.
+    // The request's file is made ready before a key is created (after the key store, which may
+    // be the directory it goes in).
+    io::DurableFile out = io::DurableFile::prepare(a.csr_out);
+
     bool holds_ca = true;
     std::string unreadable;
     try {
