@@ -471,6 +471,9 @@ TEST_CASE("agent keygen: refuses the CA's key store and bad options, naming them
                            "--keys: 'ca/state/keys' is inside the CA state directory");
     require_one_line_error(cli(base + "--keys ca/state", dir),
                            "--keys: 'ca/state' is a CA state directory");
+    require_one_line_error(cli(base + "--keys ca/state/certs/keys", dir),
+                           "is inside the CA state directory");
+    CHECK_FALSE(fs::exists(dir / "ca/state/certs/keys"));
     // A copy of the CA's key files elsewhere is still a CA's key store, whatever the passphrase.
     fs::create_directories(dir.path() / "copy");
     fs::copy_file(dir / "ca/state/keys/ca.key.pem", dir / "copy/ca.key.pem");

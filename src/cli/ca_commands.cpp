@@ -184,11 +184,13 @@ bool exists_path(const std::string& path) {
 }
 
 /// A trading host's key store must not be the CA's: refuses DIR when it is a CA state directory
-/// or inside one (STATE/keys beside the CA's kms.json or ca.json).
+/// or anywhere inside one (STATE/keys, below the CA's kms.json or ca.json).
 void refuse_ca_state_dir(const std::string& dir) {
-    const std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::path(dir));
-    for (const std::filesystem::path& candidate : {p, p.parent_path()}) {
-        if (candidate.empty()) continue;
+    std::error_code ec;
+    std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::path(dir), ec);
+    if (ec) p = std::filesystem::absolute(std::filesystem::path(dir), ec);
+    for (std::filesystem::path candidate = p; !candidate.empty();
+         candidate = candidate.parent_path()) {
         // Not ca.pem: a trading host keeps its copy of the trust anchor beside its keys.
         for (const char* marker : {"kms.json", "ca.json"}) {
             if (exists_path((candidate / marker).string()))
@@ -201,6 +203,7 @@ void refuse_ca_state_dir(const std::string& dir) {
                                 "): an agent's key store is its own, on the trading host, "
                                 "never the CA's keys directory");
         }
+        if (candidate == candidate.root_path()) break;
     }
 }
 
@@ -228,9 +231,7 @@ void agent_keygen(const KeygenArgs& a) {
                         default_label + "/SUFFIX' (a key of this agent, never the CA's)");
     if (label.size() > 200 || label == default_label + "/")
         throw Error(ErrorCategory::invalid_input,
-                    "--label: '" + label +
-                        "' must have a suffix after '/' and be at most 200 "
-                        "bytes");
+                    "--label: '" + label + "' needs a suffix after '/' and at most 200 bytes");
     const std::optional<KeyAlgorithm> algorithm =
         a.algorithm.empty()
             ? std::nullopt
@@ -277,12 +278,12 @@ void agent_keygen(const KeygenArgs& a) {
     } else {
         kms = Pkcs11Kms::open(config.pkcs11_module, config.token_label, Pkcs11Kms::pin_from_env());
     }
-    // A key store that holds a CA key is a CA's, whatever its path: the CA and approver keys
-    // stay on the CA host.
     // The request's file is made ready before a key is created (after the key store, which may
     // be the directory it goes in).
     io::DurableFile out = io::DurableFile::prepare(a.csr_out);
 
+    // A key store that holds a CA key is a CA's, whatever its path (even one this passphrase
+    // cannot open): the CA and approver keys stay on the CA host.
     bool holds_ca = true;
     std::string unreadable;
     try {
