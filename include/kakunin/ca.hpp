@@ -261,9 +261,17 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
-/// The public key of a PKCS#10 request (PEM), after checking the request's self-signature.
-/// Nothing else in the request (subject, extensions) is used. Throws kakunin::Error
-/// (invalid_input).
+/// The public key of a PKCS#10 request (PEM), after checking that it is an Ed25519 or ECDSA
+/// P-256 key and that the request's self-signature (Ed25519, or ecdsa-with-SHA256) verifies
+/// under it: the requester holds the key. Nothing else in the request (subject, extensions) is
+/// used. Throws kakunin::Error (invalid_input) naming the reason.
 std::vector<std::uint8_t> public_key_from_csr(std::string_view pem);
+
+/// A PKCS#10 request (PEM) for the agent key `key` in `kms`, subject CN=agent_id, O=Kakunin
+/// agent, signed by that key through the Kms (the proof of possession public_key_from_csr
+/// checks; the key never leaves the Kms). What `kakunin agent keygen` writes on a trading host
+/// and `kakunin cert issue --csr` certifies on the CA's. Throws kakunin::Error (invalid_input)
+/// for an invalid agent id, what the Kms throws otherwise.
+std::string agent_certificate_request(Kms& kms, const KeyHandle& key, std::string_view agent_id);
 
 }  // namespace kakunin

@@ -1,12 +1,25 @@
 // Human records (registration, scope approval), their JSON form and the approval signature.
+#include <botan/asn1_obj.h>
+#include <botan/ber_dec.h>
 #include <botan/data_src.h>
+#include <botan/der_enc.h>
+#include <botan/ecc_key.h>
+#include <botan/pem.h>
 #include <botan/pkcs10.h>
+#include <botan/pkix_types.h>
+#include <botan/system_rng.h>
+#include <botan/x509_key.h>
+
+#include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
 #include "kakunin/ca.hpp"
+#include "kms/kms_botan_key.hpp"
+#include "x509/x509_internal.hpp"
 
 namespace kakunin {
 namespace {
@@ -167,19 +180,126 @@ ScopeApproval scope_approval_from_json(std::string_view text) {
     return a;
 }
 
-std::vector<std::uint8_t> public_key_from_csr(std::string_view pem) {
+namespace {
+
+/// A PKCS#10 request as signed: the signed bytes, the signature and its algorithm, and the
+/// requested key. Decoded here rather than by Botan::PKCS10_Request, which checks the signature
+/// itself while decoding (with Botan's verifier, not Kakunin's) and then calls a request whose
+/// signature fails "not a PKCS#10 request".
+struct SignedRequest {
+    std::vector<std::uint8_t> tbs;  ///< CertificationRequestInfo, DER, as signed
+    Botan::AlgorithmIdentifier signature_algorithm;
+    std::vector<std::uint8_t> signature;
+    std::vector<std::uint8_t> spki;  ///< subjectPKInfo, DER
+};
+
+/// SEQUENCE { content }, DER.
+std::vector<std::uint8_t> in_sequence(const std::uint8_t* content, std::size_t size) {
+    std::vector<std::uint8_t> out;
+    Botan::DER_Encoder(out).start_cons(Botan::SEQUENCE).raw_bytes(content, size).end_cons();
+    return out;
+}
+
+SignedRequest decode_request(std::string_view text) {
     try {
-        Botan::DataSource_Memory src(reinterpret_cast<const std::uint8_t*>(pem.data()), pem.size());
-        Botan::PKCS10_Request req(src);
-        if (!req.check_signature(req.subject_public_key()))
+        Botan::DataSource_Memory src(reinterpret_cast<const std::uint8_t*>(text.data()),
+                                     text.size());
+        std::vector<std::uint8_t> der;
+        if (Botan::PEM_Code::matches(src)) {
+            std::string label;
+            const Botan::secure_vector<std::uint8_t> body = Botan::PEM_Code::decode(src, label);
+            if (label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST")
+                throw Error(ErrorCategory::invalid_input, "certificate request: a PEM '" + label +
+                                                              "', not a 'CERTIFICATE REQUEST'");
+            der.assign(body.begin(), body.end());
+        } else {
+            der.assign(text.begin(), text.end());
+        }
+        SignedRequest r;
+        std::vector<std::uint8_t> info;
+        Botan::BER_Decoder(der)
+            .start_cons(Botan::SEQUENCE)
+            .start_cons(Botan::SEQUENCE)
+            .raw_bytes(info)
+            .end_cons()
+            .decode(r.signature_algorithm)
+            .decode(r.signature, Botan::BIT_STRING)
+            .end_cons()
+            .verify_end();
+        r.tbs = in_sequence(info.data(), info.size());
+        std::size_t version = 0;
+        Botan::X509_DN subject;
+        Botan::BER_Decoder fields(info);
+        fields.decode(version).decode(subject);
+        const Botan::BER_Object key = fields.get_next_object();
+        if (version != 0 || !key.is_a(Botan::SEQUENCE, Botan::CONSTRUCTED))
             throw Error(ErrorCategory::invalid_input,
-                        "certificate request: its self-signature does not verify");
-        return req.raw_public_key();
+                        "certificate request: not a version 1 request with a public key");
+        r.spki = in_sequence(key.bits(), key.length());
+        return r;
     } catch (const Error&) {
         throw;
     } catch (const std::exception& e) {
         throw Error(ErrorCategory::invalid_input,
                     std::string("certificate request: not a PKCS#10 request (") + e.what() + ")");
+    }
+}
+
+/// What a request's key is, for a refusal: "RSA", "ECDSA on secp384r1".
+std::string describe_key(const std::vector<std::uint8_t>& spki) {
+    try {
+        Botan::DataSource_Memory src(spki.data(), spki.size());
+        const std::unique_ptr<Botan::Public_Key> key(Botan::X509::load_key(src));
+        if (const auto* ec = dynamic_cast<const Botan::EC_PublicKey*>(key.get()))
+            return key->algo_name() + " on " + ec->domain().get_curve_oid().to_formatted_string();
+        return key->algo_name();
+    } catch (const std::exception&) {
+        return "of an algorithm Kakunin cannot read";
+    }
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> public_key_from_csr(std::string_view pem) {
+    const SignedRequest req = decode_request(pem);
+    // The key first: the CA certifies Ed25519 and ECDSA P-256 keys only.
+    const std::optional<KeyAlgorithm> algorithm = crypto::spki_algorithm(req.spki);
+    if (!algorithm)
+        throw Error(ErrorCategory::invalid_input,
+                    "certificate request: its key is " + describe_key(req.spki) +
+                        ": the CA certifies only Ed25519 and ECDSA P-256 keys");
+    // Proof of possession: the self-signature, through Kakunin's one verifier (canonical
+    // encodings only), with the signature algorithm that belongs to the key.
+    const Botan::OID signed_with = req.signature_algorithm.get_oid();
+    const Botan::OID expected = Botan::OID::from_string(
+        *algorithm == KeyAlgorithm::ed25519 ? "Ed25519" : "ECDSA/EMSA1(SHA-256)");
+    if (signed_with != expected)
+        throw Error(ErrorCategory::invalid_input,
+                    "certificate request: signed with " + signed_with.to_formatted_string() +
+                        ", not " + expected.to_formatted_string() + " as its " +
+                        kakunin::to_string(*algorithm) + " key needs");
+    if (!crypto::verify_signature(req.spki, req.tbs.data(), req.tbs.size(), req.signature.data(),
+                                  req.signature.size()))
+        throw Error(ErrorCategory::invalid_input,
+                    "certificate request: its self-signature does not verify (no proof that the "
+                    "requester holds the key)");
+    return req.spki;
+}
+
+std::string agent_certificate_request(Kms& kms, const KeyHandle& key, std::string_view agent_id) {
+    validate_agent_id(agent_id);
+    kms_botan::KmsPrivateKey signer_key(kms, key);
+    Botan::System_RNG rng;
+    try {
+        const Botan::PKCS10_Request req =
+            Botan::PKCS10_Request::create(signer_key, x509::agent_dn(std::string(agent_id), false),
+                                          Botan::Extensions(), "SHA-256", rng);
+        return req.PEM_encode();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw Error(ErrorCategory::kms, "certificate request for key '" + key.label +
+                                            "': cannot be signed: " + e.what());
     }
 }
 

@@ -1,6 +1,8 @@
 // The CA side of the command line (DESIGN §6):
 //   kakunin ca init        --dir STATE [--algorithm ed25519|ecdsa-p256] [--kms software|pkcs11 ...]
 //   kakunin agent register --dir STATE --agent ID --owner NAME --purpose TEXT [--by NAME]
+//   kakunin agent keygen   --agent ID --keys DIR | --kms pkcs11 --pkcs11-module LIB --token LABEL
+//                          [--algorithm ed25519|ecdsa-p256] [--label L] [--reuse-key] --csr-out F
 //   kakunin scope approve  --dir STATE --agent ID --scope scope.json --approver NAME
 //   kakunin cert issue     --dir STATE --agent ID [--validity 24h] [--csr FILE] --out agent.pem
 //   kakunin cert inspect   agent.pem
@@ -166,6 +168,198 @@ void agent_register(const RegisterArgs& a) {
     std::cout << "agent '" << r.agent_id << "' registered by " << r.created_by << " at "
               << format_timestamp(r.created_at) << " (owner: " << r.owner
               << "; purpose: " << r.purpose << ")\n";
+}
+
+// ---- agent keygen -----------------------------------------------------------------------------
+
+struct KeygenArgs {
+    std::string agent, keys, kms = "software", module, token, algorithm, label, csr_out;
+    bool reuse_key = false;
+    bool json = false;
+};
+
+bool exists_path(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0;
+}
+
+/// A trading host's key store must not be the CA's: refuses DIR when it is a CA state directory
+/// or anywhere inside one (STATE/keys, below the CA's kms.json or ca.json).
+void refuse_ca_state_dir(const std::string& dir) {
+    std::error_code ec;
+    std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::path(dir), ec);
+    if (ec) p = std::filesystem::absolute(std::filesystem::path(dir), ec);
+    for (std::filesystem::path candidate = p; !candidate.empty();
+         candidate = candidate.parent_path()) {
+        // Not ca.pem: a trading host keeps its copy of the trust anchor beside its keys.
+        for (const char* marker : {"kms.json", "ca.json"}) {
+            if (exists_path((candidate / marker).string()))
+                throw Error(ErrorCategory::invalid_input,
+                            "--keys: '" + dir + "' is " +
+                                (candidate == p ? "a CA state directory"
+                                                : "inside the CA state directory '" +
+                                                      candidate.string() + "'") +
+                                " (it holds " + marker +
+                                "): an agent's key store is its own, on the trading host, "
+                                "never the CA's keys directory");
+        }
+        if (candidate == candidate.root_path()) break;
+    }
+}
+
+/// The missing parents of a new key store, each mode 0700 (the software KMS makes DIR itself).
+void make_parent_dirs(const std::string& dir) {
+    const std::filesystem::path parent = std::filesystem::path(dir).parent_path();
+    if (parent.empty() || exists_path(parent.string())) return;
+    make_parent_dirs(parent.string());
+    if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST)
+        throw Error(ErrorCategory::io, "--keys: cannot create directory '" + parent.string() +
+                                           "': " + std::strerror(errno));
+}
+
+void agent_keygen(const KeygenArgs& a) {
+    try {
+        validate_agent_id(a.agent);
+    } catch (const Error& e) {
+        throw Error(e.category(), std::string("--agent: ") + e.what());
+    }
+    const std::string default_label = agent_key_label(a.agent);
+    const std::string label = a.label.empty() ? default_label : a.label;
+    if (label != default_label && label.rfind(default_label + "/", 0) != 0)
+        throw Error(ErrorCategory::invalid_input,
+                    "--label: '" + label + "' must be '" + default_label + "' or '" +
+                        default_label + "/SUFFIX' (a key of this agent, never the CA's)");
+    if (label.size() > 200 || label == default_label + "/")
+        throw Error(ErrorCategory::invalid_input,
+                    "--label: '" + label + "' needs a suffix after '/' and at most 200 bytes");
+    const std::optional<KeyAlgorithm> algorithm =
+        a.algorithm.empty()
+            ? std::nullopt
+            : std::optional<KeyAlgorithm>(parse_algorithm(a.algorithm, "--algorithm"));
+    if (a.csr_out.empty()) throw Error(ErrorCategory::invalid_input, "--csr-out: empty path");
+    KmsConfig config;
+    std::string where;
+    if (a.kms == "software") {
+        config.backend = KmsConfig::Backend::software;
+        if (!a.module.empty() || !a.token.empty())
+            throw Error(ErrorCategory::invalid_input,
+                        "--pkcs11-module and --token belong to --kms pkcs11");
+        if (a.keys.empty())
+            throw Error(ErrorCategory::invalid_input,
+                        "--kms software needs --keys DIR (the agent's own key store on the trading "
+                        "host)");
+        where = "software KMS (" + a.keys + ", encrypted under " +
+                SoftwareKms::passphrase_variable + ")";
+    } else if (a.kms == "pkcs11") {
+        config.backend = KmsConfig::Backend::pkcs11;
+        if (!a.keys.empty())
+            throw Error(ErrorCategory::invalid_input,
+                        "--keys belongs to --kms software (a PKCS#11 key lives on the token)");
+        if (a.module.empty())
+            throw Error(ErrorCategory::invalid_input,
+                        "--kms pkcs11 needs --pkcs11-module PATH (the token's PKCS#11 library)");
+        if (a.token.empty())
+            throw Error(ErrorCategory::invalid_input, "--kms pkcs11 needs --token LABEL");
+        config.pkcs11_module = a.module;
+        config.token_label = a.token;
+        where = "PKCS#11 token '" + a.token + "' (" + a.module + ")";
+    } else {
+        throw Error(ErrorCategory::invalid_input,
+                    "--kms: '" + a.kms + "' is neither software nor pkcs11");
+    }
+    require_kms_secret(config);
+    require_output_file(a.csr_out);
+
+    std::shared_ptr<Kms> kms;
+    if (config.backend == KmsConfig::Backend::software) {
+        refuse_ca_state_dir(a.keys);
+        make_parent_dirs(a.keys);
+        kms = SoftwareKms::open(a.keys);
+    } else {
+        kms = Pkcs11Kms::open(config.pkcs11_module, config.token_label, Pkcs11Kms::pin_from_env());
+    }
+    // The request's file is made ready before a key is created (after the key store, which may
+    // be the directory it goes in).
+    io::DurableFile out = io::DurableFile::prepare(a.csr_out);
+
+    // A key store that holds a CA key is a CA's, whatever its path (even one this passphrase
+    // cannot open): the CA and approver keys stay on the CA host.
+    bool holds_ca = true;
+    std::string unreadable;
+    try {
+        (void)kms->find_key("ca");
+    } catch (const Error& e) {
+        if (e.category() == ErrorCategory::not_found)
+            holds_ca = false;
+        else
+            unreadable = std::string(" (") + e.what() + ")";
+    }
+    if (holds_ca)
+        throw Error(
+            ErrorCategory::invalid_input,
+            std::string(config.backend == KmsConfig::Backend::software ? "--keys: " : "--token: ") +
+                "the " + where + " holds the CA key 'ca'" + unreadable +
+                ": an agent's key store is its own, never the CA's");
+
+    std::optional<KeyHandle> key;
+    try {
+        key = kms->find_key(label);
+    } catch (const Error& e) {
+        if (e.category() != ErrorCategory::not_found) throw;
+    }
+    bool created = false;
+    if (key) {
+        if (!a.reuse_key)
+            throw Error(ErrorCategory::invalid_state,
+                        "key '" + label + "' already exists in the " + where +
+                            ": refusing to replace it (a Guard may sign with it); --reuse-key "
+                            "writes a new request for it (a certificate renewal), --label " +
+                            default_label + "/2 makes a new key beside it (a key rotation)");
+        if (algorithm && key->algorithm != *algorithm)
+            throw Error(ErrorCategory::invalid_input, "--algorithm: key '" + label + "' is " +
+                                                          kakunin::to_string(key->algorithm) +
+                                                          ", not " +
+                                                          kakunin::to_string(*algorithm));
+    } else {
+        if (a.reuse_key)
+            throw Error(ErrorCategory::not_found,
+                        "--reuse-key: no key '" + label + "' in the " + where + " to reuse");
+        key = kms->create_key(label, algorithm.value_or(KeyAlgorithm::ed25519));
+        created = true;
+    }
+
+    const std::string pem = agent_certificate_request(*kms, *key, a.agent);
+    const std::vector<std::uint8_t> spki = public_key_from_csr(pem);  // what the CA will check
+    try {
+        out.commit(pem);
+    } catch (const Error& e) {
+        throw Error(e.category(), "key '" + label + "' is in the " + where + ", but " + a.csr_out +
+                                      " was not written (" + e.what() +
+                                      "); run again with --reuse-key");
+    }
+    const std::string key_sha256 = crypto::sha256_hex(
+        std::string_view(reinterpret_cast<const char*>(spki.data()), spki.size()));
+    if (a.json) {
+        json j = {{"agent", a.agent},
+                  {"label", label},
+                  {"algorithm", kakunin::to_string(key->algorithm)},
+                  {"created", created},
+                  {"kms", a.kms},
+                  {"csr", a.csr_out},
+                  {"public_key_sha256", key_sha256}};
+        if (config.backend == KmsConfig::Backend::software)
+            j["keys"] = a.keys;
+        else
+            j["token"] = a.token;
+        std::cout << print_json(j) << "\n";
+        return;
+    }
+    std::cout << (created ? "key '" : "existing key '") << label << "' ("
+              << kakunin::to_string(key->algorithm) << ") in the " << where << "\n"
+              << "  request    " << a.csr_out << " (CN=" << a.agent
+              << ", signed by the key; public key sha256:" << key_sha256 << ")\n"
+              << "  next       on the CA: kakunin cert issue --dir STATE --agent " << a.agent
+              << " --csr " << a.csr_out << " --out " << a.agent << ".pem\n";
 }
 
 // ---- scope approve ----------------------------------------------------------------------------
@@ -468,6 +662,34 @@ void add_ca_commands(CLI::App& app) {
         cmd->add_option("--purpose", args->purpose, "What the agent is for")->required();
         cmd->add_option("--by", args->by, "Who registers it (default: the login name)");
         cmd->callback([args] { run_command([&] { agent_register(*args); }); });
+
+        auto keygen = std::make_shared<KeygenArgs>();
+        CLI::App* gen = agent->add_subcommand(
+            "keygen",
+            "On the trading host: create the agent's key in its own key store (not the CA's) and "
+            "write a certificate request signed by it for 'cert issue --csr'");
+        gen->add_option("--agent", keygen->agent, "Agent id ([A-Za-z0-9._-], up to 64)")
+            ->required();
+        gen->add_option("--keys", keygen->keys,
+                        "The agent's key store (software KMS: a directory, encrypted under "
+                        "KAKUNIN_KMS_PASSPHRASE); never the CA's STATE/keys");
+        gen->add_option("--kms", keygen->kms,
+                        "software (--keys DIR) or pkcs11 (--pkcs11-module, --token; PIN from "
+                        "KAKUNIN_PKCS11_PIN)")
+            ->capture_default_str();
+        gen->add_option("--pkcs11-module", keygen->module, "PKCS#11 library (with --kms pkcs11)");
+        gen->add_option("--token", keygen->token, "PKCS#11 token label (with --kms pkcs11)");
+        gen->add_option("--algorithm", keygen->algorithm,
+                        "ed25519 (default, as the CA's) or ecdsa-p256");
+        gen->add_option("--label", keygen->label,
+                        "Key label: agent:ID (default) or agent:ID/SUFFIX (a new key beside the "
+                        "old one)");
+        gen->add_flag("--reuse-key", keygen->reuse_key,
+                      "The key exists: write a new request for it instead of refusing");
+        gen->add_option("--csr-out", keygen->csr_out, "Where to write the request (PEM)")
+            ->required();
+        gen->add_flag("--json", keygen->json, "Print the key and the request as JSON");
+        gen->callback([keygen] { run_command([&] { agent_keygen(*keygen); }); });
     }
     {
         CLI::App* scope = app.add_subcommand("scope", "Authority limits");
@@ -494,8 +716,9 @@ void add_ca_commands(CLI::App& app) {
             cmd->add_option("--agent", args->agent, "Registered agent id")->required();
             cmd->add_option("--validity", args->validity, "Lifetime: 90s, 30m, 24h (default), 7d");
             cmd->add_option("--csr", args->csr,
-                            "Take the public key from this PKCS#10 request (PEM) instead of the "
-                            "KMS key 'agent:ID'; nothing else in it is used");
+                            "Take the public key from this PKCS#10 request (PEM, from 'agent "
+                            "keygen') instead of the KMS key 'agent:ID', after checking its "
+                            "self-signature; nothing else in it is used");
             cmd->add_option("--scope", args->scope_path,
                             "Refuse unless this scope JSON is the approved one");
             cmd->add_option("--out", args->out, "Where to write the certificate (PEM)")->required();

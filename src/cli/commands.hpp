@@ -8,8 +8,8 @@ namespace kakunin::cli {
 /// `kakunin replay ...` (DESIGN §6).
 void add_replay_command(CLI::App& app);
 
-/// `kakunin ca init`, `agent register`, `scope approve`, `cert issue|inspect|verify|revoke` and
-/// `crl` (DESIGN §6).
+/// `kakunin ca init`, `agent register`, `agent keygen`, `scope approve`, `cert
+/// issue|inspect|verify|revoke` and `crl` (DESIGN §6).
 void add_ca_commands(CLI::App& app);
 
 /// `kakunin audit verify` (DESIGN §6).
