@@ -246,3 +246,185 @@ TEST_CASE("firm limits: two Guards on PostgreSQL never allow more than the budge
     CHECK(budget_field(db.app(), "desk-a", &FirmBudgetState::spent) == allowed_eur * eur6);
     CHECK(budget_field(db.app(), "desk-a", &FirmBudgetState::leased) == 0);
 }
+
+// ---- three processes, ten Guards each, one budget; one process killed ---------------------
+
+namespace {
+
+constexpr int kProcesses = 3;
+constexpr int kGuards = 10;
+constexpr std::int64_t kOrderEur = 100;
+
+// Shared with the children through a MAP_SHARED file: what each Guard allowed (euros), which
+// survives a SIGKILL of its process, and each child's state.
+struct Board {
+    std::atomic<std::int64_t> allowed[kProcesses][kGuards];
+    std::atomic<int> ready[kProcesses];
+    std::atomic<int> done[kProcesses];
+};
+
+Board* map_board(const std::string& path, bool create) {
+    const int fd = ::open(path.c_str(), O_RDWR | (create ? O_CREAT | O_TRUNC : 0), 0600);
+    if (fd < 0) return nullptr;
+    if (create && ::ftruncate(fd, sizeof(Board)) != 0) return nullptr;
+    void* p = ::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    return p == MAP_FAILED ? nullptr : static_cast<Board*>(p);
+}
+
+pid_t spawn_self(const std::string& test_name, const std::vector<std::string>& env) {
+    std::vector<std::string> envs;
+    for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+    envs.insert(envs.end(), env.begin(), env.end());
+    std::vector<char*> envp;
+    for (auto& e : envs) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string self = "/proc/self/exe", name = test_name;
+    char* argv[] = {self.data(), name.data(), nullptr};
+    pid_t pid = 0;
+    if (::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) != 0) return -1;
+    return pid;
+}
+
+std::int64_t allowed_of(const Board& b, int p) {
+    std::int64_t sum = 0;
+    for (int g = 0; g < kGuards; ++g) sum += b.allowed[p][g].load();
+    return sum;
+}
+
+}  // namespace
+
+TEST_CASE("firm limits child: ten Guards trade against the firm budget", "[.]") {
+    const char* conninfo = std::getenv("KK_FIRM_CONNINFO");
+    const char* board_path = std::getenv("KK_FIRM_BOARD");
+    const char* index_text = std::getenv("KK_FIRM_INDEX");
+    REQUIRE(conninfo != nullptr);
+    REQUIRE(board_path != nullptr);
+    REQUIRE(index_text != nullptr);
+    const int p = std::atoi(index_text);
+    Board* board = map_board(board_path, false);
+    REQUIRE(board != nullptr);
+
+    TestAuthority authority(SystemClock().now_ns());
+    SystemClock clock;
+    PostgresRuntimeOptions ro;
+    ro.application_name = "kk-firm-p" + std::to_string(p);
+    PostgresRuntime runtime(conninfo, ro);
+    PostgresFirmLimitsOptions fo;
+    fo.budgets = {"firm-daily"};
+    fo.lease_ttl = 1500ms;
+    fo.renew_before = 1000ms;
+    auto firm = std::make_shared<PostgresFirmLimits>(runtime, fo);
+    {
+        std::vector<std::unique_ptr<Guard>> guards;
+        for (int g = 0; g < kGuards; ++g) {
+            GuardOptions o;
+            o.firm_limits = firm;
+            guards.push_back(
+                std::make_unique<Guard>(authority.credentials_for(always_scope()), clock, o));
+        }
+        REQUIRE(firm->wait_granted(10s));
+        board->ready[p].store(1);
+        // Trade until nothing has been allowed for longer than a lease lives (so that a dead
+        // process's leases have aged out and what came back of them was taken too).
+        auto last_allowed = std::chrono::steady_clock::now();
+        const auto give_up = last_allowed + 60s;
+        std::uint64_t n = 0;
+        while (std::chrono::steady_clock::now() - last_allowed < 3s &&
+               std::chrono::steady_clock::now() < give_up) {
+            for (int g = 0; g < kGuards; ++g) {
+                const std::string id = "o" + std::to_string(n++);
+                const Decision d =
+                    guards[static_cast<std::size_t>(g)]->check(order(id.c_str(), kOrderEur));
+                if (d.allowed()) {
+                    board->allowed[p][g].fetch_add(kOrderEur);
+                    last_allowed = std::chrono::steady_clock::now();
+                } else if (!d.reasons.contains(ReasonCode::firm_limit_exceeded) &&
+                           !d.reasons.contains(ReasonCode::firm_lease_expired)) {
+                    FAIL("refused for another reason: " << to_string(*d.reasons.begin()));
+                }
+            }
+            std::this_thread::sleep_for(1ms);
+        }
+    }  // the Guards stop: their leases go back
+    board->done[p].store(1);
+}
+
+TEST_CASE("firm limits: 3 processes x 10 Guards share a budget and a killed one's lease returns") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    constexpr std::int64_t budget_eur = 6'000'000;
+    constexpr std::int64_t chunk_eur = 1'000;
+    REQUIRE(set_firm_budget(db.app(), daily_budget("firm-daily", budget_eur, chunk_eur),
+                            [] { return std::uint64_t{1}; }) == 1);
+    test::TempDir dir;
+    const std::string board_path = (dir.path() / "board").string();
+    Board* board = map_board(board_path, true);
+    REQUIRE(board != nullptr);
+
+    std::vector<pid_t> pids;
+    for (int p = 0; p < kProcesses; ++p) {
+        pids.push_back(spawn_self("firm limits child: ten Guards trade against the firm budget",
+                                  {"KK_FIRM_CONNINFO=" + db.app(), "KK_FIRM_BOARD=" + board_path,
+                                   "KK_FIRM_INDEX=" + std::to_string(p)}));
+        REQUIRE(pids.back() > 0);
+    }
+    auto wait_for = [](std::chrono::milliseconds limit, auto&& done) {
+        const auto until = std::chrono::steady_clock::now() + limit;
+        while (!done() && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(2ms);
+        return done();
+    };
+    REQUIRE(wait_for(60s, [&] {
+        return board->ready[0].load() && board->ready[1].load() && board->ready[2].load();
+    }));
+    // Each process holds at most 2 connections (here: the write one; no feed is listening).
+    for (int p = 0; p < kProcesses; ++p) {
+        const std::string n =
+            su.value("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
+                     {"kk-firm-p" + std::to_string(p) + "%"});
+        CHECK(std::stoi(n) <= 2);
+    }
+    // Kill the third process mid-run: once a quarter of the budget is used.
+    REQUIRE(wait_for(60s, [&] {
+        return allowed_of(*board, 0) + allowed_of(*board, 1) + allowed_of(*board, 2) >=
+               budget_eur / 4;
+    }));
+    REQUIRE(::kill(pids[2], SIGKILL) == 0);
+    int status = 0;
+    ::waitpid(pids[2], &status, 0);
+    CHECK(WIFSIGNALED(status));
+    const std::int64_t killed_allowed = allowed_of(*board, 2);
+    // The killed process's leases are still out, counted in full, until they age out.
+    const std::string killed_rows_sql =
+        "SELECT count(*) FROM kakunin_audit.firm_leases WHERE holder LIKE $1";
+    const std::string killed_holder = "%:" + std::to_string(pids[2]) + ":%";
+    CHECK(su.value(killed_rows_sql, {killed_holder}) == std::to_string(kGuards));
+
+    for (int p = 0; p < 2; ++p) {
+        ::waitpid(pids[static_cast<std::size_t>(p)], &status, 0);
+        CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    }
+    const std::int64_t survivors = allowed_of(*board, 0) + allowed_of(*board, 1);
+    const std::int64_t total = survivors + killed_allowed;
+    const std::int64_t spent = budget_field(db.app(), "firm-daily", &FirmBudgetState::spent);
+    INFO("allowed " << total << " EUR of " << budget_eur << " (killed process: " << killed_allowed
+                    << "), spent on record " << spent / eur6);
+    // Never more than the budget, across all 30 Guards.
+    CHECK(total <= budget_eur);
+    // Every Guard traded while its lease lasted.
+    for (int p = 0; p < kProcesses; ++p)
+        for (int g = 0; g < kGuards; ++g) CHECK(board->allowed[p][g].load() > 0);
+    // The killed process's leases aged out and came back: no row of it is left, nothing is
+    // leased any more, and what it may have consumed (its report plus one slice per lease) is
+    // spent, no less than what it really allowed.
+    CHECK(su.value(killed_rows_sql, {killed_holder}) == "0");
+    CHECK(budget_field(db.app(), "firm-daily", &FirmBudgetState::leased) == 0);
+    CHECK(spent <= budget_eur * eur6);
+    CHECK(spent >= total * eur6);
+    CHECK(spent - survivors * eur6 <= (killed_allowed + kGuards * chunk_eur) * eur6);
+    // The survivors used what came back: the budget is spent but for the killed process's
+    // slices and the last fragment of each lease.
+    CHECK(spent >= (budget_eur - kGuards * chunk_eur - 2 * kGuards * kOrderEur) * eur6);
+    ::munmap(board, sizeof(Board));
+}
