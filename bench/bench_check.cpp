@@ -12,6 +12,7 @@
 #include "bench_support.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/software_kms.hpp"
+#include "kakunin/testing.hpp"
 
 namespace kakunin::bench {
 namespace {
@@ -69,7 +70,8 @@ Order order(bool allowed) {
 
 /// The Guard under measurement: the typical scope with anomaly scoring on, against a baseline
 /// learned from a week of the same flow (one 13-hour session at 10 orders/s) and approved.
-std::unique_ptr<Guard> scoring_guard(const Clock& clock) {
+std::unique_ptr<Guard> scoring_guard(const Clock& clock,
+                                     std::shared_ptr<FirmLimitSource> firm = nullptr) {
     const Scope scope = parse_scope_json(typical_scope);
     StepClock learn_clock;
     BaselineBuilder builder(scope, "bench-agent");
@@ -83,12 +85,20 @@ std::unique_ptr<Guard> scoring_guard(const Clock& clock) {
     options.baseline = ApprovedBaseline{
         baseline, approve_baseline(*kms, baseline, "Bench Officer", baseline.observed_to_ns, 1)};
     options.incident_thread = false;
+    options.firm_limits = std::move(firm);
     return std::make_unique<Guard>(scope, clock, options);
 }
 
-void run_check(benchmark::State& state, bool allowed) {
+void run_check(benchmark::State& state, bool allowed, bool firm_lease = false) {
     StepClock clock;
-    auto scored = scoring_guard(clock);
+    // With a firm lease in force: a daily-notional budget whose lease never runs out or ages
+    // out here, so that every check consumes it (the hot path's whole cost of firm limits).
+    std::shared_ptr<TestFirmLimits> firm;
+    if (firm_lease)
+        firm =
+            std::make_shared<TestFirmLimits>(FirmBudgetKind::daily_notional, "EUR", INT64_MAX / 4);
+    auto scored = scoring_guard(clock, firm);
+    if (firm) firm->lease()->grant(INT64_MAX / 4, 0, INT64_MAX);
     Guard& guard = *scored;
     const Order o = order(allowed);
     if (!guard.enforcing_baseline()) state.SkipWithError("anomaly scoring is not on");
@@ -107,6 +117,9 @@ void run_check(benchmark::State& state, bool allowed) {
 }
 
 void BM_check_allowed(benchmark::State& state) { run_check(state, true); }
+
+/// The same check with a firm-wide lease in force (goal: within 10 % of BM_check_allowed).
+void BM_check_allowed_firm(benchmark::State& state) { run_check(state, true, true); }
 
 /// The same order on the limits alone (no baseline): what scoring adds is the difference.
 void BM_check_allowed_limits_only(benchmark::State& state) {
@@ -161,6 +174,7 @@ void BM_ed25519_sign(benchmark::State& state) {
 }
 
 BENCHMARK(BM_check_allowed);
+BENCHMARK(BM_check_allowed_firm);
 BENCHMARK(BM_check_rejected);
 BENCHMARK(BM_check_allowed_limits_only);
 BENCHMARK(BM_check_allowed_latency)->Iterations(1)->Unit(benchmark::kMillisecond);

@@ -52,27 +52,6 @@ const Scope& always_scope() {
     return s;
 }
 
-// A source kept in the test: grants what it is told.
-class FixedSource final : public FirmLimitSource {
-public:
-    FixedSource(FirmBudgetKind kind, std::int64_t slice, std::string currency = "EUR")
-        : m_kind(kind), m_slice(slice), m_currency(std::move(currency)) {}
-    bool holds_working_orders() const noexcept override { return firm_budget_held(m_kind); }
-    std::vector<std::shared_ptr<FirmLease>> attach(std::string_view, const Clock&) override {
-        lease = std::make_shared<FirmLease>(
-            "b", m_kind, m_kind == FirmBudgetKind::open_orders ? "" : m_currency, m_slice);
-        return {lease};
-    }
-    void detach(const std::vector<std::shared_ptr<FirmLease>>&) noexcept override { ++detached; }
-    std::shared_ptr<FirmLease> lease;
-    int detached = 0;
-
-private:
-    FirmBudgetKind m_kind;
-    std::int64_t m_slice;
-    std::string m_currency;
-};
-
 Order order(const char* id, std::int64_t eur) {
     Order o = test::good_order();
     o.client_order_id = id;
@@ -88,7 +67,8 @@ constexpr std::int64_t eur6 = 1000000;  // one euro in the leases' units
 
 TEST_CASE("firm limits: a Guard consumes only its lease and refuses past it") {
     ManualClock clock(utc(2024, 1, 8, 12, 0, 0));
-    auto source = std::make_shared<FixedSource>(FirmBudgetKind::daily_notional, 1000 * eur6);
+    auto source =
+        std::make_shared<TestFirmLimits>(FirmBudgetKind::daily_notional, "EUR", 1000 * eur6);
     GuardOptions options;
     options.firm_limits = source;
     {
@@ -98,50 +78,50 @@ TEST_CASE("firm limits: a Guard consumes only its lease and refuses past it") {
         CHECK(d.reasons.contains(ReasonCode::firm_lease_expired));
         CHECK_FALSE(d.reasons.contains(ReasonCode::firm_limit_exceeded));
 
-        source->lease->grant(250 * eur6, 0, clock.now_ns() + 1'000'000'000);
+        source->lease()->grant(250 * eur6, 0, clock.now_ns() + 1'000'000'000);
         CHECK(guard.check(order("b", 100)).allowed());
         CHECK(guard.check(order("c", 100)).allowed());
-        CHECK(source->lease->consumed() == 200 * eur6);
+        CHECK(source->lease()->consumed() == 200 * eur6);
         d = guard.check(order("d", 100));  // 300 > 250
         CHECK(d.reasons.contains(ReasonCode::firm_limit_exceeded));
-        CHECK(source->lease->consumed() == 200 * eur6);  // a refused order takes nothing
-        CHECK(guard.check(order("e", 50)).allowed());    // exactly the grant
-        CHECK(source->lease->consumed() == 250 * eur6);
+        CHECK(source->lease()->consumed() == 200 * eur6);  // a refused order takes nothing
+        CHECK(guard.check(order("e", 50)).allowed());      // exactly the grant
+        CHECK(source->lease()->consumed() == 250 * eur6);
 
         // The slice: consumption may not run further ahead of what the keeper knows.
-        source->lease->grant(10000 * eur6, 250 * eur6, clock.now_ns() + 1'000'000'000);
+        source->lease()->grant(10000 * eur6, 250 * eur6, clock.now_ns() + 1'000'000'000);
         CHECK(guard.check(order("f", 900)).allowed());  // 1150 <= 250 + 1000
         CHECK(guard.check(order("g", 200)).reasons.contains(ReasonCode::firm_limit_exceeded));
 
         // Past its expiry the lease is not in force, whatever is left of it.
         clock.advance(2s);
         CHECK(guard.check(order("h", 1)).reasons.contains(ReasonCode::firm_lease_expired));
-        source->lease->grant(10000 * eur6, 1150 * eur6, clock.now_ns() + 1'000'000'000);
+        source->lease()->grant(10000 * eur6, 1150 * eur6, clock.now_ns() + 1'000'000'000);
         CHECK(guard.check(order("j", 1)).allowed());
     }
-    CHECK(source->detached == 1);  // the Guard gave its lease back
+    CHECK(source->detached() == 1);  // the Guard gave its lease back
 
     // A budget kept in another currency than the order's quote refuses it: amounts are never
     // converted.
-    auto usd = std::make_shared<FixedSource>(FirmBudgetKind::daily_notional, 1000 * eur6, "USD");
+    auto usd = std::make_shared<TestFirmLimits>(FirmBudgetKind::daily_notional, "USD", 1000 * eur6);
     GuardOptions uo;
     uo.firm_limits = usd;
     Guard guard(always_scope(), clock, uo);
-    usd->lease->grant(10000 * eur6, 0, clock.now_ns() + 1'000'000'000);
+    usd->lease()->grant(10000 * eur6, 0, clock.now_ns() + 1'000'000'000);
     CHECK(guard.check(order("k", 1)).reasons.contains(ReasonCode::firm_limit_exceeded));
-    CHECK(usd->lease->consumed() == 0);
+    CHECK(usd->lease()->consumed() == 0);
 }
 
 TEST_CASE("firm limits: an open-orders budget follows the working orders") {
     ManualClock clock(utc(2024, 1, 8, 12, 0, 0));
-    auto source = std::make_shared<FixedSource>(FirmBudgetKind::open_orders, 100);
+    auto source = std::make_shared<TestFirmLimits>(FirmBudgetKind::open_orders, "", 100);
     GuardOptions options;
     options.firm_limits = source;
     Guard guard(always_scope(), clock, options);
-    source->lease->grant(2, 0, clock.now_ns() + 10'000'000'000);
+    source->lease()->grant(2, 0, clock.now_ns() + 10'000'000'000);
     CHECK(guard.check(order("a", 10)).allowed());
     CHECK(guard.check(order("b", 10)).allowed());
-    CHECK(source->lease->consumed() == 2);
+    CHECK(source->lease()->consumed() == 2);
     CHECK(guard.check(order("c", 10)).reasons.contains(ReasonCode::firm_limit_exceeded));
     // A fill ends order a: its place in the budget is free again.
     ExecutionReport fill;
@@ -152,9 +132,9 @@ TEST_CASE("firm limits: an open-orders budget follows the working orders") {
     fill.quantity = Decimal{1, 0};
     fill.price = Decimal{10, 0};
     guard.on_execution(fill);
-    CHECK(source->lease->consumed() == 1);
+    CHECK(source->lease()->consumed() == 1);
     CHECK(guard.check(order("c", 10)).allowed());
-    CHECK(source->lease->consumed() == 2);
+    CHECK(source->lease()->consumed() == 2);
 }
 
 // ---- PostgreSQL --------------------------------------------------------------------------

@@ -283,9 +283,8 @@ public:
                 if (m_firm.any()) {
                     const int128 added = plan.notional - w->reserved_notional;
                     d.reasons.merge(m_firm.evaluate(
-                        quote_of(m_authority->compiled.instrument_name(w->instrument)),
-                        added > 0 ? added : 0, m_limits->working_notional(),
-                        m_limits->working_count(), 0, t, firm));
+                        m_authority->compiled.instrument_name(w->instrument), added > 0 ? added : 0,
+                        m_limits->working_notional(), m_limits->working_count(), 0, t, firm));
                 }
             }
             m_limits->count_message(t);
@@ -654,7 +653,8 @@ private:
     /// Swaps in a new authority (and, for a renewed scope, the order limits that adopted the
     /// old state: the old engine is left in `limits`, freed by the caller off the hot lock).
     void install(std::unique_ptr<detail::Authority> next, bool new_serial,
-                 std::unique_ptr<detail::OrderLimits>* limits = nullptr);
+                 std::unique_ptr<detail::OrderLimits>* limits = nullptr,
+                 const std::vector<std::string>* instruments = nullptr);
     /// `in_force`: the automatic halt that stays the one to lift (a halt made on top of it).
     void audit_state(const GuardEvent& event, const std::string& in_force = {}) noexcept;
     /// Baseline or observation, and the desk; records nothing (the trail may not exist yet).

@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "kakunin/ca.hpp"
+#include "kakunin/firm_limits.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/revocation.hpp"
 
@@ -60,6 +61,38 @@ public:
 private:
     struct Impl;
     std::unique_ptr<Impl> m_impl;
+};
+
+/// A FirmLimitSource for unit tests and backtests: each attached Guard gets one lease of one
+/// budget, granted by hand (no keeper, nothing shared). Not thread-safe itself.
+///
+///   auto firm = std::make_shared<kakunin::TestFirmLimits>(FirmBudgetKind::daily_notional,
+///                                                         "EUR", 1000 * 1000000);
+///   options.firm_limits = firm;   Guard guard(scope, clock, options);
+///   firm->lease()->grant(250 * 1000000, 0, clock.now_ns() + 1'000'000'000);  // 250 EUR, 1 s
+class TestFirmLimits final : public FirmLimitSource {
+public:
+    TestFirmLimits(FirmBudgetKind kind, std::string currency, std::int64_t slice)
+        : m_kind(kind), m_currency(std::move(currency)), m_slice(slice) {}
+    bool holds_working_orders() const noexcept override { return firm_budget_held(m_kind); }
+    std::vector<std::shared_ptr<FirmLease>> attach(std::string_view, const Clock&) override {
+        m_leases.push_back(std::make_shared<FirmLease>(
+            "test", m_kind, m_kind == FirmBudgetKind::open_orders ? "" : m_currency, m_slice));
+        return {m_leases.back()};
+    }
+    void detach(const std::vector<std::shared_ptr<FirmLease>>&) noexcept override { ++m_detached; }
+    /// The lease of the latest Guard attached (null before any).
+    std::shared_ptr<FirmLease> lease() const {
+        return m_leases.empty() ? nullptr : m_leases.back();
+    }
+    int detached() const noexcept { return m_detached; }
+
+private:
+    FirmBudgetKind m_kind;
+    std::string m_currency;
+    std::int64_t m_slice;
+    std::vector<std::shared_ptr<FirmLease>> m_leases;
+    int m_detached = 0;
 };
 
 }  // namespace kakunin

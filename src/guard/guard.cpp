@@ -331,6 +331,7 @@ Guard::~Guard() {
 void Guard::attach_firm(std::string_view agent_id) {
     if (!m_options.firm_limits) return;
     m_firm.attach(m_options.firm_limits, agent_id, m_clock);
+    m_firm.bind(m_scope.instruments);
     hold_firm();  // working orders restored from the log hold their part from the start
 }
 
@@ -355,7 +356,8 @@ std::unique_ptr<detail::Authority> Guard::make_authority(
 }
 
 void Guard::install(std::unique_ptr<detail::Authority> next, bool new_serial,
-                    std::unique_ptr<detail::OrderLimits>* limits) {
+                    std::unique_ptr<detail::OrderLimits>* limits,
+                    const std::vector<std::string>* instruments) {
     // Size the order-rate window outside the spin lock; carry the newest timestamps over. The
     // old window and authority are freed after the lock is released.
     detail::RateWindow window(next->compiled.rate_limit());
@@ -373,6 +375,7 @@ void Guard::install(std::unique_ptr<detail::Authority> next, bool new_serial,
         }
         old.reset(m_authority.release());
         m_authority = std::move(next);
+        if (instruments) m_firm.bind(*instruments);  // the renewed scope's
         if (new_serial) {
             if (!m_key_compromised) m_revoked = false;  // a compromised key stays revoked
             m_expiry_warned = false;
@@ -436,7 +439,7 @@ void Guard::rotate(const AgentCertificate& renewed) {
                         to_string(result.status) + ": " + result.detail);
     auto next = make_authority(renewed, *m_crl);
     m_held_serials.push_back(canonical_serial(m_certificate->serial()));
-    install(std::move(next), true, limits ? &limits : nullptr);
+    install(std::move(next), true, limits ? &limits : nullptr, &renewed.scope().instruments);
     m_certificate = renewed;
     m_scope = renewed.scope();
     record(
