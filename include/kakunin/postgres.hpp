@@ -5,6 +5,8 @@
 //   kakunin::init_audit_database("host=/run/pg dbname=kakunin user=postgres", {});  // once
 //   kakunin::PostgresAuditSink sink("host=/run/pg dbname=kakunin user=kakunin_app", {"agent-7"});
 //   kakunin::AuditLogWriter log(sink, clock, signer, {"agent-7"});
+//   kakunin::PostgresAuditSink shared(runtime, {"agent-8"});  // the logs of a process commit
+//                                                             // together on one connection
 //   auto feed = std::make_shared<kakunin::PostgresRevocationFeed>(conninfo);
 //   credentials.revocation_feed = feed;           // the Guard halts on a revocation from anywhere
 //   kakunin::publish_revocation(conninfo, {serial, "agent-7", "anomaly score 0.91", now});
@@ -95,8 +97,9 @@ struct PostgresAuditSinkOptions {
 /// flush throws at once). When the database refuses the transaction (not a lost connection:
 /// say, a log another process continued), each log is tried again in a transaction of its
 /// own: the logs it accepts commit, and the refused log's lines are left out of the other
-/// sinks' transactions until its own flush stores them. `reconnect_attempts` and `reconnect_delay`
-/// are the flushing sink's; `io_timeout` is the runtime's.
+/// sinks' transactions (its own flush stores them alone) until the database takes them.
+/// `reconnect_attempts` and `reconnect_delay` are the flushing sink's; `io_timeout` is the
+/// runtime's.
 class PostgresAuditSink final : public LockingAuditSink {
 public:
     PostgresAuditSink(std::string conninfo, PostgresAuditSinkOptions options);

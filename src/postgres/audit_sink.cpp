@@ -331,8 +331,17 @@ struct AuditSinkGroup {
             }
             c.command("COMMIT");
             partitions.insert(fresh.begin(), fresh.end());
-        } catch (const pg::DbError& e) {
-            if (!e.connection_lost()) {
+        } catch (...) {
+            // Whatever failed (a refusal, or formatting), the connection must leave the
+            // transaction: the process's other writers use it next. A lost one is dropped.
+            bool lost = false;
+            try {
+                throw;
+            } catch (const pg::DbError& e) {
+                lost = e.connection_lost();
+            } catch (...) {
+            }
+            if (!lost) {
                 try {
                     c.command("ROLLBACK");
                 } catch (const pg::DbError& r) {
@@ -452,8 +461,7 @@ struct AuditSinkGroup {
     /// every other member's that has some, round robin, within one transaction's bounds. A
     /// member that must read back first gives all its lines (what a lost commit stored may be
     /// any prefix of them).
-    std::vector<Part> take(Member& own, const PostgresAuditSinkOptions& o) {
-        std::vector<Part> parts;
+    void take(Member& own, const PostgresAuditSinkOptions& o, std::vector<Part>& parts) {
         const std::size_t max_lines = std::max<std::size_t>(o.max_batch_lines, 1);
         std::size_t lines = 0, bytes = 0;
         auto take_from = [&](Member& m) {
@@ -477,13 +485,13 @@ struct AuditSinkGroup {
             parts.push_back(std::move(p));
         };
         take_from(own);
+        if (own.refused) return;  // alone, until the database takes its lines
         const std::size_t n = members.size();
         for (std::size_t k = 0; k < n && lines < max_lines; ++k) {
             Member& m = *members[(next_member + k) % n];
             if (&m != &own && !m.refused) take_from(m);
         }
         if (n != 0) next_member = (next_member + 1) % n;
-        return parts;
     }
 
     /// Gives back (under `mutex`) what a group commit did not store, in front of what was
@@ -525,15 +533,17 @@ struct AuditSinkGroup {
                 continue;
             }
             writing = true;
-            std::vector<Part> parts = take(own, o);
-            lock.unlock();
+            std::vector<Part> parts;
             try {
+                take(own, o, parts);
+                lock.unlock();
                 write(parts, o);
-            } catch (...) {  // only what formatting may throw (bad_alloc): nothing committed
+            } catch (...) {  // only what copying may throw (bad_alloc): nothing committed
                 for (Part& p : parts)
                     if (!p.committed) p.error = std::current_exception();
+                if (parts.empty()) own.error = std::current_exception();
             }
-            lock.lock();
+            if (!lock.owns_lock()) lock.lock();
             give_back(parts);
             writing = false;
             idle.notify_all();
