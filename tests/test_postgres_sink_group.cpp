@@ -280,6 +280,73 @@ TEST_CASE("postgres sink group: a log the database refuses keeps the other logs 
     }
 }
 
+TEST_CASE(
+    "postgres sink group: after a lost connection each log is read back first, and a log "
+    "whose stored record differs is refused alone") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    PostgresRuntimeOptions ro;
+    ro.application_name = "kk-sg-lost";
+    PostgresRuntime runtime(db.app(), ro);
+    test::AuditTestKms kms;
+    ManualClock clock(kJan2024);
+    AuditCertificates certs;
+    std::vector<std::vector<std::string>> lines;
+    std::vector<std::unique_ptr<PostgresAuditSink>> sinks;
+    for (int i = 0; i < 3; ++i) {
+        const test::TestIdentity id = test::make_identity(kms, log_name(i));
+        certs.add_der(id.cert_der);
+        lines.push_back(make_lines(kms, id, log_name(i), 20, clock));
+        PostgresAuditSinkOptions o{log_name(i)};
+        o.reconnect_delay = 10ms;
+        sinks.push_back(std::make_unique<PostgresAuditSink>(runtime, o));
+    }
+    REQUIRE(lines[1].size() == 22);  // 20 records, checkpoints after 10 and 20
+    // What a commit whose acknowledgement was lost leaves: log 1's first 10 records and its
+    // checkpoint are stored already, byte for byte what its sink still holds.
+    {
+        PostgresAuditSink behind(db.app(), {log_name(1)});
+        behind.append(std::vector<std::string>(lines[1].begin(), lines[1].begin() + 11));
+        behind.flush();
+    }
+    // Log 2's seq 0 is stored with other bytes (a different record under the same seq).
+    {
+        const test::TestIdentity other = test::make_identity(kms, "agent-sg-impostor");
+        MemoryAuditSink memory;
+        AuditLogWriter w(memory, clock, other.signer(kms), {log_name(2), "", "", 10});
+        w.append(audit_event::order_rejected, R"({"impostor":true})");
+        w.flush();
+        PostgresAuditSink behind(db.app(), {log_name(2)});
+        behind.append(memory.lines().front());
+        behind.flush();
+    }
+    for (int i = 0; i < 3; ++i) sinks[i]->append(lines[i]);
+    // The runtime's write connection, open and then cut: the next group commit finds it lost.
+    (void)read_back(runtime, log_name(0));
+    REQUIRE(runtime.write_connections() == 1);
+    REQUIRE(su.value("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                     "application_name = 'kk-sg-lost-write'") == "1");
+    CHECK_NOTHROW(sinks[0]->flush());
+    CHECK(runtime.write_connections() == 2);
+    CHECK(sinks[0]->pending_lines() == 0);
+    CHECK(sinks[1]->pending_lines() == 0);  // the stored 11 read back, the other 11 written
+    CHECK(sinks[2]->pending_lines() == 22);
+    try {
+        sinks[2]->flush();
+        FAIL("the log whose stored record differs was stored");
+    } catch (const Error& e) {
+        CHECK_THAT(e.what(), Catch::Contains("differs"));
+        CHECK_THAT(e.what(), Catch::Contains(log_name(2)));
+    }
+    for (int i = 0; i < 2; ++i) {
+        const AuditVerifyResult r = verify_audit_lines(read_back(runtime, log_name(i)), certs);
+        INFO(log_name(i) << ": " << r.message);
+        CHECK(r.ok);
+        CHECK(r.records == 20);
+        CHECK(r.checkpoints == 2);
+    }
+}
+
 TEST_CASE("postgres sink group: a sink without a log_id is refused") {
     test::AuditTestDb db(test::shared_pg_conninfo());
     PostgresRuntime runtime(db.app());

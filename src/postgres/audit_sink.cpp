@@ -380,8 +380,10 @@ struct AuditSinkGroup {
             } catch (const pg::DbError& e) {
                 if (e.connection_lost()) throw;
                 p->error = std::current_exception();
-            } catch (const Error&) {
+                p->refused = true;
+            } catch (const Error&) {  // what the database holds differs: left out, as refused
                 p->error = std::current_exception();
+                p->refused = true;
             }
         }
         parts.erase(std::remove_if(parts.begin(), parts.end(),
