@@ -1,7 +1,8 @@
 // PostgreSQL figures of DESIGN §7, each against a yardstick on the same server in the same run:
-// audit records/s through PostgresAuditSink vs a plain COPY of identical rows, and revocation
-// latency from one process to a Guard in another vs a raw LISTEN/NOTIFY round trip (and, beside
-// it, a NOTIFY sent with a durable INSERT: what a revocation that must be durable first costs).
+// audit records/s through PostgresAuditSink (one log, and 50 logs on one PostgresRuntime) vs a
+// plain COPY of identical rows, and revocation latency from one process to a Guard in another vs
+// a raw LISTEN/NOTIFY round trip (and, beside it, a NOTIFY sent with a durable INSERT: what a
+// revocation that must be durable first costs).
 // Rates are over wall-clock time (UseRealTime): most of the work happens in the server process,
 // which the benchmark thread's CPU time would not count.
 // Needs KAKUNIN_TEST_PG (a superuser conninfo); scripts/bench starts a throwaway server.
@@ -14,6 +15,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -120,6 +123,65 @@ void BM_audit_pg(benchmark::State& state) {
         writer.close();
         total += n;
     }
+    state.counters["records_per_s"] =
+        benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
+}
+
+/// `range(0)` records over 50 logs (one AuditLogWriter each, on a thread of its own, flushing
+/// every 200 records as a trail flushes what it took from its queue) on one PostgresRuntime:
+/// the sinks share its write connection and commit together. Against BM_raw_copy of the same
+/// record count (bench_main: audit_pg_50_guards_vs_raw_copy).
+void BM_audit_pg_50_guards(benchmark::State& state) {
+    const Database& db = database();
+    if (!db.ok) return state.SkipWithError(db.error.c_str());
+    constexpr int logs = 50;
+    auto kms = std::shared_ptr<Kms>(SoftwareKms::in_memory());
+    const KeyHandle key = kms->create_key("agent:bench", KeyAlgorithm::ed25519);
+    ManualClock clock(utc(2026, 11, 26, 12));
+    PostgresRuntimeOptions ro;
+    ro.application_name = "kakunin-bench";
+    PostgresRuntime runtime(db.app, ro);
+    const std::size_t per_log = static_cast<std::size_t>(state.range(0)) / logs;
+    std::uint64_t total = 0;
+    int run = 0;
+    std::string error;
+    for (auto _ : state) {
+        state.PauseTiming();
+        std::vector<std::unique_ptr<PostgresAuditSink>> sinks;
+        std::vector<std::unique_ptr<AuditLogWriter>> writers;
+        for (int i = 0; i < logs; ++i) {
+            const std::string log_id = "bench50-" + std::to_string(run) + "-" + std::to_string(i);
+            sinks.push_back(
+                std::make_unique<PostgresAuditSink>(runtime, PostgresAuditSinkOptions{log_id}));
+            AuditWriterOptions options;
+            options.log_id = log_id;
+            options.checkpoint_every = 1000;
+            writers.push_back(std::make_unique<AuditLogWriter>(
+                *sinks.back(), clock, AuditSigner{*kms, key, "sha256:bench"}, options));
+        }
+        ++run;
+        state.ResumeTiming();
+        std::vector<std::thread> threads;
+        std::mutex error_mutex;
+        for (int i = 0; i < logs; ++i) {
+            threads.emplace_back([&, w = writers[static_cast<std::size_t>(i)].get()] {
+                try {
+                    for (std::size_t k = 0; k < per_log; ++k) {
+                        w->append("order.allowed", payload);
+                        if ((k + 1) % 200 == 0) w->flush();
+                    }
+                    w->close();
+                } catch (const std::exception& e) {
+                    std::lock_guard<std::mutex> lock(error_mutex);
+                    error = e.what();
+                }
+            });
+        }
+        for (auto& t : threads) t.join();
+        total += per_log * logs;
+    }
+    if (!error.empty()) return state.SkipWithError(error.c_str());
+    if (runtime.write_connections() != 1) return state.SkipWithError("more than one connection");
     state.counters["records_per_s"] =
         benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
@@ -351,6 +413,11 @@ void BM_revocation_cross_process(benchmark::State& state) {
 }
 
 BENCHMARK(BM_audit_pg)->Arg(50000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_audit_pg_50_guards)
+    ->Arg(50000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1)
+    ->UseRealTime();
 BENCHMARK(BM_raw_copy)->Arg(50000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_notify_rtt)->Unit(benchmark::kMillisecond)->Iterations(1);
 BENCHMARK(BM_notify_durable_rtt)->Unit(benchmark::kMillisecond)->Iterations(1);

@@ -5,6 +5,8 @@
 //   kakunin::init_audit_database("host=/run/pg dbname=kakunin user=postgres", {});  // once
 //   kakunin::PostgresAuditSink sink("host=/run/pg dbname=kakunin user=kakunin_app", {"agent-7"});
 //   kakunin::AuditLogWriter log(sink, clock, signer, {"agent-7"});
+//   kakunin::PostgresAuditSink shared(runtime, {"agent-8"});  // the logs of a process commit
+//                                                             // together on one connection
 //   auto feed = std::make_shared<kakunin::PostgresRevocationFeed>(conninfo);
 //   credentials.revocation_feed = feed;           // the Guard halts on a revocation from anywhere
 //   kakunin::publish_revocation(conninfo, {serial, "agent-7", "anomaly score 0.91", now});
@@ -83,9 +85,27 @@ struct PostgresAuditSinkOptions {
 /// durable before it is known to be committed. for_each_line() replays the committed lines of
 /// the log in seq order, each checkpoint after the records it covers. Every line must belong to
 /// `log_id`. Errors throw kakunin::Error (database, invalid_input); the lines then stay pending.
+///
+/// On a PostgresRuntime (docs/postgres.md, "One connection for every log of a process"), the
+/// sinks of the runtime store through its one write connection and commit together: a flush
+/// stores the pending lines of every sink of the runtime that has some, in one transaction (one
+/// COPY per month's partition, all logs; at most the flushing sink's max_batch_lines and
+/// max_batch_bytes in all, its own lines first), and returns once its own lines are committed;
+/// a flush whose lines another sink's flush is storing waits for that commit instead of
+/// writing them again. Every guarantee above holds per log. When a commit carrying a sink's
+/// lines fails, its lines stay pending and its next flush throws why (the flushing sink's
+/// flush throws at once). When the database refuses the transaction (not a lost connection:
+/// say, a log another process continued), each log is tried again in a transaction of its
+/// own: the logs it accepts commit, and the refused log's lines are left out of the other
+/// sinks' transactions (its own flush stores them alone) until the database takes them.
+/// `reconnect_attempts` and `reconnect_delay` are the flushing sink's; `io_timeout` is the
+/// runtime's.
 class PostgresAuditSink final : public LockingAuditSink {
 public:
     PostgresAuditSink(std::string conninfo, PostgresAuditSinkOptions options);
+    /// A sink of the runtime's group: it connects at its first use (a server that is away is
+    /// reported by flush() and for_each_line(), not here). The runtime outlives it.
+    PostgresAuditSink(PostgresRuntime& runtime, PostgresAuditSinkOptions options);
     ~PostgresAuditSink() override;
     PostgresAuditSink(const PostgresAuditSink&) = delete;
     PostgresAuditSink& operator=(const PostgresAuditSink&) = delete;

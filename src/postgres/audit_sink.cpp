@@ -1,16 +1,22 @@
 // PostgresAuditSink: JSON Lines of one log into kakunin_audit.audit_records (COPY straight into
 // the month's partition, transactions of bounded size) and audit_checkpoints, replayed in seq
 // order. What it holds uncommitted is bounded too: during an outage append() refuses more.
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
+#include <exception>
+#include <iterator>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <thread>
 
 #include "audit/json.hpp"
 #include "kakunin/postgres.hpp"
 #include "postgres/pg.hpp"
+#include "postgres/runtime_core.hpp"
 
 namespace kakunin {
 
@@ -110,7 +116,444 @@ struct Partition {
     bool direct = false;
 };
 
+/// One COPY row of a record: the columns (log_id, seq, ts_ns, event, canonical, sig, line).
+void append_copy_row(std::string& out, std::string_view log_id_field, const PendingLine& p) {
+    out += log_id_field;
+    out += '\t';
+    out += std::to_string(p.seq_or_size);
+    out += '\t';
+    out += std::to_string(p.ts_ns);
+    out += '\t';
+    append_copy_field(out, p.event);
+    out += '\t';
+    append_copy_field(out, p.canonical_head());
+    append_copy_field(out, p.canonical_tail());
+    out += '\t';
+    if (p.sig_size != 0) {
+        append_copy_field(out, p.record_sig());
+    } else {
+        out += "\\N";
+    }
+    out += '\t';
+    append_copy_field(out, p.line);
+    out += '\n';
+}
+
+/// COPY data goes to the server in chunks of this size, as the rows are formatted, so that the
+/// server parses and inserts while the rest is being built.
+constexpr std::size_t copy_chunk = 256 * 1024;
+
+/// The month's partition, created if missing (inside the batch's transaction: `fresh` holds
+/// what this transaction created until it commits; `committed` what earlier ones did).
+const Partition& partition_for(pg::Connection& conn, std::int64_t ts_ns,
+                               const std::map<std::int64_t, Partition>& committed,
+                               std::map<std::int64_t, Partition>& fresh) {
+    const std::int64_t m = month_index(ts_ns);
+    if (auto it = committed.find(m); it != committed.end()) return it->second;
+    if (auto it = fresh.find(m); it != fresh.end()) return it->second;
+    const std::string name(pg::value(
+        conn.exec("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(ts_ns)}).get(), 0,
+        0));
+    Partition p;
+    p.direct = pg::is_plain_identifier(name) &&
+               pg::value(conn.exec(direct_partition_sql, {name}).get(), 0, 0) == "t";
+    p.target = p.direct ? "kakunin_audit." + conn.quote_identifier(name)
+                        : std::string("kakunin_audit.audit_records");
+    return fresh.emplace(m, std::move(p)).first->second;
+}
+
+/// After a new connection: drops from `pending` (one log's uncommitted lines, in log order)
+/// what an earlier, unacknowledged commit already stored, after checking that it is byte for
+/// byte what we hold. Returns the bytes of the lines left.
+std::size_t reconcile_pending(pg::Connection& conn, const std::string& log_id,
+                              std::deque<PendingLine>& pending) {
+    const std::uint64_t stored_next = static_cast<std::uint64_t>(pg::to_i64(
+        pg::value(conn.exec("SELECT coalesce(max(seq) + 1, 0) FROM kakunin_audit.audit_records "
+                            "WHERE log_id = $1",
+                            {log_id})
+                      .get(),
+                  0, 0)));
+    const std::uint64_t stored_cp = static_cast<std::uint64_t>(pg::to_i64(
+        pg::value(conn.exec("SELECT coalesce(max(size), 0) FROM kakunin_audit.audit_checkpoints "
+                            "WHERE log_id = $1",
+                            {log_id})
+                      .get(),
+                  0, 0)));
+    std::optional<std::uint64_t> first_seq;
+    for (const auto& p : pending) {
+        if (p.is_record) {
+            first_seq = p.seq_or_size;
+            break;
+        }
+    }
+    if (first_seq && *first_seq < stored_next) {
+        pg::Result r = conn.exec(
+            "SELECT seq, line FROM kakunin_audit.audit_records WHERE log_id = $1 AND seq >= "
+            "$2 AND seq < $3 ORDER BY seq",
+            {log_id, std::to_string(*first_seq), std::to_string(stored_next)});
+        std::size_t row = 0;
+        for (const auto& p : pending) {
+            if (!p.is_record || p.seq_or_size >= stored_next) continue;
+            if (row >= static_cast<std::size_t>(PQntuples(r.get())) ||
+                pg::value(r.get(), static_cast<int>(row), 1) != p.line) {
+                throw Error(ErrorCategory::database, "postgres audit log " + log_id +
+                                                         ": the stored record seq " +
+                                                         std::to_string(p.seq_or_size) +
+                                                         " differs from the one this writer holds");
+            }
+            ++row;
+        }
+    }
+    std::deque<PendingLine> rest;
+    std::size_t bytes = 0;
+    for (auto& p : pending) {
+        const bool stored = p.is_record ? p.seq_or_size < stored_next : p.seq_or_size <= stored_cp;
+        if (stored) continue;
+        bytes += p.line.size();
+        rest.push_back(std::move(p));
+    }
+    pending = std::move(rest);
+    return bytes;
+}
+
+/// Inserts a checkpoint line (parameters of insert_checkpoint_sql).
+pg::Params checkpoint_params(const std::string& log_id, const PendingLine& p) {
+    return {
+        log_id, std::to_string(p.seq_or_size), std::to_string(p.ts_ns), p.root_hex, p.key_fp, p.sig,
+        p.line};
+}
+
 }  // namespace
+
+// ---- the sinks of one PostgresRuntime: group commit on its write connection ----------------
+
+namespace postgres_detail {
+
+struct AuditSinkGroup {
+    explicit AuditSinkGroup(pg::SharedConnection& w) : writer(w) {}
+
+    /// A sink's share of the group; every member of it is guarded by `mutex`.
+    struct Member {
+        std::string log_id;
+        std::string log_id_field;          ///< log_id escaped for COPY
+        std::deque<PendingLine> pending;   ///< uncommitted, in log order, not in flight
+        std::size_t lines = 0, bytes = 0;  ///< uncommitted: pending and in flight
+        bool in_flight = false;            ///< a group commit holds its oldest lines
+        bool need_reconcile = false;       ///< a commit carrying its lines went unacknowledged
+        /// The database refused its lines (not a lost connection): only its own flush stores
+        /// them, alone, until one succeeds; the other sinks' groups leave them out.
+        bool refused = false;
+        /// Why a group commit carrying its lines failed: thrown by its next flush (once).
+        std::exception_ptr error;
+    };
+
+    /// A member's lines taken into one group commit.
+    struct Part {
+        Member* member = nullptr;
+        std::deque<PendingLine> lines;  ///< taken from the member's pending; what is left goes back
+        std::size_t taken_lines = 0, taken_bytes = 0;
+        std::size_t keep = 0;    ///< lines[0, keep) go into the transaction
+        bool reconcile = false;  ///< read back what the database holds first
+        bool committed = false;
+        bool refused = false;
+        std::exception_ptr error;
+    };
+
+    pg::SharedConnection& writer;
+    std::mutex mutex;
+    std::condition_variable idle;  ///< `writing` became false
+    std::vector<Member*> members;  ///< registration order
+    bool writing = false;          ///< a flush runs a group commit (one at a time)
+    std::size_t next_member = 0;   ///< where the next group starts taking others' lines
+    // Used only by the flush that is writing:
+    std::map<std::int64_t, Partition> partitions;  ///< months whose partition exists
+    std::string copy_buffer;
+
+    /// One transaction storing parts[i].lines[0, keep) for every part: one COPY per partition
+    /// target and round (a round takes, of every log, its next run of records of one month, so
+    /// each log's records go in seq order), then the checkpoints. A refusal rolls back.
+    void transaction(pg::Connection& c, const std::vector<Part*>& parts) {
+        try {
+            c.command("BEGIN");
+            std::map<std::int64_t, Partition> fresh;
+            std::vector<std::size_t> pos(parts.size(), 0);
+            struct Run {
+                const Part* part;
+                std::size_t begin, end;
+            };
+            for (;;) {
+                std::map<std::int64_t, std::vector<Run>> round;
+                for (std::size_t i = 0; i < parts.size(); ++i) {
+                    const Part& p = *parts[i];
+                    std::size_t b = pos[i];
+                    while (b < p.keep && !p.lines[b].is_record) ++b;
+                    if (b >= p.keep) {
+                        pos[i] = p.keep;
+                        continue;
+                    }
+                    const std::int64_t month = month_index(p.lines[b].ts_ns);
+                    std::size_t e = b + 1;
+                    while (e < p.keep &&
+                           (!p.lines[e].is_record || month_index(p.lines[e].ts_ns) == month))
+                        ++e;
+                    round[month].push_back({&p, b, e});
+                    pos[i] = e;
+                }
+                if (round.empty()) break;
+                for (const auto& [month, runs] : round) {
+                    const Partition& target = partition_for(
+                        c, runs.front().part->lines[runs.front().begin].ts_ns, partitions, fresh);
+                    c.copy_in("COPY " + target.target +
+                              " (log_id, seq, ts_ns, event, canonical, sig, line) FROM STDIN");
+                    copy_buffer.clear();
+                    for (const Run& run : runs) {
+                        for (std::size_t k = run.begin; k < run.end; ++k) {
+                            const PendingLine& line = run.part->lines[k];
+                            if (!line.is_record) continue;
+                            append_copy_row(copy_buffer, run.part->member->log_id_field, line);
+                            if (copy_buffer.size() >= copy_chunk) {
+                                c.put_copy_data(copy_buffer.data(), copy_buffer.size());
+                                copy_buffer.clear();
+                            }
+                        }
+                    }
+                    if (!copy_buffer.empty())
+                        c.put_copy_data(copy_buffer.data(), copy_buffer.size());
+                    c.end_copy("COPY audit_records");
+                }
+            }
+            for (const Part* p : parts) {
+                for (std::size_t k = 0; k < p->keep; ++k) {
+                    if (p->lines[k].is_record) continue;
+                    c.exec(insert_checkpoint_sql,
+                           checkpoint_params(p->member->log_id, p->lines[k]));
+                }
+            }
+            c.command("COMMIT");
+            partitions.insert(fresh.begin(), fresh.end());
+        } catch (...) {
+            // Whatever failed (a refusal, or formatting), the connection must leave the
+            // transaction: the process's other writers use it next. A lost one is dropped.
+            bool lost = false;
+            try {
+                throw;
+            } catch (const pg::DbError& e) {
+                lost = e.connection_lost();
+            } catch (...) {
+            }
+            if (!lost) {
+                try {
+                    c.command("ROLLBACK");
+                } catch (const pg::DbError& r) {
+                    if (r.connection_lost()) throw;  // the shared connection is dropped
+                }
+            }
+            throw;
+        }
+    }
+
+    /// How much of each part goes into one transaction: at most max_batch_lines lines and
+    /// max_batch_bytes bytes in all (the flushing sink's), the first part (the flushing sink's
+    /// own) at least one line.
+    static void choose_keep(const std::vector<Part*>& parts, const PostgresAuditSinkOptions& o) {
+        std::size_t lines = 0, bytes = 0;
+        const std::size_t max_lines = std::max<std::size_t>(o.max_batch_lines, 1);
+        for (Part* p : parts) {
+            p->keep = 0;
+            while (p->keep < p->lines.size() && lines < max_lines &&
+                   (lines == 0 || bytes + p->lines[p->keep].line.size() <= o.max_batch_bytes)) {
+                bytes += p->lines[p->keep].line.size();
+                ++lines;
+                ++p->keep;
+            }
+        }
+    }
+
+    /// Reads back, on a new connection, what the parts that need it hold already. A part whose
+    /// stored lines differ from its own is refused (its error); a lost connection throws.
+    static void reconcile_parts(pg::Connection& c, std::vector<Part*>& parts) {
+        for (Part* p : parts) {
+            if (!p->reconcile) continue;
+            try {
+                reconcile_pending(c, p->member->log_id, p->lines);
+                p->reconcile = false;
+            } catch (const pg::DbError& e) {
+                if (e.connection_lost()) throw;
+                p->error = std::current_exception();
+                p->refused = true;
+            } catch (const Error&) {  // what the database holds differs: left out, as refused
+                p->error = std::current_exception();
+                p->refused = true;
+            }
+        }
+        parts.erase(std::remove_if(parts.begin(), parts.end(),
+                                   [](const Part* p) { return p->error != nullptr; }),
+                    parts.end());
+    }
+
+    /// The database refused the part's lines: its error names its log (the server's message
+    /// may not).
+    static void refuse(Part& p, const pg::DbError& e) {
+        p.refused = true;
+        p.error = std::make_exception_ptr(pg::DbError(
+            e.sqlstate(), false, "postgres audit sink " + p.member->log_id + ": " + e.what()));
+    }
+
+    /// Stores the parts (outside `mutex`, with `writing` set): one transaction for all, retried
+    /// after a lost connection (reconnecting and reading back first) as often as the flushing
+    /// sink's options say. When the database refuses the transaction (not a lost connection),
+    /// every log is tried again in a transaction of its own, so one log's refused lines keep
+    /// only that log from committing.
+    void write(std::vector<Part>& all, const PostgresAuditSinkOptions& o) {
+        std::vector<Part*> active;
+        for (Part& p : all) active.push_back(&p);
+        std::exception_ptr last;
+        for (int attempt = 0; attempt <= o.reconnect_attempts; ++attempt) {
+            if (attempt > 0) std::this_thread::sleep_for(o.reconnect_delay);
+            try {
+                writer.with([&](pg::Connection& c) {
+                    reconcile_parts(c, active);
+                    choose_keep(active, o);
+                    if (!active.empty()) transaction(c, active);
+                });
+                for (Part* p : active) p->committed = true;
+                return;
+            } catch (const pg::DbError& e) {
+                if (e.connection_lost()) {
+                    // Whether the COMMIT happened is unknown: read back on the next connection.
+                    // Nothing is reported durable meanwhile.
+                    for (Part* p : active) p->reconcile = true;
+                    last = std::current_exception();
+                    continue;
+                }
+                if (active.size() == 1) {
+                    refuse(*active.front(), e);
+                    return;
+                }
+            } catch (...) {
+                for (Part* p : active) p->error = std::current_exception();
+                return;
+            }
+            // Refused: each log alone.
+            for (Part* p : active) {
+                std::vector<Part*> one{p};
+                try {
+                    writer.with([&](pg::Connection& c) {
+                        choose_keep(one, o);
+                        transaction(c, one);
+                    });
+                    p->committed = true;
+                } catch (const pg::DbError& e) {
+                    if (e.connection_lost()) {
+                        p->error = std::current_exception();
+                        p->reconcile = true;
+                    } else {
+                        refuse(*p, e);
+                    }
+                } catch (...) {
+                    p->error = std::current_exception();
+                }
+            }
+            return;
+        }
+        for (Part* p : active) p->error = last;
+    }
+
+    /// Takes (under `mutex`) the lines of one group commit: the flushing member's first, then
+    /// every other member's that has some, round robin, within one transaction's bounds. A
+    /// member that must read back first gives all its lines (what a lost commit stored may be
+    /// any prefix of them).
+    void take(Member& own, const PostgresAuditSinkOptions& o, std::vector<Part>& parts) {
+        const std::size_t max_lines = std::max<std::size_t>(o.max_batch_lines, 1);
+        std::size_t lines = 0, bytes = 0;
+        auto take_from = [&](Member& m) {
+            if (m.pending.empty() || m.in_flight) return;
+            Part p;
+            p.member = &m;
+            p.reconcile = m.need_reconcile;
+            while (!m.pending.empty() &&
+                   (p.reconcile ||
+                    (lines < max_lines &&
+                     (lines == 0 || bytes + m.pending.front().line.size() <= o.max_batch_bytes)))) {
+                bytes += m.pending.front().line.size();
+                p.taken_bytes += m.pending.front().line.size();
+                ++lines;
+                p.lines.push_back(std::move(m.pending.front()));
+                m.pending.pop_front();
+            }
+            if (p.lines.empty()) return;
+            p.taken_lines = p.lines.size();
+            m.in_flight = true;
+            parts.push_back(std::move(p));
+        };
+        take_from(own);
+        if (own.refused) return;  // alone, until the database takes its lines
+        const std::size_t n = members.size();
+        for (std::size_t k = 0; k < n && lines < max_lines; ++k) {
+            Member& m = *members[(next_member + k) % n];
+            if (&m != &own && !m.refused) take_from(m);
+        }
+        if (n != 0) next_member = (next_member + 1) % n;
+    }
+
+    /// Gives back (under `mutex`) what a group commit did not store, in front of what was
+    /// appended meanwhile, and notes each member's outcome.
+    void give_back(std::vector<Part>& parts) {
+        for (Part& p : parts) {
+            Member& m = *p.member;
+            if (p.committed) p.lines.erase(p.lines.begin(), p.lines.begin() + p.keep);
+            std::size_t left_bytes = 0;
+            for (const PendingLine& l : p.lines) left_bytes += l.line.size();
+            m.lines -= p.taken_lines - p.lines.size();
+            m.bytes -= p.taken_bytes - left_bytes;
+            m.pending.insert(m.pending.begin(), std::make_move_iterator(p.lines.begin()),
+                             std::make_move_iterator(p.lines.end()));
+            m.in_flight = false;
+            m.need_reconcile = p.reconcile;
+            if (p.committed) {
+                m.refused = false;
+                m.error = nullptr;
+            } else {
+                m.refused = p.refused;
+                m.error = p.error;
+            }
+        }
+    }
+
+    /// Returns once every line `own` holds is committed (by this call's group commits or other
+    /// sinks'), or throws why a group commit carrying its lines failed (they stay pending).
+    void flush(Member& own, const PostgresAuditSinkOptions& o) {
+        std::unique_lock<std::mutex> lock(mutex);
+        for (;;) {
+            if (own.lines == 0) {
+                own.error = nullptr;
+                return;
+            }
+            if (own.error) std::rethrow_exception(std::exchange(own.error, nullptr));
+            if (writing) {
+                idle.wait(lock);
+                continue;
+            }
+            writing = true;
+            std::vector<Part> parts;
+            try {
+                take(own, o, parts);
+                lock.unlock();
+                write(parts, o);
+            } catch (...) {  // only what copying may throw (bad_alloc): nothing committed
+                for (Part& p : parts)
+                    if (!p.committed) p.error = std::current_exception();
+                if (parts.empty()) own.error = std::current_exception();
+            }
+            if (!lock.owns_lock()) lock.lock();
+            give_back(parts);
+            writing = false;
+            idle.notify_all();
+        }
+    }
+};
+
+}  // namespace postgres_detail
 
 struct PostgresAuditSink::Impl {
     std::string conninfo;
@@ -122,6 +565,10 @@ struct PostgresAuditSink::Impl {
     std::map<std::int64_t, Partition> partitions;  ///< months whose partition exists (committed)
     std::string copy_buffer;
     std::string log_id_field;  ///< options.log_id escaped for COPY
+    /// On a runtime: the runtime's sinks, and this one's share of them (the members above from
+    /// `conn` to `copy_buffer` are then unused).
+    std::shared_ptr<postgres_detail::AuditSinkGroup> group;
+    postgres_detail::AuditSinkGroup::Member member;
 
     void connect() {
         conn.reset();
@@ -143,107 +590,21 @@ struct PostgresAuditSink::Impl {
         }
     }
 
-    // After a new connection: drop from `pending` what an earlier, unacknowledged commit already
-    // stored, after checking that it is byte for byte what we hold.
     void reconcile() {
-        const std::string& log_id = options.log_id;
-        const std::uint64_t stored_next = static_cast<std::uint64_t>(pg::to_i64(pg::value(
-            conn->exec("SELECT coalesce(max(seq) + 1, 0) FROM kakunin_audit.audit_records "
-                       "WHERE log_id = $1",
-                       {log_id})
-                .get(),
-            0, 0)));
-        const std::uint64_t stored_cp = static_cast<std::uint64_t>(pg::to_i64(pg::value(
-            conn->exec("SELECT coalesce(max(size), 0) FROM kakunin_audit.audit_checkpoints "
-                       "WHERE log_id = $1",
-                       {log_id})
-                .get(),
-            0, 0)));
-        std::optional<std::uint64_t> first_seq;
-        for (const auto& p : pending) {
-            if (p.is_record) {
-                first_seq = p.seq_or_size;
-                break;
-            }
-        }
-        if (first_seq && *first_seq < stored_next) {
-            pg::Result r = conn->exec(
-                "SELECT seq, line FROM kakunin_audit.audit_records WHERE log_id = $1 AND seq >= "
-                "$2 AND seq < $3 ORDER BY seq",
-                {log_id, std::to_string(*first_seq), std::to_string(stored_next)});
-            std::size_t row = 0;
-            for (const auto& p : pending) {
-                if (!p.is_record || p.seq_or_size >= stored_next) continue;
-                if (row >= static_cast<std::size_t>(PQntuples(r.get())) ||
-                    pg::value(r.get(), static_cast<int>(row), 1) != p.line) {
-                    throw Error(ErrorCategory::database,
-                                "postgres audit log " + log_id + ": the stored record seq " +
-                                    std::to_string(p.seq_or_size) +
-                                    " differs from the one this writer holds");
-                }
-                ++row;
-            }
-        }
-        std::deque<PendingLine> rest;
-        pending_bytes = 0;
-        for (auto& p : pending) {
-            const bool stored =
-                p.is_record ? p.seq_or_size < stored_next : p.seq_or_size <= stored_cp;
-            if (stored) continue;
-            pending_bytes += p.line.size();
-            rest.push_back(std::move(p));
-        }
-        pending = std::move(rest);
+        pending_bytes = reconcile_pending(*conn, options.log_id, pending);
         need_reconcile = false;
     }
 
-    /// The month's partition, created if missing (inside the batch's transaction: `fresh`
-    /// holds what this transaction created until it commits).
-    const Partition& partition_for(std::int64_t ts_ns, std::map<std::int64_t, Partition>& fresh) {
-        const std::int64_t m = month_index(ts_ns);
-        if (auto it = partitions.find(m); it != partitions.end()) return it->second;
-        if (auto it = fresh.find(m); it != fresh.end()) return it->second;
-        const std::string name(pg::value(
-            conn->exec("SELECT kakunin_audit.ensure_partition($1)", {std::to_string(ts_ns)}).get(),
-            0, 0));
-        Partition p;
-        p.direct = pg::is_plain_identifier(name) &&
-                   pg::value(conn->exec(direct_partition_sql, {name}).get(), 0, 0) == "t";
-        p.target = p.direct ? "kakunin_audit." + conn->quote_identifier(name)
-                            : std::string("kakunin_audit.audit_records");
-        return fresh.emplace(m, std::move(p)).first->second;
-    }
-
-    /// One COPY of pending[begin, end) (records only) into `target`, sent in chunks as the rows
-    /// are formatted so that the server parses and inserts while the rest is being built.
+    /// One COPY of pending[begin, end) (records only) into `target`.
     void copy_records(const std::string& target, std::size_t begin, std::size_t end) {
         conn->copy_in("COPY " + target +
                       " (log_id, seq, ts_ns, event, canonical, sig, line) FROM STDIN");
-        constexpr std::size_t chunk = 256 * 1024;
         copy_buffer.clear();
         for (std::size_t i = begin; i < end; ++i) {
             const PendingLine& p = pending[i];
             if (!p.is_record) continue;
-            copy_buffer += log_id_field;
-            copy_buffer += '\t';
-            copy_buffer += std::to_string(p.seq_or_size);
-            copy_buffer += '\t';
-            copy_buffer += std::to_string(p.ts_ns);
-            copy_buffer += '\t';
-            append_copy_field(copy_buffer, p.event);
-            copy_buffer += '\t';
-            append_copy_field(copy_buffer, p.canonical_head());
-            append_copy_field(copy_buffer, p.canonical_tail());
-            copy_buffer += '\t';
-            if (p.sig_size != 0) {
-                append_copy_field(copy_buffer, p.record_sig());
-            } else {
-                copy_buffer += "\\N";
-            }
-            copy_buffer += '\t';
-            append_copy_field(copy_buffer, p.line);
-            copy_buffer += '\n';
-            if (copy_buffer.size() >= chunk) {
+            append_copy_row(copy_buffer, log_id_field, p);
+            if (copy_buffer.size() >= copy_chunk) {
                 conn->put_copy_data(copy_buffer.data(), copy_buffer.size());
                 copy_buffer.clear();
             }
@@ -266,7 +627,8 @@ struct PostgresAuditSink::Impl {
                 continue;
             }
             const std::int64_t month = month_index(pending[i].ts_ns);
-            const std::string target = partition_for(pending[i].ts_ns, fresh).target;
+            const std::string target =
+                partition_for(*conn, pending[i].ts_ns, partitions, fresh).target;
             std::size_t j = i + 1;
             while (j < end && (!pending[j].is_record || month_index(pending[j].ts_ns) == month)) {
                 ++j;
@@ -277,9 +639,7 @@ struct PostgresAuditSink::Impl {
         for (std::size_t k = 0; k < end; ++k) {
             const PendingLine& p = pending[k];
             if (p.is_record) continue;
-            conn->exec_prepared("kk_insert_checkpoint",
-                                {options.log_id, std::to_string(p.seq_or_size),
-                                 std::to_string(p.ts_ns), p.root_hex, p.key_fp, p.sig, p.line});
+            conn->exec_prepared("kk_insert_checkpoint", checkpoint_params(options.log_id, p));
         }
         conn->command("COMMIT");
         partitions.insert(fresh.begin(), fresh.end());
@@ -303,6 +663,18 @@ struct PostgresAuditSink::Impl {
             pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(end));
             pending_bytes -= bytes;
         }
+    }
+
+    /// Uncommitted lines and bytes (the caller holds the sink's lock in standalone mode).
+    std::size_t uncommitted_lines() {
+        if (!group) return pending.size();
+        std::lock_guard<std::mutex> lock(group->mutex);
+        return member.lines;
+    }
+    std::size_t uncommitted_bytes() {
+        if (!group) return pending_bytes;
+        std::lock_guard<std::mutex> lock(group->mutex);
+        return member.bytes;
     }
 };
 
@@ -328,18 +700,47 @@ PostgresAuditSink::PostgresAuditSink(std::string conninfo, PostgresAuditSinkOpti
     m_impl->need_reconcile = false;
 }
 
-PostgresAuditSink::~PostgresAuditSink() = default;
+PostgresAuditSink::PostgresAuditSink(PostgresRuntime& runtime, PostgresAuditSinkOptions options)
+    : m_impl(std::make_unique<Impl>()) {
+    if (options.log_id.empty()) {
+        throw Error(ErrorCategory::invalid_input, "postgres audit sink: empty log_id");
+    }
+    Impl& d = *m_impl;
+    d.options = std::move(options);
+    append_copy_field(d.log_id_field, d.options.log_id);
+    postgres_detail::RuntimeCore& core = postgres_detail::core(runtime);
+    {
+        std::lock_guard<std::mutex> lock(core.audit_group_mutex);
+        if (!core.audit_group)
+            core.audit_group = std::make_shared<postgres_detail::AuditSinkGroup>(core.writer);
+        d.group = core.audit_group;
+    }
+    d.member.log_id = d.options.log_id;
+    d.member.log_id_field = d.log_id_field;
+    std::lock_guard<std::mutex> lock(d.group->mutex);
+    d.group->members.push_back(&d.member);
+}
+
+PostgresAuditSink::~PostgresAuditSink() {
+    Impl& d = *m_impl;
+    if (!d.group) return;
+    auto& g = *d.group;
+    std::unique_lock<std::mutex> lock(g.mutex);
+    // Another sink's group commit may hold this one's lines: wait until it gives them back.
+    g.idle.wait(lock, [&] { return !d.member.in_flight; });
+    g.members.erase(std::remove(g.members.begin(), g.members.end(), &d.member), g.members.end());
+}
 
 std::string PostgresAuditSink::name() const { return "postgres:" + m_impl->options.log_id; }
 
 std::size_t PostgresAuditSink::pending_lines() const {
     std::lock_guard<std::mutex> lock(m_mutex);
-    return m_impl->pending.size();
+    return m_impl->uncommitted_lines();
 }
 
 std::size_t PostgresAuditSink::pending_bytes() const {
     std::lock_guard<std::mutex> lock(m_mutex);
-    return m_impl->pending_bytes;
+    return m_impl->uncommitted_bytes();
 }
 
 void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t count) {
@@ -407,17 +808,26 @@ void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t cou
     // backlog first; if that fails the batch is refused (the writer keeps it, and the trail holds
     // back and fails closed), and nothing already taken is dropped. A batch larger than the
     // bound is taken when nothing is pending, so the writer can always make progress.
-    if (!d.pending.empty() && (d.pending.size() + batch.size() > d.options.max_pending_lines ||
-                               d.pending_bytes + batch_bytes > d.options.max_pending_bytes)) {
+    const std::size_t held_lines = d.uncommitted_lines();
+    const std::size_t held_bytes = d.uncommitted_bytes();
+    if (held_lines != 0 && (held_lines + batch.size() > d.options.max_pending_lines ||
+                            held_bytes + batch_bytes > d.options.max_pending_bytes)) {
         try {
             do_flush();
         } catch (const Error& e) {
             throw Error(e.category(),
                         "postgres audit sink " + d.options.log_id + ": " +
-                            std::to_string(d.pending.size()) + " lines (" +
-                            std::to_string(d.pending_bytes) +
+                            std::to_string(d.uncommitted_lines()) + " lines (" +
+                            std::to_string(d.uncommitted_bytes()) +
                             " bytes) wait for the database, the most it holds: " + e.what());
         }
+    }
+    if (d.group) {
+        std::lock_guard<std::mutex> lock(d.group->mutex);
+        for (auto& p : batch) d.member.pending.push_back(std::move(p));
+        d.member.lines += batch.size();
+        d.member.bytes += batch_bytes;
+        return;
     }
     for (auto& p : batch) d.pending.push_back(std::move(p));
     d.pending_bytes += batch_bytes;
@@ -425,6 +835,7 @@ void PostgresAuditSink::do_append(const std::string_view* lines, std::size_t cou
 
 void PostgresAuditSink::do_flush() {
     Impl& d = *m_impl;
+    if (d.group) return d.group->flush(d.member, d.options);
     if (d.pending.empty()) return;
     std::exception_ptr last;
     for (int attempt = 0; attempt <= d.options.reconnect_attempts; ++attempt) {
@@ -450,6 +861,43 @@ void PostgresAuditSink::do_flush() {
 
 void PostgresAuditSink::do_for_each_line(const std::function<void(std::string_view)>& fn) {
     Impl& d = *m_impl;
+    if (d.group) {
+        // In pages, each read on the shared connection and `fn` called outside it, so that a
+        // long log does not keep the process's other writers waiting (nor `fn` hold it).
+        using Rows = std::vector<std::pair<std::int64_t, std::string>>;
+        auto read = [&](const char* sql, const pg::Params& params) {
+            return d.group->writer.with([&](pg::Connection& c) {
+                pg::Result r = c.exec(sql, params);
+                Rows rows;
+                rows.reserve(static_cast<std::size_t>(PQntuples(r.get())));
+                for (int i = 0; i < PQntuples(r.get()); ++i)
+                    rows.emplace_back(pg::to_i64(pg::value(r.get(), i, 0)),
+                                      std::string(pg::value(r.get(), i, 1)));
+                return rows;
+            });
+        };
+        const Rows cps = read(
+            "SELECT size, line FROM kakunin_audit.audit_checkpoints WHERE log_id = $1 ORDER BY "
+            "size",
+            {d.options.log_id});
+        constexpr std::size_t page = 8192;
+        std::size_t next_cp = 0;
+        std::int64_t from = 0;
+        for (;;) {
+            const Rows records = read(
+                "SELECT seq, line FROM kakunin_audit.audit_records WHERE log_id = $1 AND seq >= $2 "
+                "ORDER BY seq LIMIT 8192",
+                {d.options.log_id, std::to_string(from)});
+            for (const auto& [seq, line] : records) {
+                while (next_cp < cps.size() && cps[next_cp].first <= seq) fn(cps[next_cp++].second);
+                fn(line);
+            }
+            if (records.size() < page) break;
+            from = records.back().first + 1;
+        }
+        while (next_cp < cps.size()) fn(cps[next_cp++].second);
+        return;
+    }
     d.ensure_connected();
     pg::Result cps = d.conn->exec(
         "SELECT size, line FROM kakunin_audit.audit_checkpoints WHERE log_id = $1 ORDER BY size",

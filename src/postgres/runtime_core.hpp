@@ -59,6 +59,8 @@ private:
 
 namespace kakunin::postgres_detail {
 
+struct AuditSinkGroup;  // src/postgres/audit_sink.cpp
+
 struct RuntimeCore {
     std::string conninfo;
     PostgresRuntimeOptions options;
@@ -72,6 +74,11 @@ struct RuntimeCore {
                    pg::ListenerOptions{o.reconnect_delay, o.io_timeout, o.check_interval,
                                        o.error_handler}),
           writer(ci, o.application_name + "-write", o.io_timeout) {}
+
+    /// The audit sinks made on this runtime, which commit together (src/postgres/audit_sink.cpp):
+    /// made with the first one.
+    std::mutex audit_group_mutex;
+    std::shared_ptr<AuditSinkGroup> audit_group;
 };
 
 }  // namespace kakunin::postgres_detail
