@@ -177,14 +177,17 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     if (m_feed && m_options.on_cancel_all) m_desk->start();  // delivers a feed halt's cancels
     if (m_feed) m_feed->subscribe(this);
     deliver_cancels();  // a restored halt whose cancel list never reached the trading system
-    // Last: the steps already recorded are applied to the Guard as constructed.
-    if (m_options.human_steps) {
-        try {
-            m_options.human_steps->subscribe(this);
-        } catch (...) {
-            if (m_feed) m_feed->unsubscribe(this);  // the destructor will not run
-            throw;
-        }
+    // Last: the CRLs and certificates published, and the steps already recorded, are applied
+    // to the Guard as constructed.
+    try {
+        m_credential_feed = c.credential_feed;
+        if (m_credential_feed) m_credential_feed->subscribe(this);
+        if (m_options.human_steps) m_options.human_steps->subscribe(this);
+    } catch (...) {
+        // The destructor will not run.
+        if (m_feed) m_feed->unsubscribe(this);
+        if (m_credential_feed) m_credential_feed->unsubscribe(this);
+        throw;
     }
 }
 
@@ -314,6 +317,7 @@ void Guard::audit_state(const GuardEvent& e, const std::string& in_force) noexce
 
 Guard::~Guard() {
     if (m_feed) m_feed->unsubscribe(this);
+    if (m_credential_feed) m_credential_feed->unsubscribe(this);
     if (m_options.human_steps) m_options.human_steps->unsubscribe(this);
     if (!m_desk) return;  // a constructor threw before it was made
     m_desk->stop();
@@ -443,6 +447,16 @@ void Guard::update_crl_locked(const CertificateRevocationList& crl) {
     std::lock_guard<std::mutex> admin(m_admin);
     if (!m_certificate)
         throw Error(ErrorCategory::invalid_state, "update_crl: this Guard has no certificate");
+    // Never back: an older CRL, though genuine and not yet past its nextUpdate, may not list
+    // what the one in force lists.
+    if (crl.this_update() < m_crl->this_update() ||
+        (crl.this_update() == m_crl->this_update() && crl.number() < m_crl->number()))
+        throw Error(ErrorCategory::unauthorised, "update_crl: refused: not_newer: CRL number " +
+                                                     std::to_string(crl.number()) + " of " +
+                                                     format_timestamp(crl.this_update()) +
+                                                     " is older than the CRL in force (number " +
+                                                     std::to_string(m_crl->number()) + " of " +
+                                                     format_timestamp(m_crl->this_update()) + ")");
     const CertificateCheck result = verify(*m_certificate, &crl);
     // `revoked` comes only from a CRL that authenticated (issuer, cRLSign, signature): anything
     // else, a forged CRL listing the serial included (crl_invalid), is refused here before any
