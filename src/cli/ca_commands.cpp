@@ -3,10 +3,11 @@
 //   kakunin agent register --dir STATE --agent ID --owner NAME --purpose TEXT [--by NAME]
 //   kakunin scope approve  --dir STATE --agent ID --scope scope.json --approver NAME
 //   kakunin cert issue     --dir STATE --agent ID [--validity 24h] [--csr FILE] --out agent.pem
+//                          [--postgres CONNINFO]
 //   kakunin cert inspect   agent.pem
 //   kakunin cert verify    --dir STATE agent.pem [--json]
 //   kakunin cert revoke    --dir STATE --serial HEX --reason TEXT
-//   kakunin crl            --dir STATE --out crl.pem
+//   kakunin crl            --dir STATE --out crl.pem [--postgres CONNINFO]
 #include <sys/stat.h>
 #include <cerrno>
 #include <cstring>
@@ -20,6 +21,7 @@
 
 #include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
+#include "cli/credential_commands.hpp"
 #include "crypto/encoding.hpp"
 #include "io/durable_file.hpp"
 #include "kakunin/audit_verify.hpp"
@@ -27,6 +29,7 @@
 #include "kakunin/certificate.hpp"
 #include "kakunin/pkcs11_kms.hpp"
 #include "kakunin/postgres.hpp"
+#include "kakunin/postgres_credentials.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"
 
@@ -192,7 +195,7 @@ void scope_approve(const ApproveArgs& a) {
 // ---- cert issue -------------------------------------------------------------------------------
 
 struct IssueArgs {
-    std::string dir, agent, validity, csr, scope_path, out;
+    std::string dir, agent, validity, csr, scope_path, out, postgres;
     bool json = false;
 };
 
@@ -212,6 +215,9 @@ void cert_issue(const IssueArgs& a) {
     // is refused, not issued and logged behind the caller's back.
     require_output_file(a.out);
     io::DurableFile out = io::DurableFile::prepare(a.out);
+    // Connected before anything is issued, like the output.
+    std::optional<PostgresCredentialPublisher> publisher;
+    if (!a.postgres.empty()) publisher.emplace(a.postgres);
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);
     require_registered(*opened.ca, a.dir, a.agent);
@@ -258,9 +264,18 @@ void cert_issue(const IssueArgs& a) {
                                       "); the certificate is kept as " + a.dir + "/certs/" +
                                       cert.serial() + ".pem");
     }
+    std::optional<PublishedCredential> published;
+    try {
+        if (publisher) published = publisher->publish(cert);  // running Guards rotate to it
+    } catch (const Error& e) {
+        throw Error(e.category(), "certificate serial " + cert.serial() + " for agent '" + a.agent +
+                                      "' was issued and written to " + a.out +
+                                      ", but not published to PostgreSQL (" + e.what() + ")");
+    }
     if (a.json) {
         json j = certificate_summary(cert);
         j["out"] = a.out;
+        if (published) j["published_seq"] = published->seq;
         j["key"] = a.csr.empty() ? "kms:" + agent_key_label(a.agent) : "csr:" + a.csr;
         std::cout << print_json(j) << "\n";
         return;
@@ -277,6 +292,7 @@ void cert_issue(const IssueArgs& a) {
               << "\n"
               << "  scope       sha256:" << scope_sha256_hex(cert.scope()) << ", approved by "
               << approved->approval.approver << "\n";
+    if (published) std::cout << "  " << publication_line(*published) << "\n";
 }
 
 // ---- cert inspect -----------------------------------------------------------------------------
@@ -410,13 +426,15 @@ void cert_revoke(const RevokeArgs& a) {
 // ---- crl --------------------------------------------------------------------------------------
 
 struct CrlArgs {
-    std::string dir, out;
+    std::string dir, out, postgres;
 };
 
 void crl_command(const CrlArgs& a) {
     if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
     require_output_file(a.out);
     io::DurableFile out = io::DurableFile::prepare(a.out);  // before a CRL may be issued
+    std::optional<PostgresCredentialPublisher> publisher;
+    if (!a.postgres.empty()) publisher.emplace(a.postgres);  // likewise
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);
     const CertificateRevocationList crl = opened.ca->current_crl();
@@ -424,6 +442,17 @@ void crl_command(const CrlArgs& a) {
     std::cout << "CRL written to " << a.out << ": " << crl.revoked_serials().size()
               << " revoked, this update " << format_timestamp(crl.this_update()) << ", next update "
               << format_timestamp(crl.next_update()) << "\n";
+    if (!publisher) return;
+    try {
+        // Every Guard following the database takes it up (update_crl); the same CRL twice is
+        // stored once.
+        std::cout << "  CRL number " << crl.number() << " "
+                  << publication_line(publisher->publish(crl)) << "\n";
+    } catch (const Error& e) {
+        throw Error(e.category(), "CRL number " + std::to_string(crl.number()) + " written to " +
+                                      a.out + ", but not published to PostgreSQL (" + e.what() +
+                                      ")");
+    }
 }
 
 CLI::Option* add_dir(CLI::App* cmd, std::string& dir) {
@@ -499,6 +528,9 @@ void add_ca_commands(CLI::App& app) {
             cmd->add_option("--scope", args->scope_path,
                             "Refuse unless this scope JSON is the approved one");
             cmd->add_option("--out", args->out, "Where to write the certificate (PEM)")->required();
+            cmd->add_option("--postgres", args->postgres,
+                            "Also publish it to this database (libpq conninfo): running Guards of "
+                            "the agent and key rotate to it");
             cmd->add_flag("--json", args->json, "Print serial, fingerprint and validity as JSON");
             cmd->callback([args] { run_command([&] { cert_issue(*args); }); });
         }
@@ -544,6 +576,9 @@ void add_ca_commands(CLI::App& app) {
             "crl", "Write the CA's current CRL (reissued when past half its lifetime)");
         add_dir(cmd, args->dir);
         cmd->add_option("--out", args->out, "Where to write the CRL (PEM)")->required();
+        cmd->add_option("--postgres", args->postgres,
+                        "Also publish it to this database (libpq conninfo): running Guards take "
+                        "it up");
         cmd->callback([args] { run_command([&] { crl_command(*args); }); });
     }
 }

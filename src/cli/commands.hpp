@@ -26,4 +26,7 @@ void add_behaviour_commands(CLI::App& app);
 /// add_behaviour_commands().
 void add_baseline_show_command(CLI::App& app);
 
+/// `kakunin cert renew` (docs/cli.md). Registers under `cert`: call after add_ca_commands().
+void add_credential_commands(CLI::App& app);
+
 }  // namespace kakunin::cli
