@@ -447,16 +447,6 @@ void Guard::update_crl_locked(const CertificateRevocationList& crl) {
     std::lock_guard<std::mutex> admin(m_admin);
     if (!m_certificate)
         throw Error(ErrorCategory::invalid_state, "update_crl: this Guard has no certificate");
-    // Never back: an older CRL, though genuine and not yet past its nextUpdate, may not list
-    // what the one in force lists.
-    if (crl.this_update() < m_crl->this_update() ||
-        (crl.this_update() == m_crl->this_update() && crl.number() < m_crl->number()))
-        throw Error(ErrorCategory::unauthorised, "update_crl: refused: not_newer: CRL number " +
-                                                     std::to_string(crl.number()) + " of " +
-                                                     format_timestamp(crl.this_update()) +
-                                                     " is older than the CRL in force (number " +
-                                                     std::to_string(m_crl->number()) + " of " +
-                                                     format_timestamp(m_crl->this_update()) + ")");
     const CertificateCheck result = verify(*m_certificate, &crl);
     // `revoked` comes only from a CRL that authenticated (issuer, cRLSign, signature): anything
     // else, a forged CRL listing the serial included (crl_invalid), is refused here before any
@@ -465,6 +455,16 @@ void Guard::update_crl_locked(const CertificateRevocationList& crl) {
         throw Error(
             ErrorCategory::unauthorised,
             std::string("update_crl: refused: ") + to_string(result.status) + ": " + result.detail);
+    // Never back (once it is known to be the issuer's): an older CRL, though genuine and not
+    // yet past its nextUpdate, may not list what the one in force lists.
+    if (crl.this_update() < m_crl->this_update() ||
+        (crl.this_update() == m_crl->this_update() && crl.number() < m_crl->number()))
+        throw Error(ErrorCategory::unauthorised, "update_crl: refused: not_newer: CRL number " +
+                                                     std::to_string(crl.number()) + " of " +
+                                                     format_timestamp(crl.this_update()) +
+                                                     " is older than the CRL in force (number " +
+                                                     std::to_string(m_crl->number()) + " of " +
+                                                     format_timestamp(m_crl->this_update()) + ")");
     auto next = make_authority(*m_certificate, crl);
     install(std::move(next), false);
     m_crl = crl;
