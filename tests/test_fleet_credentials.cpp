@@ -610,3 +610,36 @@ TEST_CASE(
     CHECK(events_of(late, GuardEvent::Kind::crl_updated) == 1);
     CHECK(events_of(late, GuardEvent::Kind::rotated) == 1);
 }
+
+TEST_CASE(
+    "fleet credentials: a standalone PostgresCredentialFeed hands a Guard what was "
+    "published before it started, then what is published after",
+    "[fleet_credentials][postgres]") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    TestAuthority authority;
+    const Scope scope = parse_scope_json(scope_json);
+    GuardCredentials c = authority.credentials_for(scope);
+    authority.clock().advance(60s);
+    const CertificateRevocationList before = authority.ca().issue_crl();
+    const AgentCertificate renewed = authority.renew(c.certificate);
+    PostgresCredentialPublisher publisher(db.app());
+    CHECK_FALSE(publisher.publish(before).already_published);
+    CHECK_FALSE(publisher.publish(renewed).already_published);
+    CHECK(publisher.publish(renewed).already_published);
+
+    PostgresCredentialFeed feed(db.app());
+    REQUIRE(feed.wait_until_listening(10s));
+    CHECK(feed.delivered() == 2);
+    c.credential_feed = std::shared_ptr<CredentialFeed>(&feed, [](CredentialFeed*) {});
+    Guard guard(std::move(c), authority.clock());
+    CHECK(guard.certificate()->serial() == renewed.serial());
+    CHECK(events_of(guard, GuardEvent::Kind::crl_updated) == 1);
+
+    authority.clock().advance(60s);
+    const CertificateRevocationList after = authority.ca().issue_crl();
+    CHECK_FALSE(publish_crl(db.app(), after).already_published);
+    CHECK(within(10s, [&] { return events_of(guard, GuardEvent::Kind::crl_updated) == 2; }));
+    authority.clock().set(before.next_update() + 30'000'000'000);
+    CHECK_FALSE(guard.check(order()).reasons.contains(ReasonCode::revocation_status_stale));
+    CHECK(feed.connections() == 1);
+}
