@@ -100,6 +100,9 @@ public:
     /// Exact from 1677 to 2262, saturated to the lowest / highest TimeNs outside.
     TimeNs this_update() const noexcept;
     TimeNs next_update() const noexcept;  ///< 0 if the CRL has none (then it never verifies)
+    /// The CRL number extension (0 when absent): a later CRL of the issuer has a higher one.
+    std::uint64_t number() const noexcept;
+    std::string issuer() const;  ///< the issuer's name, as AgentCertificate::issuer() prints it
     /// Lowercase hex serials listed (as AgentCertificate::serial() prints them).
     std::vector<std::string> revoked_serials() const;
     bool lists(std::string_view serial_hex) const;

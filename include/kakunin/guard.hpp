@@ -116,6 +116,13 @@ struct GuardCredentials {
     std::vector<std::vector<std::uint8_t>> intermediates_der = {};
     /// Optional: revocations pushed by the CA (in-process, PostgreSQL ...).
     std::shared_ptr<RevocationFeed> revocation_feed = {};
+    /// Optional: CRLs and renewed certificates published by the CA (in-process, PostgreSQL
+    /// ...). The Guard subscribes at the end of its construction and, on the feed's thread,
+    /// takes up each newer CRL of its issuer with update_crl() and each newer certificate of
+    /// its agent and key with rotate(); what either refuses (a forged or older CRL, another
+    /// key's certificate) goes to the error handler and changes nothing. The newest ones
+    /// published before it started are taken up before the constructor returns.
+    std::shared_ptr<CredentialFeed> credential_feed = {};
 };
 
 struct GuardOptions {
@@ -192,7 +199,9 @@ struct GuardOptions {
 /// thread calling check(): must not block and must not throw.
 using GuardErrorHandler = std::function<void(std::string_view message)>;
 
-class Guard final : public RevocationListener, private HumanStepListener {
+class Guard final : public RevocationListener,
+                    private HumanStepListener,
+                    private CredentialListener {
 public:
     /// The reason check() records for the halt it makes at the revocation level (a restart
     /// reads it back: that halt revoked the certificate for keyCompromise).
@@ -446,7 +455,9 @@ public:
     void rotate(const AgentCertificate& renewed);
 
     /// Takes a newer CRL from the issuer. If it lists the certificate, the Guard halts as
-    /// revoked. Throws kakunin::Error (unauthorised) and keeps the old CRL if it does not verify.
+    /// revoked. Throws kakunin::Error (unauthorised) and keeps the old CRL if it does not verify,
+    /// or if it is older than the one in force (an earlier thisUpdate, or the same and a lower
+    /// CRL number): the revocation status never goes back.
     void update_crl(const CertificateRevocationList& crl);
 
     /// RevocationListener: a pushed revocation of this certificate halts the Guard before its
@@ -631,6 +642,11 @@ private:
     void on_revocation_locked(const Revocation& revocation) noexcept;
     /// HumanStepListener (GuardOptions::human_steps; src/guard/human_steps.cpp).
     void on_human_step(const HumanStep& step) noexcept override;
+    /// CredentialListener (GuardCredentials::credential_feed; src/guard/credentials.cpp).
+    void on_crl(const CertificateRevocationList& crl,
+                const CredentialUpdate& update) noexcept override;
+    void on_certificate(const AgentCertificate& certificate,
+                        const CredentialUpdate& update) noexcept override;
 
     void report(std::string_view message) noexcept;
     void report_expiry() noexcept;
@@ -727,6 +743,7 @@ private:
     KeyHandle m_key;
     std::vector<std::vector<std::uint8_t>> m_intermediates;
     std::shared_ptr<RevocationFeed> m_feed;
+    std::shared_ptr<CredentialFeed> m_credential_feed;
     std::vector<GuardEvent> m_events;
     std::vector<std::string> m_held_serials;  ///< canonical serials rotated away from
     std::string m_instance;                   ///< random, in every halt and incident id

@@ -22,6 +22,7 @@ namespace kakunin {
 
 class PostgresRevocationFeed;
 class PostgresHumanStepFeed;
+class PostgresCredentialFeed;
 class PostgresRuntime;
 
 namespace postgres_detail {
@@ -66,6 +67,10 @@ public:
     /// How many times the LISTEN connection, and the write connection, have connected.
     std::uint64_t listen_connections() const noexcept;
     std::uint64_t write_connections() const noexcept;
+
+    /// The process's feed of published CRLs and certificates (postgres_credentials.hpp),
+    /// likewise a channel of the shared LISTEN connection.
+    std::shared_ptr<PostgresCredentialFeed> credential_feed();
 
 private:
     friend postgres_detail::RuntimeCore& postgres_detail::core(PostgresRuntime&);

@@ -5,10 +5,11 @@
 //                          [--algorithm ed25519|ecdsa-p256] [--label L] [--reuse-key] --csr-out F
 //   kakunin scope approve  --dir STATE --agent ID --scope scope.json --approver NAME
 //   kakunin cert issue     --dir STATE --agent ID [--validity 24h] [--csr FILE] --out agent.pem
+//                          [--postgres CONNINFO]
 //   kakunin cert inspect   agent.pem
 //   kakunin cert verify    --dir STATE agent.pem [--json]
 //   kakunin cert revoke    --dir STATE --serial HEX --reason TEXT
-//   kakunin crl            --dir STATE --out crl.pem
+//   kakunin crl            --dir STATE --out crl.pem [--postgres CONNINFO]
 #include <sys/stat.h>
 #include <cerrno>
 #include <cstring>
@@ -22,6 +23,7 @@
 
 #include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
+#include "cli/credential_commands.hpp"
 #include "crypto/encoding.hpp"
 #include "io/durable_file.hpp"
 #include "kakunin/audit_verify.hpp"
@@ -29,6 +31,7 @@
 #include "kakunin/certificate.hpp"
 #include "kakunin/pkcs11_kms.hpp"
 #include "kakunin/postgres.hpp"
+#include "kakunin/postgres_credentials.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/software_kms.hpp"
 
@@ -386,7 +389,7 @@ void scope_approve(const ApproveArgs& a) {
 // ---- cert issue -------------------------------------------------------------------------------
 
 struct IssueArgs {
-    std::string dir, agent, validity, csr, scope_path, out;
+    std::string dir, agent, validity, csr, scope_path, out, postgres;
     bool json = false;
 };
 
@@ -406,6 +409,9 @@ void cert_issue(const IssueArgs& a) {
     // is refused, not issued and logged behind the caller's back.
     require_output_file(a.out);
     io::DurableFile out = io::DurableFile::prepare(a.out);
+    // Connected before anything is issued, like the output.
+    std::optional<PostgresCredentialPublisher> publisher;
+    if (!a.postgres.empty()) publisher.emplace(a.postgres);
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);
     require_registered(*opened.ca, a.dir, a.agent);
@@ -452,9 +458,18 @@ void cert_issue(const IssueArgs& a) {
                                       "); the certificate is kept as " + a.dir + "/certs/" +
                                       cert.serial() + ".pem");
     }
+    std::optional<PublishedCredential> published;
+    try {
+        if (publisher) published = publisher->publish(cert);  // running Guards rotate to it
+    } catch (const Error& e) {
+        throw Error(e.category(), "certificate serial " + cert.serial() + " for agent '" + a.agent +
+                                      "' was issued and written to " + a.out +
+                                      ", but not published to PostgreSQL (" + e.what() + ")");
+    }
     if (a.json) {
         json j = certificate_summary(cert);
         j["out"] = a.out;
+        if (published) j["published_seq"] = published->seq;
         j["key"] = a.csr.empty() ? "kms:" + agent_key_label(a.agent) : "csr:" + a.csr;
         std::cout << print_json(j) << "\n";
         return;
@@ -471,6 +486,7 @@ void cert_issue(const IssueArgs& a) {
               << "\n"
               << "  scope       sha256:" << scope_sha256_hex(cert.scope()) << ", approved by "
               << approved->approval.approver << "\n";
+    if (published) std::cout << "  " << publication_line(*published) << "\n";
 }
 
 // ---- cert inspect -----------------------------------------------------------------------------
@@ -604,13 +620,15 @@ void cert_revoke(const RevokeArgs& a) {
 // ---- crl --------------------------------------------------------------------------------------
 
 struct CrlArgs {
-    std::string dir, out;
+    std::string dir, out, postgres;
 };
 
 void crl_command(const CrlArgs& a) {
     if (a.out.empty()) throw Error(ErrorCategory::invalid_input, "--out: empty path");
     require_output_file(a.out);
     io::DurableFile out = io::DurableFile::prepare(a.out);  // before a CRL may be issued
+    std::optional<PostgresCredentialPublisher> publisher;
+    if (!a.postgres.empty()) publisher.emplace(a.postgres);  // likewise
     SystemClock clock;
     OpenedCa opened = open_ca(a.dir, clock);
     const CertificateRevocationList crl = opened.ca->current_crl();
@@ -618,6 +636,17 @@ void crl_command(const CrlArgs& a) {
     std::cout << "CRL written to " << a.out << ": " << crl.revoked_serials().size()
               << " revoked, this update " << format_timestamp(crl.this_update()) << ", next update "
               << format_timestamp(crl.next_update()) << "\n";
+    if (!publisher) return;
+    try {
+        // Every Guard following the database takes it up (update_crl); the same CRL twice is
+        // stored once.
+        std::cout << "  CRL number " << crl.number() << " "
+                  << publication_line(publisher->publish(crl)) << "\n";
+    } catch (const Error& e) {
+        throw Error(e.category(), "CRL number " + std::to_string(crl.number()) + " written to " +
+                                      a.out + ", but not published to PostgreSQL (" + e.what() +
+                                      ")");
+    }
 }
 
 CLI::Option* add_dir(CLI::App* cmd, std::string& dir) {
@@ -722,6 +751,9 @@ void add_ca_commands(CLI::App& app) {
             cmd->add_option("--scope", args->scope_path,
                             "Refuse unless this scope JSON is the approved one");
             cmd->add_option("--out", args->out, "Where to write the certificate (PEM)")->required();
+            cmd->add_option("--postgres", args->postgres,
+                            "Also publish it to this database (libpq conninfo): running Guards of "
+                            "the agent and key rotate to it");
             cmd->add_flag("--json", args->json, "Print serial, fingerprint and validity as JSON");
             cmd->callback([args] { run_command([&] { cert_issue(*args); }); });
         }
@@ -767,6 +799,9 @@ void add_ca_commands(CLI::App& app) {
             "crl", "Write the CA's current CRL (reissued when past half its lifetime)");
         add_dir(cmd, args->dir);
         cmd->add_option("--out", args->out, "Where to write the CRL (PEM)")->required();
+        cmd->add_option("--postgres", args->postgres,
+                        "Also publish it to this database (libpq conninfo): running Guards take "
+                        "it up");
         cmd->callback([args] { run_command([&] { crl_command(*args); }); });
     }
 }

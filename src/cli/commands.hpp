@@ -29,4 +29,7 @@ void add_baseline_show_command(CLI::App& app);
 /// `kakunin firm budget set` and `firm status` (docs/operations.md).
 void add_firm_commands(CLI::App& app);
 
+/// `kakunin cert renew` (docs/cli.md). Registers under `cert`: call after add_ca_commands().
+void add_credential_commands(CLI::App& app);
+
 }  // namespace kakunin::cli

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", kakunin::version_string);
     app.require_subcommand(1);
     kakunin::cli::add_ca_commands(app);
+    kakunin::cli::add_credential_commands(app);
     kakunin::cli::add_replay_command(app);
     kakunin::cli::add_audit_commands(app);
     kakunin::cli::add_behaviour_commands(app);

@@ -181,14 +181,17 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
     if (m_feed && m_options.on_cancel_all) m_desk->start();  // delivers a feed halt's cancels
     if (m_feed) m_feed->subscribe(this);
     deliver_cancels();  // a restored halt whose cancel list never reached the trading system
-    // Last: the steps already recorded are applied to the Guard as constructed.
-    if (m_options.human_steps) {
-        try {
-            m_options.human_steps->subscribe(this);
-        } catch (...) {
-            if (m_feed) m_feed->unsubscribe(this);  // the destructor will not run
-            throw;
-        }
+    // Last: the CRLs and certificates published, and the steps already recorded, are applied
+    // to the Guard as constructed.
+    try {
+        m_credential_feed = c.credential_feed;
+        if (m_credential_feed) m_credential_feed->subscribe(this);
+        if (m_options.human_steps) m_options.human_steps->subscribe(this);
+    } catch (...) {
+        // The destructor will not run.
+        if (m_feed) m_feed->unsubscribe(this);
+        if (m_credential_feed) m_credential_feed->unsubscribe(this);
+        throw;
     }
 }
 
@@ -318,6 +321,7 @@ void Guard::audit_state(const GuardEvent& e, const std::string& in_force) noexce
 
 Guard::~Guard() {
     if (m_feed) m_feed->unsubscribe(this);
+    if (m_credential_feed) m_credential_feed->unsubscribe(this);
     if (m_options.human_steps) m_options.human_steps->unsubscribe(this);
     if (!m_desk) return;  // a constructor threw before it was made
     m_desk->stop();
@@ -464,6 +468,16 @@ void Guard::update_crl_locked(const CertificateRevocationList& crl) {
         throw Error(
             ErrorCategory::unauthorised,
             std::string("update_crl: refused: ") + to_string(result.status) + ": " + result.detail);
+    // Never back (once it is known to be the issuer's): an older CRL, though genuine and not
+    // yet past its nextUpdate, may not list what the one in force lists.
+    if (crl.this_update() < m_crl->this_update() ||
+        (crl.this_update() == m_crl->this_update() && crl.number() < m_crl->number()))
+        throw Error(ErrorCategory::unauthorised, "update_crl: refused: not_newer: CRL number " +
+                                                     std::to_string(crl.number()) + " of " +
+                                                     format_timestamp(crl.this_update()) +
+                                                     " is older than the CRL in force (number " +
+                                                     std::to_string(m_crl->number()) + " of " +
+                                                     format_timestamp(m_crl->this_update()) + ")");
     auto next = make_authority(*m_certificate, crl);
     install(std::move(next), false);
     m_crl = crl;

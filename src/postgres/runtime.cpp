@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "kakunin/postgres.hpp"
+#include "kakunin/postgres_credentials.hpp"
 #include "postgres/runtime_core.hpp"
 
 namespace kakunin {
@@ -13,6 +14,7 @@ struct PostgresRuntime::Impl {
     std::mutex mutex;  ///< the feeds below
     std::shared_ptr<PostgresRevocationFeed> revocations;
     std::shared_ptr<PostgresHumanStepFeed> human_steps;
+    std::shared_ptr<PostgresCredentialFeed> credentials;
 
     Impl(std::string conninfo, PostgresRuntimeOptions options)
         : core(std::move(conninfo), std::move(options)) {}
@@ -29,6 +31,7 @@ PostgresRuntime::~PostgresRuntime() {
     // The feeds are channels of the listener: they go first.
     m_impl->revocations.reset();
     m_impl->human_steps.reset();
+    m_impl->credentials.reset();
 }
 
 const std::string& PostgresRuntime::conninfo() const noexcept { return m_impl->core.conninfo; }
@@ -59,6 +62,16 @@ std::uint64_t PostgresRuntime::listen_connections() const noexcept {
 
 std::uint64_t PostgresRuntime::write_connections() const noexcept {
     return m_impl->core.writer.connects();
+}
+
+std::shared_ptr<PostgresCredentialFeed> PostgresRuntime::credential_feed() {
+    std::lock_guard<std::mutex> lock(m_impl->mutex);
+    if (!m_impl->credentials) {
+        PostgresCredentialFeedOptions o;
+        o.error_handler = m_impl->core.options.error_handler;
+        m_impl->credentials = std::make_shared<PostgresCredentialFeed>(*this, std::move(o));
+    }
+    return m_impl->credentials;
 }
 
 }  // namespace kakunin

@@ -5,6 +5,7 @@
 
 #include "kakunin/postgres.hpp"
 #include "postgres/firm_schema.hpp"
+#include "postgres/credentials_schema.hpp"
 #include "postgres/pg.hpp"
 
 namespace kakunin {
@@ -568,6 +569,7 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
             c.command(
                 substitute(substitute(human_steps_migration_sql, "@HUMAN_STEPS@", human_steps_sql),
                            "@OWNER@", owner));
+        pg::install_credential_tables(c, owner, app);
         if (superuser) {
             pg::Result g = c.exec("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
                                   {std::string("kakunin_audit_guard")});

@@ -208,6 +208,16 @@ TimeNs CertificateRevocationList::this_update() const noexcept {
 TimeNs CertificateRevocationList::next_update() const noexcept {
     return x509::to_time_ns(m_impl->crl->next_update());
 }
+std::uint64_t CertificateRevocationList::number() const noexcept {
+    try {
+        return m_impl->crl->crl_number();
+    } catch (...) {
+        return 0;
+    }
+}
+std::string CertificateRevocationList::issuer() const {
+    return dn_string(m_impl->crl->issuer_dn());
+}
 std::vector<std::string> CertificateRevocationList::revoked_serials() const {
     std::vector<std::string> out;
     for (const auto& entry : m_impl->crl->get_revoked())
