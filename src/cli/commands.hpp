@@ -26,4 +26,8 @@ void add_behaviour_commands(CLI::App& app);
 /// add_behaviour_commands().
 void add_baseline_show_command(CLI::App& app);
 
+/// `kakunin fleet halt|resume|status`, `agent list`, `incident list` (docs/cli.md). Registers
+/// under `agent` and `incident`: call after add_behaviour_commands().
+void add_fleet_commands(CLI::App& app);
+
 }  // namespace kakunin::cli

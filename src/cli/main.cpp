@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
     kakunin::cli::add_behaviour_commands(app);
     kakunin::cli::add_baseline_show_command(app);
     kakunin::cli::add_export_command(app);
+    kakunin::cli::add_fleet_commands(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

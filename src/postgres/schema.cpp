@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kakunin/postgres.hpp"
+#include "postgres/fleet_schema.hpp"
 #include "postgres/pg.hpp"
 
 namespace kakunin {
@@ -573,6 +574,7 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
             if (PQntuples(g.get()) == 0) c.command(guard_sql);
         }
         c.command(substitute(app_sql, "@APP@", app));
+        pg::init_fleet_schema(c, owner, app);
         // This month's and next month's partitions, so the first records need no DDL.
         const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
