@@ -164,8 +164,7 @@ FleetReading read_dir(const std::string& dir) {
     FleetReading out;
     std::vector<std::string> agents;
     for (const Record& r : records(state.ca->audit_log_lines(), "CA log")) {
-        if (r.event == audit_event::agent_registered)
-            agents.push_back(member(r.payload, "agent_id"));
+        if (r.event == audit_event::agent_registered) agents.push_back(member(r.payload, "agent"));
         if (r.event == audit_event::fleet_halted || r.event == audit_event::fleet_resumed) {
             try {
                 out.latest_step = fleet_step_from_json(r.payload.dump());
