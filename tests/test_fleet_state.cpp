@@ -511,3 +511,51 @@ TEST_CASE(
     CHECK(r.latest_step->by == "H. Head");
     CHECK(r.agents.empty());
 }
+
+TEST_CASE(
+    "fleet: a Guard restarted on its log keeps the fleet halt while it is in force and "
+    "is lifted when the fleet was resumed while it was down",
+    "[fleet][postgres]") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    State s;
+    SystemClock clock;
+    PostgresRuntimeOptions ro;
+    ro.application_name = "kk-fleet-restart";
+    PostgresRuntime runtime(db.app(), ro);
+    PostgresFleetOptions fo;
+    fo.publish_interval = 100ms;
+    PostgresFleet fleet(runtime, fo);
+    REQUIRE(fleet.wait_until_listening(10s));
+    const auto step = [&](FleetStep::Action action, const char* reason) {
+        publish_fleet_step(db.app(),
+                           sign_fleet_step(*s.kms, action, "H. Head", reason, clock.now_ns()));
+    };
+    const auto make = [&] {
+        GuardOptions o;
+        o.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(s.log("agent-7"))};
+        return std::make_unique<Guard>(s.credentials("agent-7"), clock, std::move(o));
+    };
+    {
+        auto g = make();
+        fleet.add(*g);
+        step(FleetStep::Action::halt, "outage");
+        REQUIRE(within(2s, [&] { return g->halted(); }));
+        fleet.remove(*g);
+    }
+    {
+        // Restarted while the fleet halt is in force: restored halted, and it stays.
+        auto g = make();
+        REQUIRE(g->halted());
+        fleet.add(*g);
+        CHECK(g->halted());
+        fleet.remove(*g);
+    }
+    step(FleetStep::Action::resume, "back");
+    REQUIRE(within(2s, [&] { return !fleet.fleet_halt(); }));
+    auto g = make();
+    REQUIRE(g->halted());  // the log says halted by the fleet
+    fleet.add(*g);
+    CHECK_FALSE(g->halted());  // the fleet was resumed meanwhile
+    CHECK(g->check(order("eu-west-1", "0.5")).allowed());
+    fleet.remove(*g);
+}
