@@ -68,6 +68,9 @@ inline constexpr std::string_view log_gap = "log.gap";
 inline constexpr std::string_view log_accepted = "log.accepted";
 /// Rejected orders a full audit queue could not take: their count and the period.
 inline constexpr std::string_view audit_unrecorded_rejections = "audit.unrecorded_rejections";
+/// CA log: a named person's signed fleet-wide halt and resume (kakunin fleet halt|resume).
+inline constexpr std::string_view fleet_halted = "fleet.halted";
+inline constexpr std::string_view fleet_resumed = "fleet.resumed";
 }  // namespace audit_event
 
 /// True for the documented event names and for "incident." + [a-z0-9_.]+.

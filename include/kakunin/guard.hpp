@@ -103,6 +103,22 @@ struct LifecycleState {
     bool reduce_only = false;
 };
 
+/// What a Guard is doing now (Guard::status(); fleet state, docs/operations-fleet.md).
+struct GuardStatus {
+    enum class State : std::uint8_t { trading, reduce_only, halted, revoked };
+    State state = State::trading;
+    std::string agent_id;  ///< empty for a limits-only Guard
+    /// The halt in force (halted, revoked): its id, who and why; automatic: only a signed
+    /// re-enable lifts it.
+    std::string halt_id, halt_by, halt_reason;
+    bool automatic = false;
+    GuardCounters counters;
+    std::string serial;  ///< of the certificate in force ("" without one)
+    TimeNs not_after_ns = 0;
+};
+
+const char* to_string(GuardStatus::State s) noexcept;
+
 /// Everything a Guard needs to enforce an agent's certificate.
 struct GuardCredentials {
     AgentCertificate certificate;
@@ -479,6 +495,16 @@ public:
         std::lock_guard<detail::SpinLock> lock(m_lock);
         return m_counters;
     }
+
+    /// The state, the halt in force, the counters and the certificate, read together under
+    /// the Guard's locks (allocates: off the hot path).
+    GuardStatus status() const;
+
+    /// Lifts the halt in force only if it is `halt_id` (a person's manual halt, e.g. the fleet
+    /// halt): `by` names the person, `reason` is recorded with the resume. Returns false and
+    /// changes nothing when another halt is in force (a later halt, an automatic one or a
+    /// revocation) or none is. Throws kakunin::Error (invalid_input) for an empty `by`.
+    bool resume_halt(std::string_view halt_id, std::string_view by, std::string_view reason);
 
     /// The audit trail, or null when the Guard records nothing.
     const AuditTrail* audit() const noexcept { return m_audit.get(); }

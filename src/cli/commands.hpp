@@ -32,4 +32,8 @@ void add_firm_commands(CLI::App& app);
 /// `kakunin cert renew` (docs/cli.md). Registers under `cert`: call after add_ca_commands().
 void add_credential_commands(CLI::App& app);
 
+/// `kakunin fleet halt|resume|status`, `agent list`, `incident list` (docs/cli.md). Registers
+/// under `agent` and `incident`: call after add_behaviour_commands().
+void add_fleet_commands(CLI::App& app);
+
 }  // namespace kakunin::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     kakunin::cli::add_baseline_show_command(app);
     kakunin::cli::add_export_command(app);
     kakunin::cli::add_firm_commands(app);
+    kakunin::cli::add_fleet_commands(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

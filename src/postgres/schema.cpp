@@ -6,6 +6,7 @@
 #include "kakunin/postgres.hpp"
 #include "postgres/firm_schema.hpp"
 #include "postgres/credentials_schema.hpp"
+#include "postgres/fleet_schema.hpp"
 #include "postgres/pg.hpp"
 
 namespace kakunin {
@@ -577,6 +578,7 @@ void init_audit_database(const std::string& conninfo, const AuditDbOptions& opti
         }
         c.command(substitute(app_sql, "@APP@", app));
         pg::install_firm_schema(c, owner, app);
+        pg::init_fleet_schema(c, owner, app);
         // This month's and next month's partitions, so the first records need no DDL.
         const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
