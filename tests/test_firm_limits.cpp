@@ -20,8 +20,12 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "kakunin/fleet.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/postgres.hpp"
+#include "kakunin/postgres_credentials.hpp"
 #include "kakunin/postgres_firm_limits.hpp"
 #include "kakunin/postgres_runtime.hpp"
 #include "kakunin/testing.hpp"
@@ -285,7 +289,9 @@ TEST_CASE("firm limits child: ten Guards trade against the firm budget", "[.]") 
     Board* board = map_board(board_path, false);
     REQUIRE(board != nullptr);
 
-    TestAuthority authority(SystemClock().now_ns());
+    // The whole setup of a process in a fleet, on one runtime: feeds, fleet state, the
+    // audit logs in PostgreSQL and the firm budget's leases.
+    TestAuthority authority(SystemClock().now_ns(), "p" + std::to_string(p) + "-agent-");
     SystemClock clock;
     PostgresRuntimeOptions ro;
     ro.application_name = "kk-firm-p" + std::to_string(p);
@@ -295,14 +301,23 @@ TEST_CASE("firm limits child: ten Guards trade against the firm budget", "[.]") 
     fo.lease_ttl = 1500ms;
     fo.renew_before = 1000ms;
     auto firm = std::make_shared<PostgresFirmLimits>(runtime, fo);
+    PostgresFleet fleet(runtime);
+    REQUIRE(fleet.wait_until_listening(10s));
     {
         std::vector<std::unique_ptr<Guard>> guards;
         for (int g = 0; g < kGuards; ++g) {
+            GuardCredentials c = authority.credentials_for(always_scope());
+            c.revocation_feed = runtime.revocation_feed();
+            c.credential_feed = runtime.credential_feed();
             GuardOptions o;
             o.firm_limits = firm;
-            guards.push_back(
-                std::make_unique<Guard>(authority.credentials_for(always_scope()), clock, o));
+            o.human_steps = runtime.human_step_feed();
+            o.audit = AuditTrailOptions{std::make_shared<PostgresAuditSink>(
+                runtime, PostgresAuditSinkOptions{c.certificate.agent_id()})};
+            guards.push_back(std::make_unique<Guard>(std::move(c), clock, std::move(o)));
+            fleet.add(*guards.back());
         }
+        fleet.publish_now();
         REQUIRE(firm->wait_granted(10s));
         board->ready[p].store(1);
         // Trade until nothing has been allowed for longer than a lease lives (so that a dead
@@ -324,8 +339,9 @@ TEST_CASE("firm limits child: ten Guards trade against the firm budget", "[.]") 
                     FAIL("refused for another reason: " << to_string(*d.reasons.begin()));
                 }
             }
-            std::this_thread::sleep_for(1ms);
+            std::this_thread::sleep_for(2ms);
         }
+        for (auto& g : guards) fleet.remove(*g);
     }  // the Guards stop: their leases go back
     board->done[p].store(1);
 }
@@ -333,7 +349,7 @@ TEST_CASE("firm limits child: ten Guards trade against the firm budget", "[.]") 
 TEST_CASE("firm limits: 3 processes x 10 Guards share a budget and a killed one's lease returns") {
     test::AuditTestDb db(test::shared_pg_conninfo());
     test::PgSession su(db.superuser());
-    constexpr std::int64_t budget_eur = 6'000'000;
+    constexpr std::int64_t budget_eur = 3'000'000;
     constexpr std::int64_t chunk_eur = 1'000;
     REQUIRE(set_firm_budget(db.app(), daily_budget("firm-daily", budget_eur, chunk_eur),
                             [] { return std::uint64_t{1}; }) == 1);
@@ -358,13 +374,20 @@ TEST_CASE("firm limits: 3 processes x 10 Guards share a budget and a killed one'
     REQUIRE(wait_for(60s, [&] {
         return board->ready[0].load() && board->ready[1].load() && board->ready[2].load();
     }));
-    // Each process holds at most 2 connections (here: the write one; no feed is listening).
+    // Each process, with its feeds, fleet state, audit logs and leases, holds at most 2
+    // connections; and the fleet view lists all 30 agents.
     for (int p = 0; p < kProcesses; ++p) {
         const std::string n =
             su.value("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
                      {"kk-firm-p" + std::to_string(p) + "%"});
         CHECK(std::stoi(n) <= 2);
     }
+    const test::CommandResult fleet_status =
+        test::run_command({KAKUNIN_CLI_PATH, "fleet", "status", "--postgres", db.app(), "--json"});
+    REQUIRE(fleet_status.status == 0);
+    const auto fleet_json = nlohmann::json::parse(fleet_status.output);
+    CHECK(fleet_json["agents"].size() == kProcesses * kGuards);
+    for (const auto& a : fleet_json["agents"]) CHECK(a["state"] == "trading");
     // Kill the third process mid-run: once a quarter of the budget is used.
     REQUIRE(wait_for(60s, [&] {
         return allowed_of(*board, 0) + allowed_of(*board, 1) + allowed_of(*board, 2) >=

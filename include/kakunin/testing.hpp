@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "kakunin/ca.hpp"
@@ -27,6 +28,9 @@ public:
     static constexpr const char* officer = "Test Officer";
 
     explicit TestAuthority(TimeNs start = utc(2024, 1, 8, 12, 0, 0));
+    /// Agents named `agent_prefix` + N ("test-agent-" N by default): distinct ids for several
+    /// authorities writing to one database (fleet rows and audit logs are keyed by agent).
+    TestAuthority(TimeNs start, std::string agent_prefix);
     ~TestAuthority();
     TestAuthority(const TestAuthority&) = delete;
     TestAuthority& operator=(const TestAuthority&) = delete;

@@ -8,7 +8,7 @@
 namespace kakunin {
 
 struct TestAuthority::Impl {
-    explicit Impl(TimeNs start) : clock(start) {
+    Impl(TimeNs start, std::string prefix) : clock(start), agent_prefix(std::move(prefix)) {
         kms = std::shared_ptr<Kms>(SoftwareKms::in_memory());
         ca = LocalCa::init(kms, clock, LocalCaOptions{}, CaInitOptions{});
         feed = std::make_shared<InProcessRevocationFeed>();
@@ -16,7 +16,7 @@ struct TestAuthority::Impl {
 
     /// Registers agent N, approves the scope, makes the agent's key.
     std::string new_agent(LocalCa& on, const Scope& scope, Kms& approver_kms) {
-        const std::string id = "test-agent-" + std::to_string(++agents);
+        const std::string id = agent_prefix + std::to_string(++agents);
         on.register_agent({id, "unit tests", "strategy unit test", clock.now_ns(), officer});
         const ScopeApproval approval =
             approve_scope(approver_kms, id, officer, scope, clock.now_ns());
@@ -47,10 +47,13 @@ struct TestAuthority::Impl {
     std::shared_ptr<Kms> kms;
     std::unique_ptr<LocalCa> ca;
     std::shared_ptr<InProcessRevocationFeed> feed;
+    std::string agent_prefix;
     int agents = 0;
 };
 
-TestAuthority::TestAuthority(TimeNs start) : m_impl(std::make_unique<Impl>(start)) {}
+TestAuthority::TestAuthority(TimeNs start) : TestAuthority(start, "test-agent-") {}
+TestAuthority::TestAuthority(TimeNs start, std::string agent_prefix)
+    : m_impl(std::make_unique<Impl>(start, std::move(agent_prefix))) {}
 TestAuthority::~TestAuthority() = default;
 
 ManualClock& TestAuthority::clock() noexcept { return m_impl->clock; }
