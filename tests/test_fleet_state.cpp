@@ -1,4 +1,4 @@
-// Fleet state and the fleet halt (docs/operations-fleet.md): three PostgresRuntimes stand for
+// Fleet state and the fleet halt (docs/operations.md): three PostgresRuntimes stand for
 // three processes of ten Guards each; each publishes its Guards' rows through a PostgresFleet;
 // `kakunin fleet halt` (the CLI, a second process) stops every Guard within a second and
 // `kakunin fleet resume` restarts only those the fleet halt stopped. A file setup's

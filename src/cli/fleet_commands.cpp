@@ -1,4 +1,4 @@
-// Fleet state and the fleet halt (docs/operations-fleet.md, docs/cli.md):
+// Fleet state and the fleet halt (docs/operations.md, docs/cli.md):
 //   kakunin fleet halt|resume --dir STATE --postgres CONNINFO --by NAME --reason TEXT [--json]
 //   kakunin fleet status (--postgres CONNINFO | --dir STATE) [--json]
 //   kakunin agent list (--postgres CONNINFO | --dir STATE) [--json]
