@@ -584,3 +584,44 @@ TEST_CASE("agent keys: renewing the certificate and rotating the key on the trad
         host_cli("audit verify --log host/agent-7.jsonl --certs host/certs --ca host/ca.pem", dir),
         "audit verify over both keys");
 }
+
+TEST_CASE("cert list: every certificate the CA issued, with its status and the newest marked",
+          "[agent_keys][cli]") {
+    TempDir dir;
+    set_up_ca(dir);
+    require_ok(host_cli("agent keygen --agent agent-7 --keys host/keys --csr-out host/agent-7.csr",
+                        dir),
+               "agent keygen");
+    require_ok(cli(issue_args("host/agent-7.csr", "host/first.pem") + " --json", dir), "issue 1");
+    const Run second = cli(issue_args("host/agent-7.csr", "host/second.pem") + " --json", dir);
+    require_ok(second, "issue 2");
+    const std::string first_serial =
+        kakunin::AgentCertificate::load_file((dir.path() / "host/first.pem").string()).serial();
+    const std::string second_serial = json::parse(second.out).at("serial");
+    require_ok(cli("cert revoke --dir ca/state --serial " + first_serial +
+                       " --reason 'superseded: test'",
+                   dir),
+               "cert revoke");
+
+    const Run listed = cli("cert list --dir ca/state --json", dir);
+    require_ok(listed, "cert list");
+    const json certs = json::parse(listed.out).at("certificates");
+    REQUIRE(certs.size() == 2);
+    CHECK(certs[0].at("serial") == first_serial);
+    CHECK(certs[0].at("status") == "revoked");
+    CHECK(certs[0].at("newest") == false);
+    CHECK_THAT(certs[0].at("revocation_reason").get<std::string>(),
+               Catch::Contains("superseded"));
+    CHECK(certs[1].at("serial") == second_serial);
+    CHECK(certs[1].at("status") == "valid");
+    CHECK(certs[1].at("newest") == true);
+    CHECK(certs[1].at("agent_id") == "agent-7");
+
+    const Run table = cli("cert list --dir ca/state --agent agent-7", dir);
+    require_ok(table, "cert list table");
+    CHECK_THAT(table.out, Catch::Contains(second_serial) && Catch::Contains("(superseded)"));
+    CHECK(json::parse(cli("cert list --dir ca/state --agent nobody --json", dir).out)
+              .at("certificates")
+              .empty());
+    require_one_line_error(cli("cert list --dir nowhere", dir), "nowhere");
+}

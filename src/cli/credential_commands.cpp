@@ -6,6 +6,7 @@
 // approved scope. A line per agent; the exit status is non-zero, naming them, if any failed.
 #include <sys/stat.h>
 
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -20,6 +21,8 @@
 #include "kakunin/ca.hpp"
 #include "kakunin/postgres_credentials.hpp"
 #include "kakunin/replay.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace kakunin::cli {
 
@@ -164,8 +167,70 @@ void cert_renew(const RenewArgs& a) {
 
 }  // namespace
 
+namespace {
+
+struct ListArgs {
+    std::string dir, agent;
+    bool json = false;
+};
+
+// Every certificate the CA issued, oldest first, with whether it is revoked and whether it is
+// the agent's newest (the one `cert renew` renews).
+void cert_list(const ListArgs& a) {
+    SystemClock clock;
+    OpenedCa state = open_ca(a.dir, clock);
+    std::map<std::string, const Revocation*> revoked;
+    const std::vector<Revocation> revocations = state.ca->revocations();
+    for (const Revocation& r : revocations) revoked[r.serial] = &r;
+    const auto newest = newest_certificates(*state.ca);
+    nlohmann::json out = nlohmann::json::array();
+    for (const AgentCertificate& c : state.ca->issued_certificates(a.agent)) {
+        const auto r = revoked.find(c.serial());
+        const bool is_newest = newest.at(c.agent_id()).serial() == c.serial();
+        const TimeNs now = clock.now_ns();
+        const char* status = r != revoked.end()       ? "revoked"
+                             : c.not_after() < now    ? "expired"
+                             : c.not_before() > now   ? "not_yet_valid"
+                                                      : "valid";
+        nlohmann::json j = {{"agent_id", c.agent_id()},
+                            {"serial", c.serial()},
+                            {"fingerprint", c.fingerprint()},
+                            {"not_before", format_timestamp(c.not_before())},
+                            {"not_after", format_timestamp(c.not_after())},
+                            {"status", status},
+                            {"newest", is_newest}};
+        if (r != revoked.end()) {
+            j["revoked_at"] = format_timestamp(r->second->revoked_at);
+            j["revocation_reason"] = r->second->reason;
+        }
+        out.push_back(std::move(j));
+    }
+    if (a.json) {
+        std::cout << nlohmann::json{{"certificates", out}}.dump(2) << "\n";
+        return;
+    }
+    std::cout << std::left << std::setw(22) << "AGENT" << std::setw(42) << "SERIAL"
+              << std::setw(24) << "NOT AFTER" << "STATUS\n";
+    for (const auto& j : out)
+        std::cout << std::setw(22) << j["agent_id"].get<std::string>() << std::setw(42)
+                  << j["serial"].get<std::string>() << std::setw(24)
+                  << j["not_after"].get<std::string>() << j["status"].get<std::string>()
+                  << (j["newest"].get<bool>() ? "" : " (superseded)") << "\n";
+}
+
+}  // namespace
+
 void add_credential_commands(CLI::App& app) {
     CLI::App* cert = app.get_subcommand("cert");
+    {
+        auto a = std::make_shared<ListArgs>();
+        CLI::App* cmd = cert->add_subcommand(
+            "list", "Every certificate the CA issued: agent, serial, validity, revoked or not");
+        cmd->add_option("--dir", a->dir, "State directory of the CA")->required();
+        cmd->add_option("--agent", a->agent, "Only this agent's");
+        cmd->add_flag("--json", a->json, "As JSON: {\"certificates\": [...]}");
+        cmd->callback([a] { run_command([&] { cert_list(*a); }); });
+    }
     auto args = std::make_shared<RenewArgs>();
     CLI::App* cmd = cert->add_subcommand(
         "renew",
