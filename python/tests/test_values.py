@@ -99,7 +99,8 @@ def test_reason_codes_have_their_names_and_numbers():
     assert kakunin.ReasonCode.instrument_not_allowed.name == "instrument_not_allowed"
     assert int(kakunin.ReasonCode.revocation_status_stale) == 603
     members = kakunin.ReasonCode.__members__
-    assert len(members) == 35
+    assert len(members) == 37
+    assert int(kakunin.ReasonCode.firm_limit_exceeded) == 315
     assert sorted(int(v) for v in members.values())[:3] == [100, 101, 200]
     assert {m.name for m in members.values()} == set(members)
 

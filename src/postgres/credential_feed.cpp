@@ -179,18 +179,15 @@ PublishedCredential PostgresCredentialPublisher::publish(const AgentCertificate&
 struct PostgresCredentialFeed::Impl {
     PostgresCredentialFeedOptions options;
 
-    std::mutex mutex;  ///< listeners, history, delivered, listening; held while delivering
+    std::mutex mutex;  ///< listeners, history, delivered; held while delivering
     std::condition_variable changed;
     std::vector<CredentialListener*> listeners;
     detail::CredentialHistory history;
     std::unordered_set<std::uint64_t> delivered;
-    bool listening = false;
 
     std::optional<std::string> snapshot;  ///< listener thread only; none before the first
 
-    std::unique_ptr<pg::Listener> own_listener;  ///< standalone: the feed's own connection
-    pg::Listener* listener = nullptr;
-    int channel = 0;
+    pg::FeedChannel channel;
 
     void report(const std::string& message) {
         if (!options.error_handler) return;
@@ -275,18 +272,12 @@ struct PostgresCredentialFeed::Impl {
         if (PQntuples(res) > 0) snapshot = std::string(pg::value(res, 0, 0));
     }
 
-    void set_listening(bool on) {
-        std::lock_guard<std::mutex> lock(mutex);
-        listening = on;
-        changed.notify_all();
-    }
-
-    void start(pg::Listener& l) {
-        listener = &l;
+    void start(pg::Listener& l, std::unique_ptr<pg::Listener> own = {}) {
         // The notification carries the seq and kind only: any one means a catch-up.
-        channel = l.add({"kakunin_credentials", [](const char*) { return true; },
-                         [this](pg::Connection& c) { catch_up(c); },
-                         [this](bool on) { set_listening(on); }});
+        channel.open(l,
+                     {"kakunin_credentials", [](const char*) { return true; },
+                      [this](pg::Connection& c) { catch_up(c); }},
+                     std::move(own));
     }
 };
 
@@ -295,14 +286,9 @@ PostgresCredentialFeed::PostgresCredentialFeed(std::string conninfo,
     : m_impl(std::make_unique<Impl>()) {
     Impl& d = *m_impl;
     d.options = std::move(options);
-    pg::ListenerOptions lo;
-    lo.reconnect_delay = d.options.reconnect_delay;
-    lo.io_timeout = d.options.io_timeout;
-    lo.check_interval = d.options.check_interval;
-    lo.error_handler = d.options.error_handler;
-    d.own_listener = std::make_unique<pg::Listener>(std::move(conninfo), "kakunin-credential-feed",
-                                                    std::move(lo));
-    d.start(*d.own_listener);
+    auto own = pg::FeedChannel::own(std::move(conninfo), "kakunin-credential-feed", d.options);
+    pg::Listener& listener = *own;
+    d.start(listener, std::move(own));
 }
 
 PostgresCredentialFeed::PostgresCredentialFeed(PostgresRuntime& runtime,
@@ -312,10 +298,7 @@ PostgresCredentialFeed::PostgresCredentialFeed(PostgresRuntime& runtime,
     m_impl->start(postgres_detail::core(runtime).listener);
 }
 
-PostgresCredentialFeed::~PostgresCredentialFeed() {
-    m_impl->listener->remove(m_impl->channel);
-    m_impl->own_listener.reset();
-}
+PostgresCredentialFeed::~PostgresCredentialFeed() { m_impl->channel.close(); }
 
 void PostgresCredentialFeed::subscribe(CredentialListener* listener) {
     std::lock_guard<std::mutex> lock(m_impl->mutex);
@@ -331,8 +314,7 @@ void PostgresCredentialFeed::unsubscribe(CredentialListener* listener) noexcept 
 }
 
 bool PostgresCredentialFeed::wait_until_listening(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(m_impl->mutex);
-    return m_impl->changed.wait_for(lock, timeout, [this] { return m_impl->listening; });
+    return m_impl->channel.wait_until_listening(timeout);
 }
 
 std::uint64_t PostgresCredentialFeed::delivered() const {
@@ -340,8 +322,6 @@ std::uint64_t PostgresCredentialFeed::delivered() const {
     return m_impl->delivered.size();
 }
 
-std::uint64_t PostgresCredentialFeed::connections() const {
-    return m_impl->listener->connections();
-}
+std::uint64_t PostgresCredentialFeed::connections() const { return m_impl->channel.connections(); }
 
 }  // namespace kakunin

@@ -45,7 +45,8 @@ CREATE TABLE kakunin_audit.firm_budgets (
 );
 
 CREATE TABLE kakunin_audit.firm_leases (
-    budget_id text NOT NULL REFERENCES kakunin_audit.firm_budgets,
+    budget_id text NOT NULL REFERENCES kakunin_audit.firm_budgets
+        ON UPDATE RESTRICT ON DELETE RESTRICT,
     holder text NOT NULL,
     agent_id text NOT NULL,
     granted bigint NOT NULL,

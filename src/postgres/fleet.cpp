@@ -6,9 +6,9 @@
 
 #include <unistd.h>
 
+#include <errno.h>
 #include <algorithm>
 #include <atomic>
-#include <errno.h>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -108,8 +108,7 @@ std::string host_name() {
 
 std::string program_name() {
     // glibc's (<errno.h>): the program's name without its directory.
-    return ::program_invocation_short_name != nullptr ? ::program_invocation_short_name
-                                                      : "kakunin";
+    return ::program_invocation_short_name != nullptr ? ::program_invocation_short_name : "kakunin";
 }
 
 json nullable(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }

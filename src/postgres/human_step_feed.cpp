@@ -52,7 +52,7 @@ std::uint64_t publish_human_step(const std::string& conninfo, const HumanStep& s
 struct PostgresHumanStepFeed::Impl {
     PostgresHumanStepFeedOptions options;
 
-    std::mutex mutex;  ///< listeners, steps, delivered, listening; held while delivering
+    std::mutex mutex;  ///< listeners, steps, delivered; held while delivering
     std::condition_variable changed;
     struct Listener {
         HumanStepListener* listener;
@@ -61,12 +61,9 @@ struct PostgresHumanStepFeed::Impl {
     std::vector<Listener> listeners;
     std::vector<HumanStep> steps;
     std::unordered_set<std::uint64_t> delivered;
-    bool listening = false;
     std::optional<std::string> snapshot;  ///< listener thread only
 
-    std::unique_ptr<pg::Listener> own_listener;  ///< standalone: the feed's own connection
-    pg::Listener* listener = nullptr;
-    int channel = 0;
+    pg::FeedChannel channel;
 
     void report(const std::string& message) {
         if (!options.error_handler) return;
@@ -109,18 +106,12 @@ struct PostgresHumanStepFeed::Impl {
         if (PQntuples(res) > 0) snapshot = std::string(pg::value(res, 0, 0));
     }
 
-    void set_listening(bool on) {
-        std::lock_guard<std::mutex> lock(mutex);
-        listening = on;
-        changed.notify_all();
-    }
-
-    void start(pg::Listener& l) {
-        listener = &l;
+    void start(pg::Listener& l, std::unique_ptr<pg::Listener> own = {}) {
         // The notification carries only the seq: any one means a catch-up.
-        channel = l.add({"kakunin_human_steps", [](const char*) { return true; },
-                         [this](pg::Connection& c) { catch_up(c); },
-                         [this](bool on) { set_listening(on); }});
+        channel.open(l,
+                     {"kakunin_human_steps", [](const char*) { return true; },
+                      [this](pg::Connection& c) { catch_up(c); }},
+                     std::move(own));
     }
 };
 
@@ -129,14 +120,9 @@ PostgresHumanStepFeed::PostgresHumanStepFeed(std::string conninfo,
     : m_impl(std::make_unique<Impl>()) {
     Impl& d = *m_impl;
     d.options = std::move(options);
-    pg::ListenerOptions lo;
-    lo.reconnect_delay = d.options.reconnect_delay;
-    lo.io_timeout = d.options.io_timeout;
-    lo.check_interval = d.options.check_interval;
-    lo.error_handler = d.options.error_handler;
-    d.own_listener = std::make_unique<pg::Listener>(std::move(conninfo), "kakunin-human-step-feed",
-                                                    std::move(lo));
-    d.start(*d.own_listener);
+    auto own = pg::FeedChannel::own(std::move(conninfo), "kakunin-human-step-feed", d.options);
+    pg::Listener& listener = *own;
+    d.start(listener, std::move(own));
 }
 
 PostgresHumanStepFeed::PostgresHumanStepFeed(PostgresRuntime& runtime,
@@ -146,10 +132,7 @@ PostgresHumanStepFeed::PostgresHumanStepFeed(PostgresRuntime& runtime,
     m_impl->start(postgres_detail::core(runtime).listener);
 }
 
-PostgresHumanStepFeed::~PostgresHumanStepFeed() {
-    m_impl->listener->remove(m_impl->channel);
-    m_impl->own_listener.reset();
-}
+PostgresHumanStepFeed::~PostgresHumanStepFeed() { m_impl->channel.close(); }
 
 void PostgresHumanStepFeed::subscribe(HumanStepListener* listener) {
     std::lock_guard<std::mutex> lock(m_impl->mutex);
@@ -170,8 +153,7 @@ void PostgresHumanStepFeed::unsubscribe(HumanStepListener* listener) noexcept {
 }
 
 bool PostgresHumanStepFeed::wait_until_listening(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(m_impl->mutex);
-    return m_impl->changed.wait_for(lock, timeout, [this] { return m_impl->listening; });
+    return m_impl->channel.wait_until_listening(timeout);
 }
 
 }  // namespace kakunin

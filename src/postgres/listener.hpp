@@ -9,8 +9,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -88,6 +90,61 @@ private:
     std::atomic<bool> m_stop{false};
     int m_wake[2] = {-1, -1};
     std::thread m_thread;
+};
+
+/// A feed's channel on a Listener, the feed's own (standalone) or its runtime's, and whether it
+/// listens. Every PostgreSQL feed holds one.
+class FeedChannel {
+public:
+    /// The listener of a standalone feed, from the feed's options (reconnect_delay, io_timeout,
+    /// check_interval, error_handler).
+    template <class FeedOptions>
+    static std::unique_ptr<Listener> own(std::string conninfo, const char* application_name,
+                                         const FeedOptions& o) {
+        return std::make_unique<Listener>(
+            std::move(conninfo), application_name,
+            ListenerOptions{o.reconnect_delay, o.io_timeout, o.check_interval, o.error_handler});
+    }
+
+    FeedChannel() = default;
+    ~FeedChannel() { close(); }
+    FeedChannel(const FeedChannel&) = delete;
+    FeedChannel& operator=(const FeedChannel&) = delete;
+
+    /// Adds `channel` on `listener` (its `listening` callback is replaced by this handle's),
+    /// keeping `own` when the listener is the feed's own.
+    void open(Listener& listener, Listener::Channel channel, std::unique_ptr<Listener> own = {}) {
+        m_own = std::move(own);
+        m_listener = &listener;
+        channel.listening = [this](bool on) {
+            std::lock_guard<std::mutex> lock(m_mutex);
+            m_listening = on;
+            m_changed.notify_all();
+        };
+        m_id = listener.add(std::move(channel));
+    }
+    /// After this returns no callback of the channel runs (and the feed's own listener stopped).
+    void close() noexcept {
+        if (m_listener) m_listener->remove(m_id);
+        m_listener = nullptr;
+        m_own.reset();
+    }
+    /// Waits until the channel has caught up on a live connection; false on timeout.
+    bool wait_until_listening(std::chrono::milliseconds timeout) {
+        std::unique_lock<std::mutex> lock(m_mutex);
+        return m_changed.wait_for(lock, timeout, [this] { return m_listening; });
+    }
+    std::uint64_t connections() const noexcept {
+        return m_listener ? m_listener->connections() : 0;
+    }
+
+private:
+    std::unique_ptr<Listener> m_own;
+    Listener* m_listener = nullptr;
+    int m_id = 0;
+    std::mutex m_mutex;
+    std::condition_variable m_changed;
+    bool m_listening = false;
 };
 
 }  // namespace kakunin::pg

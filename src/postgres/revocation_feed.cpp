@@ -104,21 +104,18 @@ constexpr const char* catch_up_sql =
 struct PostgresRevocationFeed::Impl {
     PostgresRevocationFeedOptions options;
 
-    std::mutex mutex;  ///< listeners, seen, delivered, last_seq, listening
+    std::mutex mutex;  ///< listeners, seen, delivered, last_seq
     std::condition_variable changed;
     std::vector<RevocationListener*> listeners;
     std::vector<Revocation> seen;
     std::unordered_set<std::string> delivered;  ///< serials in `seen`
     std::uint64_t last_seq = 0;
-    bool listening = false;
 
     /// Listener thread only: the snapshot of the last catch-up. Every revocation visible in it
     /// has been delivered; kept across reconnects.
     std::optional<std::string> snapshot;
 
-    std::unique_ptr<pg::Listener> own_listener;  ///< standalone: the feed's own connection
-    pg::Listener* listener = nullptr;
-    int channel = 0;
+    pg::FeedChannel channel;
 
     // By identity, not by seq order: a NOTIFY and a catch-up may both bring a revocation (and a
     // publisher's retry may store it twice); delivering it twice would be harmless, missing one
@@ -171,19 +168,13 @@ struct PostgresRevocationFeed::Impl {
         return false;
     }
 
-    void set_listening(bool on) {
-        std::lock_guard<std::mutex> lock(mutex);
-        listening = on;
-        changed.notify_all();
-    }
-
-    void start(pg::Listener& l) {
+    void start(pg::Listener& l, std::unique_ptr<pg::Listener> own = {}) {
         last_seq = options.start_after_seq;
-        listener = &l;
-        channel = l.add({"kakunin_revocations",
-                         [this](const char* payload) { return handle_notification(payload); },
-                         [this](pg::Connection& c) { catch_up(c); },
-                         [this](bool on) { set_listening(on); }});
+        channel.open(l,
+                     {"kakunin_revocations",
+                      [this](const char* payload) { return handle_notification(payload); },
+                      [this](pg::Connection& c) { catch_up(c); }},
+                     std::move(own));
     }
 };
 
@@ -192,14 +183,9 @@ PostgresRevocationFeed::PostgresRevocationFeed(std::string conninfo,
     : m_impl(std::make_unique<Impl>()) {
     Impl& d = *m_impl;
     d.options = std::move(options);
-    pg::ListenerOptions lo;
-    lo.reconnect_delay = d.options.reconnect_delay;
-    lo.io_timeout = d.options.io_timeout;
-    lo.check_interval = d.options.check_interval;
-    lo.error_handler = d.options.error_handler;
-    d.own_listener = std::make_unique<pg::Listener>(std::move(conninfo), "kakunin-revocation-feed",
-                                                    std::move(lo));
-    d.start(*d.own_listener);
+    auto own = pg::FeedChannel::own(std::move(conninfo), "kakunin-revocation-feed", d.options);
+    pg::Listener& listener = *own;
+    d.start(listener, std::move(own));
 }
 
 PostgresRevocationFeed::PostgresRevocationFeed(PostgresRuntime& runtime,
@@ -209,10 +195,7 @@ PostgresRevocationFeed::PostgresRevocationFeed(PostgresRuntime& runtime,
     m_impl->start(postgres_detail::core(runtime).listener);
 }
 
-PostgresRevocationFeed::~PostgresRevocationFeed() {
-    m_impl->listener->remove(m_impl->channel);
-    m_impl->own_listener.reset();
-}
+PostgresRevocationFeed::~PostgresRevocationFeed() { m_impl->channel.close(); }
 
 void PostgresRevocationFeed::subscribe(RevocationListener* listener) {
     std::lock_guard<std::mutex> lock(m_impl->mutex);
@@ -227,8 +210,7 @@ void PostgresRevocationFeed::unsubscribe(RevocationListener* listener) noexcept 
 }
 
 bool PostgresRevocationFeed::wait_until_listening(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(m_impl->mutex);
-    return m_impl->changed.wait_for(lock, timeout, [this] { return m_impl->listening; });
+    return m_impl->channel.wait_until_listening(timeout);
 }
 
 std::uint64_t PostgresRevocationFeed::last_seq() const {
@@ -236,8 +218,6 @@ std::uint64_t PostgresRevocationFeed::last_seq() const {
     return m_impl->last_seq;
 }
 
-std::uint64_t PostgresRevocationFeed::connections() const {
-    return m_impl->listener->connections();
-}
+std::uint64_t PostgresRevocationFeed::connections() const { return m_impl->channel.connections(); }
 
 }  // namespace kakunin

@@ -4,8 +4,8 @@
 #include <string>
 
 #include "kakunin/postgres.hpp"
-#include "postgres/firm_schema.hpp"
 #include "postgres/credentials_schema.hpp"
+#include "postgres/firm_schema.hpp"
 #include "postgres/fleet_schema.hpp"
 #include "postgres/pg.hpp"
 
