@@ -24,7 +24,7 @@ public:
 
     /// The consumption each lease would reach, for commit().
     struct Plan {
-        std::array<std::int64_t, max_leases> level{};
+        std::array<std::int64_t, max_leases> level;  ///< filled by evaluate() for each lease
     };
 
     FirmCheck() = default;
