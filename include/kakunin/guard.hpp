@@ -709,12 +709,14 @@ private:
     TimeNs m_last_heartbeat_ns = 0;        ///< when the last heartbeat() came (for the record)
     bool m_heartbeat_lapsed = false;       ///< halted for it; the desk has still to record it
     bool m_untracked_report_said = false;  ///< a report without tracking reached the handler
-    GuardCounters m_counters;
-    detail::LatencySampler m_check_latency;  ///< check() only; its own atomics, no lock
-    bool m_auto_halted = false;              ///< a halt was automatic: only reenable() lifts it
-    bool m_key_compromised = false;          ///< revoked for keyCompromise: stays revoked
+    bool m_auto_halted = false;            ///< a halt was automatic: only reenable() lifts it
+    bool m_key_compromised = false;        ///< revoked for keyCompromise: stays revoked
     std::unique_ptr<detail::AnomalyScorer> m_scorer;
     std::unique_ptr<BaselineBuilder> m_builder;
+    // Last of the hot state (after the members every check reads): the counters, with the
+    // rejections by reason, and the latency sampler (its own atomics, no lock).
+    GuardCounters m_counters;
+    detail::LatencySampler m_check_latency;
 
     // Cold state, guarded by m_admin: credentials for re-validation, history, the handler.
     mutable std::mutex m_admin;
