@@ -466,8 +466,13 @@ public:
     std::vector<GuardEvent> events() const;
 
     GuardCounters counters() const noexcept {
+        GuardCounters c;
         std::lock_guard<detail::SpinLock> lock(m_lock);
-        return m_counters;
+        c.checks = m_counters.checks;
+        c.allowed = m_counters.allowed;
+        c.rejected = m_counters.rejected;
+        c.rejected_by_reason = m_rejected_by_reason;
+        return c;
     }
     /// check()'s sampled latency histogram (from any thread; no lock).
     CheckLatency check_latency() const noexcept {
@@ -588,7 +593,7 @@ private:
             if (counted) {
                 ++m_counters.rejected;
                 for (std::uint64_t b = d.reasons.bits(); b != 0; b &= b - 1)
-                    ++m_counters.rejected_by_reason[static_cast<std::size_t>(__builtin_ctzll(b))];
+                    ++m_rejected_by_reason[static_cast<std::size_t>(__builtin_ctzll(b))];
             }
             return false;
         }
@@ -709,14 +714,13 @@ private:
     TimeNs m_last_heartbeat_ns = 0;        ///< when the last heartbeat() came (for the record)
     bool m_heartbeat_lapsed = false;       ///< halted for it; the desk has still to record it
     bool m_untracked_report_said = false;  ///< a report without tracking reached the handler
-    bool m_auto_halted = false;            ///< a halt was automatic: only reenable() lifts it
-    bool m_key_compromised = false;        ///< revoked for keyCompromise: stays revoked
+    struct Counts {
+        std::uint64_t checks = 0, allowed = 0, rejected = 0;
+    } m_counters;  ///< GuardCounters' first three (the rest at the end, off the lines check reads)
+    bool m_auto_halted = false;      ///< a halt was automatic: only reenable() lifts it
+    bool m_key_compromised = false;  ///< revoked for keyCompromise: stays revoked
     std::unique_ptr<detail::AnomalyScorer> m_scorer;
     std::unique_ptr<BaselineBuilder> m_builder;
-    // Last of the hot state (after the members every check reads): the counters, with the
-    // rejections by reason, and the latency sampler (its own atomics, no lock).
-    GuardCounters m_counters;
-    detail::LatencySampler m_check_latency;
 
     // Cold state, guarded by m_admin: credentials for re-validation, history, the handler.
     mutable std::mutex m_admin;
@@ -753,6 +757,13 @@ private:
     /// m_admin, never inside m_lock); check() reaches it only through push_anomaly(). Last: if
     /// a constructor throws, its thread stops before anything it calls into is gone.
     std::unique_ptr<detail::IncidentDesk> m_desk;
+
+    // Hot, but placed after everything else so that the members every check reads keep their
+    // cache lines (measured: in the middle they cost check() ~10%). Trivially destructible, so
+    // the desk above still stops before anything it calls into is gone.
+    /// Rejected checks by reason (GuardCounters::rejected_by_reason), guarded by m_lock.
+    std::array<std::uint64_t, all_reason_codes.size()> m_rejected_by_reason{};
+    detail::LatencySampler m_check_latency;  ///< check() only; its own atomics, no lock
 };
 
 }  // namespace kakunin
