@@ -759,7 +759,7 @@ private:
     std::unique_ptr<detail::IncidentDesk> m_desk;
 
     // Hot, but placed after everything else so that the members every check reads keep their
-    // cache lines (measured: in the middle they cost check() ~10%). Trivially destructible, so
+    // cache lines (measured: among them they cost check() 14 %). Trivially destructible, so
     // the desk above still stops before anything it calls into is gone.
     /// Rejected checks by reason (GuardCounters::rejected_by_reason), guarded by m_lock.
     std::array<std::uint64_t, all_reason_codes.size()> m_rejected_by_reason{};
