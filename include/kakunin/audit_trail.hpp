@@ -121,6 +121,11 @@ struct AuditTrailCounters {
     /// (with a `log.recovered` record) before anything else.
     std::uint64_t recovered = 0;
     bool healthy = true;  ///< false while orders are refused for the audit's sake
+    /// Entries queued that the writer has not taken yet.
+    std::uint64_t queue_depth = 0;
+    /// How long the oldest entry not yet durable has waited (0 when all are durable), as the
+    /// trail's watchdog saw it queued (to within its tick, at most 20 ms).
+    std::int64_t durable_lag_ns = 0;
 };
 
 /// One record of the log as a trail opens it (AuditTrail's `on_record`): views valid for the

@@ -12,6 +12,7 @@ KAKUNIN_PACKAGES=(
     libcurl4-openssl-dev libp11-kit-dev softhsm2 postgresql openssl clang chromium
     python3 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
     pybind11-dev python3-pybind11 python3-pytest
+    prometheus-cpp-dev prometheus
 )
 
 # Debian's interpreter: the Python module is built for it, and its python3-pytest runs the tests

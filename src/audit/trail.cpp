@@ -528,6 +528,8 @@ struct AuditTrail::Impl {
     std::atomic<std::uint64_t> sink_failures{0};
     /// Monotonic time (ns) of the first failure of the current outage; 0 while the sink works.
     std::atomic<std::int64_t> failing_since{0};
+    /// Monotonic time (ns) the watchdog saw the oldest entry not yet durable queued; 0: none.
+    std::atomic<std::int64_t> pending_since{0};
     mutable std::mutex report_mutex;  ///< serialises error_handler calls; guards last_error
     std::string last_error;
     mutable std::mutex wait_mutex;
@@ -632,6 +634,10 @@ AuditTrailCounters AuditTrail::counters() const noexcept {
     c.sink_failures = m_impl->sink_failures.load(std::memory_order_relaxed);
     c.healthy = m_healthy.load(std::memory_order_relaxed);
     c.recovered = m_impl->recovered;
+    c.queue_depth = m_queue.size();
+    const std::int64_t since = m_impl->pending_since.load(std::memory_order_relaxed);
+    if (since != 0 && c.durable < c.queued)
+        c.durable_lag_ns = std::max<std::int64_t>(steady_ns() - since, 0);
     return c;
 }
 
@@ -707,6 +713,8 @@ void AuditTrail::watch() noexcept {
             first = (first + 1) % capacity;
             --count;
         }
+        im.pending_since.store(count > 0 ? std::max<std::int64_t>(ring[first].at, 1) : 0,
+                               std::memory_order_relaxed);
         const std::int64_t oldest_age = count > 0 ? now - ring[first].at : 0;
         const std::int64_t failing_since = im.failing_since.load(std::memory_order_acquire);
         const std::int64_t failing_for = failing_since != 0 ? now - failing_since : 0;
