@@ -33,7 +33,10 @@
 #include "kakunin/guard.hpp"
 #include "kakunin/incident.hpp"
 #include "kakunin/metrics.hpp"
+#include "kakunin/postgres_firm_limits.hpp"
+#include "kakunin/postgres_runtime.hpp"
 #include "kakunin/testing.hpp"
+#include "pg_test_support.hpp"
 #include "support.hpp"
 #include "temp_dir.hpp"
 
@@ -875,4 +878,50 @@ TEST_CASE("an exporter stops at once, not after its HTTP server's 2 s poll", "[m
         CHECK(std::chrono::steady_clock::now() - t0 < 1s);
     }
     CHECK_THROWS_AS(MetricsExporter(MetricsExporterOptions{"127.0.0.1:99999"}), Error);
+}
+
+TEST_CASE("firm leases: their levels reach the metrics, and an expired one shows as not in force",
+          "[metrics][postgres]") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    FirmBudget b;
+    b.id = "metrics-daily";
+    b.currency = "EUR";
+    b.amount = 10000LL * 1000000;
+    b.chunk = 100LL * 1000000;
+    b.set_by = "Jane Doe";
+    b.reason = "metrics test";
+    set_firm_budget(db.app(), b, [] { return std::uint64_t{1}; });
+    PostgresRuntime runtime(db.app());
+    auto firm =
+        std::make_shared<PostgresFirmLimits>(runtime, PostgresFirmLimitsOptions{{"metrics-daily"}});
+    TestAuthority authority(SystemClock().now_ns());
+    SystemClock clock;
+    GuardOptions o;
+    o.firm_limits = firm;
+    const Scope scope = parse_scope_json(test::seed_with(
+        R"({"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "07:00", "to": "20:00"})",
+        R"({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "from": "00:00", "to": "24:00"})"));
+    {
+        Guard guard(authority.credentials_for(scope), clock, o);
+        REQUIRE(firm->wait_granted(10s));
+        Order order = test::good_order();
+        order.quantity = Decimal{1, 0};
+        order.price = Decimal{40, 0};
+        order.reference_price = order.price;
+        REQUIRE(guard.check(order).allowed());
+        MetricsExporter exporter({"127.0.0.1:0"});
+        add_firm_lease_metrics(exporter, "leases", firm);
+        const std::string text = exporter.scrape();
+        const std::string agent = guard.certificate()->agent_id();
+        const std::string labels = "{agent=\"" + agent + "\",budget=\"metrics-daily\"}";
+        INFO(text);
+        CHECK_THAT(text, Catch::Contains("kakunin_firm_lease_consumed" + labels + " 40000000"));
+        CHECK_THAT(text, Catch::Contains("kakunin_firm_lease_granted" + labels));
+        const auto at = text.find("kakunin_firm_lease_seconds_to_expiry" + labels + " ");
+        REQUIRE(at != std::string::npos);
+        const double left = std::stod(text.substr(at + text.substr(at).find(' ') + 1));
+        CHECK(left > 0);
+        CHECK(left <= 3.0);
+        exporter.remove_source("leases");
+    }
 }

@@ -100,4 +100,13 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
+class PostgresFirmLimits;
+
+/// Adds the firm leases of `firm` as the source `name` (docs/metrics.md §2.7): for every lease,
+/// labelled agent and budget, kakunin_firm_lease_granted, _consumed and _acked (the budget's
+/// units: 10^-6 of its currency, or orders) and kakunin_firm_lease_seconds_to_expiry (negative:
+/// not in force). `firm` must stay alive until remove_source(name).
+void add_firm_lease_metrics(MetricsExporter& metrics, std::string name,
+                            std::shared_ptr<const PostgresFirmLimits> firm);
+
 }  // namespace kakunin

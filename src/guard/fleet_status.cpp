@@ -29,7 +29,10 @@ GuardStatus Guard::status() const {
         s.halt_reason = m_halt->reason;
     }
     std::lock_guard<detail::SpinLock> lock(m_lock);
-    s.counters = m_counters;
+    s.counters.checks = m_counters.checks;
+    s.counters.allowed = m_counters.allowed;
+    s.counters.rejected = m_counters.rejected;
+    s.counters.rejected_by_reason = m_rejected_by_reason;
     s.automatic = m_auto_halted && m_halted.load(std::memory_order_relaxed);
     if (m_revoked)
         s.state = GuardStatus::State::revoked;
