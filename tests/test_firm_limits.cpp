@@ -431,3 +431,88 @@ TEST_CASE("firm limits: 3 processes x 10 Guards share a budget and a killed one'
     CHECK(spent >= (budget_eur - kGuards * chunk_eur - 2 * kGuards * kOrderEur) * eur6);
     ::munmap(board, sizeof(Board));
 }
+
+TEST_CASE("firm limits: an amend that raises the notional consumes the daily lease") {
+    ManualClock clock(utc(2024, 1, 8, 12, 0, 0));
+    // Working orders tracked for a lifecycle limit, without a notional limit of the scope's own.
+    std::string json = always_scope_json;
+    json.replace(json.find(R"("max_orders_per_second": 100000)"), 31,
+                 R"("max_orders_per_second": 100000, "max_open_orders": 10)");
+    const Scope scope = parse_scope_json(json);
+    auto firm =
+        std::make_shared<TestFirmLimits>(FirmBudgetKind::daily_notional, "EUR", 100000 * eur6);
+    GuardOptions options;
+    options.firm_limits = firm;
+    Guard guard(scope, clock, options);
+    firm->lease()->grant(1000 * eur6, 0, clock.now_ns() + 10'000'000'000);
+    REQUIRE(guard.check(order("a", 100)).allowed());
+    CHECK(firm->lease()->consumed() == 100 * eur6);
+    Amend up;
+    up.client_order_id = "a";
+    up.quantity = Decimal{5, 0};  // 5 @ 100: 400 more
+    CHECK(guard.amend(up).allowed());
+    CHECK(firm->lease()->consumed() == 500 * eur6);
+    up.quantity = Decimal{20, 0};  // 2,000 in all: past the 1,000 granted
+    CHECK(guard.amend(up).reasons.contains(ReasonCode::firm_limit_exceeded));
+    CHECK(firm->lease()->consumed() == 500 * eur6);
+    Amend down;
+    down.client_order_id = "a";
+    down.quantity = Decimal{2, 0};  // lowering takes nothing and gives nothing back
+    CHECK(guard.amend(down).allowed());
+    CHECK(firm->lease()->consumed() == 500 * eur6);
+}
+
+TEST_CASE(
+    "firm limits: a held budget keeps an orphaned lease's orders reserved until a person "
+    "releases them") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    FirmBudget b;
+    b.id = "desk-orders";
+    b.kind = FirmBudgetKind::open_orders;
+    b.amount = 10;
+    b.chunk = 2;
+    b.set_by = "Jane Doe";
+    b.reason = "desk A working orders";
+    set_firm_budget(db.app(), b, [] { return std::uint64_t{1}; });
+    test::PgSession app(db.app());
+    auto lease = [&](const std::string& holder, int consumed, int want, int ttl_ms) {
+        return std::stoll(app.value(
+            "SELECT granted FROM kakunin_audit.firm_lease('desk-orders', $1, 'agent', $2, $3, 2, "
+            "$4, false)",
+            {holder, std::to_string(consumed), std::to_string(want), std::to_string(ttl_ms)}));
+    };
+    // Holder A reports 4 working orders and is granted up to 8; then it stops renewing
+    // (its process lost the database, its orders may still rest at the venue).
+    CHECK(lease("a", 4, 4, 50) == 8);
+    std::this_thread::sleep_for(100ms);
+    // B's call ages A out: A keeps what its orders may hold (4 reported + a slice of 2), and
+    // B gets only the rest.
+    CHECK(lease("b", 0, 10, 5000) == 4);
+    CHECK(app.value("SELECT orphaned::text || ' ' || granted FROM kakunin_audit.firm_leases WHERE "
+                    "holder = 'a'") == "true 6");
+    auto status = firm_budget_states(db.app());
+    REQUIRE(status.size() == 1);
+    CHECK(status[0].orphaned == 1);
+    CHECK(status[0].leased == 10);
+
+    // A person releases them (through the CLI: recorded in the CA log first).
+    test::TempDir dir;
+    const std::string state = (dir.path() / "ca").string();
+    const auto env = std::string("KAKUNIN_KMS_PASSPHRASE=firm-test");
+    REQUIRE(
+        test::run_command({"env", env, KAKUNIN_CLI_PATH, "ca", "init", "--dir", state}).status ==
+        0);
+    const test::CommandResult released = test::run_command(
+        {"env", env, KAKUNIN_CLI_PATH, "firm", "release", "--dir", state, "--postgres", db.app(),
+         "--budget", "desk-orders", "--by", "Jane Doe", "--reason", "cancelled at the venue"});
+    INFO(released.output);
+    REQUIRE(released.status == 0);
+    CHECK_THAT(released.output, Catch::Contains("1 orphaned lease(s) of desk-orders released"));
+    CHECK(lease("b", 0, 10, 5000) == 10);
+    CHECK(firm_budget_states(db.app())[0].orphaned == 0);
+    const test::CommandResult unknown = test::run_command(
+        {"env", env, KAKUNIN_CLI_PATH, "firm", "release", "--dir", state, "--postgres", db.app(),
+         "--budget", "nope", "--by", "Jane Doe", "--reason", "x"});
+    CHECK(unknown.status != 0);
+    CHECK_THAT(unknown.output, Catch::Contains("firm budget nope is not set"));
+}

@@ -49,6 +49,8 @@ inline constexpr std::string_view guard_reduce_only = "guard.reduce_only";  ///<
 inline constexpr std::string_view guard_reduce_only_lifted = "guard.reduce_only_lifted";
 /// CA log: a named person set a firm-wide budget (kakunin firm budget set).
 inline constexpr std::string_view firm_budget_set = "firm.budget_set";
+/// CA log: a named person released a held budget's orphaned leases (kakunin firm release).
+inline constexpr std::string_view firm_orphans_released = "firm.orphans_released";
 inline constexpr std::string_view ca_initialised = "ca.initialised";      ///< CA log: CA created
 inline constexpr std::string_view agent_registered = "agent.registered";  ///< CA log
 inline constexpr std::string_view crl_issued = "crl.issued";              ///< CA log: CRL signed

@@ -87,10 +87,12 @@ public:
     /// The source: the keeper granted up to `granted`, knowing consumption `acked`, until
     /// `expires_ns` (the Guard's clock). A lease with `expires_ns` 0 is not in force.
     void grant(std::int64_t granted, std::int64_t acked, TimeNs expires_ns) noexcept {
-        // A check between the stores may see old and new values mixed: that is safe because
-        // the keeper's new grant is at least the old acked + slice (docs/operations.md).
-        m_acked.store(acked, std::memory_order_release);
+        // The grant first: a check between the stores sees the new grant with the old acked
+        // (the bound it had, capped by what the keeper now counts) or both new; never a new
+        // acked (which may have jumped, after the keeper took an aged-out lease back) with the
+        // old grant. The expiry last: a first grant is in force only once both are there.
         m_granted.store(granted, std::memory_order_release);
+        m_acked.store(acked, std::memory_order_release);
         m_expires_ns.store(expires_ns, std::memory_order_release);
     }
     void withdraw() noexcept { m_expires_ns.store(0, std::memory_order_release); }

@@ -333,7 +333,11 @@ public:
                     w->instrument, detail::decimal_of_units(plan.latest_quantity, 18),
                     plan.latest_price, a.reference_price, a.price.has_value(), d.ts_ns));
                 if (m_firm.any()) {
-                    const int128 added = plan.notional - w->reserved_notional;
+                    const int128 added = m_limits->tracks_notional()
+                                             ? plan.notional - w->reserved_notional
+                                             : detail::FirmCheck::amend_notional(
+                                                   plan.reserved_quantity, plan.price_high,
+                                                   w->reserved_quantity, w->latest_price);
                     d.reasons.merge(m_firm.evaluate(
                         m_authority->compiled.instrument_name(w->instrument), added > 0 ? added : 0,
                         m_limits->working_notional(), m_limits->working_count(), 0, t, firm));

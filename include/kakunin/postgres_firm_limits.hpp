@@ -58,13 +58,21 @@ struct FirmBudget {
 std::uint64_t set_firm_budget(const std::string& conninfo, const FirmBudget& budget,
                               const std::function<std::uint64_t()>& record);
 
+/// A person judged that the orders behind a held budget's orphaned leases (leases whose Guard
+/// stopped renewing while it held working orders) no longer work: their reservation returns.
+/// `record` is called first (e.g. LocalCa::record_event), then the leases go, in one
+/// transaction. Returns how many leases were released. Throws kakunin::Error.
+std::size_t release_firm_orphans(const std::string& conninfo, const std::string& budget_id,
+                                 const std::function<std::uint64_t()>& record);
+
 /// A budget now: what the day has spent, what live leases hold.
 struct FirmBudgetState {
     FirmBudget budget;
     std::int64_t spent = 0;   ///< daily_notional: consumed today by Guards that stopped
     std::int64_t leased = 0;  ///< granted to live leases (minus, for a day, their earlier part)
     std::size_t leases = 0;
-    std::string day;  ///< the UTC day the budget counts (YYYY-MM-DD)
+    std::size_t orphaned = 0;  ///< held budgets: leases kept after their Guard stopped renewing
+    std::string day;           ///< the UTC day the budget counts (YYYY-MM-DD)
 };
 std::vector<FirmBudgetState> firm_budget_states(const std::string& conninfo);
 

@@ -44,6 +44,7 @@ constexpr std::string_view kDocumentedEvents[] = {
     audit_event::guard_reduce_only,
     audit_event::guard_reduce_only_lifted,
     audit_event::firm_budget_set,
+    audit_event::firm_orphans_released,
     audit_event::fleet_halted,
     audit_event::fleet_resumed,
 };

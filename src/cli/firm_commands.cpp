@@ -94,6 +94,21 @@ void budget_set(const FirmArgs& a) {
               << units_text(chunk, a.kind) << " at a time\n";
 }
 
+void firm_release(const FirmArgs& a) {
+    if (a.by.empty()) throw Error(ErrorCategory::invalid_input, "--by: the person must be named");
+    if (a.reason.empty()) throw Error(ErrorCategory::invalid_input, "--reason: say why");
+    SystemClock clock;
+    OpenedCa state = open_ca(a.dir, clock);
+    const nlohmann::json payload = {
+        {"budget", a.budget}, {"by", a.by}, {"reason", a.reason}, {"at_ns", clock.now_ns()}};
+    std::uint64_t seq = 0;
+    const std::size_t n = release_firm_orphans(a.postgres, a.budget, [&] {
+        return seq = state.ca->record_event(audit_event::firm_orphans_released, payload.dump());
+    });
+    std::cout << n << " orphaned lease(s) of " << a.budget << " released by " << a.by
+              << " (CA log seq " << seq << ")\n";
+}
+
 void firm_status(const FirmArgs& a) {
     nlohmann::json out = nlohmann::json::array();
     for (const FirmBudgetState& st : firm_budget_states(a.postgres)) {
@@ -110,6 +125,7 @@ void firm_status(const FirmArgs& a) {
               units_text(std::max<std::int64_t>(0, st.budget.amount - st.spent - st.leased), kind)},
              {"day", st.day},
              {"leases", st.leases},
+             {"orphaned", st.orphaned},
              {"set_by", st.budget.set_by},
              {"reason", st.budget.reason}});
     }
@@ -156,6 +172,21 @@ void add_firm_commands(CLI::App& app) {
         cmd->add_option("--by", a->by, "The person setting it")->required();
         cmd->add_option("--reason", a->reason, "Why")->required();
         cmd->callback([a] { run_command([&] { budget_set(*a); }); });
+    }
+    {
+        auto a = std::make_shared<FirmArgs>();
+        CLI::App* cmd = firm->add_subcommand(
+            "release",
+            "A named person releases a held budget's orphaned leases (their orders "
+            "are gone)");
+        cmd->add_option("--dir", a->dir, "State directory of the CA (its log records the step)")
+            ->required();
+        cmd->add_option("--postgres", a->postgres, "PostgreSQL conninfo")->required();
+        cmd->add_option("--budget", a->budget, "Budget id")->required();
+        cmd->add_option("--by", a->by, "The person releasing them")->required();
+        cmd->add_option("--reason", a->reason, "Why (e.g. the orders were cancelled at the venue)")
+            ->required();
+        cmd->callback([a] { run_command([&] { firm_release(*a); }); });
     }
     {
         auto a = std::make_shared<FirmArgs>();

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "postgres/pg.hpp"
@@ -134,8 +135,11 @@ struct PostgresFirmLimits::Impl {
                     if (!kind)
                         throw Error(ErrorCategory::database,
                                     "firm limits: budget " + id + " has an unknown kind");
-                    budgets.push_back({id, *kind, std::string(pg::value(r.get(), i, 2)),
-                                       pg::to_i64(pg::value(r.get(), i, 3))});
+                    const std::int64_t chunk = pg::to_i64(pg::value(r.get(), i, 3));
+                    if (chunk <= 0 || chunk > (std::int64_t{1} << 60))
+                        throw Error(ErrorCategory::database,
+                                    "firm limits: budget " + id + " has a chunk out of range");
+                    budgets.push_back({id, *kind, std::string(pg::value(r.get(), i, 2)), chunk});
                     found = true;
                 }
                 if (!found)
@@ -263,10 +267,13 @@ PostgresFirmLimits::PostgresFirmLimits(PostgresRuntime& runtime, PostgresFirmLim
         throw Error(ErrorCategory::invalid_input,
                     "firm limits: renew_before must be positive and below lease_ttl");
     m_impl->load_budgets();
+    // Unique across processes, restarts and the PostgresFirmLimits of one process: a holder
+    // names one lease row, and two Guards on one row would each consume it in full.
+    static std::atomic<std::uint64_t> instances{0};
+    std::random_device random;
     m_impl->holder_prefix = "@" + host_name() + ":" + std::to_string(::getpid()) + ":" +
-                            std::to_string(std::chrono::system_clock::now().time_since_epoch() /
-                                           std::chrono::milliseconds(1)) +
-                            ":";
+                            std::to_string(instances.fetch_add(1)) + "-" +
+                            std::to_string(random()) + ":";
     m_impl->thread = std::thread([d = m_impl.get()] { d->loop(); });
 }
 
@@ -312,7 +319,9 @@ void PostgresFirmLimits::detach(const std::vector<std::shared_ptr<FirmLease>>& l
                 auto it = std::find_if(e.begin(), e.end(),
                                        [&](const Impl::Entry& x) { return x.lease == l; });
                 if (it == e.end()) continue;
-                if (it->granted) rows.push_back(*it);
+                // Released even if no grant was seen: one may have committed with its answer
+                // lost (releasing a lease the keeper does not hold does nothing).
+                rows.push_back(*it);
                 e.erase(it);
             }
         }
@@ -358,9 +367,10 @@ std::uint64_t set_firm_budget(const std::string& conninfo, const FirmBudget& b,
     if (b.set_by.empty() || b.reason.empty())
         throw Error(ErrorCategory::invalid_input,
                     "firm budget: the person and reason are required");
-    if (b.amount < 0 || b.chunk <= 0)
+    constexpr std::int64_t most = std::int64_t{1} << 60;  // sums of a few never overflow
+    if (b.amount < 0 || b.amount > most || b.chunk <= 0 || b.chunk > most)
         throw Error(ErrorCategory::invalid_input,
-                    "firm budget: the amount must not be negative and the chunk must be positive");
+                    "firm budget: the amount must be 0 to 2^60 and the chunk 1 to 2^60 units");
     pg::Connection c(conninfo, "kakunin-firm");
     const char* insert =
         "INSERT INTO kakunin_audit.firm_budget_steps (budget_id, kind, currency, amount, chunk, "
@@ -393,14 +403,39 @@ std::uint64_t set_firm_budget(const std::string& conninfo, const FirmBudget& b,
     }
 }
 
+std::size_t release_firm_orphans(const std::string& conninfo, const std::string& budget_id,
+                                 const std::function<std::uint64_t()>& record) {
+    if (!valid_budget_id(budget_id))
+        throw Error(ErrorCategory::invalid_input,
+                    "firm budget: \"" + budget_id + "\" is not a budget id");
+    pg::Connection c(conninfo, "kakunin-firm");
+    c.command("BEGIN");
+    try {
+        if (PQntuples(
+                c.exec("SELECT 1 FROM kakunin_audit.firm_budgets WHERE budget_id = $1", {budget_id})
+                    .get()) == 0)
+            throw Error(ErrorCategory::invalid_input, "firm budget " + budget_id + " is not set");
+        record();
+        pg::Result r = c.exec("SELECT kakunin_audit.firm_release_orphans($1)", {budget_id});
+        const auto n = static_cast<std::size_t>(pg::to_i64(pg::value(r.get(), 0, 0)));
+        c.command("COMMIT");
+        return n;
+    } catch (...) {
+        if (c.ok()) PQclear(PQexec(c.get(), "ROLLBACK"));
+        throw;
+    }
+}
+
 std::vector<FirmBudgetState> firm_budget_states(const std::string& conninfo) {
     pg::Connection c(conninfo, "kakunin-firm");
     pg::Result r = c.exec(
         "SELECT b.budget_id, b.kind, b.currency, b.amount, b.chunk, s.set_by, s.reason, "
         "s.set_at_ns, b.spent, coalesce(sum(l.granted - l.base), 0)::bigint, count(l.holder), "
-        "b.day::text FROM kakunin_audit.firm_budgets b JOIN kakunin_audit.firm_budget_steps s "
+        "b.day::text, count(l.holder) FILTER (WHERE l.orphaned) FROM kakunin_audit.firm_budgets b "
+        "JOIN kakunin_audit.firm_budget_steps s "
         "ON s.seq = b.step_seq LEFT JOIN kakunin_audit.firm_leases l ON l.budget_id = "
-        "b.budget_id AND l.expires_at >= now() GROUP BY b.budget_id, s.seq ORDER BY b.budget_id");
+        "b.budget_id AND (l.expires_at >= now() OR l.orphaned) GROUP BY b.budget_id, s.seq ORDER "
+        "BY b.budget_id");
     std::vector<FirmBudgetState> out;
     const PGresult* res = r.get();
     for (int i = 0; i < PQntuples(res); ++i) {
@@ -418,6 +453,7 @@ std::vector<FirmBudgetState> firm_budget_states(const std::string& conninfo) {
         st.leased = pg::to_i64(pg::value(res, i, 9));
         st.leases = static_cast<std::size_t>(pg::to_i64(pg::value(res, i, 10)));
         st.day = std::string(pg::value(res, i, 11));
+        st.orphaned = static_cast<std::size_t>(pg::to_i64(pg::value(res, i, 12)));
         out.push_back(std::move(st));
     }
     return out;

@@ -22,7 +22,7 @@ CREATE TABLE kakunin_audit.firm_budget_steps (
     kind text NOT NULL CHECK (kind IN ('daily_notional', 'working_notional', 'open_orders')),
     currency text NOT NULL CHECK (currency ~ '^([A-Z0-9]{2,12})?$'),
     amount bigint NOT NULL CHECK (amount >= 0),
-    chunk bigint NOT NULL CHECK (chunk > 0),
+    chunk bigint NOT NULL CHECK (chunk > 0 AND chunk <= 1152921504606846976),
     set_by text NOT NULL CHECK (set_by <> ''),
     reason text NOT NULL CHECK (reason <> ''),
     set_at_ns bigint NOT NULL,
@@ -56,6 +56,7 @@ CREATE TABLE kakunin_audit.firm_leases (
     taken_at timestamptz NOT NULL DEFAULT now(),
     renewed_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL,
+    orphaned boolean NOT NULL DEFAULT false,
     PRIMARY KEY (budget_id, holder)
 );
 
@@ -98,7 +99,10 @@ ALTER TABLE kakunin_audit.firm_budget_steps ENABLE ALWAYS TRIGGER firm_budget_st
 --      reported, so a Guard's consumption since then counts against the new day;
 --   2. leases that aged out (their Guard stopped renewing: killed, cut off) are taken back:
 --      of a spent budget, what may have been consumed (the report plus one slice, at most the
---      grant) stays spent and the rest returns; of a held budget, all of it returns;
+--      grant) stays spent and the rest returns; of a held budget, what the orders it last
+--      reported (plus one slice) may still hold stays reserved, as an orphaned lease, until
+--      its holder renews it again or a person releases it (firm_release_orphans), since those
+--      orders may still rest at the venue;
 --   3. release: the Guard stopped; its exact consumption stays spent, the rest returns;
 --      (a lease that aged out while its Guard lives is simply renewed: the Guard stopped using
 --      it when it expired on its side, which is no later than here, and reports exactly);
@@ -133,13 +137,18 @@ BEGIN
         b.spent := 0;
     END IF;
     -- 2.
-    FOR l IN DELETE FROM kakunin_audit.firm_leases f
-              WHERE f.budget_id = p_budget AND f.expires_at < now() AND f.holder <> p_holder
-              RETURNING f.* LOOP
-        IF b.kind = 'daily_notional' THEN
+    IF b.kind = 'daily_notional' THEN
+        FOR l IN DELETE FROM kakunin_audit.firm_leases f
+                  WHERE f.budget_id = p_budget AND f.expires_at < now() AND f.holder <> p_holder
+                  RETURNING f.* LOOP
             b.spent := b.spent + greatest(0, least(l.granted, l.used + l.slice) - l.base);
-        END IF;
-    END LOOP;
+        END LOOP;
+    ELSE
+        UPDATE kakunin_audit.firm_leases f
+           SET granted = least(f.granted, f.used + f.slice), orphaned = true
+         WHERE f.budget_id = p_budget AND f.expires_at < now() AND f.holder <> p_holder
+           AND NOT f.orphaned;
+    END IF;
     SELECT * INTO l FROM kakunin_audit.firm_leases f
      WHERE f.budget_id = p_budget AND f.holder = p_holder FOR UPDATE;
     -- 3.
@@ -170,7 +179,7 @@ BEGIN
     room := b.amount - b.spent - others - (l.granted - l.base);
     grow := greatest(0, least(p_consumed + p_want - l.granted, room));
     UPDATE kakunin_audit.firm_leases f
-       SET granted = l.granted + grow, used = greatest(p_consumed, CASE WHEN b.kind =
+       SET orphaned = false, granted = l.granted + grow, used = greatest(p_consumed, CASE WHEN b.kind =
            'daily_notional' THEN l.used ELSE p_consumed END), base = l.base, slice = p_slice,
            renewed_at = now(), expires_at = now() + make_interval(secs => p_ttl_ms / 1000.0)
      WHERE f.budget_id = p_budget AND f.holder = p_holder;
@@ -179,6 +188,23 @@ BEGIN
                         CASE WHEN b.kind = 'daily_notional' THEN greatest(p_consumed, l.used)
                              ELSE p_consumed END,
                         p_ttl_ms;
+END
+$f$;
+
+-- A person judged that the orders of a held budget's orphaned leases no longer work (cancelled
+-- at the venue, or the positions closed): their reservation returns. Returns how many.
+CREATE FUNCTION kakunin_audit.firm_release_orphans(p_budget text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM 1 FROM kakunin_audit.firm_budgets WHERE budget_id = p_budget FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'firm budget % is not set', p_budget USING ERRCODE = 'KAK11';
+    END IF;
+    DELETE FROM kakunin_audit.firm_leases f WHERE f.budget_id = p_budget AND f.orphaned;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $f$;
 
@@ -193,6 +219,7 @@ GRANT USAGE ON SEQUENCE kakunin_audit.firm_budget_steps_seq_seq TO @APP@;
 GRANT SELECT ON kakunin_audit.firm_budgets, kakunin_audit.firm_leases TO @APP@;
 GRANT EXECUTE ON FUNCTION kakunin_audit.firm_lease(text, text, text, bigint, bigint, bigint,
                                                    integer, boolean) TO @APP@;
+GRANT EXECUTE ON FUNCTION kakunin_audit.firm_release_orphans(text) TO @APP@;
 )sql";
 
 std::string substitute(std::string text, const std::string& key, const std::string& value) {

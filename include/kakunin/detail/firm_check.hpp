@@ -88,6 +88,18 @@ public:
         return mul_div_pow10(q, o.price.units, o.price.scale, true, out) ? out : 0;
     }
 
+    /// What an amend adds to the notional when the Guard does not track it: its largest terms
+    /// now against the order's largest before (both ceil(quantity x price), 10^-18 money; 0
+    /// when it adds nothing or does not fit, which its other reasons refuse).
+    static int128 amend_notional(int128 quantity, Decimal price, int128 old_quantity,
+                                 Decimal old_price) noexcept {
+        int128 now = 0, before = 0;
+        if (!mul_div_pow10(quantity, price.units, price.scale, true, now)) return 0;
+        if (!mul_div_pow10(old_quantity, old_price.units, old_price.scale, false, before))
+            before = 0;
+        return now > before ? now - before : 0;
+    }
+
     /// A request on `instrument` adding `notional` (10^-18 money) to the day's total and
     /// the working notional, and `orders` working orders, with the Guard now at
     /// `working_notional` (10^-18) and `working` orders.

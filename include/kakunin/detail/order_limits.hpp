@@ -220,6 +220,8 @@ public:
 
     /// True when working orders are tracked (any lifecycle limit, or a capacity was given).
     bool tracking() const noexcept { return m_capacity > 0; }
+    /// Whether working orders keep their notional (a notional limit, or firm budgets).
+    bool tracks_notional() const noexcept { return m_track_notional; }
     std::size_t capacity() const noexcept { return m_capacity; }
 
     // ---- requests ------------------------------------------------------------------------
