@@ -60,8 +60,19 @@ CREATE TABLE kakunin_audit.firm_leases (
     PRIMARY KEY (budget_id, holder)
 );
 
+RESET ROLE;
+SET LOCAL kakunin.maintenance = off;
+)sql";
+
+// Functions (replaced on every init-db, so a database keeps the current ones), and what a
+// schema from before them lacks.
+constexpr const char* firm_functions_sql = R"sql(
+SET LOCAL kakunin.maintenance = on;
+SET LOCAL ROLE @OWNER@;
+ALTER TABLE kakunin_audit.firm_leases ADD COLUMN IF NOT EXISTS orphaned boolean NOT NULL DEFAULT false;
+
 -- A step sets the budget in force. Its kind cannot change while leases of it are out.
-CREATE FUNCTION kakunin_audit.apply_firm_budget_step() RETURNS trigger LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION kakunin_audit.apply_firm_budget_step() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     old record;
@@ -86,10 +97,6 @@ BEGIN
     RETURN NULL;
 END
 $f$;
-CREATE TRIGGER firm_budget_step_apply AFTER INSERT ON kakunin_audit.firm_budget_steps
-    FOR EACH ROW EXECUTE FUNCTION kakunin_audit.apply_firm_budget_step();
-ALTER TABLE kakunin_audit.firm_budget_steps ENABLE ALWAYS TRIGGER firm_budget_step_apply;
-
 -- Takes, tops up or gives back one Guard's lease of one budget. `consumed` is the Guard's
 -- consumption now (spent budgets: its running total; held budgets: what it holds), `want` how
 -- far above it the lease should reach, `slice` how far the Guard's consumption may run ahead of
@@ -108,7 +115,7 @@ ALTER TABLE kakunin_audit.firm_budget_steps ENABLE ALWAYS TRIGGER firm_budget_st
 --      it when it expired on its side, which is no later than here, and reports exactly);
 --   4. otherwise the lease grows toward consumed + want, as far as the budget has room. A
 --      lease never shrinks while its Guard renews it: the Guard may be using all of it.
-CREATE FUNCTION kakunin_audit.firm_lease(p_budget text, p_holder text, p_agent text,
+CREATE OR REPLACE FUNCTION kakunin_audit.firm_lease(p_budget text, p_holder text, p_agent text,
                                          p_consumed bigint, p_want bigint, p_slice bigint,
                                          p_ttl_ms integer, p_release boolean)
 RETURNS TABLE (granted bigint, acked bigint, ttl_ms integer)
@@ -193,7 +200,7 @@ $f$;
 
 -- A person judged that the orders of a held budget's orphaned leases no longer work (cancelled
 -- at the venue, or the positions closed): their reservation returns. Returns how many.
-CREATE FUNCTION kakunin_audit.firm_release_orphans(p_budget text) RETURNS bigint
+CREATE OR REPLACE FUNCTION kakunin_audit.firm_release_orphans(p_budget text) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     n bigint;
@@ -207,6 +214,16 @@ BEGIN
     RETURN n;
 END
 $f$;
+
+DO $d$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'firm_budget_step_apply') THEN
+        CREATE TRIGGER firm_budget_step_apply AFTER INSERT ON kakunin_audit.firm_budget_steps
+            FOR EACH ROW EXECUTE FUNCTION kakunin_audit.apply_firm_budget_step();
+        ALTER TABLE kakunin_audit.firm_budget_steps ENABLE ALWAYS TRIGGER firm_budget_step_apply;
+    END IF;
+END
+$d$;
 
 RESET ROLE;
 SET LOCAL kakunin.maintenance = off;
@@ -236,6 +253,7 @@ void install_firm_schema(Connection& c, const std::string& owner, const std::str
                          "pg_catalog.to_regclass('kakunin_audit.firm_budgets')")
                       .get()) == 0)
         c.command(substitute(firm_sql, "@OWNER@", owner));
+    c.command(substitute(firm_functions_sql, "@OWNER@", owner));
     c.command(substitute(firm_grants_sql, "@APP@", app));
 }
 
