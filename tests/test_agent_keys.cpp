@@ -589,19 +589,19 @@ TEST_CASE("cert list: every certificate the CA issued, with its status and the n
           "[agent_keys][cli]") {
     TempDir dir;
     set_up_ca(dir);
-    require_ok(host_cli("agent keygen --agent agent-7 --keys host/keys --csr-out host/agent-7.csr",
-                        dir),
-               "agent keygen");
+    require_ok(
+        host_cli("agent keygen --agent agent-7 --keys host/keys --csr-out host/agent-7.csr", dir),
+        "agent keygen");
     require_ok(cli(issue_args("host/agent-7.csr", "host/first.pem") + " --json", dir), "issue 1");
     const Run second = cli(issue_args("host/agent-7.csr", "host/second.pem") + " --json", dir);
     require_ok(second, "issue 2");
     const std::string first_serial =
         kakunin::AgentCertificate::load_file((dir.path() / "host/first.pem").string()).serial();
     const std::string second_serial = json::parse(second.out).at("serial");
-    require_ok(cli("cert revoke --dir ca/state --serial " + first_serial +
-                       " --reason 'superseded: test'",
-                   dir),
-               "cert revoke");
+    require_ok(
+        cli("cert revoke --dir ca/state --serial " + first_serial + " --reason 'superseded: test'",
+            dir),
+        "cert revoke");
 
     const Run listed = cli("cert list --dir ca/state --json", dir);
     require_ok(listed, "cert list");
@@ -610,8 +610,7 @@ TEST_CASE("cert list: every certificate the CA issued, with its status and the n
     CHECK(certs[0].at("serial") == first_serial);
     CHECK(certs[0].at("status") == "revoked");
     CHECK(certs[0].at("newest") == false);
-    CHECK_THAT(certs[0].at("revocation_reason").get<std::string>(),
-               Catch::Contains("superseded"));
+    CHECK_THAT(certs[0].at("revocation_reason").get<std::string>(), Catch::Contains("superseded"));
     CHECK(certs[1].at("serial") == second_serial);
     CHECK(certs[1].at("status") == "valid");
     CHECK(certs[1].at("newest") == true);

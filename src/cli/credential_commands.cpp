@@ -157,11 +157,11 @@ void cert_renew(const RenewArgs& a) {
     if (!failed.empty()) {
         std::string names;
         for (const std::string& f : failed) names += (names.empty() ? "" : ", ") + f;
-        throw Error(ErrorCategory::invalid_state,
-                    "cert renew: " + std::to_string(failed.size()) + " of " +
-                        std::to_string(agents.size()) + " agents failed: " + names + " (" +
-                        std::to_string(renewed) + " renewed, " + std::to_string(skipped) +
-                        " skipped)");
+        throw Error(ErrorCategory::invalid_state, "cert renew: " + std::to_string(failed.size()) +
+                                                      " of " + std::to_string(agents.size()) +
+                                                      " agents failed: " + names + " (" +
+                                                      std::to_string(renewed) + " renewed, " +
+                                                      std::to_string(skipped) + " skipped)");
     }
 }
 
@@ -188,10 +188,10 @@ void cert_list(const ListArgs& a) {
         const auto r = revoked.find(c.serial());
         const bool is_newest = newest.at(c.agent_id()).serial() == c.serial();
         const TimeNs now = clock.now_ns();
-        const char* status = r != revoked.end()       ? "revoked"
-                             : c.not_after() < now    ? "expired"
-                             : c.not_before() > now   ? "not_yet_valid"
-                                                      : "valid";
+        const char* status = r != revoked.end()     ? "revoked"
+                             : c.not_after() < now  ? "expired"
+                             : c.not_before() > now ? "not_yet_valid"
+                                                    : "valid";
         nlohmann::json j = {{"agent_id", c.agent_id()},
                             {"serial", c.serial()},
                             {"fingerprint", c.fingerprint()},
@@ -209,8 +209,9 @@ void cert_list(const ListArgs& a) {
         std::cout << nlohmann::json{{"certificates", out}}.dump(2) << "\n";
         return;
     }
-    std::cout << std::left << std::setw(22) << "AGENT" << std::setw(42) << "SERIAL"
-              << std::setw(24) << "NOT AFTER" << "STATUS\n";
+    std::cout << std::left << std::setw(22) << "AGENT" << std::setw(42) << "SERIAL" << std::setw(24)
+              << "NOT AFTER"
+              << "STATUS\n";
     for (const auto& j : out)
         std::cout << std::setw(22) << j["agent_id"].get<std::string>() << std::setw(42)
                   << j["serial"].get<std::string>() << std::setw(24)
