@@ -263,6 +263,123 @@ TEST_CASE(
     }
 }
 
+namespace {
+
+/// Writes `orders` allowed orders j-0, j-1, ... a millisecond apart, `per_batch` at a time, each
+/// batch made durable, then closes the trail (its final checkpoint).
+void durable_orders(Setup& s, const std::string& log, int orders, int per_batch,
+                    std::size_t capacity = 4096) {
+    AuditTrailOptions o{std::make_shared<FileAuditSink>(log)};
+    o.queue_capacity = capacity;
+    AuditTrail trail = s.trail(o);
+    for (int i = 0; i < orders; ++i) {
+        const std::string id = "j-" + std::to_string(i);  // the order holds a view of it
+        Order order = test::good_order();
+        order.client_order_id = id;
+        Decision d;
+        d.verdict = Verdict::allow;
+        d.ts_ns = s.authority.clock().now_ns() + i * 1000000;
+        REQUIRE(trail.push_order(order, d));
+        if ((i + 1) % per_batch == 0) REQUIRE(trail.wait_durable(std::chrono::seconds(10)));
+    }
+    REQUIRE(trail.wait_durable(std::chrono::seconds(10)));
+}
+
+/// What a storage that loses its last confirmed commit leaves: the log without its last `cut`
+/// records (and the checkpoints after them), ending on a whole line.
+void lose_last_records(const std::string& log, int cut) {
+    std::vector<std::string> lines;
+    {
+        std::ifstream in(log);
+        for (std::string line; std::getline(in, line);) lines.push_back(line);
+    }
+    std::size_t keep = lines.size();
+    for (int seen = 0; keep > 0 && seen < cut;)
+        if (json::parse(lines[--keep])["kind"] == "record") ++seen;
+    std::ofstream out(log, std::ios::trunc);
+    for (std::size_t i = 0; i < keep; ++i) out << lines[i] << "\n";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "records the storage lost after confirming them come back from the journal, once and in "
+    "order; a journal that no longer holds them is refused with the reason",
+    "[journal]") {
+    test::TempDir dir("kakunin-journal");
+    Setup s;
+    const std::string log = dir / "agent.jsonl";
+    SECTION("the last three records lost: restored at their own times") {
+        durable_orders(s, log, 10, 4);
+        lose_last_records(log, 3);
+        REQUIRE(records(log).size() == 7);
+        std::vector<std::string> messages;
+        {
+            AuditTrailOptions o{std::make_shared<FileAuditSink>(log)};
+            o.error_handler = [&](std::string_view m) { messages.emplace_back(m); };
+            AuditTrail trail = s.trail(o);
+            CHECK(trail.counters().recovered == 3);
+        }
+        REQUIRE(messages.size() == 1);
+        CHECK_THAT(messages[0], Catch::Contains("held 10 records durably and now holds 7") &&
+                                    Catch::Contains("3 restored from the journal"));
+        const std::vector<json> r = records(log);
+        REQUIRE(r.size() == 11);
+        for (int i = 0; i < 10; ++i) {
+            INFO("record " << i);
+            CHECK(r[i]["seq"] == i);
+            CHECK(r[i]["payload"]["order"]["client_order_id"] == "j-" + std::to_string(i));
+            CHECK(r[i]["ts_ns"] == s.authority.clock().now_ns() + i * 1000000);
+        }
+        CHECK(r[10]["event"] == "log.recovered");
+        CHECK(r[10]["payload"]["lost_records"] == 3);
+        CHECK(r[10]["payload"]["restored"] == 3);
+        CHECK(r[10]["payload"]["count"] == 0);  // nothing was pending beyond the watermark
+        const AuditVerifyResult v = verify(s, log);
+        INFO(v.message);
+        CHECK(v.ok);
+        // Opened again: nothing more to restore.
+        {
+            AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)});
+            CHECK(trail.counters().recovered == 0);
+        }
+        CHECK(records(log).size() == 11);
+    }
+    SECTION("orders alike in every byte: as many restored as were lost") {
+        {
+            AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)});
+            Decision d;
+            d.verdict = Verdict::allow;
+            d.ts_ns = s.authority.clock().now_ns();
+            for (int i = 0; i < 6; ++i) REQUIRE(trail.push_order(test::good_order(), d));
+            REQUIRE(trail.wait_durable(std::chrono::seconds(10)));
+        }
+        lose_last_records(log, 2);
+        {
+            AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)});
+            CHECK(trail.counters().recovered == 2);
+        }
+        const std::vector<json> r = records(log);
+        REQUIRE(r.size() == 7);
+        CHECK(r[6]["payload"]["restored"] == 2);
+        CHECK(verify(s, log).ok);
+    }
+    SECTION("the journal has reused the slots of the lost records' entries") {
+        durable_orders(s, log, 48, 8, 16);
+        lose_last_records(log, 30);
+        const std::uintmax_t size = std::filesystem::file_size(log);
+        CHECK_THROWS_WITH(
+            s.trail([&] {
+                AuditTrailOptions o{std::make_shared<FileAuditSink>(log)};
+                o.queue_capacity = 16;
+                return o;
+            }()),
+            Catch::Contains("held 48 records durably and now holds 18") &&
+                Catch::Contains("no longer holds the entry of the log's last record (seq 17"));
+        CHECK(std::filesystem::file_size(log) == size);  // nothing was written
+    }
+}
+
 TEST_CASE("without a journal nothing is mapped, and a memory sink has none by default",
           "[journal]") {
     test::TempDir dir("kakunin-journal");

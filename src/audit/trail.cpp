@@ -10,6 +10,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "audit/canonical_scan.hpp"
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
 #include "io/durable_file.hpp"
@@ -250,6 +251,7 @@ struct AuditTrail::Impl {
         std::uint64_t existing = 0;
         std::vector<Held> held;
         std::uint64_t held_count = 0;
+        LastEntry last_entry;  // the log's last record that came from an entry
         // The last records as found (a sliding window): those no checkpoint covers are checked
         // once the writer has read the log (check_found_log).
         std::deque<Found> window;
@@ -272,7 +274,13 @@ struct AuditTrail::Impl {
                 }
                 if (!journal) return;
                 ++existing;
-                if (r.seq < mark.records || made_by_writer(r.event)) return;
+                if (made_by_writer(r.event)) return;
+                last_entry.present = true;
+                last_entry.seq = r.seq;
+                last_entry.ts_ns = r.ts_ns;
+                last_entry.event.assign(r.event);
+                last_entry.payload.assign(audit_detail::record_payload_text(r.canonical));
+                if (r.seq < mark.records) return;
                 if (held.size() < capacity) held.push_back({r.seq, r.event, r.ts_ns});
                 ++held_count;
             };
@@ -281,7 +289,7 @@ struct AuditTrail::Impl {
             std::make_unique<AuditLogWriter>(*options.sink, event_clock, signer, w, record_signer);
         const std::uint64_t covered = writer->checkpointed_size();
         const std::optional<AuditCheckpoint> last_checkpoint = writer->last_checkpoint();
-        if (journal) recover(mark, existing, held, held_count, capacity, fp, on_record);
+        if (journal) recover(mark, existing, last_entry, held, held_count, capacity, fp, on_record);
         check_found_log(found, covered, last_checkpoint, window, kms->public_key(key).spki_der, fp);
         record_gap();
     }
@@ -407,28 +415,150 @@ struct AuditTrail::Impl {
         TimeNs ts_ns;
     };
 
-    /// Records, in order, the journal's entries the log does not hold (a process that died
-    /// before its writer made them durable), then `log.recovered`; makes them durable and moves
-    /// the watermark past them. Throws (the trail does not open) when the log and the journal
-    /// disagree: never guesses.
-    void recover(Mark mark, std::uint64_t existing, const std::vector<Held>& held,
-                 std::uint64_t held_count, std::size_t capacity, std::string_view fp,
-                 const std::function<void(const OpenedRecord&)>& on_record) {
-        const std::string at = "audit journal " + journal->path() + ": ";
-        if (existing < mark.records)
-            throw Error(ErrorCategory::invalid_state,
-                        at + "the log held " + std::to_string(mark.records) +
-                            " records durably and now holds " + std::to_string(existing) +
-                            ": it was cut or replaced. If that was deliberate, remove the journal "
-                            "too (the entries it holds are then not recorded)");
-        const audit_detail::Journal::Found found = journal->scan(mark.jseq);
-        // The entries, grouped into records (a JSON event's parts make one).
+    /// The log's last record that came from an entry, as found at open.
+    struct LastEntry {
+        bool present = false;
+        std::uint64_t seq = 0;
+        TimeNs ts_ns = 0;
+        std::string event, payload;
+    };
+
+    /// The journal's entries from `found` grouped into records (a JSON event's parts make one):
+    /// the index of each record's first entry.
+    static std::vector<std::size_t> record_starts(const audit_detail::Journal::Found& found) {
         std::vector<std::size_t> starts;
         for (std::size_t i = 0; i < found.entries.size();) {
             starts.push_back(i);
             const detail::AuditEntry& e = found.entries[i];
             i += e.kind == detail::AuditEntry::Kind::json ? e.parts : 1;
         }
+        return starts;
+    }
+
+    /// Appends the record of the entries starting at found.entries[start], at the time its
+    /// event happened, and hands it to `on_record`. Returns its seq.
+    std::uint64_t record_entry(const audit_detail::Journal::Found& found, std::size_t start,
+                               std::string_view fp,
+                               const std::function<void(const OpenedRecord&)>& on_record) {
+        const detail::AuditEntry& e = found.entries[start];
+        const auto rec = record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
+            return found.entries[start + k];
+        });
+        event_clock.set(e.ts_ns);
+        const std::uint64_t seq = writer->append(rec.first, rec.second);
+        event_clock.clear();
+        if (on_record) {
+            OpenedRecord o;
+            o.seq = seq;
+            o.ts_ns = e.ts_ns;
+            o.event = rec.first;
+            o.cert_fp = fp;
+            o.payload = rec.second;
+            o.recovered = true;
+            on_record(o);
+        }
+        return seq;
+    }
+
+    /// The log holds fewer records than the journal's watermark says were durable: the storage
+    /// lost records it had confirmed (a kernel's last commit before a filesystem error, a
+    /// database failing over to a replica that lagged), or someone cut the log. The journal's
+    /// slots at and before the watermark keep their entries until reused; when they still hold
+    /// the log's last entry-made record (the same event, payload and time) and every entry after
+    /// it, those entries' records are appended again, in order, at the times their events
+    /// happened. Returns how many; throws (the trail does not open, nothing is written) when
+    /// the journal cannot give them all back. Never guesses: only an exact match restores.
+    std::uint64_t restore_lost(Mark mark, std::uint64_t existing, const LastEntry& last,
+                               std::string_view fp,
+                               const std::function<void(const OpenedRecord&)>& on_record) {
+        const std::string at = "audit journal " + journal->path() + ": the log held " +
+                               std::to_string(mark.records) + " records durably and now holds " +
+                               std::to_string(existing) + ": ";
+        const std::string advice =
+            ". If the log was replaced on purpose, remove the journal too (the entries it holds "
+            "are then not recorded)";
+        if (!last.present)
+            throw Error(ErrorCategory::invalid_state,
+                        at +
+                            "it was cut or replaced, and holds no record of the journal's "
+                            "entries to continue from" +
+                            advice);
+        const std::uint64_t from =
+            mark.jseq > journal->capacity() ? mark.jseq - journal->capacity() : 0;
+        const audit_detail::Journal::Found found = journal->scan(from);
+        const std::vector<std::size_t> starts = record_starts(found);
+        // The records at or before the watermark, the last ending with its entry.
+        std::size_t n = 0;
+        while (n < starts.size() && found.jseqs[starts[n]] <= mark.jseq) ++n;
+        const std::size_t end =
+            n == 0 ? 0 : (n < starts.size() ? starts[n] : found.entries.size()) - 1;
+        if (n == 0 || found.jseqs[end] != mark.jseq)
+            throw Error(ErrorCategory::invalid_state,
+                        at + "the journal no longer holds entry " + std::to_string(mark.jseq) +
+                            " (the watermark's), so the lost records cannot be restored; nothing "
+                            "was recorded" +
+                            advice);
+        // The log's last entry-made record is at most this many records before the watermark's
+        // (exactly, unless records the writer makes itself were lost too): the earliest match
+        // from there, so that records alike in every byte are not taken for one another.
+        const std::uint64_t after_last = mark.records - 1 - last.seq;
+        const std::size_t lower = n - 1 >= after_last ? n - 1 - after_last : 0;
+        std::optional<std::size_t> match;
+        for (std::size_t g = lower; g < n && !match; ++g) {
+            const detail::AuditEntry& e = found.entries[starts[g]];
+            const auto rec = record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
+                return found.entries[starts[g] + k];
+            });
+            if (rec.first != last.event || (e.ts_ns != 0 && e.ts_ns != last.ts_ns)) continue;
+            const std::string payload = audit_detail::is_canonical_json(rec.second)
+                                            ? rec.second
+                                            : canonical_json(rec.second);
+            if (payload == last.payload) match = g;
+        }
+        if (!match)
+            throw Error(ErrorCategory::invalid_state,
+                        at +
+                            "the journal no longer holds the entry of the log's last record "
+                            "(seq " +
+                            std::to_string(last.seq) + ", " + last.event + " at " +
+                            std::to_string(last.ts_ns) +
+                            " ns), so the records after it cannot be restored; nothing was "
+                            "recorded" +
+                            advice);
+        // Every entry from the match to the watermark, with no number missing.
+        for (std::size_t i = starts[*match]; i < end; ++i)
+            if (found.jseqs[i + 1] != found.jseqs[i] + 1)
+                throw Error(
+                    ErrorCategory::invalid_state,
+                    at + "the journal no longer holds entry " + std::to_string(found.jseqs[i] + 1) +
+                        " of those after the log's last record; nothing was recorded" + advice);
+        std::uint64_t restored = 0;
+        for (std::size_t g = *match + 1; g < n; ++g) {
+            record_entry(found, starts[g], fp, on_record);
+            ++restored;
+        }
+        return restored;
+    }
+
+    /// Records, in order, the journal's entries the log does not hold (a process that died
+    /// before its writer made them durable), then `log.recovered`; makes them durable and moves
+    /// the watermark past them. Throws (the trail does not open) when the log and the journal
+    /// disagree: never guesses. A log shorter than the watermark first gets back what the
+    /// journal still holds of its lost records (restore_lost).
+    void recover(Mark mark, std::uint64_t existing, const LastEntry& last,
+                 const std::vector<Held>& held, std::uint64_t held_count, std::size_t capacity,
+                 std::string_view fp, const std::function<void(const OpenedRecord&)>& on_record) {
+        const std::string at = "audit journal " + journal->path() + ": ";
+        std::uint64_t restored = 0;
+        if (existing < mark.records) {
+            restored = restore_lost(mark, existing, last, fp, on_record);
+            report(where + "the log held " + std::to_string(mark.records) +
+                   " records durably and now holds " + std::to_string(existing) +
+                   ": the storage lost records it had confirmed; " + std::to_string(restored) +
+                   " restored from the journal " + journal->path() + " (log.recovered)");
+        }
+        const audit_detail::Journal::Found found = journal->scan(mark.jseq);
+        const std::vector<std::size_t> starts = record_starts(found);
         // The first `held_count` of them are in the log already; those it shows must be the
         // same events at the same times, or something else has written the log.
         const std::size_t compare = std::min<std::size_t>(held.size(), starts.size());
@@ -450,33 +580,24 @@ struct AuditTrail::Impl {
         // The records just compared are this journal's entries: confirmed without a signature.
         confirmed_from = mark.records;
         confirmed_to = compare > 0 ? held[compare - 1].seq + 1 : mark.records;
-        std::uint64_t count = 0, first = 0, last = 0;
+        std::uint64_t count = 0, first = 0, last_jseq = 0;
         for (std::size_t g = held_count; g < starts.size(); ++g) {
-            const detail::AuditEntry& e = found.entries[starts[g]];
-            const auto rec = record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
-                return found.entries[starts[g] + k];
-            });
-            event_clock.set(e.ts_ns);
-            const std::uint64_t seq = writer->append(rec.first, rec.second);
-            event_clock.clear();
-            if (on_record) {
-                OpenedRecord o;
-                o.seq = seq;
-                o.ts_ns = e.ts_ns;
-                o.event = rec.first;
-                o.cert_fp = fp;
-                o.payload = rec.second;
-                o.recovered = true;
-                on_record(o);
-            }
+            record_entry(found, starts[g], fp, on_record);
             if (count++ == 0) first = found.jseqs[starts[g]];
-            last = found.jseqs[starts[g]];
+            last_jseq = found.jseqs[starts[g]];
         }
-        if (count != 0 || found.damaged != 0 || found.missing != 0) {
+        if (count != 0 || restored != 0 || existing < mark.records || found.damaged != 0 ||
+            found.missing != 0) {
             nlohmann::json p;
             p["count"] = count;
             p["first_entry"] = first;
-            p["last_entry"] = last;
+            p["last_entry"] = last_jseq;
+            if (existing < mark.records) {
+                // The storage lost records it had confirmed; `restored` came back from the
+                // journal (the rest, if any, were the writer's own: they have no entry).
+                p["lost_records"] = mark.records - existing;
+                p["restored"] = restored;
+            }
             p["already_in_log"] = std::min<std::uint64_t>(held_count, starts.size());
             p["damaged_slots"] = found.damaged;
             p["missing_entries"] = found.missing;
@@ -489,7 +610,7 @@ struct AuditTrail::Impl {
         journal->sync();  // were it lost, the records just made would show the entries as held
         if (journal->capacity() != capacity) journal->reshape(capacity);
         next_jseq = newest + 1;
-        recovered = count;
+        recovered = count + restored;
     }
 
     /// One message to the error handler at a time; a throwing handler is ignored.
