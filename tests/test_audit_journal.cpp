@@ -304,7 +304,7 @@ void lose_last_records(const std::string& log, int cut) {
 
 TEST_CASE(
     "records the storage lost after confirming them come back from the journal, once and in "
-    "order; a journal that no longer holds them is refused with the reason",
+    "order, and a journal that no longer holds them is refused with the reason",
     "[journal]") {
     test::TempDir dir("kakunin-journal");
     Setup s;
