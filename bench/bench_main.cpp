@@ -148,6 +148,14 @@ int main(int argc, char** argv) {
         put("audit_pg_50_guards_vs_raw_copy",
             figures["audit_pg_50_guards_records_per_s"].get<double>() /
                 figures["raw_copy_rows_per_s"].get<double>());
+    // The same logs written in rounds by one thread, as SharedThreads' audit writer does.
+    put("audit_pg_50_guards_shared_records_per_s",
+        reporter.counter("BM_audit_pg_50_guards_shared.records_per_s"));
+    if (figures.contains("audit_pg_50_guards_shared_records_per_s") &&
+        figures.contains("raw_copy_rows_per_s"))
+        put("audit_pg_50_guards_shared_vs_raw_copy",
+            figures["audit_pg_50_guards_shared_records_per_s"].get<double>() /
+                figures["raw_copy_rows_per_s"].get<double>());
     put("notify_rtt_p99_us", reporter.counter("BM_notify_rtt.p99_us"));
     put("revocation_cross_process_p99_us", reporter.counter("BM_revocation_cross_process.p99_us"));
     put("revocation_publish_p99_us",

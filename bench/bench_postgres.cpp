@@ -186,6 +186,60 @@ void BM_audit_pg_50_guards(benchmark::State& state) {
         benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
 
+/// The same 50 logs written as SharedThreads' one audit-writer thread writes them: in rounds,
+/// each appending up to 200 records per log and handing every log's lines to its sink before
+/// the first flush, so one group commit carries many logs (bench_main:
+/// audit_pg_50_guards_shared_vs_raw_copy).
+void BM_audit_pg_50_guards_shared(benchmark::State& state) {
+    const Database& db = database();
+    if (!db.ok) return state.SkipWithError(db.error.c_str());
+    constexpr int logs = 50;
+    auto kms = std::shared_ptr<Kms>(SoftwareKms::in_memory());
+    const KeyHandle key = kms->create_key("agent:bench", KeyAlgorithm::ed25519);
+    ManualClock clock(utc(2026, 11, 26, 12));
+    PostgresRuntimeOptions ro;
+    ro.application_name = "kakunin-bench";
+    PostgresRuntime runtime(db.app, ro);
+    const std::size_t per_log = static_cast<std::size_t>(state.range(0)) / logs;
+    std::uint64_t total = 0;
+    int run = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        std::vector<std::unique_ptr<PostgresAuditSink>> sinks;
+        std::vector<std::unique_ptr<AuditLogWriter>> writers;
+        for (int i = 0; i < logs; ++i) {
+            const std::string log_id = "bench50s-" + std::to_string(run) + "-" + std::to_string(i);
+            sinks.push_back(
+                std::make_unique<PostgresAuditSink>(runtime, PostgresAuditSinkOptions{log_id}));
+            AuditWriterOptions options;
+            options.log_id = log_id;
+            options.checkpoint_every = 1000;
+            writers.push_back(std::make_unique<AuditLogWriter>(
+                *sinks.back(), clock, AuditSigner{*kms, key, "sha256:bench"}, options));
+        }
+        ++run;
+        state.ResumeTiming();
+        try {
+            for (std::size_t done = 0; done < per_log;) {
+                const std::size_t n = std::min<std::size_t>(200, per_log - done);
+                for (auto& w : writers) {
+                    for (std::size_t k = 0; k < n; ++k) w->append("order.allowed", payload);
+                    w->hand_over();
+                }
+                for (auto& w : writers) w->flush();
+                done += n;
+            }
+            for (auto& w : writers) w->close();
+        } catch (const std::exception& e) {
+            return state.SkipWithError(e.what());
+        }
+        total += per_log * logs;
+    }
+    if (runtime.write_connections() != 1) return state.SkipWithError("more than one connection");
+    state.counters["records_per_s"] =
+        benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
+}
+
 /// The record lines the writer makes for `n` records of the benchmark's log (checkpoint mode,
 /// a checkpoint every 1,000 records), checkpoints left out: the rows BM_audit_pg stores.
 std::vector<std::string> record_lines(std::size_t n) {
@@ -413,6 +467,11 @@ void BM_revocation_cross_process(benchmark::State& state) {
 }
 
 BENCHMARK(BM_audit_pg)->Arg(50000)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_audit_pg_50_guards_shared)
+    ->Arg(50000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1)
+    ->UseRealTime();
 BENCHMARK(BM_audit_pg_50_guards)
     ->Arg(50000)
     ->Unit(benchmark::kMillisecond)

@@ -16,6 +16,7 @@
 #include "kakunin/audit_trail.hpp"
 #include "kakunin/postgres.hpp"
 #include "kakunin/postgres_runtime.hpp"
+#include "kakunin/shared_threads.hpp"
 #include "pg_test_support.hpp"
 #include "support.hpp"
 
@@ -64,7 +65,8 @@ struct Fleet {
     std::vector<std::unique_ptr<AuditTrail>> trails;
     AuditCertificates certs;
 
-    Fleet(PostgresRuntime& runtime, const Clock& clock, int n) {
+    Fleet(PostgresRuntime& runtime, const Clock& clock, int n,
+          std::shared_ptr<SharedThreads> threads = nullptr) {
         for (int i = 0; i < n; ++i) {
             ids.push_back(test::make_identity(*kms, log_name(i)));
             certs.add_der(ids.back().cert_der);
@@ -78,6 +80,7 @@ struct Fleet {
             o.sink_failure_grace = 60s;
             o.shutdown_deadline = 30s;
             o.checkpoint_every = 100;
+            o.threads = threads;
             trails.push_back(std::make_unique<AuditTrail>(o, clock, kms, ids.back().key,
                                                           log_name(i), ids.back().fp));
         }
@@ -153,6 +156,49 @@ TEST_CASE(
     CHECK(std::stoi(su.value("SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
                              {db.options.app_role})) <= 2);
     CHECK(postgres_audit_log_ids(db.app()).size() == static_cast<std::size_t>(kLogs));
+}
+
+TEST_CASE(
+    "postgres sink group: fifty trails on one shared writer thread commit together through "
+    "one connection, and every log verifies") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::PgSession su(db.superuser());
+    PostgresRuntimeOptions ro;
+    ro.application_name = "kk-sg-shared";
+    PostgresRuntime runtime(db.app(), ro);
+    ManualClock clock(kJan2024);
+    auto threads = std::make_shared<SharedThreads>();
+    constexpr int orders = 120;
+    const auto commits = [&] {
+        su.value("SELECT pg_stat_clear_snapshot()");
+        return std::stoll(su.value(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"));
+    };
+    long long before = 0, after = 0;
+    {
+        Fleet fleet(runtime, clock, kLogs, threads);
+        CHECK(threads->audit_trails() == static_cast<std::size_t>(kLogs));
+        before = commits();
+        std::atomic<int> pushed{0};
+        std::vector<std::thread> producers;
+        for (auto& t : fleet.trails)
+            producers.emplace_back([&, trail = t.get()] { trade(*trail, orders, pushed); });
+        for (auto& t : producers) t.join();
+        for (auto& t : fleet.trails) CHECK(t->wait_durable(30s));
+        CHECK(connections_named(su, "kk-sg-shared-write") == 1);
+        fleet.trails.clear();  // final checkpoints, on the shared writer
+        CHECK(threads->audit_trails() == 0);
+        for (int k = 0; k < 50; ++k) {  // the statistics lag
+            std::this_thread::sleep_for(20ms);
+            after = commits();
+        }
+        check_logs(runtime, fleet, orders);
+    }
+    // Each round hands every trail's lines over before the first flush, so one commit carries
+    // many logs: far fewer commits than flushes of 50 logs × 6,000 records would take.
+    INFO("commits while trading: " << after - before);
+    CHECK(after - before < kLogs * orders / 10);
+    CHECK(runtime.write_connections() == 1);
 }
 
 TEST_CASE(

@@ -1,6 +1,7 @@
 // kakunin/audit_trail.hpp — the Guard's hand-off to its audit log: a preallocated bounded queue
 // that check() (and the amend, cancel and execution-report paths) fill without allocating or
-// blocking, and one background thread that turns each entry into a record (AuditLogWriter:
+// blocking, and a background writer (a thread of its own, or a SharedThreads writer that serves
+// many trails) that turns each entry into a record (AuditLogWriter:
 // hash, sign, checkpoint) and makes batches durable.
 //
 //   auto sink = std::make_shared<kakunin::FileAuditSink>("state/audit/agent-7.jsonl");
@@ -40,6 +41,8 @@
 #include "kakunin/order.hpp"
 
 namespace kakunin {
+
+class SharedThreads;
 
 struct AuditTrailOptions {
     std::shared_ptr<AuditSink> sink;    ///< required
@@ -105,6 +108,11 @@ struct AuditTrailOptions {
     /// what a power loss can take from entries the log lacks is at most this window (a process
     /// crash loses none of them). A working sink makes entries durable first, so no sync.
     std::chrono::milliseconds journal_sync_interval{100};
+
+    /// The threads the Guards of one process share (shared_threads.hpp): set, this trail's
+    /// records are written by its writer thread, in rounds with every other trail's, instead
+    /// of a thread of its own. The watchdog stays the trail's own. Null: a thread of its own.
+    std::shared_ptr<SharedThreads> threads;
 };
 
 /// Counters, readable from any thread.
@@ -303,7 +311,18 @@ public:
     const std::string& log_id() const noexcept;
 
 private:
+    struct WriterTask;
+    /// The writer's own thread: write_round() until it is done.
     void run() noexcept;
+    /// Appends the records of the entries queued since (at most batch_max); how many entries.
+    std::uint64_t take_entries() noexcept;
+    /// A shared writer's first half of a round: take_entries() and hand the lines to the sink.
+    void prepare_round() noexcept;
+    /// One writer round (take, record, flush, journal sync, shutdown): microseconds until the
+    /// next one, or -1 once the writer is done.
+    std::int64_t write_round() noexcept;
+    /// Asks the writer to stop and waits until it is done (joined, or off the shared thread).
+    void stop_writer() noexcept;
     void watch() noexcept;
     /// A slot while fewer than `limit` entries are queued, else nullptr; with block_when_full
     /// it waits for the writer to make room first (producer side, noexcept, no allocation).
@@ -341,7 +360,8 @@ private:
     std::atomic<std::uint64_t> m_unrecorded{0};
     std::atomic<std::uint64_t> m_unrecorded_reports{0};
     std::atomic<bool> m_stop{false};
-    std::thread m_thread;
+    std::thread m_thread;                ///< the writer's own thread (no SharedThreads)
+    std::unique_ptr<WriterTask> m_task;  ///< the writer on a SharedThreads thread
     std::thread m_watchdog;
 };
 

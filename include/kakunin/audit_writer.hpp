@@ -76,6 +76,11 @@ public:
     bool maybe_checkpoint();
     /// Hands queued lines to the sink and flushes it. Throws what the sink throws.
     void flush();
+    /// The first half of flush(): hands queued lines to the sink (AuditSink::append) without
+    /// flushing it, so that a writer serving many logs can hand every log's lines over before
+    /// the first flush (one group commit, or every file written before the first fdatasync).
+    /// Throws what the sink throws (the lines stay queued).
+    void hand_over();
     /// Queues a checkpoint over every record so far (unless the last one already covers them),
     /// then flushes. Returns the latest checkpoint. Throws kakunin::Error (invalid_state) on an
     /// empty log.

@@ -217,6 +217,11 @@ struct GuardOptions {
     /// Run incident handling on a background thread (default). Off: the caller drives it with
     /// Guard::process_incidents() (replays on simulated time do, for deterministic results).
     bool incident_thread = true;
+    /// The threads the Guards of one process share (shared_threads.hpp): set, this Guard's
+    /// audit records are written by its audit-writer thread (unless `audit->threads` names
+    /// another) and its incidents handled on its incident thread, instead of threads of the
+    /// Guard's own. The audit trail's watchdog stays the Guard's own.
+    std::shared_ptr<SharedThreads> threads;
     /// People's steps taken elsewhere (kakunin incident ack|resolve|review, agent reenable,
     /// agent lift-reduce-only): e.g. a FileHumanStepFeed on the CA's state directory. The Guard
     /// subscribes at the end of its construction (the steps already recorded are applied

@@ -23,5 +23,6 @@
 #include "kakunin/revocation.hpp"
 #include "kakunin/scope.hpp"
 #include "kakunin/scope_extension.hpp"
+#include "kakunin/shared_threads.hpp"
 #include "kakunin/software_kms.hpp"
 #include "kakunin/version.hpp"

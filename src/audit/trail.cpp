@@ -18,6 +18,8 @@
 #include "json.hpp"
 #include "kakunin/audit_writer.hpp"
 #include "kakunin/replay.hpp"
+#include "kakunin/shared_threads.hpp"
+#include "runtime/task_thread.hpp"
 
 namespace kakunin {
 namespace {
@@ -659,6 +661,44 @@ struct AuditTrail::Impl {
     std::condition_variable watch_wake;
     bool watch_stop = false;   ///< guarded by watch_mutex
     bool writer_done = false;  ///< guarded by watch_mutex
+
+    /// The writer's state between its rounds (the writer's thread only: the trail's own, or
+    /// the SharedThreads writer).
+    struct WriterState {
+        std::uint64_t appended_entries = 0;  ///< entries whose records the writer has queued
+        std::uint64_t in_queue = 0;  ///< of those, the ones still in the queue (not durable yet)
+        std::uint64_t appended_jseq = 0;  ///< the journal number of the last appended
+        std::chrono::steady_clock::time_point last_journal_sync;
+        std::uint64_t synced_head = 0;  ///< entries pushed when the journal was last synced
+        bool journal_sync_failed = false;
+        /// Since when entries have been waiting to become durable (unset while none is).
+        std::chrono::steady_clock::time_point waiting_since{};
+        std::chrono::steady_clock::time_point stop_requested{};
+        /// Unrecorded rejections: how many are in the log, when the last record was made, and
+        /// the Guard-clock time of the last look that found none new (the period starts there).
+        std::uint64_t unrecorded_logged = 0;
+        std::chrono::steady_clock::time_point unrecorded_recorded_at;
+        TimeNs unrecorded_quiet_at = 0;
+        std::chrono::milliseconds backoff{0};  ///< the next retry's pause; 0 while the sink works
+        std::uint64_t outage_failures = 0;     ///< failed writes in the current outage
+        std::string reported_error;     ///< the sink's message last given to the error handler
+        std::uint64_t taken_early = 0;  ///< entries prepare_round() appended this round
+        bool handed_over = false;       ///< prepare_round() gave the sink lines to flush
+        bool done = false;              ///< closed, or gave up at the shutdown deadline
+    } ws;
+};
+
+struct AuditTrail::WriterTask final : detail::TaskThread::Task {
+    WriterTask(AuditTrail& t, std::shared_ptr<SharedThreads> s)
+        : trail(t), shared(std::move(s)), thread(detail::audit_writer_thread(*shared)) {}
+    void prepare() noexcept override { trail.prepare_round(); }
+    std::chrono::microseconds run() noexcept override {
+        const std::int64_t next = trail.write_round();
+        return next < 0 ? idle : std::chrono::microseconds(next);
+    }
+    AuditTrail& trail;
+    std::shared_ptr<SharedThreads> shared;  ///< kept alive while the trail uses it
+    detail::TaskThread& thread;
 };
 
 AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
@@ -675,18 +715,40 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
       m_order_limit(m_queue.capacity() - m_state_reserve),
       m_reserve(std::min(m_impl->options.reserve, m_order_limit / 2)),
       m_block_when_full(m_impl->options.block_when_full) {
-    m_thread = std::thread([this] { run(); });
+    Impl::WriterState& ws = m_impl->ws;
+    ws.appended_jseq = m_impl->next_jseq - 1;
+    ws.last_journal_sync = ws.unrecorded_recorded_at = std::chrono::steady_clock::now();
+    ws.unrecorded_quiet_at = clock.now_ns();
+    if (m_impl->options.threads) {
+        m_task = std::make_unique<WriterTask>(*this, m_impl->options.threads);
+        m_task->thread.add(*m_task);
+    } else {
+        m_thread = std::thread([this] { run(); });
+    }
     try {
         m_watchdog = std::thread([this] { watch(); });
     } catch (...) {
-        m_stop.store(true, std::memory_order_release);
-        m_thread.join();
+        stop_writer();
         throw;
     }
 }
 
+void AuditTrail::stop_writer() noexcept {
+    m_stop.store(true, std::memory_order_release);
+    if (m_thread.joinable()) m_thread.join();
+    if (!m_task) return;
+    m_task->thread.wake(*m_task);
+    {
+        std::unique_lock<std::mutex> lock(m_impl->watch_mutex);
+        m_impl->watch_wake.wait(lock, [&] { return m_impl->writer_done; });
+    }
+    m_task->thread.remove(*m_task);
+    m_task.reset();
+}
+
 AuditTrail::~AuditTrail() {
     m_stop.store(true, std::memory_order_release);
+    if (m_task) m_task->thread.wake(*m_task);  // a shared writer: this trail's round now
     {
         // A sink hung inside a call holds the writer past any deadline: say so, then wait.
         std::unique_lock<std::mutex> lock(m_impl->watch_mutex);
@@ -705,7 +767,7 @@ AuditTrail::~AuditTrail() {
             }
         }
     }
-    if (m_thread.joinable()) m_thread.join();
+    stop_writer();
     {
         std::lock_guard<std::mutex> lock(m_impl->watch_mutex);
         m_impl->watch_stop = true;
@@ -864,38 +926,110 @@ void AuditTrail::watch() noexcept {
     }
 }
 
+// ---- the writer: rounds, on the trail's own thread (run()) or on a SharedThreads writer ----
+
 void AuditTrail::run() noexcept {
-    Impl& im = *m_impl;
-    struct Done {  // tells the destructor, however run() returns
-        Impl& im;
-        ~Done() {
-            {
-                std::lock_guard<std::mutex> lock(im.watch_mutex);
-                im.writer_done = true;
-            }
-            im.watch_wake.notify_all();
+    for (;;) {
+        const bool stopping = m_stop.load(std::memory_order_acquire);
+        const std::int64_t next = write_round();
+        if (next < 0) return;
+        // The pause is cut short by a stop request that arrives meanwhile.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(next);
+        for (;;) {
+            const auto now = std::chrono::steady_clock::now();
+            if (now >= until || (!stopping && m_stop.load(std::memory_order_acquire))) break;
+            std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+                until - now, std::chrono::milliseconds(5)));
         }
-    } done{im};
-    std::uint64_t appended_entries = 0;  // entries whose records the writer has queued
-    std::uint64_t in_queue = 0;          // of those, the ones still in the queue (not durable yet)
-    std::uint64_t appended_jseq = im.next_jseq - 1;  // the journal number of the last appended
-    auto last_journal_sync = std::chrono::steady_clock::now();
-    std::uint64_t synced_head = 0;  // entries pushed when the journal was last synced
-    bool journal_sync_failed = false;
-    // Since when entries have been waiting to become durable (unset while none is).
-    std::chrono::steady_clock::time_point waiting_since{};
-    std::chrono::steady_clock::time_point stop_requested{};
-    // Unrecorded rejections: how many are in the log, when the last record was made, and the
-    // Guard-clock time of the last look that found none new (the period starts there).
-    std::uint64_t unrecorded_logged = 0;
-    auto unrecorded_recorded_at = std::chrono::steady_clock::now();
-    TimeNs unrecorded_quiet_at = im.clock.now_ns();
+    }
+}
+
+std::uint64_t AuditTrail::take_entries() noexcept {
+    Impl& im = *m_impl;
+    Impl::WriterState& ws = im.ws;
+    // While the sink is failing, hold entries in the queue rather than in memory.
+    if (im.writer->pending_lines() > im.options.batch_max) return 0;
+    // Entries stay in the queue (the journal's slots) until their records are durable:
+    // `in_queue` of them are appended already.
+    const std::uint64_t available = m_queue.size() - ws.in_queue;
+    const std::uint64_t n = std::min<std::uint64_t>(available, im.options.batch_max);
+    std::uint64_t taken = 0;
+    while (taken < n) {
+        const std::uint64_t at = ws.in_queue + taken;
+        detail::AuditEntry& e = m_queue.peek(at)->entry;
+        const std::uint64_t parts =
+            e.kind == detail::AuditEntry::Kind::json ? std::max<std::uint32_t>(e.parts, 1) : 1;
+        if (taken + parts > available) break;  // a JSON event's parts still coming
+        const std::uint64_t records_before = im.writer->size();
+        bool queued = false;
+        try {
+            im.event_clock.set(e.ts_ns);
+            const auto record = record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
+                return m_queue.peek(at + k)->entry;
+            });
+            im.writer->append(record.first, record.second);
+            queued = true;
+        } catch (const std::exception& x) {
+            // Signing the record failed (nothing queued: retry this entry next round), or
+            // signing a checkpoint due after it (the record is queued: do not queue it twice;
+            // the checkpoint is retried).
+            queued = im.writer->size() > records_before;
+            try {
+                im.set_last_error(x.what());
+            } catch (...) {
+            }
+        } catch (...) {  // a KMS throwing something else must not end the writer
+            queued = im.writer->size() > records_before;
+            try {
+                im.set_last_error("unknown exception signing a record");
+            } catch (...) {
+            }
+        }
+        im.event_clock.clear();
+        if (!queued) break;
+        ws.appended_jseq = m_queue.peek(at + parts - 1)->jseq.load(std::memory_order_relaxed);
+        taken += parts;
+        ws.appended_entries += parts;
+    }
+    ws.in_queue += taken;
+    return taken;
+}
+
+void AuditTrail::prepare_round() noexcept {
+    Impl& im = *m_impl;
+    Impl::WriterState& ws = im.ws;
+    // Only while the sink works: a failing one is retried by write_round() after its pause.
+    if (ws.done || im.failing_since.load(std::memory_order_relaxed) != 0) return;
+    ws.taken_early += take_entries();
+    if (im.writer->pending_lines() == 0) return;
+    try {
+        im.writer->hand_over();
+        ws.handed_over = true;
+    } catch (...) {
+        // The lines stay queued; write_round()'s flush hands them over again and reports it.
+    }
+}
+
+std::int64_t AuditTrail::write_round() noexcept {
+    Impl& im = *m_impl;
+    Impl::WriterState& ws = im.ws;
+    if (ws.done) return -1;
+    // The writer is done (however it ends): the destructor waits for this.
+    auto finish = [&]() -> std::int64_t {
+        ws.done = true;
+        {
+            std::lock_guard<std::mutex> lock(im.watch_mutex);
+            im.writer_done = true;
+        }
+        im.watch_wake.notify_all();
+        return -1;
+    };
     // The records of every appended entry are durable: move the journal's watermark past them,
     // then give their slots back.
     auto made_durable = [&](std::uint64_t entries) {
-        if (im.journal) im.journal->set_mark({appended_jseq, im.writer->size()});
-        m_queue.pop(in_queue);
-        in_queue = 0;
+        if (im.journal) im.journal->set_mark({ws.appended_jseq, im.writer->size()});
+        m_queue.pop(ws.in_queue);
+        ws.in_queue = 0;
         im.durable_entries.store(entries, std::memory_order_release);
         std::lock_guard<std::mutex> lock(im.wait_mutex);
         im.durable_changed.notify_all();
@@ -903,13 +1037,11 @@ void AuditTrail::run() noexcept {
     // A failing sink is retried after a pause that doubles from the first to the cap, and
     // starts again from the first once a write succeeds. 0 while the sink works.
     constexpr std::chrono::milliseconds first_backoff{5}, max_backoff{1000};
-    std::chrono::milliseconds backoff{0};
-    std::uint64_t outage_failures = 0;  // failed writes in the current outage
-    std::string reported_error;         // the sink's message last given to the error handler
     auto sink_failed = [&](const char* what) {
         im.sink_failures.fetch_add(1, std::memory_order_relaxed);
-        ++outage_failures;
-        backoff = backoff.count() == 0 ? first_backoff : std::min(backoff * 2, max_backoff);
+        ++ws.outage_failures;
+        ws.backoff =
+            ws.backoff.count() == 0 ? first_backoff : std::min(ws.backoff * 2, max_backoff);
         try {
             im.set_last_error(what);
             const bool first = im.failing_since.load(std::memory_order_relaxed) == 0;
@@ -918,220 +1050,168 @@ void AuditTrail::run() noexcept {
                                        std::memory_order_release);
             // The sink's own message, when the outage starts and whenever it changes (at most
             // once per backoff step).
-            if (first || reported_error != what) {
-                reported_error = what;
+            if (first || ws.reported_error != what) {
+                ws.reported_error = what;
                 im.report(im.where + "write failed: " + what +
-                          "; records are kept and retried in " + std::to_string(backoff.count()) +
-                          " ms");
+                          "; records are kept and retried in " +
+                          std::to_string(ws.backoff.count()) + " ms");
             }
         } catch (...) {
         }
     };
     auto sink_worked = [&] {
         im.failing_since.store(0, std::memory_order_release);
-        if (outage_failures == 0) return;
+        if (ws.outage_failures == 0) return;
         try {
-            im.report(im.where + "the sink works again after " + std::to_string(outage_failures) +
-                      " failed write(s); last error: " + reported_error);
+            im.report(im.where + "the sink works again after " +
+                      std::to_string(ws.outage_failures) +
+                      " failed write(s); last error: " + ws.reported_error);
         } catch (...) {
         }
-        outage_failures = 0;
-        backoff = std::chrono::milliseconds(0);
-        reported_error.clear();
+        ws.outage_failures = 0;
+        ws.backoff = std::chrono::milliseconds(0);
+        ws.reported_error.clear();
     };
-    // Sleeps `d`, cut short by a stop request that arrives meanwhile and by the shutdown
-    // deadline.
-    auto pause = [&](std::chrono::milliseconds d, bool stopping) {
-        const auto until = std::chrono::steady_clock::now() + d;
-        for (;;) {
-            const auto now = std::chrono::steady_clock::now();
-            if (now >= until || (!stopping && m_stop.load(std::memory_order_acquire))) return;
-            if (stopping && now - stop_requested >= im.options.shutdown_deadline) return;
-            std::this_thread::sleep_for(
-                std::min<std::chrono::steady_clock::duration>(until - now, first_backoff));
-        }
-    };
-    for (;;) {
-        const bool stopping = m_stop.load(std::memory_order_acquire);
-        // While the sink is failing, hold entries in the queue rather than in memory.
-        const bool backlog = im.writer->pending_lines() > im.options.batch_max;
-        std::uint64_t taken = 0;
-        if (!backlog) {
-            // Entries stay in the queue (the journal's slots) until their records are durable:
-            // `in_queue` of them are appended already.
-            const std::uint64_t available = m_queue.size() - in_queue;
-            const std::uint64_t n = std::min<std::uint64_t>(available, im.options.batch_max);
-            while (taken < n) {
-                const std::uint64_t at = in_queue + taken;
-                detail::AuditEntry& e = m_queue.peek(at)->entry;
-                const std::uint64_t parts = e.kind == detail::AuditEntry::Kind::json
-                                                ? std::max<std::uint32_t>(e.parts, 1)
-                                                : 1;
-                if (taken + parts > available) break;  // a JSON event's parts still coming
-                const std::uint64_t records_before = im.writer->size();
-                bool queued = false;
-                try {
-                    im.event_clock.set(e.ts_ns);
-                    const auto record =
-                        record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
-                            return m_queue.peek(at + k)->entry;
-                        });
-                    im.writer->append(record.first, record.second);
-                    queued = true;
-                } catch (const std::exception& x) {
-                    // Signing the record failed (nothing queued: retry this entry next round),
-                    // or signing a checkpoint due after it (the record is queued: do not queue
-                    // it twice; the checkpoint is retried).
-                    queued = im.writer->size() > records_before;
-                    try {
-                        im.set_last_error(x.what());
-                    } catch (...) {
-                    }
-                } catch (...) {  // a KMS throwing something else must not end the writer
-                    queued = im.writer->size() > records_before;
-                    try {
-                        im.set_last_error("unknown exception signing a record");
-                    } catch (...) {
-                    }
-                }
-                im.event_clock.clear();
-                if (!queued) break;
-                appended_jseq = m_queue.peek(at + parts - 1)->jseq.load(std::memory_order_relaxed);
-                taken += parts;
-                appended_entries += parts;
-            }
-            in_queue += taken;
-        }
-        // Rejections the full queue could not take: their count goes into the log, at most once
-        // per interval and once more before the final checkpoint.
-        const std::uint64_t unrecorded = m_unrecorded.load(std::memory_order_relaxed);
-        if (unrecorded == unrecorded_logged) {
-            unrecorded_quiet_at = im.clock.now_ns();
-        } else if (!backlog &&
-                   (stopping || std::chrono::steady_clock::now() - unrecorded_recorded_at >=
-                                    im.options.unrecorded_report_interval)) {
-            const TimeNs now = im.clock.now_ns();
-            const std::uint64_t records_before = im.writer->size();
+
+    const bool stopping = m_stop.load(std::memory_order_acquire);
+    const bool backlog = im.writer->pending_lines() > im.options.batch_max;
+    const std::uint64_t taken = std::exchange(ws.taken_early, 0) + take_entries();
+    // Rejections the full queue could not take: their count goes into the log, at most once
+    // per interval and once more before the final checkpoint.
+    const std::uint64_t unrecorded = m_unrecorded.load(std::memory_order_relaxed);
+    if (unrecorded == ws.unrecorded_logged) {
+        ws.unrecorded_quiet_at = im.clock.now_ns();
+    } else if (!backlog &&
+               (stopping || std::chrono::steady_clock::now() - ws.unrecorded_recorded_at >=
+                                im.options.unrecorded_report_interval)) {
+        const TimeNs now = im.clock.now_ns();
+        const std::uint64_t records_before = im.writer->size();
+        try {
+            nlohmann::json p;
+            p["count"] = unrecorded - ws.unrecorded_logged;
+            p["total"] = unrecorded;
+            p["from_ns"] = ws.unrecorded_quiet_at;
+            p["to_ns"] = now;
+            im.writer->append(audit_event::audit_unrecorded_rejections, p.dump());
+        } catch (const std::exception& x) {
             try {
-                nlohmann::json p;
-                p["count"] = unrecorded - unrecorded_logged;
-                p["total"] = unrecorded;
-                p["from_ns"] = unrecorded_quiet_at;
-                p["to_ns"] = now;
-                im.writer->append(audit_event::audit_unrecorded_rejections, p.dump());
-            } catch (const std::exception& x) {
-                try {
-                    im.set_last_error(x.what());
-                } catch (...) {
-                }
+                im.set_last_error(x.what());
             } catch (...) {
             }
-            if (im.writer->size() > records_before) {  // queued (a failed checkpoint retries)
-                unrecorded_logged = unrecorded;
-                unrecorded_recorded_at = std::chrono::steady_clock::now();
-                unrecorded_quiet_at = now;
-            }
-        }
-        bool wrote = false;
-        try {
-            // After a failure, retry even with nothing pending: the lines a failed sink flush
-            // took are not durable yet.
-            if (im.writer->pending_lines() > 0 || im.writer->maybe_checkpoint() ||
-                outage_failures > 0) {
-                const std::uint64_t covered = appended_entries;
-                im.writer->flush();
-                // The recovery message first: whoever waits for durability then finds it.
-                sink_worked();
-                made_durable(covered);
-                wrote = true;
-            }
-        } catch (const std::exception& x) {
-            sink_failed(x.what());
         } catch (...) {
-            sink_failed("the sink threw something that is not a std::exception (no message)");
         }
-        // What a power loss would keep of the journal: synced once entries have waited an
-        // interval without becoming durable in the log (a failing or slow sink), and once per
-        // interval while that lasts. A working sink makes entries durable first: no sync then,
-        // since a sync write-protects every page it cleans and the next store into each takes
-        // a page fault on the hot path. A process crash needs no sync: the kernel has the pages.
-        const auto now_steady = std::chrono::steady_clock::now();
-        if (m_queue.pushed() == im.durable_entries.load(std::memory_order_relaxed))
-            waiting_since = {};
-        else if (waiting_since == std::chrono::steady_clock::time_point{})
-            waiting_since = now_steady;
-        if (im.journal && waiting_since != std::chrono::steady_clock::time_point{} &&
-            m_queue.pushed() != synced_head &&
-            now_steady - waiting_since >= im.options.journal_sync_interval &&
-            now_steady - last_journal_sync >= im.options.journal_sync_interval) {
-            synced_head = m_queue.pushed();
-            last_journal_sync = now_steady;
-            const int err = im.journal->sync();
-            if (err != 0 && !journal_sync_failed) {
-                try {
-                    im.report(im.where + "syncing the journal " + im.journal->path() +
-                              " failed: " + std::strerror(err) +
-                              " (a process crash still loses nothing; a power loss may lose "
-                              "entries not yet durable in the log)");
-                } catch (...) {
-                }
-            }
-            journal_sync_failed = err != 0;
+        if (im.writer->size() > records_before) {  // queued (a failed checkpoint retries)
+            ws.unrecorded_logged = unrecorded;
+            ws.unrecorded_recorded_at = std::chrono::steady_clock::now();
+            ws.unrecorded_quiet_at = now;
         }
-        if (stopping) {
-            if (stop_requested == std::chrono::steady_clock::time_point{})
-                stop_requested = std::chrono::steady_clock::now();
-            const bool drained = m_queue.empty() && im.writer->pending_lines() == 0 &&
-                                 m_unrecorded.load(std::memory_order_relaxed) == unrecorded_logged;
-            if (drained) {
-                try {
-                    im.writer->close();  // the final checkpoint, durable
-                    made_durable(appended_entries);
-                    if (im.journal) im.journal->sync();
-                    return;
-                } catch (const std::exception& x) {
-                    sink_failed(x.what());  // keep trying until the deadline
-                } catch (...) {
-                    sink_failed(
-                        "the sink threw something that is not a std::exception (no message)");
-                }
-            }
-            // Shutting down on a sink that keeps failing: retry until the deadline, then give
-            // up loudly with the count of what was not made durable.
-            if (std::chrono::steady_clock::now() - stop_requested >= im.options.shutdown_deadline) {
-                const std::uint64_t lost =
-                    m_queue.pushed() - im.durable_entries.load(std::memory_order_acquire);
-                try {
-                    std::string message = im.where + "shutting down with " + std::to_string(lost) +
-                                          " queued record(s) not durable after retrying for " +
-                                          std::to_string(im.options.shutdown_deadline.count()) +
-                                          " ms";
-                    const std::uint64_t uncounted =
-                        m_unrecorded.load(std::memory_order_relaxed) - unrecorded_logged;
-                    if (uncounted != 0)
-                        message += ", and " + std::to_string(uncounted) +
-                                   " unrecorded rejection(s) not counted in the log";
-                    if (lost == 0 && uncounted == 0) message += "; the final checkpoint is missing";
-                    if (lost != 0 && im.journal)
-                        message += "; they are kept in the journal " + im.journal->path() +
-                                   " and recorded when a trail next opens this log";
-                    else if (lost != 0 && im.note_gap(lost, uncounted))
-                        message += "; noted in " + im.gap_path +
-                                   ": the next trail on this log records the gap (log.gap)";
-                    const std::string last = im.get_last_error();
-                    if (!last.empty()) message += " (last error: " + last + ")";
-                    im.report(message, true);
-                } catch (...) {
-                }
-                return;
-            }
-        }
-        // Shutting down, the deadline bounds the retries: they keep the first pause.
-        if (im.failing_since.load(std::memory_order_relaxed) != 0)
-            pause(stopping ? first_backoff : backoff, stopping);
-        else if (taken == 0 && !wrote)
-            std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
+    bool wrote = false;
+    try {
+        // After a failure, retry even with nothing pending: the lines a failed sink flush took
+        // are not durable yet. Lines prepare_round() handed over wait for this flush.
+        if (ws.handed_over || im.writer->pending_lines() > 0 || im.writer->maybe_checkpoint() ||
+            ws.outage_failures > 0) {
+            const std::uint64_t covered = ws.appended_entries;
+            ws.handed_over = false;
+            im.writer->flush();
+            // The recovery message first: whoever waits for durability then finds it.
+            sink_worked();
+            made_durable(covered);
+            wrote = true;
+        }
+    } catch (const std::exception& x) {
+        sink_failed(x.what());
+    } catch (...) {
+        sink_failed("the sink threw something that is not a std::exception (no message)");
+    }
+    // What a power loss would keep of the journal: synced once entries have waited an interval
+    // without becoming durable in the log (a failing or slow sink), and once per interval while
+    // that lasts. A working sink makes entries durable first: no sync then, since a sync
+    // write-protects every page it cleans and the next store into each takes a page fault on
+    // the hot path. A process crash needs no sync: the kernel has the pages.
+    const auto now_steady = std::chrono::steady_clock::now();
+    if (m_queue.pushed() == im.durable_entries.load(std::memory_order_relaxed))
+        ws.waiting_since = {};
+    else if (ws.waiting_since == std::chrono::steady_clock::time_point{})
+        ws.waiting_since = now_steady;
+    if (im.journal && ws.waiting_since != std::chrono::steady_clock::time_point{} &&
+        m_queue.pushed() != ws.synced_head &&
+        now_steady - ws.waiting_since >= im.options.journal_sync_interval &&
+        now_steady - ws.last_journal_sync >= im.options.journal_sync_interval) {
+        ws.synced_head = m_queue.pushed();
+        ws.last_journal_sync = now_steady;
+        const int err = im.journal->sync();
+        if (err != 0 && !ws.journal_sync_failed) {
+            try {
+                im.report(im.where + "syncing the journal " + im.journal->path() +
+                          " failed: " + std::strerror(err) +
+                          " (a process crash still loses nothing; a power loss may lose "
+                          "entries not yet durable in the log)");
+            } catch (...) {
+            }
+        }
+        ws.journal_sync_failed = err != 0;
+    }
+    if (stopping) {
+        if (ws.stop_requested == std::chrono::steady_clock::time_point{})
+            ws.stop_requested = std::chrono::steady_clock::now();
+        const bool drained = m_queue.empty() && im.writer->pending_lines() == 0 &&
+                             m_unrecorded.load(std::memory_order_relaxed) == ws.unrecorded_logged;
+        if (drained) {
+            try {
+                im.writer->close();  // the final checkpoint, durable
+                made_durable(ws.appended_entries);
+                if (im.journal) im.journal->sync();
+                return finish();
+            } catch (const std::exception& x) {
+                sink_failed(x.what());  // keep trying until the deadline
+            } catch (...) {
+                sink_failed("the sink threw something that is not a std::exception (no message)");
+            }
+        }
+        // Shutting down on a sink that keeps failing: retry until the deadline, then give up
+        // loudly with the count of what was not made durable.
+        if (std::chrono::steady_clock::now() - ws.stop_requested >= im.options.shutdown_deadline) {
+            const std::uint64_t lost =
+                m_queue.pushed() - im.durable_entries.load(std::memory_order_acquire);
+            try {
+                std::string message = im.where + "shutting down with " + std::to_string(lost) +
+                                      " queued record(s) not durable after retrying for " +
+                                      std::to_string(im.options.shutdown_deadline.count()) + " ms";
+                const std::uint64_t uncounted =
+                    m_unrecorded.load(std::memory_order_relaxed) - ws.unrecorded_logged;
+                if (uncounted != 0)
+                    message += ", and " + std::to_string(uncounted) +
+                               " unrecorded rejection(s) not counted in the log";
+                if (lost == 0 && uncounted == 0) message += "; the final checkpoint is missing";
+                if (lost != 0 && im.journal)
+                    message += "; they are kept in the journal " + im.journal->path() +
+                               " and recorded when a trail next opens this log";
+                else if (lost != 0 && im.note_gap(lost, uncounted))
+                    message += "; noted in " + im.gap_path +
+                               ": the next trail on this log records the gap (log.gap)";
+                const std::string last = im.get_last_error();
+                if (!last.empty()) message += " (last error: " + last + ")";
+                im.report(message, true);
+            } catch (...) {
+            }
+            return finish();
+        }
+    }
+    using std::chrono::microseconds;
+    if (im.failing_since.load(std::memory_order_relaxed) != 0) {
+        // Shutting down, the deadline bounds the retries: they keep the first pause.
+        if (!stopping) return std::chrono::duration_cast<microseconds>(ws.backoff).count();
+        const auto left =
+            im.options.shutdown_deadline - (std::chrono::steady_clock::now() - ws.stop_requested);
+        return std::max<std::int64_t>(
+            0, std::chrono::duration_cast<microseconds>(
+                   std::min<std::chrono::steady_clock::duration>(first_backoff, left))
+                   .count());
+    }
+    // check() never signals the writer (no system call on the hot path): an idle writer polls.
+    return taken == 0 && !wrote ? 200 : 0;
 }
 
 }  // namespace kakunin

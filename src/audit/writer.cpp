@@ -226,6 +226,12 @@ bool AuditLogWriter::maybe_checkpoint() {
 }
 
 void AuditLogWriter::flush() {
+    hand_over();
+    m_impl->sink.flush();
+    m_impl->durable = m_impl->appended;
+}
+
+void AuditLogWriter::hand_over() {
     Impl& d = *m_impl;
     if (!d.ends.empty()) {
         d.views.clear();
@@ -242,8 +248,6 @@ void AuditLogWriter::flush() {
         d.ends.clear();
         d.seq_after.clear();
     }
-    d.sink.flush();
-    d.durable = d.appended;
 }
 
 AuditCheckpoint AuditLogWriter::checkpoint() {

@@ -169,7 +169,9 @@ Guard::Guard(GuardCredentials c, const Clock& clock, GuardOptions options)
             m_restore->public_key = m_kms->public_key(m_key).spki_der;
             restore = [this](const OpenedRecord& r) { restore_record(r); };
         }
-        m_audit = std::make_unique<AuditTrail>(*options.audit, clock, m_kms, m_key,
+        AuditTrailOptions audit = *options.audit;
+        if (!audit.threads) audit.threads = m_options.threads;
+        m_audit = std::make_unique<AuditTrail>(std::move(audit), clock, m_kms, m_key,
                                                m_certificate->agent_id(),
                                                m_certificate->fingerprint(), std::move(restore));
         if (m_restore) finish_restore();

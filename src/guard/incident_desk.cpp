@@ -11,6 +11,8 @@
 #include "kakunin/ca.hpp"
 #include "kakunin/error.hpp"
 #include "kakunin/replay.hpp"
+#include "kakunin/shared_threads.hpp"
+#include "runtime/task_thread.hpp"
 
 namespace kakunin {
 namespace {
@@ -95,6 +97,24 @@ std::string to_json(const Incident& i) {
 
 namespace detail {
 
+/// One pass every 2 ms on the shared incident thread, as loop() does on the desk's own.
+struct IncidentDesk::Pass final : TaskThread::Task {
+    explicit Pass(IncidentDesk& d) : desk(d), thread(incident_thread(*d.m_options.shared)) {}
+    std::chrono::microseconds run() noexcept override {
+        if (desk.m_stop.load(std::memory_order_acquire)) return idle;
+        try {
+            desk.process();
+        } catch (const std::exception& e) {
+            desk.m_hooks.report(std::string("incident handling failed: ") + e.what());
+        } catch (...) {
+            desk.m_hooks.report("incident handling failed: an exception with no message");
+        }
+        return std::chrono::milliseconds(2);
+    }
+    IncidentDesk& desk;
+    TaskThread& thread;
+};
+
 IncidentDesk::IncidentDesk(const Clock& clock, Options options, Hooks hooks)
     : m_clock(clock), m_options(std::move(options)), m_hooks(std::move(hooks)) {}
 
@@ -112,6 +132,12 @@ void IncidentDesk::enforce(const ScoringPolicy& policy) {
 void IncidentDesk::start() {
     if (!m_options.thread) return;
     std::lock_guard<std::mutex> lock(m_thread_mutex);
+    if (m_options.shared) {
+        if (m_pass) return;
+        m_pass = std::make_unique<Pass>(*this);
+        m_pass->thread.add(*m_pass);
+        return;
+    }
     if (!m_thread.joinable()) m_thread = std::thread([this] { loop(); });
 }
 
@@ -120,6 +146,10 @@ void IncidentDesk::stop() noexcept {
     m_wake.notify_all();
     std::lock_guard<std::mutex> lock(m_thread_mutex);
     if (m_thread.joinable()) m_thread.join();
+    if (m_pass) {
+        m_pass->thread.remove(*m_pass);  // waits for a pass in progress
+        m_pass.reset();
+    }
 }
 
 void IncidentDesk::push_anomaly(const Order& o, const Decision& d) noexcept {

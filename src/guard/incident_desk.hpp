@@ -34,7 +34,8 @@
 
 namespace kakunin {
 class CertificateAuthority;
-}
+class SharedThreads;
+}  // namespace kakunin
 
 namespace kakunin::detail {
 
@@ -75,6 +76,9 @@ public:
         std::shared_ptr<CertificateAuthority> authority;  ///< may be null: nobody revokes
         std::function<void(const ReplacementRequest&)> on_replacement_request;
         bool thread = true;  ///< start() runs a thread; else only process() callers advance
+        /// With `thread`: the passes run on this shared incident thread instead of one of the
+        /// desk's own.
+        std::shared_ptr<SharedThreads> shared;
     };
 
     IncidentDesk(const Clock& clock, Options options, Hooks hooks);
@@ -159,8 +163,10 @@ private:
     std::mutex m_wake_mutex;
     std::condition_variable m_wake;
     std::atomic<bool> m_stop{false};
-    std::mutex m_thread_mutex;  ///< guards m_thread (start() and stop() from any thread)
+    std::mutex m_thread_mutex;  ///< guards m_thread and m_pass (start() and stop() from any thread)
     std::thread m_thread;
+    struct Pass;  ///< the desk's passes on a SharedThreads incident thread
+    std::unique_ptr<Pass> m_pass;
 };
 
 }  // namespace kakunin::detail

@@ -201,6 +201,7 @@ void Guard::make_desk(const std::string& agent_id) {
     o.authority = m_options.authority;
     o.on_replacement_request = m_options.on_replacement_request;
     o.thread = m_options.incident_thread;
+    o.shared = m_options.threads;
     detail::IncidentDesk::Hooks h;
     h.audit = [this](TimeNs at, std::string_view event, std::string payload) {
         audit_event(at, event, std::move(payload));
