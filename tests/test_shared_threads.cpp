@@ -1,9 +1,9 @@
-// SharedThreads (shared_threads.hpp): the Guards of one process on one audit-writer thread and
-// one incident thread. Fifty Guards add their watchdogs and nothing else, every decision is
+// SharedThreads (shared_threads.hpp): the Guards of one process on one audit-writer thread, one
+// watchdog thread and one incident thread. Fifty Guards add no thread, every decision is
 // recorded once in each Guard's own log (which verifies), a dead man's switch still fires from
 // the shared incident thread, and a sink that hangs holds the shared writer: every Guard then
-// refuses orders after its grace (its own watchdog), and all of them allow again, with nothing
-// lost, once the sink returns.
+// refuses orders after its grace (the shared watchdog never calls a sink), and all of them
+// allow again, with nothing lost, once the sink returns.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -132,8 +132,8 @@ private:
 }  // namespace
 
 TEST_CASE(
-    "fifty Guards on SharedThreads: one audit writer and one incident thread for all of them, "
-    "every decision recorded once in each Guard's own log, which verifies",
+    "fifty Guards on SharedThreads: one audit writer, one watchdog and one incident thread for "
+    "all of them, every decision recorded once in each Guard's own log, which verifies",
     "[shared_threads]") {
     test::TempDir dir("kakunin-shared-threads");
     TestAuthority authority;
@@ -153,7 +153,7 @@ TEST_CASE(
 
     constexpr int guards = 50, orders = 40;
     auto shared = std::make_shared<SharedThreads>();
-    CHECK(threads_settle(base + 2) == base + 2);
+    CHECK(threads_settle(base + 3) == base + 3);  // writer, watchdog, incidents
     std::vector<std::string> logs;
     AuditCertificates certs;
     {
@@ -166,8 +166,8 @@ TEST_CASE(
                 std::make_unique<Guard>(std::move(creds), authority.clock(),
                                         options_for(file_sink(logs.back()), shared, notifier)));
         }
-        // Each Guard adds its watchdog only.
-        CHECK(threads_settle(base + 2 + guards) == base + 2 + guards);
+        // The Guards add no thread.
+        CHECK(threads_settle(base + 3) == base + 3);
         CHECK(shared->audit_trails() == static_cast<std::size_t>(guards));
         CHECK(shared->incident_desks() == static_cast<std::size_t>(guards));
 
@@ -205,7 +205,7 @@ TEST_CASE(
     }  // every Guard's final checkpoint, written on the shared writer
     CHECK(shared->audit_trails() == 0);
     CHECK(shared->incident_desks() == 0);
-    CHECK(threads_settle(base + 2) == base + 2);
+    CHECK(threads_settle(base + 3) == base + 3);
 
     for (int g = 0; g < guards; ++g) {
         INFO(logs[g]);
@@ -268,7 +268,7 @@ TEST_CASE(
             std::this_thread::sleep_for(1ms);
         REQUIRE(gated->held());  // the shared writer waits inside the gated sink's flush
         // Every Guard refuses within its grace and a watchdog tick or two: the other three
-        // Guards' sinks work, but their writer is the one held.
+        // Guards' sinks work, but their writer is the one held; the watchdog is not.
         bool refused[guards] = {};
         while (std::chrono::steady_clock::now() - hung_at < grace + 3s) {
             bool all = true;

@@ -111,7 +111,8 @@ struct AuditTrailOptions {
 
     /// The threads the Guards of one process share (shared_threads.hpp): set, this trail's
     /// records are written by its writer thread, in rounds with every other trail's, instead
-    /// of a thread of its own. The watchdog stays the trail's own. Null: a thread of its own.
+    /// of a thread of its own, and its watchdog runs on the shared watchdog thread. Null:
+    /// threads of its own.
     std::shared_ptr<SharedThreads> threads;
 };
 
@@ -323,7 +324,12 @@ private:
     std::int64_t write_round() noexcept;
     /// Asks the writer to stop and waits until it is done (joined, or off the shared thread).
     void stop_writer() noexcept;
+    struct WatchTask;
+    /// The watchdog's own thread: watch_once() every watch_tick() until the trail stops.
     void watch() noexcept;
+    /// One look at the queue and the sink: keeps m_healthy and m_sink_down.
+    void watch_once() noexcept;
+    std::chrono::milliseconds watch_tick() const noexcept;
     /// A slot while fewer than `limit` entries are queued, else nullptr; with block_when_full
     /// it waits for the writer to make room first (producer side, noexcept, no allocation).
     detail::AuditEntry* claim_below(std::size_t limit) noexcept {
@@ -360,9 +366,10 @@ private:
     std::atomic<std::uint64_t> m_unrecorded{0};
     std::atomic<std::uint64_t> m_unrecorded_reports{0};
     std::atomic<bool> m_stop{false};
-    std::thread m_thread;                ///< the writer's own thread (no SharedThreads)
-    std::unique_ptr<WriterTask> m_task;  ///< the writer on a SharedThreads thread
-    std::thread m_watchdog;
+    std::thread m_thread;                     ///< the writer's own thread (no SharedThreads)
+    std::unique_ptr<WriterTask> m_task;       ///< the writer on a SharedThreads thread
+    std::thread m_watchdog;                   ///< the watchdog's own thread (no SharedThreads)
+    std::unique_ptr<WatchTask> m_watch_task;  ///< the watchdog on a SharedThreads thread
 };
 
 }  // namespace kakunin

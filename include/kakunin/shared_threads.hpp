@@ -3,22 +3,27 @@
 //
 //   auto threads = std::make_shared<kakunin::SharedThreads>();
 //   kakunin::GuardOptions options;
-//   options.threads = threads;  // every Guard given it: one audit writer, one incident thread
-//   std::vector<std::unique_ptr<kakunin::Guard>> guards;  // 50 of them: 52 threads, not 150
+//   options.threads = threads;  // every Guard given it: three threads in all, not three each
+//   std::vector<std::unique_ptr<kakunin::Guard>> guards;  // 50 of them: 3 threads, not 150
 //
-// Without it each Guard starts its own audit-writer and incident threads. With it:
+// Without it each Guard starts three threads of its own: its audit writer, the writer's
+// watchdog and its incident thread. With it:
 // - one thread writes every Guard's audit records. Each round it first hands every due trail's
 //   new lines to its sink, then makes each sink durable, so sinks that share a connection
 //   (PostgresAuditSink on one PostgresRuntime) commit every Guard's lines in one group commit,
 //   and file sinks write every log before the first fdatasync;
-// - one thread handles every Guard's incidents (escalation, automatic revocation, notices).
-// Each audit trail keeps its own watchdog thread: if a sink hangs, the shared writer waits with
-// it, and every watchdog refuses orders for its own Guard after `sink_failure_grace`, whatever
-// the writer is doing. Likewise a CA slow to revoke delays the other Guards' incident handling
-// (not their checks). check() is unchanged: it never waits for either thread.
+// - one thread is every trail's watchdog: it refuses a Guard's orders (audit_unavailable) once
+//   a record has waited longer than `sink_failure_grace`, whatever the writer is doing. It never
+//   calls a sink, so a sink that hangs, holding the shared writer, still gets every Guard on it
+//   refused after its grace, and allowed again once the sink returns;
+// - one thread handles every Guard's incidents (escalation, the dead man's switch, automatic
+//   revocation, notices): a CA slow to revoke delays the other Guards' incident passes (never
+//   their checks).
+// check() is unchanged: it never waits for any of them. Error handlers and Notifiers given to
+// these Guards run on the shared threads and must not block for long.
 //
-// Thread-safe. Outlives every Guard and AuditTrail given it (the Guard's options hold a
-// shared_ptr, so that is the default).
+// Thread-safe. Outlives every Guard and AuditTrail given it (their options hold a shared_ptr,
+// so that is the default).
 #pragma once
 
 #include <cstddef>
@@ -31,26 +36,28 @@ class SharedThreads;
 namespace detail {
 class TaskThread;
 TaskThread& audit_writer_thread(SharedThreads& threads);
+TaskThread& watchdog_thread(SharedThreads& threads);
 TaskThread& incident_thread(SharedThreads& threads);
 }  // namespace detail
 
 class SharedThreads {
 public:
-    /// Starts both threads (named "kakunin-audit" and "kakunin-incident"). Throws
-    /// std::system_error if the system cannot start a thread.
+    /// Starts the three threads ("kakunin-audit", "kakunin-watch", "kakunin-incident" in
+    /// top -H). Throws std::system_error if the system cannot start a thread.
     SharedThreads();
     /// Stops the threads. Every trail and Guard using them must be gone already.
     ~SharedThreads();
     SharedThreads(const SharedThreads&) = delete;
     SharedThreads& operator=(const SharedThreads&) = delete;
 
-    /// Audit trails whose records the writer thread writes now.
+    /// Audit trails whose records the writer thread writes now (each also on the watchdog).
     std::size_t audit_trails() const noexcept;
     /// Incident desks the incident thread serves now.
     std::size_t incident_desks() const noexcept;
 
 private:
     friend detail::TaskThread& detail::audit_writer_thread(SharedThreads&);
+    friend detail::TaskThread& detail::watchdog_thread(SharedThreads&);
     friend detail::TaskThread& detail::incident_thread(SharedThreads&);
     struct Impl;
     std::unique_ptr<Impl> m_impl;

@@ -662,6 +662,19 @@ struct AuditTrail::Impl {
     bool watch_stop = false;   ///< guarded by watch_mutex
     bool writer_done = false;  ///< guarded by watch_mutex
 
+    /// The watchdog's samples of the queue's head (its thread only: the trail's own, or the
+    /// SharedThreads watchdog). An entry is at least as old as the first sample that saw it.
+    struct WatchState {
+        struct Sample {
+            std::uint64_t head;
+            std::int64_t at;
+        };
+        static constexpr std::size_t capacity = 1024;
+        Sample ring[capacity];
+        std::size_t first = 0, count = 0;
+        std::uint64_t seen_head = 0;
+    } watch_state;
+
     /// The writer's state between its rounds (the writer's thread only: the trail's own, or
     /// the SharedThreads writer).
     struct WriterState {
@@ -701,6 +714,18 @@ struct AuditTrail::WriterTask final : detail::TaskThread::Task {
     detail::TaskThread& thread;
 };
 
+struct AuditTrail::WatchTask final : detail::TaskThread::Task {
+    WatchTask(AuditTrail& t, std::shared_ptr<SharedThreads> s)
+        : trail(t), shared(std::move(s)), thread(detail::watchdog_thread(*shared)) {}
+    std::chrono::microseconds run() noexcept override {
+        trail.watch_once();
+        return trail.watch_tick();
+    }
+    AuditTrail& trail;
+    std::shared_ptr<SharedThreads> shared;  ///< kept alive while the trail uses it
+    detail::TaskThread& thread;
+};
+
 AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
                        KeyHandle key, std::string agent_id, std::string cert_fp,
                        std::function<void(const OpenedRecord&)> on_record)
@@ -726,7 +751,12 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
         m_thread = std::thread([this] { run(); });
     }
     try {
-        m_watchdog = std::thread([this] { watch(); });
+        if (m_impl->options.threads) {
+            m_watch_task = std::make_unique<WatchTask>(*this, m_impl->options.threads);
+            m_watch_task->thread.add(*m_watch_task);
+        } else {
+            m_watchdog = std::thread([this] { watch(); });
+        }
     } catch (...) {
         stop_writer();
         throw;
@@ -774,6 +804,7 @@ AuditTrail::~AuditTrail() {
     }
     m_impl->watch_wake.notify_all();
     if (m_watchdog.joinable()) m_watchdog.join();
+    if (m_watch_task) m_watch_task->thread.remove(*m_watch_task);
 }
 
 bool AuditTrail::push_event(TimeNs at, std::string_view event,
@@ -863,66 +894,69 @@ bool AuditTrail::wait_for_room(std::size_t limit) const noexcept {
 // queue's head every tick, and an entry is at least as old as the first sample that saw it. The
 // writer cannot do this itself: a hung sink holds it inside flush(), which neither returns nor
 // throws.
+std::chrono::milliseconds AuditTrail::watch_tick() const noexcept {
+    return std::clamp(m_impl->options.sink_failure_grace / 20, std::chrono::milliseconds(1),
+                      std::chrono::milliseconds(20));
+}
+
 void AuditTrail::watch() noexcept {
     Impl& im = *m_impl;
-    const std::int64_t grace = to_ns(im.options.sink_failure_grace);
-    const auto tick = std::clamp(im.options.sink_failure_grace / 20, std::chrono::milliseconds(1),
-                                 std::chrono::milliseconds(20));
-    struct Sample {
-        std::uint64_t head;
-        std::int64_t at;
-    };
-    constexpr std::size_t capacity = 1024;
-    Sample ring[capacity];
-    std::size_t first = 0, count = 0;
-    std::uint64_t seen_head = 0;
+    const auto tick = watch_tick();
     std::unique_lock<std::mutex> lock(im.watch_mutex);
     while (!im.watch_wake.wait_for(lock, tick, [&] { return im.watch_stop; })) {
-        const std::int64_t now = steady_ns();
-        const std::uint64_t head = m_queue.pushed();
-        const std::uint64_t durable = im.durable_entries.load(std::memory_order_acquire);
-        if (head > seen_head) {
-            if (count < capacity) {
-                ring[(first + count) % capacity] = Sample{head, now};
-                ++count;
-            } else {
-                // Full: the newest sample takes the newer entries too, which only makes them
-                // older than they are (fails closed sooner, never later).
-                ring[(first + count - 1) % capacity].head = head;
-            }
-            seen_head = head;
-        }
-        while (count > 0 && ring[first].head <= durable) {
-            first = (first + 1) % capacity;
-            --count;
-        }
-        im.pending_since.store(count > 0 ? std::max<std::int64_t>(ring[first].at, 1) : 0,
-                               std::memory_order_relaxed);
-        const std::int64_t oldest_age = count > 0 ? now - ring[first].at : 0;
-        const std::int64_t failing_since = im.failing_since.load(std::memory_order_acquire);
-        const std::int64_t failing_for = failing_since != 0 ? now - failing_since : 0;
-        const bool stale = count > 0 && oldest_age >= grace;
-        const bool failing = failing_since != 0 && failing_for >= grace;
-        const bool healthy = !stale && !failing;
-        m_sink_down.store(failing, std::memory_order_relaxed);
-        if (healthy == m_healthy.load(std::memory_order_relaxed)) continue;
-        m_healthy.store(healthy, std::memory_order_relaxed);
         lock.unlock();
-        try {
-            if (!healthy) {
-                std::string why = stale ? "the oldest record not yet durable was queued " +
-                                              std::to_string(oldest_age / 1'000'000) + " ms ago"
-                                        : "the sink has failed for " +
-                                              std::to_string(failing_for / 1'000'000) + " ms";
-                const std::string last = im.get_last_error();
-                if (!last.empty()) why += " (last error: " + last + ")";
-                im.report(im.where + "refusing orders with audit_unavailable: " + why);
-            } else {
-                im.report(im.where + "records are durable again; orders are accepted");
-            }
-        } catch (...) {
-        }
+        watch_once();
         lock.lock();
+    }
+}
+
+void AuditTrail::watch_once() noexcept {
+    Impl& im = *m_impl;
+    Impl::WatchState& w = im.watch_state;
+    constexpr std::size_t capacity = Impl::WatchState::capacity;
+    const std::int64_t grace = to_ns(im.options.sink_failure_grace);
+    const std::int64_t now = steady_ns();
+    const std::uint64_t head = m_queue.pushed();
+    const std::uint64_t durable = im.durable_entries.load(std::memory_order_acquire);
+    if (head > w.seen_head) {
+        if (w.count < capacity) {
+            w.ring[(w.first + w.count) % capacity] = {head, now};
+            ++w.count;
+        } else {
+            // Full: the newest sample takes the newer entries too, which only makes them older
+            // than they are (fails closed sooner, never later).
+            w.ring[(w.first + w.count - 1) % capacity].head = head;
+        }
+        w.seen_head = head;
+    }
+    while (w.count > 0 && w.ring[w.first].head <= durable) {
+        w.first = (w.first + 1) % capacity;
+        --w.count;
+    }
+    im.pending_since.store(w.count > 0 ? std::max<std::int64_t>(w.ring[w.first].at, 1) : 0,
+                           std::memory_order_relaxed);
+    const std::int64_t oldest_age = w.count > 0 ? now - w.ring[w.first].at : 0;
+    const std::int64_t failing_since = im.failing_since.load(std::memory_order_acquire);
+    const std::int64_t failing_for = failing_since != 0 ? now - failing_since : 0;
+    const bool stale = w.count > 0 && oldest_age >= grace;
+    const bool failing = failing_since != 0 && failing_for >= grace;
+    const bool healthy = !stale && !failing;
+    m_sink_down.store(failing, std::memory_order_relaxed);
+    if (healthy == m_healthy.load(std::memory_order_relaxed)) return;
+    m_healthy.store(healthy, std::memory_order_relaxed);
+    try {
+        if (!healthy) {
+            std::string why = stale ? "the oldest record not yet durable was queued " +
+                                          std::to_string(oldest_age / 1'000'000) + " ms ago"
+                                    : "the sink has failed for " +
+                                          std::to_string(failing_for / 1'000'000) + " ms";
+            const std::string last = im.get_last_error();
+            if (!last.empty()) why += " (last error: " + last + ")";
+            im.report(im.where + "refusing orders with audit_unavailable: " + why);
+        } else {
+            im.report(im.where + "records are durable again; orders are accepted");
+        }
+    } catch (...) {
     }
 }
 

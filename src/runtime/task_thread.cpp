@@ -117,6 +117,7 @@ namespace kakunin {
 struct SharedThreads::Impl {
     detail::TaskThread audit{"kakunin-audit"};
     detail::TaskThread incidents{"kakunin-incident"};
+    detail::TaskThread watchdogs{"kakunin-watch"};
 };
 
 SharedThreads::SharedThreads() : m_impl(std::make_unique<Impl>()) {}
@@ -128,6 +129,7 @@ std::size_t SharedThreads::incident_desks() const noexcept { return m_impl->inci
 namespace detail {
 TaskThread& audit_writer_thread(SharedThreads& threads) { return threads.m_impl->audit; }
 TaskThread& incident_thread(SharedThreads& threads) { return threads.m_impl->incidents; }
+TaskThread& watchdog_thread(SharedThreads& threads) { return threads.m_impl->watchdogs; }
 }  // namespace detail
 
 }  // namespace kakunin
