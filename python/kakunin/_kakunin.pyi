@@ -482,6 +482,11 @@ class BaselineBuilder:
 def approve_baseline(kms: Kms, baseline: Baseline, approver: str, approved_at_ns: int,
                      version: int = 0) -> BaselineApproval: ...
 
+class SharedThreads:
+    def __init__(self) -> None: ...
+    audit_trails: int
+    incident_desks: int
+
 class Guard:
     @overload
     def __init__(self, scope: Scope, clock: Clock, *, observe: bool = True,
@@ -492,7 +497,8 @@ class Guard:
                  notifier: Optional[Callable[[Notification], object]] = None,
                  error_handler: Optional[Callable[[str], object]] = None,
                  expiry_warning: Timeout = ...,
-                 baseline: Optional[ApprovedBaseline] = None) -> None: ...
+                 baseline: Optional[ApprovedBaseline] = None,
+                 threads: Optional[SharedThreads] = None) -> None: ...
     @overload
     def __init__(self, credentials: GuardCredentials, clock: Clock, *, observe: bool = True,
                  incident_thread: bool = True,
@@ -502,7 +508,8 @@ class Guard:
                  notifier: Optional[Callable[[Notification], object]] = None,
                  error_handler: Optional[Callable[[str], object]] = None,
                  expiry_warning: Timeout = ...,
-                 baseline: Optional[ApprovedBaseline] = None) -> None: ...
+                 baseline: Optional[ApprovedBaseline] = None,
+                 threads: Optional[SharedThreads] = None) -> None: ...
     def check(self, order: Order) -> Decision: ...
     def amend(self, amend: Amend) -> Decision: ...
     def cancel(self, cancel: Cancel) -> Decision: ...

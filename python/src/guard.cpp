@@ -11,6 +11,7 @@
 #include "kakunin/clock.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/notifier.hpp"
+#include "kakunin/shared_threads.hpp"
 
 namespace kakunin::python {
 
@@ -52,8 +53,10 @@ GuardOptions make_options(bool observe, bool incident_thread, py::object on_canc
                           std::size_t working_order_capacity,
                           std::optional<AuditTrailOptions> audit, py::object notifier,
                           std::chrono::seconds expiry_warning,
-                          std::optional<ApprovedBaseline> baseline) {
+                          std::optional<ApprovedBaseline> baseline,
+                          std::shared_ptr<SharedThreads> threads) {
     GuardOptions o;
+    o.threads = std::move(threads);
     o.baseline = std::move(baseline);
     o.observe = observe;
     o.incident_thread = incident_thread;
@@ -85,17 +88,16 @@ void set_handler(GuardHolder& h, py::object fn) {
     h.guard().set_error_handler(std::move(handler));
 }
 
-std::unique_ptr<GuardHolder> construct(std::function<std::unique_ptr<Guard>(GuardOptions)> make,
-                                       bool observe, bool incident_thread, py::object on_cancel_all,
-                                       std::chrono::milliseconds heartbeat_timeout,
-                                       std::size_t working_order_capacity,
-                                       std::optional<AuditTrailOptions> audit, py::object notifier,
-                                       py::object error_handler,
-                                       std::chrono::seconds expiry_warning,
-                                       std::optional<ApprovedBaseline> baseline) {
-    GuardOptions options = make_options(observe, incident_thread, std::move(on_cancel_all),
-                                        heartbeat_timeout, working_order_capacity, std::move(audit),
-                                        std::move(notifier), expiry_warning, std::move(baseline));
+std::unique_ptr<GuardHolder> construct(
+    std::function<std::unique_ptr<Guard>(GuardOptions)> make, bool observe, bool incident_thread,
+    py::object on_cancel_all, std::chrono::milliseconds heartbeat_timeout,
+    std::size_t working_order_capacity, std::optional<AuditTrailOptions> audit, py::object notifier,
+    py::object error_handler, std::chrono::seconds expiry_warning,
+    std::optional<ApprovedBaseline> baseline, std::shared_ptr<SharedThreads> threads) {
+    GuardOptions options =
+        make_options(observe, incident_thread, std::move(on_cancel_all), heartbeat_timeout,
+                     working_order_capacity, std::move(audit), std::move(notifier), expiry_warning,
+                     std::move(baseline), std::move(threads));
     std::unique_ptr<Guard> guard;
     {
         py::gil_scoped_release release;
@@ -221,6 +223,15 @@ void bind_guard(py::module_& m) {
         py::arg("version") = 0, release(),
         "Signs the baseline's approval with the approver's key (approver:NAME in the Kms).");
 
+    py::class_<SharedThreads, std::shared_ptr<SharedThreads>>(
+        m, "SharedThreads",
+        "The threads the Guards of one process share: one audit writer, one audit watchdog and "
+        "one incident thread for every Guard given it (Guard(..., threads=...)), instead of "
+        "three per Guard.")
+        .def(py::init<>())
+        .def_property_readonly("audit_trails", &SharedThreads::audit_trails)
+        .def_property_readonly("incident_desks", &SharedThreads::incident_desks);
+
     using G = GuardHolder;
     py::class_<G>(m, "Guard",
                   "The pre-trade gate. check() every order before it leaves the process. The "
@@ -230,14 +241,16 @@ void bind_guard(py::module_& m) {
                          std::size_t working_order_capacity, std::optional<AuditTrailOptions> audit,
                          py::object notifier, py::object error_handler,
                          std::chrono::seconds expiry_warning,
-                         std::optional<ApprovedBaseline> baseline) {
+                         std::optional<ApprovedBaseline> baseline,
+                         std::shared_ptr<SharedThreads> threads) {
                  return construct(
                      [&](GuardOptions o) {
                          return std::make_unique<Guard>(scope, clock, std::move(o));
                      },
                      observe, incident_thread, std::move(on_cancel_all), heartbeat_timeout,
                      working_order_capacity, std::move(audit), std::move(notifier),
-                     std::move(error_handler), expiry_warning, std::move(baseline));
+                     std::move(error_handler), expiry_warning, std::move(baseline),
+                     std::move(threads));
              }),
              py::arg("scope"), py::arg("clock"), py::kw_only(), py::arg("observe") = true,
              py::arg("incident_thread") = true, py::arg("on_cancel_all") = py::none(),
@@ -245,21 +258,24 @@ void bind_guard(py::module_& m) {
              py::arg("working_order_capacity") = 0, py::arg("audit") = py::none(),
              py::arg("notifier") = py::none(), py::arg("error_handler") = py::none(),
              py::arg("expiry_warning") = std::chrono::seconds(2 * 3600),
-             py::arg("baseline") = py::none(), py::keep_alive<1, 3>())
+             py::arg("baseline") = py::none(), py::arg("threads") = py::none(),
+             py::keep_alive<1, 3>())
         .def(py::init([](const GuardCredentials& credentials, const Clock& clock, bool observe,
                          bool incident_thread, py::object on_cancel_all,
                          std::chrono::milliseconds heartbeat_timeout,
                          std::size_t working_order_capacity, std::optional<AuditTrailOptions> audit,
                          py::object notifier, py::object error_handler,
                          std::chrono::seconds expiry_warning,
-                         std::optional<ApprovedBaseline> baseline) {
+                         std::optional<ApprovedBaseline> baseline,
+                         std::shared_ptr<SharedThreads> threads) {
                  return construct(
                      [&](GuardOptions o) {
                          return std::make_unique<Guard>(credentials, clock, std::move(o));
                      },
                      observe, incident_thread, std::move(on_cancel_all), heartbeat_timeout,
                      working_order_capacity, std::move(audit), std::move(notifier),
-                     std::move(error_handler), expiry_warning, std::move(baseline));
+                     std::move(error_handler), expiry_warning, std::move(baseline),
+                     std::move(threads));
              }),
              py::arg("credentials"), py::arg("clock"), py::kw_only(), py::arg("observe") = true,
              py::arg("incident_thread") = true, py::arg("on_cancel_all") = py::none(),
@@ -267,7 +283,8 @@ void bind_guard(py::module_& m) {
              py::arg("working_order_capacity") = 0, py::arg("audit") = py::none(),
              py::arg("notifier") = py::none(), py::arg("error_handler") = py::none(),
              py::arg("expiry_warning") = std::chrono::seconds(2 * 3600),
-             py::arg("baseline") = py::none(), py::keep_alive<1, 3>())
+             py::arg("baseline") = py::none(), py::arg("threads") = py::none(),
+             py::keep_alive<1, 3>())
         // The hot calls: keep the GIL, allocate nothing but the result object.
         .def(
             "check", [](G& g, const PyOrder& o) { return g.guard().check(o.view()); },

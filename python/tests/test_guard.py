@@ -254,3 +254,63 @@ def test_behaviour_a_learned_and_approved_baseline_scores_every_order(seed_scope
     other = kakunin.approve_baseline(kms, another, "A. Officer", clock.now_ns(), 1)
     with pytest.raises(kakunin.UnauthorisedError):
         kakunin.Guard(seed_scope, clock, baseline=kakunin.ApprovedBaseline(baseline, other))
+
+
+def test_many_guards_share_three_threads_and_each_log_holds_its_orders(tmp_path):
+    """SharedThreads: ten Guards with audit trails and incident desks (the dead man's switch runs
+    them) add no thread of their own (without it each adds three), and every order is in its
+    Guard's own verified log."""
+    import json
+    import os
+
+    import time
+
+    def threads_now(expected=None):
+        """The process's threads; with `expected`, waits up to 5 s for the count to reach it
+        (a joined thread may linger in /proc for a moment)."""
+        n = len(os.listdir("/proc/self/task"))
+        for _ in range(500):
+            if expected is None or n == expected:
+                break
+            time.sleep(0.01)
+            n = len(os.listdir("/proc/self/task"))
+        return n
+
+    authority = kakunin.TestAuthority()
+    hour = datetime.timedelta(hours=1)
+    before = threads_now()
+    alone = kakunin.Guard(authority.credentials_for(SEED_SCOPE), authority.clock,
+                          audit=kakunin.AuditTrailOptions(
+                              kakunin.FileAuditSink(str(tmp_path / "alone.jsonl"))),
+                          heartbeat_timeout=hour)
+    assert threads_now(before + 3) == before + 3  # its writer, its watchdog, its incident desk
+    del alone
+    gc.collect()
+    shared = kakunin.SharedThreads()
+    base = threads_now(before + 3)
+    assert base == before + 3  # the same three, for every Guard given them
+    guards, certs, paths = [], kakunin.AuditCertificates(), []
+    for i in range(10):
+        creds = authority.credentials_for(SEED_SCOPE)
+        certs.add_der(creds.certificate.der)
+        paths.append(tmp_path / f"agent-{i}.jsonl")
+        sink = kakunin.FileAuditSink(str(paths[-1]))
+        guards.append(kakunin.Guard(creds, authority.clock, audit=kakunin.AuditTrailOptions(sink),
+                                    heartbeat_timeout=hour, threads=shared))
+    assert threads_now(base) == base
+    assert shared.audit_trails == 10 and shared.incident_desks == 10
+    for i, guard in enumerate(guards):
+        for k in range(5):
+            assert guard.check(good_order(quantity="0.01", client_order_id=f"g{i}-{k}")).allowed
+    for guard in guards:
+        assert guard.audit.wait_durable(datetime.timedelta(seconds=10))
+    del guard
+    guards.clear()
+    gc.collect()
+    assert shared.audit_trails == 0 and shared.incident_desks == 0
+    for i, path in enumerate(paths):
+        result = kakunin.verify_audit_log_file(str(path), certs, require_record_signatures=True)
+        assert result.ok, result.message
+        ids = [json.loads(l)["payload"]["order"]["client_order_id"]
+               for l in path.read_text().splitlines() if '"event":"order.' in l]
+        assert ids == [f"g{i}-{k}" for k in range(5)]
