@@ -127,6 +127,27 @@ void BM_audit_pg(benchmark::State& state) {
         benchmark::Counter(static_cast<double>(total), benchmark::Counter::kIsRate);
 }
 
+/// 50 logs on one PostgresRuntime, each a PostgresAuditSink and an AuditLogWriter (checkpoint
+/// mode, a checkpoint every 1,000 records), named PREFIX-RUN-I.
+struct FiftyLogs {
+    static constexpr int logs = 50;
+    std::vector<std::unique_ptr<PostgresAuditSink>> sinks;
+    std::vector<std::unique_ptr<AuditLogWriter>> writers;
+    FiftyLogs(PostgresRuntime& runtime, Kms& kms, const KeyHandle& key, const Clock& clock,
+              const std::string& prefix, int run) {
+        for (int i = 0; i < logs; ++i) {
+            const std::string log_id = prefix + "-" + std::to_string(run) + "-" + std::to_string(i);
+            sinks.push_back(
+                std::make_unique<PostgresAuditSink>(runtime, PostgresAuditSinkOptions{log_id}));
+            AuditWriterOptions options;
+            options.log_id = log_id;
+            options.checkpoint_every = 1000;
+            writers.push_back(std::make_unique<AuditLogWriter>(
+                *sinks.back(), clock, AuditSigner{kms, key, "sha256:bench"}, options));
+        }
+    }
+};
+
 /// `range(0)` records over 50 logs (one AuditLogWriter each, on a thread of its own, flushing
 /// every 200 records as a trail flushes what it took from its queue) on one PostgresRuntime:
 /// the sinks share its write connection and commit together. Against BM_raw_copy of the same
@@ -134,7 +155,7 @@ void BM_audit_pg(benchmark::State& state) {
 void BM_audit_pg_50_guards(benchmark::State& state) {
     const Database& db = database();
     if (!db.ok) return state.SkipWithError(db.error.c_str());
-    constexpr int logs = 50;
+    constexpr int logs = FiftyLogs::logs;
     auto kms = std::shared_ptr<Kms>(SoftwareKms::in_memory());
     const KeyHandle key = kms->create_key("agent:bench", KeyAlgorithm::ed25519);
     ManualClock clock(utc(2026, 11, 26, 12));
@@ -147,19 +168,8 @@ void BM_audit_pg_50_guards(benchmark::State& state) {
     std::string error;
     for (auto _ : state) {
         state.PauseTiming();
-        std::vector<std::unique_ptr<PostgresAuditSink>> sinks;
-        std::vector<std::unique_ptr<AuditLogWriter>> writers;
-        for (int i = 0; i < logs; ++i) {
-            const std::string log_id = "bench50-" + std::to_string(run) + "-" + std::to_string(i);
-            sinks.push_back(
-                std::make_unique<PostgresAuditSink>(runtime, PostgresAuditSinkOptions{log_id}));
-            AuditWriterOptions options;
-            options.log_id = log_id;
-            options.checkpoint_every = 1000;
-            writers.push_back(std::make_unique<AuditLogWriter>(
-                *sinks.back(), clock, AuditSigner{*kms, key, "sha256:bench"}, options));
-        }
-        ++run;
+        FiftyLogs fifty(runtime, *kms, key, clock, "bench50", run++);
+        auto& writers = fifty.writers;
         state.ResumeTiming();
         std::vector<std::thread> threads;
         std::mutex error_mutex;
@@ -193,7 +203,7 @@ void BM_audit_pg_50_guards(benchmark::State& state) {
 void BM_audit_pg_50_guards_shared(benchmark::State& state) {
     const Database& db = database();
     if (!db.ok) return state.SkipWithError(db.error.c_str());
-    constexpr int logs = 50;
+    constexpr int logs = FiftyLogs::logs;
     auto kms = std::shared_ptr<Kms>(SoftwareKms::in_memory());
     const KeyHandle key = kms->create_key("agent:bench", KeyAlgorithm::ed25519);
     ManualClock clock(utc(2026, 11, 26, 12));
@@ -205,19 +215,8 @@ void BM_audit_pg_50_guards_shared(benchmark::State& state) {
     int run = 0;
     for (auto _ : state) {
         state.PauseTiming();
-        std::vector<std::unique_ptr<PostgresAuditSink>> sinks;
-        std::vector<std::unique_ptr<AuditLogWriter>> writers;
-        for (int i = 0; i < logs; ++i) {
-            const std::string log_id = "bench50s-" + std::to_string(run) + "-" + std::to_string(i);
-            sinks.push_back(
-                std::make_unique<PostgresAuditSink>(runtime, PostgresAuditSinkOptions{log_id}));
-            AuditWriterOptions options;
-            options.log_id = log_id;
-            options.checkpoint_every = 1000;
-            writers.push_back(std::make_unique<AuditLogWriter>(
-                *sinks.back(), clock, AuditSigner{*kms, key, "sha256:bench"}, options));
-        }
-        ++run;
+        FiftyLogs fifty(runtime, *kms, key, clock, "bench50s", run++);
+        auto& writers = fifty.writers;
         state.ResumeTiming();
         try {
             for (std::size_t done = 0; done < per_log;) {
