@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -557,5 +558,56 @@ TEST_CASE(
     fleet.add(*g);
     CHECK_FALSE(g->halted());  // the fleet was resumed meanwhile
     CHECK(g->check(order("eu-west-1", "0.5")).allowed());
+    fleet.remove(*g);
+}
+
+TEST_CASE(
+    "fleet: with a person-key check, a step signed by a key that is not the named person's is "
+    "skipped and reported, and the genuine ones still apply",
+    "[fleet][postgres]") {
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    State s;
+    SystemClock clock;
+    PostgresRuntime runtime(db.app());
+    // The firm's key for H. Head, as its Kms holds it.
+    const std::string head_key =
+        sign_fleet_step(*s.kms, FleetStep::Action::halt, "H. Head", "probe", clock.now_ns())
+            .public_key;
+    std::mutex mutex;
+    std::vector<std::string> reports;
+    PostgresFleetOptions fo;
+    fo.publish_interval = 100ms;
+    fo.error_handler = [&](std::string_view m) {
+        std::lock_guard<std::mutex> lock(mutex);
+        reports.emplace_back(m);
+    };
+    fo.person_key_check = [&](std::string_view person, std::string_view key) -> std::string {
+        if (person == "H. Head" && key == head_key) return {};
+        return "not the key the firm holds for " + std::string(person);
+    };
+    PostgresFleet fleet(runtime, fo);
+    REQUIRE(fleet.wait_until_listening(10s));
+    auto g = std::make_unique<Guard>(s.credentials("agent-7"), clock);
+    fleet.add(*g);
+
+    publish_fleet_step(db.app(), sign_fleet_step(*s.kms, FleetStep::Action::halt, "H. Head",
+                                                 "outage", clock.now_ns()));
+    REQUIRE(within(2s, [&] { return g->halted(); }));
+    // Someone with insert rights on the table, signing as H. Head with a key of their own.
+    const auto intruder = SoftwareKms::in_memory();
+    publish_fleet_step(db.app(), sign_fleet_step(*intruder, FleetStep::Action::resume, "H. Head",
+                                                 "resume, trust me", clock.now_ns()));
+    const auto reported = [&] {
+        std::lock_guard<std::mutex> lock(mutex);
+        for (const auto& r : reports)
+            if (r.find("its key is not H. Head's") != std::string::npos) return true;
+        return false;
+    };
+    REQUIRE(within(2s, reported));
+    CHECK(g->halted());
+    CHECK(fleet.fleet_halt().has_value());
+    publish_fleet_step(db.app(), sign_fleet_step(*s.kms, FleetStep::Action::resume, "H. Head",
+                                                 "back", clock.now_ns()));
+    REQUIRE(within(2s, [&] { return !g->halted(); }));
     fleet.remove(*g);
 }

@@ -107,6 +107,14 @@ struct PostgresFleetOptions {
     /// Told about failed publications, fleet steps that do not verify, and Guards that stay
     /// halted on a resume. Must not throw; called on the fleet's threads.
     std::function<void(std::string_view)> error_handler = {};
+    /// Decides whether a fleet step's signing key belongs to the person it names (as
+    /// GuardOptions::person_key_check: e.g. the key labelled "approver:" + name in the firm's
+    /// Kms). Empty string: yes; otherwise why not, and the step is skipped and reported, halt
+    /// and resume alike. Without it any step whose signature verifies under the key it carries
+    /// is applied: anyone who can insert into kakunin_audit.fleet_steps could then lift a fleet
+    /// halt. Called on the fleet's listening thread; must not throw.
+    std::function<std::string(std::string_view person, std::string_view public_key_base64)>
+        person_key_check;
 };
 
 /// Thread-safe. Made from the process's PostgresRuntime, which must outlive it; uses its write

@@ -283,6 +283,10 @@ struct PostgresFleet::Impl {
                     (to_string(s.action) != pg::value(res, i, 2) || s.by != pg::value(res, i, 3) ||
                      s.reason != pg::value(res, i, 4)))
                     problem = "its columns differ from the signed statement";
+                if (problem.empty() && options.person_key_check) {
+                    const std::string why = options.person_key_check(s.by, s.public_key);
+                    if (!why.empty()) problem = "its key is not " + s.by + "'s: " + why;
+                }
                 if (!problem.empty()) {
                     report("fleet step " + std::to_string(seq) + " skipped: " + problem);
                     continue;
