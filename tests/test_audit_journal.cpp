@@ -345,7 +345,7 @@ TEST_CASE(
         }
         CHECK(records(log).size() == 11);
     }
-    SECTION("orders alike in every byte: as many restored as were lost") {
+    SECTION("orders alike in every byte: refused, since which were lost cannot be told") {
         {
             AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)});
             Decision d;
@@ -355,14 +355,59 @@ TEST_CASE(
             REQUIRE(trail.wait_durable(std::chrono::seconds(10)));
         }
         lose_last_records(log, 2);
+        const std::uintmax_t size = std::filesystem::file_size(log);
+        CHECK_THROWS_WITH(s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)}),
+                          Catch::Contains("3 of the journal's last entries are the log's last "
+                                          "record (seq 3") &&
+                              Catch::Contains("byte for byte"));
+        CHECK(std::filesystem::file_size(log) == size);  // nothing was written
+    }
+    SECTION("a lost record the writer made itself has no entry: the others are restored") {
+        // A recovery's own log.recovered and the halt before it lost: the JSON event before
+        // them (seven entries) is the log's last record, and only the halt comes back.
+        die_with_entries(s, log + ".journal", 40);
         {
             AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)});
-            CHECK(trail.counters().recovered == 2);
+            CHECK(trail.counters().recovered == 42);
+        }
+        lose_last_records(log, 2);
+        {
+            AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)});
+            CHECK(trail.counters().recovered == 1);
         }
         const std::vector<json> r = records(log);
-        REQUIRE(r.size() == 7);
-        CHECK(r[6]["payload"]["restored"] == 2);
+        REQUIRE(r.size() == 43);
+        CHECK(r[40]["event"] == "guard.cancel_all");
+        CHECK(r[41]["event"] == "guard.halted");
+        CHECK(r[41]["payload"]["reason"] == "end of the child's run");
+        CHECK(r[42]["event"] == "log.recovered");
+        CHECK(r[42]["payload"]["lost_records"] == 2);
+        CHECK(r[42]["payload"]["restored"] == 1);
         CHECK(verify(s, log).ok);
+    }
+    SECTION("alike orders and a journal that does not reach back far enough: refused") {
+        {
+            AuditTrailOptions o{std::make_shared<FileAuditSink>(log)};
+            o.queue_capacity = 16;
+            AuditTrail trail = s.trail(o);
+            Decision d;
+            d.verdict = Verdict::allow;
+            d.ts_ns = s.authority.clock().now_ns();
+            for (int i = 0; i < 48; ++i) {
+                REQUIRE(trail.push_order(test::good_order(), d));
+                if ((i + 1) % 8 == 0) REQUIRE(trail.wait_durable(std::chrono::seconds(10)));
+            }
+        }
+        lose_last_records(log, 30);
+        const std::uintmax_t size = std::filesystem::file_size(log);
+        CHECK_THROWS_WITH(
+            s.trail([&] {
+                AuditTrailOptions o{std::make_shared<FileAuditSink>(log)};
+                o.queue_capacity = 16;
+                return o;
+            }()),
+            Catch::Contains("no longer reaches back to the entry of the log's last record"));
+        CHECK(std::filesystem::file_size(log) == size);
     }
     SECTION("the journal has reused the slots of the lost records' entries") {
         durable_orders(s, log, 48, 8, 16);
@@ -375,7 +420,8 @@ TEST_CASE(
                 return o;
             }()),
             Catch::Contains("held 48 records durably and now holds 18") &&
-                Catch::Contains("no longer holds the entry of the log's last record (seq 17"));
+                Catch::Contains(
+                    "no longer reaches back to the entry of the log's last record (seq 17"));
         CHECK(std::filesystem::file_size(log) == size);  // nothing was written
     }
 }

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "audit_test_support.hpp"
 #include "kakunin/audit.hpp"
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/guard.hpp"
@@ -64,6 +65,9 @@ GuardOptions options_for(std::shared_ptr<AuditSink> sink, std::shared_ptr<Shared
     o.observe = false;
     o.audit = AuditTrailOptions{std::move(sink)};
     o.audit->shutdown_deadline = 5000ms;
+    // One thread makes fifty logs durable in turn, on a CI disk that may be slow: this file is
+    // about sharing, not the grace (the hung-sink case sets its own).
+    o.audit->sink_failure_grace = 30s;
     o.threads = std::move(threads);
     o.notifier = std::move(notifier);  // the incident desk runs (a pass every 2 ms)
     return o;
@@ -153,7 +157,7 @@ TEST_CASE(
 
     constexpr int guards = 50, orders = 40;
     auto shared = std::make_shared<SharedThreads>();
-    CHECK(threads_settle(base + 3) == base + 3);  // writer, watchdog, incidents
+    CHECK(threads_settle(base + 4) == base + 4);  // writer, watchdog, reporter, incidents
     std::vector<std::string> logs;
     AuditCertificates certs;
     {
@@ -167,7 +171,7 @@ TEST_CASE(
                                         options_for(file_sink(logs.back()), shared, notifier)));
         }
         // The Guards add no thread.
-        CHECK(threads_settle(base + 3) == base + 3);
+        CHECK(threads_settle(base + 4) == base + 4);
         CHECK(shared->audit_trails() == static_cast<std::size_t>(guards));
         CHECK(shared->incident_desks() == static_cast<std::size_t>(guards));
 
@@ -205,7 +209,7 @@ TEST_CASE(
     }  // every Guard's final checkpoint, written on the shared writer
     CHECK(shared->audit_trails() == 0);
     CHECK(shared->incident_desks() == 0);
-    CHECK(threads_settle(base + 3) == base + 3);
+    CHECK(threads_settle(base + 4) == base + 4);
 
     for (int g = 0; g < guards; ++g) {
         INFO(logs[g]);
@@ -313,4 +317,67 @@ TEST_CASE(
         CHECK(ids.size() == static_cast<std::size_t>(sent[g]));  // allowed and refused alike
         for (const auto& [id, n] : ids) CHECK(n == 1);
     }
+}
+
+TEST_CASE(
+    "an error handler that blocks on the shared writer does not blind the shared watchdog: "
+    "another Guard whose records wait behind it is refused after its grace",
+    "[shared_threads]") {
+    test::TempDir dir("kakunin-shared-threads");
+    TestAuthority authority;
+    const Scope scope = unlimited();
+    auto shared = std::make_shared<SharedThreads>();
+    const auto grace = 300ms, blocked_for = 2500ms;
+    // Guard A: a sink that fails, and an error handler that takes 2.5 s over its first report
+    // (on the shared writer, which waits with it).
+    auto failing = std::make_shared<test::FlakyAuditSink>();
+    failing->failing = true;
+    std::atomic<bool> blocked{false};
+    GuardOptions oa = options_for(failing, shared, nullptr);
+    oa.audit->sink_failure_grace = grace;
+    oa.audit->journal = false;
+    oa.audit->shutdown_deadline = 200ms;
+    oa.audit->error_handler = [&](std::string_view) {
+        if (!blocked.exchange(true)) std::this_thread::sleep_for(blocked_for);
+    };
+    // Guard B: a working file sink, whose records wait behind the blocked writer.
+    GuardOptions ob = options_for(file_sink(dir / "b.jsonl"), shared, nullptr);
+    ob.audit->sink_failure_grace = grace;
+    Guard a(authority.credentials_for(scope), authority.clock(), oa);
+    Guard b(authority.credentials_for(scope), authority.clock(), ob);
+    Order order = test::good_order();
+    order.quantity = Decimal{1, 3};
+    std::vector<std::string> ids;
+    ids.reserve(10000);
+    auto send = [&](Guard& g) {
+        ids.push_back("o-" + std::to_string(ids.size()));
+        order.client_order_id = ids.back();
+        return g.check(order);
+    };
+    REQUIRE(send(b).allowed());
+    REQUIRE(b.audit()->wait_durable(5s));
+    const auto started = std::chrono::steady_clock::now();
+    REQUIRE(send(a).allowed());  // the writer fails on it and reports: the handler blocks
+    while (!blocked.load() && std::chrono::steady_clock::now() - started < 5s)
+        std::this_thread::sleep_for(1ms);
+    REQUIRE(blocked.load());
+    REQUIRE(send(b).allowed());  // queued behind the blocked writer
+    bool refused = false;
+    while (!refused && std::chrono::steady_clock::now() - started < blocked_for - 500ms) {
+        const Decision d = send(b);
+        refused = !d.allowed() && d.reasons.contains(ReasonCode::audit_unavailable);
+        if (!refused) std::this_thread::sleep_for(5ms);
+    }
+    INFO("ms since the handler blocked: " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::steady_clock::now() - started)
+                                                 .count());
+    CHECK(refused);  // within the grace and a few ticks, long before the handler returns
+    CHECK(std::chrono::steady_clock::now() - started < blocked_for);
+    // Once the handler returns, B's records become durable and B allows again.
+    bool allowed = false;
+    while (!allowed && std::chrono::steady_clock::now() - started < blocked_for + 5s) {
+        allowed = send(b).allowed();
+        if (!allowed) std::this_thread::sleep_for(5ms);
+    }
+    CHECK(allowed);
 }

@@ -330,6 +330,11 @@ private:
     /// One look at the queue and the sink: keeps m_healthy and m_sink_down.
     void watch_once() noexcept;
     std::chrono::milliseconds watch_tick() const noexcept;
+    struct ReportTask;
+    /// The watchdog's messages: to the error handler at once on a thread of the trail's own;
+    /// with SharedThreads, handed to its reporter thread (deliver_posted()).
+    void post_report(std::string message) noexcept;
+    void deliver_posted() noexcept;
     /// A slot while fewer than `limit` entries are queued, else nullptr; with block_when_full
     /// it waits for the writer to make room first (producer side, noexcept, no allocation).
     detail::AuditEntry* claim_below(std::size_t limit) noexcept {
@@ -366,10 +371,11 @@ private:
     std::atomic<std::uint64_t> m_unrecorded{0};
     std::atomic<std::uint64_t> m_unrecorded_reports{0};
     std::atomic<bool> m_stop{false};
-    std::thread m_thread;                     ///< the writer's own thread (no SharedThreads)
-    std::unique_ptr<WriterTask> m_task;       ///< the writer on a SharedThreads thread
-    std::thread m_watchdog;                   ///< the watchdog's own thread (no SharedThreads)
-    std::unique_ptr<WatchTask> m_watch_task;  ///< the watchdog on a SharedThreads thread
+    std::thread m_thread;                       ///< the writer's own thread (no SharedThreads)
+    std::unique_ptr<WriterTask> m_task;         ///< the writer on a SharedThreads thread
+    std::thread m_watchdog;                     ///< the watchdog's own thread (no SharedThreads)
+    std::unique_ptr<WatchTask> m_watch_task;    ///< the watchdog on a SharedThreads thread
+    std::unique_ptr<ReportTask> m_report_task;  ///< delivers its messages (SharedThreads)
 };
 
 }  // namespace kakunin

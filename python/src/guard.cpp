@@ -225,9 +225,9 @@ void bind_guard(py::module_& m) {
 
     py::class_<SharedThreads, std::shared_ptr<SharedThreads>>(
         m, "SharedThreads",
-        "The threads the Guards of one process share: one audit writer, one audit watchdog and "
-        "one incident thread for every Guard given it (Guard(..., threads=...)), instead of "
-        "three per Guard.")
+        "The threads the Guards of one process share: one audit writer, one audit watchdog, one "
+        "thread for its messages and one incident thread for every Guard given it "
+        "(Guard(..., threads=...)), instead of three per Guard.")
         .def(py::init<>())
         .def_property_readonly("audit_trails", &SharedThreads::audit_trails)
         .def_property_readonly("incident_desks", &SharedThreads::incident_desks);

@@ -256,7 +256,7 @@ def test_behaviour_a_learned_and_approved_baseline_scores_every_order(seed_scope
         kakunin.Guard(seed_scope, clock, baseline=kakunin.ApprovedBaseline(baseline, other))
 
 
-def test_many_guards_share_three_threads_and_each_log_holds_its_orders(tmp_path):
+def test_many_guards_share_four_threads_and_each_log_holds_its_orders(tmp_path):
     """SharedThreads: ten Guards with audit trails and incident desks (the dead man's switch runs
     them) add no thread of their own (without it each adds three), and every order is in its
     Guard's own verified log."""
@@ -287,8 +287,8 @@ def test_many_guards_share_three_threads_and_each_log_holds_its_orders(tmp_path)
     del alone
     gc.collect()
     shared = kakunin.SharedThreads()
-    base = threads_now(before + 3)
-    assert base == before + 3  # the same three, for every Guard given them
+    base = threads_now(before + 4)
+    assert base == before + 4  # writer, watchdog, reporter, incidents: for every Guard given them
     guards, certs, paths = [], kakunin.AuditCertificates(), []
     for i in range(10):
         creds = authority.credentials_for(SEED_SCOPE)

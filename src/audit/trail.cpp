@@ -500,13 +500,25 @@ struct AuditTrail::Impl {
                             " (the watermark's), so the lost records cannot be restored; nothing "
                             "was recorded" +
                             advice);
-        // The log's last entry-made record is at most this many records before the watermark's
-        // (exactly, unless records the writer makes itself were lost too): the earliest match
-        // from there, so that records alike in every byte are not taken for one another.
+        // The log's last entry-made record is `after_last` records before the watermark's, less
+        // the records the writer makes itself among the lost ones (it has no entry): its entry
+        // is one of the last after_last + 1 groups up to the watermark. The journal must still
+        // reach back that far, and exactly one of them may match: records alike in every byte
+        // (a simulated clock) could otherwise be taken for one another, dropping decisions or
+        // recording one twice.
         const std::uint64_t after_last = mark.records - 1 - last.seq;
-        const std::size_t lower = n - 1 >= after_last ? n - 1 - after_last : 0;
+        const std::string which = "the log's last record (seq " + std::to_string(last.seq) + ", " +
+                                  last.event + " at " + std::to_string(last.ts_ns) + " ns)";
+        if (n - 1 < after_last)
+            throw Error(ErrorCategory::invalid_state,
+                        at + "the journal no longer reaches back to the entry of " + which +
+                            ", so the records after it cannot be restored; nothing was "
+                            "recorded" +
+                            advice);
+        const std::size_t lower = n - 1 - after_last;
         std::optional<std::size_t> match;
-        for (std::size_t g = lower; g < n && !match; ++g) {
+        std::size_t matches = 0;
+        for (std::size_t g = lower; g < n; ++g) {
             const detail::AuditEntry& e = found.entries[starts[g]];
             const auto rec = record_of(e, [&](std::uint32_t k) -> const detail::AuditEntry& {
                 return found.entries[starts[g] + k];
@@ -515,17 +527,21 @@ struct AuditTrail::Impl {
             const std::string payload = audit_detail::is_canonical_json(rec.second)
                                             ? rec.second
                                             : canonical_json(rec.second);
-            if (payload == last.payload) match = g;
+            if (payload != last.payload) continue;
+            if (matches++ == 0) match = g;
         }
         if (!match)
             throw Error(ErrorCategory::invalid_state,
-                        at +
-                            "the journal no longer holds the entry of the log's last record "
-                            "(seq " +
-                            std::to_string(last.seq) + ", " + last.event + " at " +
-                            std::to_string(last.ts_ns) +
-                            " ns), so the records after it cannot be restored; nothing was "
+                        at + "the journal no longer holds the entry of " + which +
+                            ", so the records after it cannot be restored; nothing was "
                             "recorded" +
+                            advice);
+        if (matches > 1)
+            throw Error(ErrorCategory::invalid_state,
+                        at + std::to_string(matches) + " of the journal's last entries are " +
+                            which +
+                            " byte for byte, so which records the log lost cannot be "
+                            "told; nothing was recorded" +
                             advice);
         // Every entry from the match to the watermark, with no number missing.
         for (std::size_t i = starts[*match]; i < end; ++i)
@@ -626,12 +642,14 @@ struct AuditTrail::Impl {
         } catch (...) {
         }
     }
+    // The last error has a mutex of its own, never held while a handler runs: the watchdog
+    // reads it, and must not wait for a handler that blocks.
     void set_last_error(const std::string& what) {
-        std::lock_guard<std::mutex> lock(report_mutex);
+        std::lock_guard<std::mutex> lock(last_error_mutex);
         last_error = what;
     }
     std::string get_last_error() const {
-        std::lock_guard<std::mutex> lock(report_mutex);
+        std::lock_guard<std::mutex> lock(last_error_mutex);
         return last_error;
     }
 
@@ -653,8 +671,14 @@ struct AuditTrail::Impl {
     std::atomic<std::int64_t> failing_since{0};
     /// Monotonic time (ns) the watchdog saw the oldest entry not yet durable queued; 0: none.
     std::atomic<std::int64_t> pending_since{0};
-    mutable std::mutex report_mutex;  ///< serialises error_handler calls; guards last_error
-    std::string last_error;
+    mutable std::mutex report_mutex;  ///< serialises error_handler calls
+    mutable std::mutex last_error_mutex;
+    std::string last_error;  ///< guarded by last_error_mutex
+    /// A shared watchdog's messages, waiting for the SharedThreads reporter (never handed to the
+    /// error handler on the watchdog's thread, where a handler that blocks would stop every
+    /// trail's watchdog).
+    std::mutex posted_mutex;
+    std::vector<std::string> posted;  ///< guarded by posted_mutex
     mutable std::mutex wait_mutex;
     mutable std::condition_variable durable_changed;
     std::mutex watch_mutex;
@@ -726,6 +750,38 @@ struct AuditTrail::WatchTask final : detail::TaskThread::Task {
     detail::TaskThread& thread;
 };
 
+struct AuditTrail::ReportTask final : detail::TaskThread::Task {
+    ReportTask(AuditTrail& t, std::shared_ptr<SharedThreads> s)
+        : trail(t), shared(std::move(s)), thread(detail::reporter_thread(*shared)) {}
+    std::chrono::microseconds run() noexcept override {
+        trail.deliver_posted();
+        return idle;  // until the watchdog posts again
+    }
+    AuditTrail& trail;
+    std::shared_ptr<SharedThreads> shared;
+    detail::TaskThread& thread;
+};
+
+void AuditTrail::post_report(std::string message) noexcept {
+    if (!m_report_task) return m_impl->report(message);
+    try {
+        std::lock_guard<std::mutex> lock(m_impl->posted_mutex);
+        m_impl->posted.push_back(std::move(message));
+    } catch (...) {
+        return;  // no memory for a message: the flags are what fail closed
+    }
+    m_report_task->thread.wake(*m_report_task);
+}
+
+void AuditTrail::deliver_posted() noexcept {
+    std::vector<std::string> batch;
+    {
+        std::lock_guard<std::mutex> lock(m_impl->posted_mutex);
+        batch.swap(m_impl->posted);
+    }
+    for (const std::string& m : batch) m_impl->report(m);
+}
+
 AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::shared_ptr<Kms> kms,
                        KeyHandle key, std::string agent_id, std::string cert_fp,
                        std::function<void(const OpenedRecord&)> on_record)
@@ -752,6 +808,8 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
     }
     try {
         if (m_impl->options.threads) {
+            m_report_task = std::make_unique<ReportTask>(*this, m_impl->options.threads);
+            m_report_task->thread.add(*m_report_task);
             m_watch_task = std::make_unique<WatchTask>(*this, m_impl->options.threads);
             m_watch_task->thread.add(*m_watch_task);
         } else {
@@ -759,6 +817,7 @@ AuditTrail::AuditTrail(AuditTrailOptions options, const Clock& clock, std::share
         }
     } catch (...) {
         stop_writer();
+        if (m_report_task) m_report_task->thread.remove(*m_report_task);
         throw;
     }
 }
@@ -788,7 +847,11 @@ AuditTrail::~AuditTrail() {
             const std::uint64_t pending =
                 m_queue.pushed() - m_impl->durable_entries.load(std::memory_order_acquire);
             try {
-                m_impl->report(m_impl->where + "the sink has not returned for " +
+                m_impl->report(m_impl->where +
+                                   (m_task ? std::string("the shared audit writer (this trail's "
+                                                         "sink or another trail's) has not "
+                                                         "returned for ")
+                                           : std::string("the sink has not returned for ")) +
                                    std::to_string(patience.count()) + " ms of the shutdown; " +
                                    std::to_string(pending) +
                                    " queued record(s) not durable; waiting for it",
@@ -805,6 +868,10 @@ AuditTrail::~AuditTrail() {
     m_impl->watch_wake.notify_all();
     if (m_watchdog.joinable()) m_watchdog.join();
     if (m_watch_task) m_watch_task->thread.remove(*m_watch_task);
+    if (m_report_task) {
+        m_report_task->thread.remove(*m_report_task);
+        deliver_posted();  // what the watchdog said last, on this thread
+    }
 }
 
 bool AuditTrail::push_event(TimeNs at, std::string_view event,
@@ -952,9 +1019,9 @@ void AuditTrail::watch_once() noexcept {
                                           std::to_string(failing_for / 1'000'000) + " ms";
             const std::string last = im.get_last_error();
             if (!last.empty()) why += " (last error: " + last + ")";
-            im.report(im.where + "refusing orders with audit_unavailable: " + why);
+            post_report(im.where + "refusing orders with audit_unavailable: " + why);
         } else {
-            im.report(im.where + "records are durable again; orders are accepted");
+            post_report(im.where + "records are durable again; orders are accepted");
         }
     } catch (...) {
     }

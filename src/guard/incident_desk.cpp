@@ -136,6 +136,7 @@ void IncidentDesk::start() {
         if (m_pass) return;
         m_pass = std::make_unique<Pass>(*this);
         m_pass->thread.add(*m_pass);
+        m_pass_task.store(m_pass.get(), std::memory_order_release);
         return;
     }
     if (!m_thread.joinable()) m_thread = std::thread([this] { loop(); });
@@ -147,9 +148,18 @@ void IncidentDesk::stop() noexcept {
     std::lock_guard<std::mutex> lock(m_thread_mutex);
     if (m_thread.joinable()) m_thread.join();
     if (m_pass) {
+        m_pass_task.store(nullptr, std::memory_order_release);
         m_pass->thread.remove(*m_pass);  // waits for a pass in progress
         m_pass.reset();
     }
+}
+
+void IncidentDesk::wake() noexcept {
+    m_wake.notify_all();
+    // On a shared thread: a pass now. A wake racing stop() at worst names a task just removed,
+    // which the thread then does not find (it compares addresses only).
+    if (TaskThread::Task* pass = m_pass_task.load(std::memory_order_acquire))
+        m_pass_thread->wake(*pass);
 }
 
 void IncidentDesk::push_anomaly(const Order& o, const Decision& d) noexcept {

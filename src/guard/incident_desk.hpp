@@ -31,6 +31,8 @@
 #include "kakunin/incident.hpp"
 #include "kakunin/notifier.hpp"
 #include "kakunin/order.hpp"
+#include "kakunin/shared_threads.hpp"
+#include "runtime/task_thread.hpp"
 
 namespace kakunin {
 class CertificateAuthority;
@@ -96,7 +98,7 @@ public:
     /// Stops and joins the thread (idempotent); process() still works afterwards.
     void stop() noexcept;
     /// Makes the thread run a pass now rather than at its next poll (any thread; no lock).
-    void wake() noexcept { m_wake.notify_all(); }
+    void wake() noexcept;
 
     /// Hands an anomaly over (the Guard's hot lock held: one producer; no allocation, no
     /// lock, no system call). Counts and drops it when the ring is full: an incident is open
@@ -167,6 +169,11 @@ private:
     std::thread m_thread;
     struct Pass;  ///< the desk's passes on a SharedThreads incident thread
     std::unique_ptr<Pass> m_pass;
+    /// For wake(), which takes no lock of the desk's: the pass while it is on the shared
+    /// thread (null before start() and from stop() on), and that thread.
+    std::atomic<TaskThread::Task*> m_pass_task{nullptr};
+    TaskThread* const m_pass_thread =
+        m_options.shared ? &incident_thread(*m_options.shared) : nullptr;
 };
 
 }  // namespace kakunin::detail

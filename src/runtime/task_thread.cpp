@@ -118,6 +118,7 @@ struct SharedThreads::Impl {
     detail::TaskThread audit{"kakunin-audit"};
     detail::TaskThread incidents{"kakunin-incident"};
     detail::TaskThread watchdogs{"kakunin-watch"};
+    detail::TaskThread reporter{"kakunin-report"};
 };
 
 SharedThreads::SharedThreads() : m_impl(std::make_unique<Impl>()) {}
@@ -130,6 +131,7 @@ namespace detail {
 TaskThread& audit_writer_thread(SharedThreads& threads) { return threads.m_impl->audit; }
 TaskThread& incident_thread(SharedThreads& threads) { return threads.m_impl->incidents; }
 TaskThread& watchdog_thread(SharedThreads& threads) { return threads.m_impl->watchdogs; }
+TaskThread& reporter_thread(SharedThreads& threads) { return threads.m_impl->reporter; }
 }  // namespace detail
 
 }  // namespace kakunin
