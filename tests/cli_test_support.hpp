@@ -57,6 +57,12 @@ inline Run run_in(const TempDir& dir, const std::string& command) {
     return r;
 }
 
+/// REQUIREs that `r` exited 0; `what` (the step) and the output are reported when it did not.
+inline void require_ok(const Run& r, const std::string& what) {
+    INFO(what << "\nstdout: " << r.out << "\nstderr: " << r.err);
+    REQUIRE(r.code == 0);
+}
+
 /// The program with KAKUNIN_KMS_PASSPHRASE set to the passphrase of the test's key store;
 /// `args` are spliced into the command line as they are (quote what needs it).
 class Cli {

@@ -42,6 +42,7 @@ struct TempDir : kakunin::test::TempDir {
     TempDir() : kakunin::test::TempDir("kakunin-agent-keys") {}
 };
 
+using kakunin::test::require_ok;
 using kakunin::test::Run;
 using kakunin::test::run_in;
 
@@ -59,11 +60,6 @@ Run cli(const std::string& args, const TempDir& dir,
 /// The program as on the trading host: its own passphrase, not the CA's.
 Run host_cli(const std::string& args, const TempDir& dir) {
     return cli(args, dir, passphrase_env(k_host_passphrase));
-}
-
-void require_ok(const Run& r, const std::string& what) {
-    INFO(what << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
 }
 
 /// A failure with exactly one line on stderr, "kakunin: ...", containing `fragment`.

@@ -30,6 +30,7 @@ struct TempDir : kakunin::test::TempDir {
     TempDir() : kakunin::test::TempDir("kakunin-cli-ca") {}
 };
 
+using kakunin::test::require_ok;
 using kakunin::test::Run;
 using kakunin::test::run_in;
 
@@ -38,11 +39,6 @@ Run cli(const std::string& args, const TempDir& dir,
         const std::string& env = std::string("KAKUNIN_KMS_PASSPHRASE=") +
                                  shell_quote(k_passphrase)) {
     return run_in(dir, "env " + env + " " + shell_quote(KAKUNIN_CLI_PATH) + " " + args);
-}
-
-void require_ok(const Run& r, const std::string& what) {
-    INFO(what << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
 }
 
 /// A failure with exactly one line on stderr, "kakunin: ...", containing `fragment`.
