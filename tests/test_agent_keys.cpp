@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_test_support.hpp"
 #include "kakunin/kakunin.hpp"
 #include "kakunin/pkcs11_kms.hpp"
 #include "pkcs11_test_support.hpp"
@@ -41,24 +42,9 @@ struct TempDir : kakunin::test::TempDir {
     TempDir() : kakunin::test::TempDir("kakunin-agent-keys") {}
 };
 
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-/// Runs a shell command line in `dir` with stdout and stderr captured apart.
-Run shell(const std::string& command, const TempDir& dir) {
-    const std::string out = dir / ".out";
-    const std::string err = dir / ".err";
-    const std::string line = "cd " + shell_quote(dir.path().string()) + " && " + command + " >" +
-                             shell_quote(out) + " 2>" + shell_quote(err);
-    const int status = std::system(line.c_str());
-    Run r;
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
-}
+using kakunin::test::require_ok;
+using kakunin::test::Run;
+using kakunin::test::run_in;
 
 std::string passphrase_env(const char* passphrase) {
     return std::string("KAKUNIN_KMS_PASSPHRASE=") + shell_quote(passphrase);
@@ -68,17 +54,12 @@ std::string passphrase_env(const char* passphrase) {
 /// passphrase, as on the CA host.
 Run cli(const std::string& args, const TempDir& dir,
         const std::string& env = passphrase_env(k_ca_passphrase)) {
-    return shell("env " + env + " " + shell_quote(KAKUNIN_CLI_PATH) + " " + args, dir);
+    return run_in(dir, "env " + env + " " + shell_quote(KAKUNIN_CLI_PATH) + " " + args);
 }
 
 /// The program as on the trading host: its own passphrase, not the CA's.
 Run host_cli(const std::string& args, const TempDir& dir) {
     return cli(args, dir, passphrase_env(k_host_passphrase));
-}
-
-void require_ok(const Run& r, const std::string& what) {
-    INFO(what << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
 }
 
 /// A failure with exactly one line on stderr, "kakunin: ...", containing `fragment`.
@@ -377,25 +358,25 @@ TEST_CASE("agent keys: cert issue --csr refuses a request without proof of posse
                                "self-signature does not verify");
     }
     SECTION("an RSA key, which the CA does not certify") {
-        require_ok(shell("openssl req -new -newkey rsa:2048 -nodes -keyout rsa.key -subj "
-                         "/CN=agent-7 -out rsa.csr",
-                         dir),
+        require_ok(run_in(dir,
+                          "openssl req -new -newkey rsa:2048 -nodes -keyout rsa.key -subj "
+                          "/CN=agent-7 -out rsa.csr"),
                    "openssl req rsa");
         require_one_line_error(cli(issue_args("rsa.csr", "bad.pem"), dir),
                                "its key is RSA: the CA certifies only Ed25519 and ECDSA P-256");
     }
     SECTION("a P-384 key") {
-        require_ok(shell("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes "
-                         "-keyout p384.key -subj /CN=agent-7 -out p384.csr",
-                         dir),
+        require_ok(run_in(dir,
+                          "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes "
+                          "-keyout p384.key -subj /CN=agent-7 -out p384.csr"),
                    "openssl req p-384");
         require_one_line_error(cli(issue_args("p384.csr", "bad.pem"), dir),
                                "its key is ECDSA on secp384r1");
     }
     SECTION("a P-256 key signed with SHA-384, which Kakunin's verifier does not check") {
-        require_ok(shell("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha384 "
-                         "-nodes -keyout p256.key -subj /CN=agent-7 -out p256.csr",
-                         dir),
+        require_ok(run_in(dir,
+                          "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha384 "
+                          "-nodes -keyout p256.key -subj /CN=agent-7 -out p256.csr"),
                    "openssl req p-256 sha-384");
         require_one_line_error(cli(issue_args("p256.csr", "bad.pem"), dir),
                                "signed with ECDSA/EMSA1(SHA-384)");
@@ -407,9 +388,9 @@ TEST_CASE("agent keys: cert issue --csr refuses a request without proof of posse
           std::string::npos);
 
     // A P-256 request made elsewhere (openssl, SHA-256) is still taken.
-    require_ok(shell("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 "
-                     "-nodes -keyout ok.key -subj /CN=agent-7 -out ok.csr",
-                     dir),
+    require_ok(run_in(dir,
+                      "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 "
+                      "-nodes -keyout ok.key -subj /CN=agent-7 -out ok.csr"),
                "openssl req p-256");
     require_ok(cli(issue_args("ok.csr", "ok.pem"), dir), "issue from an openssl P-256 request");
 }

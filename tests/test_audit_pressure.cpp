@@ -4,7 +4,6 @@
 // record. Each case was reproduced on the code before its fix.
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,13 +13,13 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "cli_test_support.hpp"
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/testing.hpp"
 #include "support.hpp"
@@ -354,66 +353,15 @@ TEST_CASE("a shutdown after a sink outage ends with a checkpoint covering every 
 
 namespace {
 
-namespace fs = std::filesystem;
+using test::Run;
 
-class TempDir {
-public:
-    TempDir() {
-        std::string templ = (fs::temp_directory_path() / "kakunin-pressure-XXXXXX").string();
-        REQUIRE(::mkdtemp(templ.data()) != nullptr);
-        m_path = templ;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string operator/(const std::string& name) const { return (m_path / name).string(); }
-    const fs::path& path() const noexcept { return m_path; }
-
-private:
-    fs::path m_path;
-};
-
-std::string read_bytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-std::string shell_quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-Run cli(const std::string& args, const TempDir& dir) {
-    const std::string out = dir / ".out";
-    const std::string err = dir / ".err";
-    const std::string line = "cd " + shell_quote(dir.path().string()) +
-                             " && env KAKUNIN_KMS_PASSPHRASE='correct horse battery staple' " +
-                             shell_quote(KAKUNIN_CLI_PATH) + " " + args + " >" + shell_quote(out) +
-                             " 2>" + shell_quote(err);
-    Run r;
-    const int status = std::system(line.c_str());
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = read_bytes(out);
-    r.err = read_bytes(err);
-    return r;
-}
+const test::Cli cli{"correct horse battery staple"};
 
 }  // namespace
 
 TEST_CASE("replay --audit-out records every decision of a day faster than the writer",
           "[pressure][blocking][cli]") {
-    TempDir dir;
+    test::TempDir dir("kakunin-pressure");
     {
         std::ofstream scope(dir / "scope.json");
         scope << test::seed_scope_json;
@@ -423,7 +371,7 @@ TEST_CASE("replay --audit-out records every decision of a day faster than the wr
           "agent register --dir state --agent agent-7 --owner 'Desk 3' --purpose 'BTC MM' "
           "--by 'Jane Roe'",
           "scope approve --dir state --agent agent-7 --scope scope.json --approver 'Jane Doe'"}) {
-        const Run r = cli(step, dir);
+        const Run r = cli.run(dir, step);
         INFO(step << "\n" << r.err);
         REQUIRE(r.code == 0);
     }
@@ -442,14 +390,14 @@ TEST_CASE("replay --audit-out records every decision of a day faster than the wr
             csv << ts << ",BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1,order " << i << "\n";
         }
     }
-    const Run sim = cli(
-        "replay --dir state --agent agent-7 --orders orders.csv --audit-out a.jsonl --json", dir);
+    const Run sim = cli.run(
+        dir, "replay --dir state --agent agent-7 --orders orders.csv --audit-out a.jsonl --json");
     INFO("stdout: " << sim.out << "\nstderr: " << sim.err);
     REQUIRE(sim.code == 0);
     const auto summary = nlohmann::json::parse(sim.out);
     CHECK(summary.at("orders") == orders);
     CHECK_FALSE(summary.at("rejected").contains("audit_unavailable"));
-    const Run v = cli("audit verify --log a.jsonl --certs a.jsonl.certs --json", dir);
+    const Run v = cli.run(dir, "audit verify --log a.jsonl --certs a.jsonl.certs --json");
     INFO("verify: " << v.out << v.err);
     REQUIRE(v.code == 0);
     const auto verified = nlohmann::json::parse(v.out);

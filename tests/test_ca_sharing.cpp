@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "audit_test_support.hpp"
+#include "cli_test_support.hpp"
 #include "crypto/encoding.hpp"
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/audit_verify.hpp"
@@ -48,23 +49,13 @@ namespace {
 
 constexpr const char* k_passphrase = "correct horse battery staple";
 
-struct Dir : test::TempDir {
-    Dir() : test::TempDir("kakunin-ca-sharing") {}
-};
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
+using test::require_ok;
+using test::Run;
+using test::slurp;
 
 /// The real `kakunin` program with `args`, in `dir`, as a process of its own (posix_spawn, so
 /// several threads may run it at once), stdout and stderr captured apart.
-Run cli(const std::vector<std::string>& args, const Dir& dir) {
+Run cli(const std::vector<std::string>& args, const test::TempDir& dir) {
     static std::atomic<unsigned> counter{0};
     const std::string tag = std::to_string(counter++);
     const std::string out = dir / (".out-" + tag), err = dir / (".err-" + tag);
@@ -105,13 +96,8 @@ Run cli(const std::vector<std::string>& args, const Dir& dir) {
     return r;
 }
 
-void require_ok(const Run& r, const std::string& what) {
-    INFO(what << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-}
-
 /// ca init, agent register, scope approve for agent-7 in dir/state.
-void set_up(const Dir& dir) {
+void set_up(const test::TempDir& dir) {
     std::ofstream(dir / "scope.json") << test::seed_scope_json;
     require_ok(cli({"ca", "init", "--dir", "state"}, dir), "ca init");
     require_ok(cli({"agent", "register", "--dir", "state", "--agent", "agent-7", "--owner",
@@ -124,7 +110,7 @@ void set_up(const Dir& dir) {
                "scope approve");
 }
 
-std::string cli_issue(const Dir& dir, const std::string& out,
+std::string cli_issue(const test::TempDir& dir, const std::string& out,
                       const std::string& agent = "agent-7") {
     const Run r =
         cli({"cert", "issue", "--dir", "state", "--agent", agent, "--out", out, "--json"}, dir);
@@ -132,7 +118,7 @@ std::string cli_issue(const Dir& dir, const std::string& out,
     return json::parse(r.out).at("serial").get<std::string>();
 }
 
-std::unique_ptr<LocalCa> open_in_process(const Dir& dir, std::shared_ptr<Kms>& kms,
+std::unique_ptr<LocalCa> open_in_process(const test::TempDir& dir, std::shared_ptr<Kms>& kms,
                                          const Clock& clock) {
     kms = SoftwareKms::open(dir / "state/keys", k_passphrase);
     LocalCaOptions o;
@@ -140,14 +126,14 @@ std::unique_ptr<LocalCa> open_in_process(const Dir& dir, std::shared_ptr<Kms>& k
     return LocalCa::open(kms, clock, o);
 }
 
-void require_log_verifies(const Dir& dir) {
+void require_log_verifies(const test::TempDir& dir) {
     const Run v =
         cli({"audit", "verify", "--log", "state/audit/ca.jsonl", "--ca", "state/ca.pem"}, dir);
     require_ok(v, "audit verify");
     CHECK_THAT(v.out, Catch::Contains(": ok:"));
 }
 
-std::vector<json> records(const Dir& dir, const std::string& event) {
+std::vector<json> records(const test::TempDir& dir, const std::string& event) {
     std::vector<json> out;
     std::ifstream in(dir / "state/audit/ca.jsonl");
     for (std::string line; std::getline(in, line);) {
@@ -210,7 +196,7 @@ TEST_CASE(
     "ca-sharing: the command line runs on a state directory an in-process LocalCa keeps "
     "open",
     "[ca_sharing][cli]") {
-    Dir dir;
+    test::TempDir dir("kakunin-ca-sharing");
     set_up(dir);
     SystemClock clock;
     std::shared_ptr<Kms> kms;
@@ -288,7 +274,7 @@ TEST_CASE(
 
 TEST_CASE("ca-sharing: an in-process CA and concurrent command lines interleave into one log",
           "[ca_sharing][cli]") {
-    Dir dir;
+    test::TempDir dir("kakunin-ca-sharing");
     set_up(dir);
     (void)cli_issue(dir, "first.pem");  // makes the agent's key in the KMS
     SystemClock clock;
@@ -366,7 +352,7 @@ TEST_CASE(
     "ca-sharing: a lock held too long is refused naming its holder, and a dead holder "
     "blocks nobody",
     "[ca_sharing][cli]") {
-    Dir dir;
+    test::TempDir dir("kakunin-ca-sharing");
     set_up(dir);
     const std::string log = dir / "state/audit/ca.jsonl";
     {
@@ -443,7 +429,7 @@ TEST_CASE(
 
 TEST_CASE("ca-sharing: two LocalCa objects on one state directory take turns",
           "[ca_sharing][local_ca]") {
-    Dir dir;
+    test::TempDir dir("kakunin-ca-sharing");
     set_up(dir);
     (void)cli_issue(dir, "first.pem");
     SystemClock clock;
@@ -468,7 +454,7 @@ TEST_CASE("ca-sharing: two LocalCa objects on one state directory take turns",
 
 TEST_CASE("ca-sharing: LocalCa::hold keeps other processes out across several calls",
           "[ca_sharing][cli]") {
-    Dir dir;
+    test::TempDir dir("kakunin-ca-sharing");
     set_up(dir);
     SystemClock clock;
     std::shared_ptr<Kms> kms;
@@ -493,7 +479,7 @@ TEST_CASE(
     "ca-sharing: file log writers taking turns continue from each other and repair what a "
     "crashed one left",
     "[ca_sharing][audit]") {
-    Dir dir;
+    test::TempDir dir("kakunin-ca-sharing");
     test::AuditTestKms kms;
     const auto id = test::make_identity(kms, "agent:agent-7");
     ManualClock clock(test::monday(9));

@@ -1,14 +1,11 @@
 // The behaviour command line end to end: replay with observation, automatic and human baseline
 // approval, the incidents a replay reports, and the signed human steps in the CA log.
-#include <sys/wait.h>
-
 #include <catch2/catch.hpp>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "cli_test_support.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/incident.hpp"
 #include "kakunin/replay.hpp"
@@ -19,56 +16,12 @@ using namespace kakunin;
 
 namespace {
 
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
+using test::quote;
+using test::Run;
+using test::slurp;
+using test::write_file;
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-struct Dir {
-    Dir() {
-        std::string t = (fs::temp_directory_path() / "kakunin-cli-behaviour-XXXXXX").string();
-        REQUIRE(::mkdtemp(t.data()) != nullptr);
-        path = t;
-    }
-    ~Dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string operator/(const std::string& n) const { return (fs::path(path) / n).string(); }
-    std::string path;
-};
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-Run kakunin_cli(const Dir& d, const std::string& args) {
-    const std::string line = "cd " + quote(d.path) + " && KAKUNIN_KMS_PASSPHRASE=behaviour " +
-                             quote(KAKUNIN_CLI_PATH) + " " + args + " >" + quote(d / ".out") +
-                             " 2>" + quote(d / ".err");
-    const int status = std::system(line.c_str());
-    Run r;
-    r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(d / ".out");
-    r.err = slurp(d / ".err");
-    return r;
-}
-
-Run ok(const Dir& d, const std::string& args) {
-    Run r = kakunin_cli(d, args);
-    INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-    return r;
-}
+const test::Cli cli{"behaviour"};
 
 const char* const scope = R"({"version":1,
  "max_transaction":{"currency":"EUR","amount":"50000000.00"},
@@ -95,15 +48,12 @@ std::string orders_csv(int days, const std::vector<std::string>& extra = {}) {
     return csv;
 }
 
-void write(const std::string& path, const std::string& text) {
-    std::ofstream(path, std::ios::binary) << text;
-}
-
-void set_up(const Dir& d) {
-    write(d / "scope.json", scope);
-    ok(d, "ca init --dir state");
-    ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
-    ok(d, "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
+void set_up(const test::TempDir& d) {
+    write_file(d / "scope.json", scope);
+    cli.ok(d, "ca init --dir state");
+    cli.ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
+    cli.ok(d,
+           "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
 }
 
 std::vector<json> lines_of(const std::string& path) {
@@ -117,7 +67,7 @@ std::vector<json> lines_of(const std::string& path) {
 }  // namespace
 
 TEST_CASE("replay learns, approves automatically, warns, revokes and reports it", "[cli]") {
-    Dir d;
+    test::TempDir d("kakunin-cli-behaviour");
     set_up(d);
     const std::string warn_row = format_timestamp(t0 + 11 * day + 10 * hour + 1) +
                                  ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1";
@@ -126,10 +76,11 @@ TEST_CASE("replay learns, approves automatically, warns, revokes and reports it"
     const std::string after_row = format_timestamp(t0 + 11 * day + 12 * hour + 2) +
                                   ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-west-1";
     std::string csv = orders_csv(11) + warn_row + "\n" + revoke_row + "\n" + after_row + "\n";
-    write(d / "orders.csv", csv);
-    const Run r = ok(d, "replay --dir state --agent agent-7 --orders orders.csv --observe-until " +
-                            format_timestamp(t0 + 8 * day) +
-                            " --auto-approve-baseline --json --decisions-out decisions.jsonl");
+    write_file(d / "orders.csv", csv);
+    const Run r =
+        cli.ok(d, "replay --dir state --agent agent-7 --orders orders.csv --observe-until " +
+                      format_timestamp(t0 + 8 * day) +
+                      " --auto-approve-baseline --json --decisions-out decisions.jsonl");
     const json s = json::parse(r.out);
     CHECK(s["revocations"] == 1);
     CHECK(s["warnings"] == 1);
@@ -161,7 +112,7 @@ TEST_CASE("replay learns, approves automatically, warns, revokes and reports it"
 
     // The replay's audit log holds the incident records and verifies offline.
     const std::string log = s["audit_log"];
-    ok(d, "audit verify --log " + quote(log) + " --certs " + quote(log + ".certs"));
+    cli.ok(d, "audit verify --log " + quote(log) + " --certs " + quote(log + ".certs"));
     std::map<std::string, int> events;
     for (const json& rec : lines_of(d / log))
         if (rec["kind"] == "record") ++events[rec["event"]];
@@ -173,47 +124,48 @@ TEST_CASE("replay learns, approves automatically, warns, revokes and reports it"
 }
 
 TEST_CASE("observation shorter than the policy minimum is refused", "[cli]") {
-    Dir d;
+    test::TempDir d("kakunin-cli-behaviour");
     set_up(d);
-    write(d / "orders.csv", orders_csv(9));
-    const Run r = kakunin_cli(d,
-                              "replay --dir state --agent agent-7 --orders orders.csv "
-                              "--observe-until " +
-                                  format_timestamp(t0 + 5 * day));
+    write_file(d / "orders.csv", orders_csv(9));
+    const Run r = cli.run(d,
+                          "replay --dir state --agent agent-7 --orders orders.csv "
+                          "--observe-until " +
+                              format_timestamp(t0 + 5 * day));
     CHECK(r.code != 0);
     CHECK_THAT(r.err, Catch::Contains("at least 7 days"));
-    const Run s = kakunin_cli(d, "replay --scope scope.json --orders orders.csv --observe-until " +
-                                     format_timestamp(t0 + 8 * day));
+    const Run s = cli.run(d, "replay --scope scope.json --orders orders.csv --observe-until " +
+                                 format_timestamp(t0 + 8 * day));
     CHECK(s.code != 0);
     CHECK_THAT(s.err, Catch::Contains("--observe-until needs --dir"));
 }
 
 TEST_CASE("a named officer approves a learned baseline, later replays enforce it", "[cli]") {
-    Dir d;
+    test::TempDir d("kakunin-cli-behaviour");
     set_up(d);
-    write(d / "learn.csv", orders_csv(8));
+    write_file(d / "learn.csv", orders_csv(8));
     const Run learn =
-        ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
-                  format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
+        cli.ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
+                      format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
     CHECK_THAT(learn.out, Catch::Contains("NOT enforced"));
 
     // Bad files are refused with the member, and nothing is stored.
     std::string text = slurp(d / "learned.json");
-    write(d / "bad.json", std::string(text).replace(text.find("\"orders\""), 8, "\"0rders\""));
-    const Run bad = kakunin_cli(d,
-                                "baseline approve --dir state --agent agent-7 --baseline bad.json "
-                                "--approver 'C. Officer'");
+    write_file(d / "bad.json", std::string(text).replace(text.find("\"orders\""), 8, "\"0rders\""));
+    const Run bad = cli.run(d,
+                            "baseline approve --dir state --agent agent-7 --baseline bad.json "
+                            "--approver 'C. Officer'");
     CHECK(bad.code != 0);
     CHECK_THAT(bad.err, Catch::Contains("0rders: unknown member"));
-    const Run other = kakunin_cli(d,
-                                  "baseline approve --dir state --agent agent-8 --baseline "
-                                  "learned.json --approver 'C. Officer'");
+    const Run other = cli.run(d,
+                              "baseline approve --dir state --agent agent-8 --baseline "
+                              "learned.json --approver 'C. Officer'");
     CHECK(other.code != 0);
     CHECK_FALSE(fs::exists(d / "state/baselines/agent-7/1.json"));
 
-    const Run approved = ok(d,
-                            "baseline approve --dir state --agent agent-7 --baseline learned.json "
-                            "--approver 'C. Officer' --json");
+    const Run approved =
+        cli.ok(d,
+               "baseline approve --dir state --agent agent-7 --baseline learned.json "
+               "--approver 'C. Officer' --json");
     const json a = json::parse(approved.out);
     CHECK(a["approver"] == "C. Officer");
     CHECK(a["version"] == 1);
@@ -230,12 +182,12 @@ TEST_CASE("a named officer approves a learned baseline, later replays enforce it
     CHECK(found);
 
     // A later span is replayed with the approved baseline: an unseen region warns.
-    write(d / "later.csv", orders_csv(1) + format_timestamp(t0 + day + 10 * hour) +
-                               ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1\n");
-    const json s = json::parse(
-        ok(d,
-           "replay --dir state --agent agent-7 --orders later.csv --json --audit-out later.jsonl")
-            .out);
+    write_file(d / "later.csv", orders_csv(1) + format_timestamp(t0 + day + 10 * hour) +
+                                    ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1\n");
+    const json s = json::parse(cli.ok(d,
+                                      "replay --dir state --agent agent-7 --orders later.csv "
+                                      "--json --audit-out later.jsonl")
+                                   .out);
     CHECK(s["baseline"]["from_state"] == true);
     CHECK(s["baseline"]["approved_by"] == "C. Officer");
     CHECK(s["warned_orders"] == 1);
@@ -245,7 +197,7 @@ TEST_CASE("a named officer approves a learned baseline, later replays enforce it
 TEST_CASE("incident steps and re-enables need the agent's log to check them against", "[cli]") {
     // Taken, signed and delivered once the agent's log shows what they apply to:
     // tests/test_human_steps.cpp. Without it nothing is recorded.
-    Dir d;
+    test::TempDir d("kakunin-cli-behaviour");
     set_up(d);
     const std::string ca_log = slurp(d / "state/audit/ca.jsonl");
     for (const std::string& step :
@@ -258,14 +210,14 @@ TEST_CASE("incident steps and re-enables need the agent's log to check them agai
           std::string("agent reenable --dir state --agent agent-7 "
                       "--halt halt-agent-7-20240108T130000Z-0123456789abcdef-1 --by 'D. Head' "
                       "--reason 'feed fixed' --out reenable.json")}) {
-        const Run r = kakunin_cli(d, step);
+        const Run r = cli.run(d, step);
         CHECK(r.code != 0);
         CHECK_THAT(r.err, Catch::Contains("no audit log of agent 'agent-7'"));
     }
     CHECK_FALSE(fs::exists(d / "reenable.json"));
     CHECK(slurp(d / "state/audit/ca.jsonl") == ca_log);
     const Run unknown =
-        kakunin_cli(d, "incident ack --dir state --agent nobody --incident inc-1 --by X --note y");
+        cli.run(d, "incident ack --dir state --agent nobody --incident inc-1 --by X --note y");
     CHECK(unknown.code != 0);
     CHECK_THAT(unknown.err, Catch::Contains("not registered"));
 }
@@ -274,27 +226,31 @@ TEST_CASE(
     "a replay appended to a log continues its day: totals and a halt carry over, and a "
     "run back in time is refused",
     "[cli][restart]") {
-    Dir d;
-    write(d / "scope.json", R"({"version":1,
+    test::TempDir d("kakunin-cli-behaviour");
+    write_file(d / "scope.json", R"({"version":1,
  "max_transaction":{"currency":"EUR","amount":"50000000.00"},
  "instruments":["BTC_EUR"],"counterparties":["exchange_a"],
  "trading_hours":[{"days":["Mon","Tue","Wed","Thu","Fri","Sat","Sun"],"from":"00:00","to":"24:00"}],
  "regions":["eu-west-1"],
  "limits":{"max_orders_per_second":50,"max_daily_notional":{"currency":"EUR","amount":"100000.00"}}})");
-    ok(d, "ca init --dir state");
-    ok(d, "agent register --dir state --agent agent-8 --owner Desk --purpose test");
-    ok(d, "scope approve --dir state --agent agent-8 --scope scope.json --approver 'A. Officer'");
+    cli.ok(d, "ca init --dir state");
+    cli.ok(d, "agent register --dir state --agent agent-8 --owner Desk --purpose test");
+    cli.ok(d,
+           "scope approve --dir state --agent agent-8 --scope scope.json --approver 'A. Officer'");
     const std::string head = "ts,instrument,counterparty,side,quantity,price,region\n";
-    write(d / "morning.csv", head +
-                                 "2024-01-08T10:00:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n"
-                                 "2024-01-08T10:01:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n");
-    write(d / "noon.csv", head +
-                              "2024-01-08T11:00:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n"
-                              "2024-01-08T11:01:00Z,BTC_EUR,exchange_a,BUY,0.5,40000,eu-west-1\n");
+    write_file(d / "morning.csv",
+               head +
+                   "2024-01-08T10:00:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n"
+                   "2024-01-08T10:01:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n");
+    write_file(d / "noon.csv",
+               head +
+                   "2024-01-08T11:00:00Z,BTC_EUR,exchange_a,BUY,1,40000,eu-west-1\n"
+                   "2024-01-08T11:01:00Z,BTC_EUR,exchange_a,BUY,0.5,40000,eu-west-1\n");
     const std::string replay = "replay --dir state --agent agent-8 --audit-out day.jsonl --json ";
-    CHECK(json::parse(ok(d, replay + "--orders morning.csv").out).at("allowed") == 2);
+    CHECK(json::parse(cli.ok(d, replay + "--orders morning.csv").out).at("allowed") == 2);
     // 80,000 of the day's 100,000 are used: 40,000 more is refused, 20,000 fits exactly.
-    const json noon = json::parse(ok(d, replay + "--orders noon.csv --decisions-out noon.out").out);
+    const json noon =
+        json::parse(cli.ok(d, replay + "--orders noon.csv --decisions-out noon.out").out);
     CHECK(noon.at("allowed") == 1);
     const auto decisions = lines_of(d / "noon.out");
     REQUIRE(decisions.size() == 2);
@@ -302,13 +258,14 @@ TEST_CASE(
     CHECK(decisions[1].at("decision") == "allow");
 
     // A run that ends halted: the next run of the day is refused, halted.
-    write(d / "halt.csv",
-          "ts,type,order_id,instrument,counterparty,side,quantity,price,region\n"
-          "2024-01-08T12:00:00Z,cancel,none,BTC_EUR,exchange_a,BUY,,,eu-west-1\n");
-    ok(d, replay + "--events halt.csv --halt-at 2024-01-08T12:00:30Z");
-    write(d / "late.csv",
-          head + "2024-01-08T13:00:00Z,BTC_EUR,exchange_a,SELL,0.001,40000,eu-west-1\n");
-    const json late = json::parse(ok(d, replay + "--orders late.csv --decisions-out late.out").out);
+    write_file(d / "halt.csv",
+               "ts,type,order_id,instrument,counterparty,side,quantity,price,region\n"
+               "2024-01-08T12:00:00Z,cancel,none,BTC_EUR,exchange_a,BUY,,,eu-west-1\n");
+    cli.ok(d, replay + "--events halt.csv --halt-at 2024-01-08T12:00:30Z");
+    write_file(d / "late.csv",
+               head + "2024-01-08T13:00:00Z,BTC_EUR,exchange_a,SELL,0.001,40000,eu-west-1\n");
+    const json late =
+        json::parse(cli.ok(d, replay + "--orders late.csv --decisions-out late.out").out);
     CHECK(late.at("allowed") == 0);
     const auto refused = lines_of(d / "late.out");
     REQUIRE(refused.size() == 1);
@@ -316,9 +273,9 @@ TEST_CASE(
 
     // Appending the morning again would put the log's day out of order: refused, nothing written.
     const std::string before = slurp(d / "day.jsonl");
-    const Run back = kakunin_cli(d, replay + "--orders morning.csv");
+    const Run back = cli.run(d, replay + "--orders morning.csv");
     CHECK(back.code != 0);
     CHECK(back.err.find("cannot go back in time") != std::string::npos);
     CHECK(slurp(d / "day.jsonl") == before);
-    ok(d, "audit verify --log day.jsonl --certs day.jsonl.certs");
+    cli.ok(d, "audit verify --log day.jsonl --certs day.jsonl.certs");
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli_test_support.hpp"
 #include "kakunin/scope.hpp"
 #include "pkcs11_test_support.hpp"
 #include "support.hpp"
@@ -29,38 +30,15 @@ struct TempDir : kakunin::test::TempDir {
     TempDir() : kakunin::test::TempDir("kakunin-cli-ca") {}
 };
 
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-int exit_code_of(int status) {
-    return (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-}
-
-/// Runs a shell command line in `dir` with stdout and stderr captured apart.
-Run shell(const std::string& command, const TempDir& dir) {
-    const std::string out = dir / ".out";
-    const std::string err = dir / ".err";
-    const std::string line = "cd " + shell_quote(dir.path().string()) + " && " + command + " >" +
-                             shell_quote(out) + " 2>" + shell_quote(err);
-    Run r;
-    r.code = exit_code_of(std::system(line.c_str()));
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
-}
+using kakunin::test::require_ok;
+using kakunin::test::Run;
+using kakunin::test::run_in;
 
 /// `env` is a list of VAR=value words (quoted by the caller) or "-u VAR" for env(1).
 Run cli(const std::string& args, const TempDir& dir,
         const std::string& env = std::string("KAKUNIN_KMS_PASSPHRASE=") +
                                  shell_quote(k_passphrase)) {
-    return shell("env " + env + " " + shell_quote(KAKUNIN_CLI_PATH) + " " + args, dir);
-}
-
-void require_ok(const Run& r, const std::string& what) {
-    INFO(what << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
+    return run_in(dir, "env " + env + " " + shell_quote(KAKUNIN_CLI_PATH) + " " + args);
 }
 
 /// A failure with exactly one line on stderr, "kakunin: ...", containing `fragment`.
@@ -138,7 +116,7 @@ void issue_verify_revoke(const TempDir& dir, const std::string& env) {
     CHECK(valid.at("status") == "valid");
 
     // An independent implementation reads and accepts what the CA made.
-    const Run text = shell("openssl x509 -in agent.pem -noout -text", dir);
+    const Run text = run_in(dir, "openssl x509 -in agent.pem -noout -text");
     require_ok(text, "openssl x509 -text");
     CHECK_THAT(text.out, Catch::Contains("1.3.6.1.4.1.32473.1.1: critical"));
     CHECK_THAT(text.out, Catch::Contains("CN = agent-7"));
@@ -146,12 +124,12 @@ void issue_verify_revoke(const TempDir& dir, const std::string& env) {
         "openssl verify -ignore_critical -crl_check -CAfile state/ca.pem -CRLfile crl.pem "
         "agent.pem";
     require_ok(cli("crl --dir state --out crl.pem", dir, env), "crl");
-    const Run accepted = shell(openssl_verify, dir);
+    const Run accepted = run_in(dir, openssl_verify);
     require_ok(accepted, "openssl verify");
     CHECK_THAT(accepted.out, Catch::Contains("agent.pem: OK"));
     // Without -ignore_critical OpenSSL refuses: the scope extension is critical.
     const Run critical =
-        shell("openssl verify -crl_check -CAfile state/ca.pem -CRLfile crl.pem agent.pem", dir);
+        run_in(dir, "openssl verify -crl_check -CAfile state/ca.pem -CRLfile crl.pem agent.pem");
     CHECK(critical.code != 0);
     CHECK_THAT(critical.out + critical.err, Catch::Contains("unhandled critical extension"));
 
@@ -161,7 +139,7 @@ void issue_verify_revoke(const TempDir& dir, const std::string& env) {
     require_ok(revoked, "cert revoke");
     CHECK_THAT(revoked.out, Catch::Contains(serial));
     require_ok(cli("crl --dir state --out crl.pem", dir, env), "crl after revoke");
-    const Run crl_text = shell("openssl crl -in crl.pem -noout -text", dir);
+    const Run crl_text = run_in(dir, "openssl crl -in crl.pem -noout -text");
     require_ok(crl_text, "openssl crl -text");
     CHECK_THAT(crl_text.out, Catch::Contains("Key Compromise"));
 
@@ -172,7 +150,7 @@ void issue_verify_revoke(const TempDir& dir, const std::string& env) {
     const json r = json::parse(refused_json.out);
     CHECK(r.at("valid") == false);
     CHECK(r.at("status") == "revoked");
-    const Run refused = shell(openssl_verify, dir);
+    const Run refused = run_in(dir, openssl_verify);
     CHECK(refused.code != 0);
     CHECK_THAT(refused.out + refused.err, Catch::Contains("certificate revoked"));
 
@@ -225,12 +203,12 @@ TEST_CASE("cli ca: validity and ECDSA P-256 and a renewal under the same approva
     CHECK(week.at("serial") != short_lived.at("serial"));
     require_ok(cli("cert verify --dir state week.pem", dir), "verify 7d");
     // Both certificates carry the same agent key (the KMS key "agent:agent-7", made once).
-    const Run k1 = shell("openssl x509 -in short.pem -noout -pubkey", dir);
-    const Run k2 = shell("openssl x509 -in week.pem -noout -pubkey", dir);
+    const Run k1 = run_in(dir, "openssl x509 -in short.pem -noout -pubkey");
+    const Run k2 = run_in(dir, "openssl x509 -in week.pem -noout -pubkey");
     require_ok(k1, "pubkey 1");
     CHECK_THAT(k1.out, Catch::Contains("BEGIN PUBLIC KEY"));
     CHECK(k1.out == k2.out);
-    const Run text = shell("openssl x509 -in week.pem -noout -text", dir);
+    const Run text = run_in(dir, "openssl x509 -in week.pem -noout -text");
     CHECK_THAT(text.out, Catch::Contains("ecdsa-with-SHA256"));
     CHECK_THAT(text.out, Catch::Contains("prime256v1"));
 }
@@ -300,20 +278,20 @@ TEST_CASE("cli ca: --csr takes only the public key of a request", "[cli][ca]") {
     require_openssl();
     TempDir dir;
     set_up_agent(dir);
-    require_ok(shell("openssl req -new -newkey ed25519 -nodes -keyout agent.key -subj /CN=root "
-                     "-addext basicConstraints=critical,CA:TRUE -out agent.csr",
-                     dir),
+    require_ok(run_in(dir,
+                      "openssl req -new -newkey ed25519 -nodes -keyout agent.key -subj /CN=root "
+                      "-addext basicConstraints=critical,CA:TRUE -out agent.csr"),
                "openssl req");
     require_ok(cli("cert issue --dir state --agent agent-7 --csr agent.csr --out agent.pem", dir),
                "issue --csr");
     const json j = inspect(dir, "agent.pem");
     CHECK(j.at("agent") == "agent-7");
-    const Run cert_key = shell("openssl x509 -in agent.pem -noout -pubkey", dir);
-    const Run req_key = shell("openssl req -in agent.csr -noout -pubkey", dir);
+    const Run cert_key = run_in(dir, "openssl x509 -in agent.pem -noout -pubkey");
+    const Run req_key = run_in(dir, "openssl req -in agent.csr -noout -pubkey");
     require_ok(cert_key, "cert pubkey");
     require_ok(req_key, "req pubkey");
     CHECK(cert_key.out == req_key.out);
-    const Run text = shell("openssl x509 -in agent.pem -noout -text", dir);
+    const Run text = run_in(dir, "openssl x509 -in agent.pem -noout -text");
     CHECK_THAT(text.out, Catch::Contains("CA:FALSE"));
     CHECK(text.out.find("CN = root") == std::string::npos);
     require_ok(cli("cert verify --dir state agent.pem", dir), "verify");

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "audit_test_support.hpp"
+#include "cli_test_support.hpp"
 #include "kakunin/audit_verify.hpp"
 #include "kakunin/testing.hpp"
 #include "support.hpp"
@@ -507,33 +508,9 @@ TEST_CASE("rejections the full queue could not record are counted in the log",
 
 namespace {
 
-constexpr const char* k_passphrase = "correct horse battery staple";
+using test::Run;
 
-std::string shell_quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-Run cli(const std::string& args, const TempDir& dir) {
-    const std::string out = dir / ".out";
-    const std::string err = dir / ".err";
-    const std::string line = "cd " + shell_quote(dir.path().string()) +
-                             " && env KAKUNIN_KMS_PASSPHRASE=" + shell_quote(k_passphrase) + " " +
-                             shell_quote(KAKUNIN_CLI_PATH) + " " + args + " >" + shell_quote(out) +
-                             " 2>" + shell_quote(err);
-    Run r;
-    const int status = std::system(line.c_str());
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = read_bytes(out);
-    r.err = read_bytes(err);
-    return r;
-}
+const test::Cli cli{"correct horse battery staple"};
 
 }  // namespace
 
@@ -546,7 +523,7 @@ TEST_CASE("replay --audit-out leaves a file that is not an audit log as it was",
           "agent register --dir state --agent agent-7 --owner 'Desk 3' --purpose 'BTC MM' "
           "--by 'Jane Roe'",
           "scope approve --dir state --agent agent-7 --scope scope.json --approver 'Jane Doe'"}) {
-        const Run r = cli(step, dir);
+        const Run r = cli.run(dir, step);
         INFO(step << "\n" << r.err);
         REQUIRE(r.code == 0);
     }
@@ -555,10 +532,9 @@ TEST_CASE("replay --audit-out leaves a file that is not an audit log as it was",
                 "2024-01-08T07:00:00Z,BTC_EUR,exchange_a,BUY,1,40000.00,eu-west-1,first\n");
     const std::string ca_pem = read_bytes(dir / "state/ca.pem");
     REQUIRE(ca_pem.find("-----END CERTIFICATE-----\n") != std::string::npos);
-    const Run r =
-        cli("replay --dir state --agent agent-7 --orders orders.csv --audit-out "
-            "state/ca.pem",
-            dir);
+    const Run r = cli.run(dir,
+                          "replay --dir state --agent agent-7 --orders orders.csv --audit-out "
+                          "state/ca.pem");
     INFO("stdout: " << r.out << "\nstderr: " << r.err);
     CHECK(r.code != 0);
     CHECK_THAT(r.err, Catch::Contains("not an audit log"));

@@ -7,7 +7,6 @@
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
@@ -22,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli_test_support.hpp"
 #include "crypto/encoding.hpp"
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/ca.hpp"
@@ -44,6 +44,12 @@ namespace {
 
 const char* const passphrase = "fleet-credentials";
 
+using test::quote;
+using test::Run;
+using test::slurp;
+
+const test::Cli cli{passphrase};
+
 // Every day, every hour: the tests run on the system clock.
 const char* const scope_json = R"({"version":1,
  "max_transaction":{"currency":"EUR","amount":"50000000.00"},
@@ -61,45 +67,6 @@ Order order() {
     o.quantity = parse_decimal("0.1");
     o.price = parse_decimal("40000");
     return o;
-}
-
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
-
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-/// The real command line, in `dir`, stdout and stderr apart.
-Run kakunin_cli(const test::TempDir& dir, const std::string& args) {
-    const std::string line = "cd " + quote(dir.path().string()) +
-                             " && KAKUNIN_KMS_PASSPHRASE=" + passphrase + " " +
-                             quote(KAKUNIN_CLI_PATH) + " " + args + " >" + quote(dir / ".out") +
-                             " 2>" + quote(dir / ".err");
-    const int status = std::system(line.c_str());
-    Run r;
-    r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(dir / ".out");
-    r.err = slurp(dir / ".err");
-    return r;
-}
-
-Run ok(const test::TempDir& dir, const std::string& args) {
-    Run r = kakunin_cli(dir, args);
-    INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-    return r;
 }
 
 template <class F>
@@ -170,16 +137,17 @@ struct Fleet {
     explicit Fleet(int n) {
         ::setenv(SoftwareKms::passphrase_variable, passphrase, 1);
         std::ofstream(dir / "scope.json") << scope_json;
-        ok(dir, "ca init --dir state");
+        cli.ok(dir, "ca init --dir state");
         for (int i = 0; i < n; ++i) add("agent-" + std::to_string(i));
         kms = SoftwareKms::open(state + "/keys");
     }
 
     void add(const std::string& agent) {
-        ok(dir, "agent register --dir state --agent " + agent + " --owner Desk --purpose trading");
-        ok(dir, "scope approve --dir state --agent " + agent +
-                    " --scope scope.json --approver 'A. Officer'");
-        ok(dir, "cert issue --dir state --agent " + agent + " --out " + agent + ".pem");
+        cli.ok(dir,
+               "agent register --dir state --agent " + agent + " --owner Desk --purpose trading");
+        cli.ok(dir, "scope approve --dir state --agent " + agent +
+                        " --scope scope.json --approver 'A. Officer'");
+        cli.ok(dir, "cert issue --dir state --agent " + agent + " --out " + agent + ".pem");
         agents.push_back(agent);
     }
 
@@ -270,10 +238,10 @@ TEST_CASE(
     // seconds after the old one's, for the jump past the old one below.
     std::this_thread::sleep_until(std::chrono::system_clock::time_point(
         std::chrono::nanoseconds(old_crl.this_update() + 2'000'000'000)));
-    ok(fleet.dir, "cert revoke --dir state --serial " + fleet.certificate("agent-x").serial() +
-                      " --reason superseded");
+    cli.ok(fleet.dir, "cert revoke --dir state --serial " + fleet.certificate("agent-x").serial() +
+                          " --reason superseded");
     const Run published =
-        ok(fleet.dir, "crl --dir state --out crl-now.pem --postgres " + quote(db.app()));
+        cli.ok(fleet.dir, "crl --dir state --out crl-now.pem --postgres " + quote(db.app()));
     CHECK_THAT(published.out, Catch::Contains("published to PostgreSQL as credential #"));
     const CertificateRevocationList new_crl =
         CertificateRevocationList::load_file(fleet.dir / "crl-now.pem");
@@ -286,13 +254,13 @@ TEST_CASE(
     }
     // The same CRL again is stored once, and no Guard takes it up twice.
     const Run again =
-        ok(fleet.dir, "crl --dir state --out crl-again.pem --postgres " + quote(db.app()));
+        cli.ok(fleet.dir, "crl --dir state --out crl-again.pem --postgres " + quote(db.app()));
     CHECK_THAT(again.out, Catch::Contains("already published to PostgreSQL as credential #"));
     CHECK(su.value("SELECT count(*) FROM kakunin_audit.published_crls") == "1");
 
     // The daily renewal: one command for every active agent (agent-x is revoked: skipped).
-    const Run renew =
-        ok(fleet.dir, "cert renew --dir state --all --validity 36h --postgres " + quote(db.app()));
+    const Run renew = cli.ok(
+        fleet.dir, "cert renew --dir state --all --validity 36h --postgres " + quote(db.app()));
     INFO(renew.out);
     CHECK_THAT(renew.out, Catch::Contains("agent-x: skipped: its certificate"));
     const std::map<std::string, std::string> serials = renewed_serials(renew.out);
@@ -380,8 +348,8 @@ TEST_CASE(
 
     // A genuine CRL in a row whose columns say something else: skipped by the feed, reported.
     test::PgSession su(db.superuser());
-    ok(fleet.dir, "cert revoke --dir state --serial " + fleet.certificate("agent-2").serial() +
-                      " --reason superseded");
+    cli.ok(fleet.dir, "cert revoke --dir state --serial " + fleet.certificate("agent-2").serial() +
+                          " --reason superseded");
     const CertificateRevocationList genuine =
         CertificateRevocationList::load_file(fleet.state + "/crl.pem");
     REQUIRE(su.exec("INSERT INTO kakunin_audit.published_crls (issuer, crl_number, "
@@ -413,10 +381,10 @@ TEST_CASE(
                          "-subj /CN=x -out other.csr 2>/dev/null")
                             .c_str()) == 0);
     const std::string before = guards[1]->certificate()->serial();
-    const Run other_key = ok(fleet.dir,
-                             "cert issue --dir state --agent agent-1 --csr other.csr "
-                             "--out other.pem --postgres " +
-                                 quote(db.app()));
+    const Run other_key = cli.ok(fleet.dir,
+                                 "cert issue --dir state --agent agent-1 --csr other.csr "
+                                 "--out other.pem --postgres " +
+                                     quote(db.app()));
     CHECK_THAT(other_key.out, Catch::Contains("published to PostgreSQL as credential #"));
     CHECK(within(10s, [&] {
         return reports[1]->count({"not taken up", "another key than this Guard's"}) == 1;
@@ -426,10 +394,10 @@ TEST_CASE(
     CHECK(reports[2]->count({"certificate serial"}) == 0);
 
     // The feed still works: agent-1's renewal for its own key is taken up.
-    const Run renewal = ok(fleet.dir,
-                           "cert issue --dir state --agent agent-1 --out renewed.pem "
-                           "--json --postgres " +
-                               quote(db.app()));
+    const Run renewal = cli.ok(fleet.dir,
+                               "cert issue --dir state --agent agent-1 --out renewed.pem "
+                               "--json --postgres " +
+                                   quote(db.app()));
     CHECK_THAT(renewal.out, Catch::Contains("\"published_seq\""));
     const AgentCertificate r = AgentCertificate::load_file(fleet.dir / "renewed.pem");
     CHECK(r.serial() != before);
@@ -446,8 +414,8 @@ TEST_CASE(
     test::AuditTestDb db(test::shared_pg_conninfo());
     test::PgSession su(db.superuser());
     Fleet fleet(3);
-    ok(fleet.dir, "cert revoke --dir state --serial " + fleet.certificate("agent-2").serial() +
-                      " --reason superseded");
+    cli.ok(fleet.dir, "cert revoke --dir state --serial " + fleet.certificate("agent-2").serial() +
+                          " --reason superseded");
     const auto issued = [&] {
         std::size_t n = 0;
         for (const auto& e : fs::directory_iterator(fleet.state + "/certs"))
@@ -457,26 +425,25 @@ TEST_CASE(
     REQUIRE(issued() == 3);
 
     // No database: refused before anything is issued.
-    const Run away = kakunin_cli(
+    const Run away = cli.run(
         fleet.dir, "cert renew --dir state --all --postgres " +
                        quote("host=/nonexistent-kakunin-socket-dir port=1 connect_timeout=1"));
     CHECK(away.code != 0);
     CHECK(issued() == 3);
     // Neither --all nor --agent, both, or nowhere to send them: refused.
-    CHECK(kakunin_cli(fleet.dir, "cert renew --dir state --out-dir .").code != 0);
-    CHECK(kakunin_cli(fleet.dir, "cert renew --dir state --all --agent agent-0 --out-dir .").code !=
-          0);
-    const Run nowhere = kakunin_cli(fleet.dir, "cert renew --dir state --all");
+    CHECK(cli.run(fleet.dir, "cert renew --dir state --out-dir .").code != 0);
+    CHECK(cli.run(fleet.dir, "cert renew --dir state --all --agent agent-0 --out-dir .").code != 0);
+    const Run nowhere = cli.run(fleet.dir, "cert renew --dir state --all");
     CHECK(nowhere.code != 0);
     CHECK_THAT(nowhere.err, Catch::Contains("would reach no Guard"));
     CHECK(issued() == 3);
 
     // agent-1's output is a directory: its renewal fails, the others go through.
     fs::create_directories(fleet.dir / "out/agent-1.pem");
-    const Run run = kakunin_cli(fleet.dir,
-                                "cert renew --dir state --all --out-dir out "
-                                "--postgres " +
-                                    quote(db.app()));
+    const Run run = cli.run(fleet.dir,
+                            "cert renew --dir state --all --out-dir out "
+                            "--postgres " +
+                                quote(db.app()));
     INFO("stdout: " << run.out << "\nstderr: " << run.err);
     CHECK(run.code != 0);
     CHECK_THAT(run.out, Catch::Contains("agent-0: renewed: serial "));
@@ -490,8 +457,8 @@ TEST_CASE(
     CHECK(su.value("SELECT agent_id FROM kakunin_audit.published_certificates") == "agent-0");
 
     // An agent named explicitly that is revoked, or unknown, fails and is named.
-    const Run named = kakunin_cli(
-        fleet.dir, "cert renew --dir state --agent agent-2 --agent nobody --out-dir out");
+    const Run named =
+        cli.run(fleet.dir, "cert renew --dir state --agent agent-2 --agent nobody --out-dir out");
     CHECK(named.code != 0);
     CHECK_THAT(named.out, Catch::Contains("agent-2: FAILED: its certificate"));
     CHECK_THAT(named.out, Catch::Contains("nobody: FAILED: not registered"));

@@ -3,20 +3,18 @@
 // `kakunin fleet halt` (the CLI, a second process) stops every Guard within a second and
 // `kakunin fleet resume` restarts only those the fleet halt stopped. A file setup's
 // `--dir STATE` reads the CA's registry and the agents' logs.
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
+#include "cli_test_support.hpp"
 #include "kakunin/audit_sink.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/fleet.hpp"
@@ -32,64 +30,16 @@
 using namespace kakunin;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
-namespace fs = std::filesystem;
 
 namespace {
 
 const char* const passphrase = "fleet-state";
 
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
+using test::quote;
+using test::Run;
+using test::slurp;
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-struct Dir {
-    Dir() {
-        std::string t = (fs::temp_directory_path() / "kakunin-fleet-XXXXXX").string();
-        REQUIRE(::mkdtemp(t.data()) != nullptr);
-        path = t;
-    }
-    ~Dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string operator/(const std::string& n) const { return (fs::path(path) / n).string(); }
-    std::string path;
-};
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-Run kakunin_cli(const Dir& d, const std::string& args) {
-    const std::string line = "cd " + quote(d.path) + " && KAKUNIN_KMS_PASSPHRASE=" + passphrase +
-                             " " + quote(KAKUNIN_CLI_PATH) + " " + args + " >" + quote(d / ".out") +
-                             " 2>" + quote(d / ".err");
-    const int status = std::system(line.c_str());
-    Run r;
-    r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(d / ".out");
-    r.err = slurp(d / ".err");
-    return r;
-}
-
-Run ok(const Dir& d, const std::string& args) {
-    Run r = kakunin_cli(d, args);
-    INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-    return r;
-}
-
-json ok_json(const Dir& d, const std::string& args) { return json::parse(ok(d, args).out); }
+const test::Cli cli{passphrase};
 
 const char* const scope_json = R"({"version":1,
  "max_transaction":{"currency":"EUR","amount":"50000000.00"},
@@ -124,20 +74,21 @@ Baseline learn(const Scope& scope, const std::string& agent) {
 
 /// A CLI-made CA state with agent-7 and agent-8 (certificates issued), as an operator has it.
 struct State {
-    Dir d;
+    test::TempDir d{"kakunin-fleet"};
     std::string state = d / "state";
     std::shared_ptr<Kms> kms;
 
     State() {
         ::setenv(SoftwareKms::passphrase_variable, passphrase, 1);
         std::ofstream(d / "scope.json") << scope_json;
-        ok(d, "ca init --dir state");
+        cli.ok(d, "ca init --dir state");
         for (const char* agent : {"agent-7", "agent-8"}) {
             const std::string a = agent;
-            ok(d, "agent register --dir state --agent " + a + " --owner Desk --purpose mm");
-            ok(d, "scope approve --dir state --agent " + a +
-                      " --scope scope.json --approver 'A. Officer'");
-            ok(d, "cert issue --dir state --agent " + a + " --validity 24h --out " + a + ".pem");
+            cli.ok(d, "agent register --dir state --agent " + a + " --owner Desk --purpose mm");
+            cli.ok(d, "scope approve --dir state --agent " + a +
+                          " --scope scope.json --approver 'A. Officer'");
+            cli.ok(d,
+                   "cert issue --dir state --agent " + a + " --validity 24h --out " + a + ".pem");
         }
         kms = SoftwareKms::open(state + "/keys");
     }
@@ -260,7 +211,7 @@ TEST_CASE(
     // Every agent is listed, trading, with the process that runs it.
     json status;
     CHECK(within(10s, [&] {
-        status = ok_json(s.d, "fleet status --json" + pg);
+        status = cli.ok_json(s.d, "fleet status --json" + pg);
         return status["total"] == 30 && status["counts"]["trading"] == 30;
     }));
     REQUIRE(status["agents"].size() == 30);
@@ -298,7 +249,7 @@ TEST_CASE(
     // The incidents are rows.
     json incidents;
     CHECK(within(10s, [&] {
-        incidents = ok_json(s.d, "incident list --json" + pg);
+        incidents = cli.ok_json(s.d, "incident list --json" + pg);
         return incidents["incidents"].size() == 2;
     }));
     for (const json& i : incidents["incidents"]) {
@@ -306,12 +257,12 @@ TEST_CASE(
         CHECK(i["opened"].is_string());
         CHECK(i["deadline"].is_string());
     }
-    const json only7 = ok_json(s.d, "incident list --agent agent-7 --json" + pg);
+    const json only7 = cli.ok_json(s.d, "incident list --agent agent-7 --json" + pg);
     REQUIRE(only7["incidents"].size() == 1);
     CHECK(only7["incidents"][0]["state"] == "open");
     json agents;
     CHECK(within(5s, [&] {
-        agents = ok_json(s.d, "agent list --json" + pg);
+        agents = cli.ok_json(s.d, "agent list --json" + pg);
         const json* a8 = agent_row(agents, "agent-8");
         return a8 != nullptr && (*a8)["automatic"] == true;
     }));
@@ -325,7 +276,7 @@ TEST_CASE(
     CHECK((*agent_row(agents, "agent-8"))["automatic"] == true);
 
     // The fleet halt: every Guard stopped within a second of the command's return.
-    ok(s.d, "fleet halt --dir state --by 'H. Head' --reason 'venue outage'" + pg);
+    cli.ok(s.d, "fleet halt --dir state --by 'H. Head' --reason 'venue outage'" + pg);
     const auto halted_at = std::chrono::steady_clock::now();
     CHECK(within(1000ms, [&] {
         for (Guard* g : all)
@@ -338,7 +289,7 @@ TEST_CASE(
                       << " ms");
     for (Guard* g : all) CHECK(!g->check(test::good_order()).allowed());
     CHECK(within(5s, [&] {
-        status = ok_json(s.d, "fleet status --json" + pg);
+        status = cli.ok_json(s.d, "fleet status --json" + pg);
         return status["counts"]["halted"] == 30;
     }));
     CHECK(status["fleet_halt"] == true);
@@ -353,7 +304,7 @@ TEST_CASE(
     CHECK(late->halted());
 
     // Resume: the fleet halt is lifted; the automatic halt and the person's halt stay.
-    ok(s.d, "fleet resume --dir state --by 'H. Head' --reason 'venue back'" + pg);
+    cli.ok(s.d, "fleet resume --dir state --by 'H. Head' --reason 'venue back'" + pg);
     CHECK(within(2s, [&] {
         for (Guard* g : all)
             if (g != &agent8 && g != &manual && g->halted()) return false;
@@ -365,7 +316,7 @@ TEST_CASE(
     CHECK(manual.current_halt()->halt_id == manual_halt);
     CHECK(agent7.check(order("eu-west-1", "0.5", "d")).allowed());
     CHECK(within(5s, [&] {
-        status = ok_json(s.d, "fleet status --json" + pg);
+        status = cli.ok_json(s.d, "fleet status --json" + pg);
         return status["counts"]["trading"] == 29 && status["counts"]["halted"] == 2;
     }));
     CHECK(status["fleet_halt"] == false);
@@ -424,7 +375,7 @@ TEST_CASE("fleet: agent list, incident list and fleet status read a file setup w
         halt_id = g.halt("desk drill", "J. Doe");
         REQUIRE(g.audit()->wait_durable(5s));
     }
-    const json status = ok_json(s.d, "fleet status --dir state --json");
+    const json status = cli.ok_json(s.d, "fleet status --dir state --json");
     CHECK(status["source"] == "dir");
     CHECK(status["total"] == 2);
     CHECK(status["counts"]["halted"] == 1);
@@ -442,7 +393,7 @@ TEST_CASE("fleet: agent list, incident list and fleet status read a file setup w
     CHECK((*a8)["checks"] == 0);
     CHECK((*a8)["heartbeat"].is_null());
 
-    const json incidents = ok_json(s.d, "incident list --dir state --json");
+    const json incidents = cli.ok_json(s.d, "incident list --dir state --json");
     REQUIRE(incidents["incidents"].size() == 1);
     CHECK(incidents["incidents"][0]["agent_id"] == "agent-7");
     CHECK(incidents["incidents"][0]["state"] == "acknowledged");
@@ -450,16 +401,16 @@ TEST_CASE("fleet: agent list, incident list and fleet status read a file setup w
 
     // Revoking the certificate shows.
     const std::string serial = AgentCertificate::load_file(s.d / "agent-8.pem").serial();
-    ok(s.d, "cert revoke --dir state --serial " + serial + " --reason superseded");
-    const json after = ok_json(s.d, "agent list --dir state --json");
+    cli.ok(s.d, "cert revoke --dir state --serial " + serial + " --reason superseded");
+    const json after = cli.ok_json(s.d, "agent list --dir state --json");
     CHECK((*agent_row(after, "agent-8"))["state"] == "revoked");
 
     // The table output names every agent; a source is required, and only one.
-    const Run table = ok(s.d, "fleet status --dir state");
+    const Run table = cli.ok(s.d, "fleet status --dir state");
     CHECK_THAT(table.out, Catch::Contains("2 agents") && Catch::Contains("agent-7") &&
                               Catch::Contains("agent-8"));
-    CHECK(kakunin_cli(s.d, "agent list").code != 0);
-    CHECK(kakunin_cli(s.d, "agent list --dir state --postgres x").code != 0);
+    CHECK(cli.run(s.d, "agent list").code != 0);
+    CHECK(cli.run(s.d, "agent list --dir state --postgres x").code != 0);
 }
 
 TEST_CASE("fleet: a Guard lifts only the halt it is named, and a fleet step verifies", "[fleet]") {

@@ -4,7 +4,6 @@
 // a failed baseline approval leaves the store as it was; one durable-write helper; one signature
 // verifier (canonical encodings) for every signed statement.
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <botan/data_src.h>
@@ -18,9 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
+#include "cli_test_support.hpp"
 #include "crypto/encoding.hpp"
 #include "crypto/signature.hpp"
 #include "io/durable_file.hpp"
@@ -40,67 +39,16 @@ namespace {
 
 constexpr const char* k_passphrase = "hardening passphrase";
 
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
+using test::quote;
+using test::Run;
+using test::slurp;
+using test::write_file;
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-void write(const std::string& path, const std::string& text) {
-    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-}
-
-struct Dir {
-    Dir() {
-        std::string t = (fs::temp_directory_path() / "kakunin-hardening-ca-XXXXXX").string();
-        REQUIRE(::mkdtemp(t.data()) != nullptr);
-        path = t;
-    }
-    ~Dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    Dir(const Dir&) = delete;
-    Dir& operator=(const Dir&) = delete;
-    std::string operator/(const std::string& n) const { return (fs::path(path) / n).string(); }
-    std::string path;
-};
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-/// The real `kakunin` program in `d`, stdout and stderr apart.
-Run kakunin_cli(const Dir& d, const std::string& args) {
-    const std::string line =
-        "cd " + quote(d.path) + " && KAKUNIN_KMS_PASSPHRASE=" + quote(k_passphrase) + " " +
-        quote(KAKUNIN_CLI_PATH) + " " + args + " >" + quote(d / ".out") + " 2>" + quote(d / ".err");
-    const int status = std::system(line.c_str());
-    Run r;
-    r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(d / ".out");
-    r.err = slurp(d / ".err");
-    return r;
-}
-
-Run ok(const Dir& d, const std::string& args) {
-    Run r = kakunin_cli(d, args);
-    INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-    return r;
-}
+const test::Cli cli{k_passphrase};
 
 /// A refusal: non-zero exit and one line on stderr that contains `fragment`.
-Run refused(const Dir& d, const std::string& args, const std::string& fragment) {
-    Run r = kakunin_cli(d, args);
+Run refused(const test::TempDir& d, const std::string& args, const std::string& fragment) {
+    Run r = cli.run(d, args);
     INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
     CHECK(r.code != 0);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
@@ -127,17 +75,17 @@ std::size_t pem_files(const std::string& dir) {
 }
 
 /// ca init, agent register and scope approve (the seed scope) for agent-7 in d/state.
-void set_up(const Dir& d) {
-    write(d / "scope.json", test::seed_scope_json);
-    ok(d, "ca init --dir state");
-    ok(d,
-       "agent register --dir state --agent agent-7 --owner 'Desk 3' --purpose 'BTC making' "
-       "--by 'Jane Roe'");
-    ok(d, "scope approve --dir state --agent agent-7 --scope scope.json --approver 'Jane Doe'");
+void set_up(const test::TempDir& d) {
+    write_file(d / "scope.json", test::seed_scope_json);
+    cli.ok(d, "ca init --dir state");
+    cli.ok(d,
+           "agent register --dir state --agent agent-7 --owner 'Desk 3' --purpose 'BTC making' "
+           "--by 'Jane Roe'");
+    cli.ok(d, "scope approve --dir state --agent agent-7 --scope scope.json --approver 'Jane Doe'");
 }
 
-std::string issue(const Dir& d, const std::string& out) {
-    const Run r = ok(d, "cert issue --dir state --agent agent-7 --out " + out + " --json");
+std::string issue(const test::TempDir& d, const std::string& out) {
+    const Run r = cli.ok(d, "cert issue --dir state --agent agent-7 --out " + out + " --json");
     return json::parse(r.out).at("serial").get<std::string>();
 }
 
@@ -153,11 +101,11 @@ void copy_over(const std::string& from, const std::string& to) {
 // ---- item 2: the CA's state comes from its signed log ------------------------------------------
 
 TEST_CASE("hardening-ca: an older crl.pem copied back cannot undo a revocation", "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     const std::string serial = issue(d, "agent.pem");
     copy_over(d / "state/crl.pem", d / "crl-before.pem");
-    ok(d, "cert revoke --dir state --serial " + serial + " --reason superseded");
+    cli.ok(d, "cert revoke --dir state --serial " + serial + " --reason superseded");
     copy_over(d / "crl-before.pem", d / "state/crl.pem");
     const auto log_size = fs::file_size(d / "state/audit/ca.jsonl");
 
@@ -171,7 +119,7 @@ TEST_CASE("hardening-ca: an older crl.pem copied back cannot undo a revocation",
 
     // Removed, the CA writes its latest CRL again from the log: the certificate is revoked.
     fs::remove(d / "state/crl.pem");
-    ok(d, "crl --dir state --out crl.pem");
+    cli.ok(d, "crl --dir state --out crl.pem");
     refused(d, "cert verify --dir state agent.pem", "revoked");
     for (const json& rec : records_of(d / "state/audit/ca.jsonl", "crl.issued")) {
         if (rec["seq"] < records_of(d / "state/audit/ca.jsonl", "certificate.revoked").at(0)["seq"])
@@ -182,11 +130,12 @@ TEST_CASE("hardening-ca: an older crl.pem copied back cannot undo a revocation",
 }
 
 TEST_CASE("hardening-ca: an older scope approval copied back is not certified", "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     copy_over(d / "state/approvals/agent-7.json", d / "approval-wide.json");
-    write(d / "narrow.json", narrow_scope());
-    ok(d, "scope approve --dir state --agent agent-7 --scope narrow.json --approver 'Jane Doe'");
+    write_file(d / "narrow.json", narrow_scope());
+    cli.ok(d,
+           "scope approve --dir state --agent agent-7 --scope narrow.json --approver 'Jane Doe'");
     copy_over(d / "approval-wide.json", d / "state/approvals/agent-7.json");
 
     refused(d, "cert issue --dir state --agent agent-7 --out agent.pem",
@@ -196,7 +145,7 @@ TEST_CASE("hardening-ca: an older scope approval copied back is not certified", 
 
     fs::remove(d / "state/approvals/agent-7.json");
     issue(d, "agent.pem");
-    const json j = json::parse(ok(d, "cert inspect agent.pem").out);
+    const json j = json::parse(cli.ok(d, "cert inspect agent.pem").out);
     CHECK(j.at("scope") == json::parse(to_json(parse_scope_json(narrow_scope()))));
     // The file is the logged approval again.
     CHECK(json::parse(slurp(d / "state/approvals/agent-7.json")).at("scope") ==
@@ -205,12 +154,12 @@ TEST_CASE("hardening-ca: an older scope approval copied back is not certified", 
 
 TEST_CASE("hardening-ca: restored or foreign state files are refused, naming the file",
           "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     const std::string serial = issue(d, "agent.pem");
     SECTION("revocations.json from before a revocation") {
         copy_over(d / "state/revocations.json", d / "revocations-before.json");
-        ok(d, "cert revoke --dir state --serial " + serial + " --reason superseded");
+        cli.ok(d, "cert revoke --dir state --serial " + serial + " --reason superseded");
         copy_over(d / "revocations-before.json", d / "state/revocations.json");
         refused(d, "cert issue --dir state --agent agent-7 --out b.pem",
                 "revocations.json is not the CA log's list of revocations (" + serial + ")");
@@ -218,19 +167,19 @@ TEST_CASE("hardening-ca: restored or foreign state files are refused, naming the
     SECTION("a registration the CA never made") {
         std::string text = slurp(d / "state/registrations/agent-7.json");
         text.replace(text.find("agent-7"), 7, "agent-8");
-        write(d / "state/registrations/agent-8.json", text);
+        write_file(d / "state/registrations/agent-8.json", text);
         refused(d, "scope approve --dir state --agent agent-8 --scope scope.json --approver X",
                 "registrations/agent-8.json registers agent 'agent-8', which the CA log does not");
     }
     SECTION("a changed registration") {
         std::string text = slurp(d / "state/registrations/agent-7.json");
         text.replace(text.find("Desk 3"), 6, "Desk 9");
-        write(d / "state/registrations/agent-7.json", text);
+        write_file(d / "state/registrations/agent-7.json", text);
         refused(d, "cert issue --dir state --agent agent-7 --out b.pem",
                 "registrations/agent-7.json is not the registration in the CA log");
     }
     SECTION("a certificate the CA log never issued") {
-        Dir other;
+        test::TempDir other("kakunin-hardening-ca");
         set_up(other);
         const std::string foreign = issue(other, "x.pem");
         fs::copy_file(other / ("state/certs/" + foreign + ".pem"),
@@ -240,7 +189,7 @@ TEST_CASE("hardening-ca: restored or foreign state files are refused, naming the
     }
     SECTION("a missing issued certificate is written again from the log") {
         fs::remove(d / ("state/certs/" + serial + ".pem"));
-        ok(d, "crl --dir state --out crl.pem");
+        cli.ok(d, "crl --dir state --out crl.pem");
         CHECK(slurp(d / ("state/certs/" + serial + ".pem")) == slurp(d / "agent.pem"));
     }
     SECTION("a CA log that was removed") {
@@ -253,7 +202,7 @@ TEST_CASE("hardening-ca: restored or foreign state files are refused, naming the
         const auto at = log.find("Jane Doe");
         REQUIRE(at != std::string::npos);
         log.replace(at, 8, "Jane Dot");
-        write(d / "state/audit/ca.jsonl", log);
+        write_file(d / "state/audit/ca.jsonl", log);
         refused(d, "cert issue --dir state --agent agent-7 --out b.pem", "state/audit/ca.jsonl");
     }
     SECTION("a record appended to the CA log without the CA's signature") {
@@ -275,14 +224,14 @@ TEST_CASE(
     "hardening-ca: keyCompromise revokes every certificate of the key and the key is "
     "never certified again",
     "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     const std::string first = issue(d, "first.pem");
     const std::string renewal = issue(d, "renewal.pem");  // same key (agent:agent-7 in the KMS)
     REQUIRE(first != renewal);
 
-    ok(d, "cert revoke --dir state --serial " + renewal +
-              " --reason 'keyCompromise: key found on a shared drive'");
+    cli.ok(d, "cert revoke --dir state --serial " + renewal +
+                  " --reason 'keyCompromise: key found on a shared drive'");
     refused(d, "cert verify --dir state renewal.pem", "revoked");
     refused(d, "cert verify --dir state first.pem", "revoked");
 
@@ -303,13 +252,14 @@ TEST_CASE(
 
 TEST_CASE("hardening-ca: a keyCompromise of a certificate revoked before still stops the key",
           "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     const std::string first = issue(d, "first.pem");
     const std::string renewal = issue(d, "renewal.pem");  // same key
-    ok(d, "cert revoke --dir state --serial " + renewal + " --reason 'cessationOfOperation: done'");
-    ok(d, "cert verify --dir state first.pem");
-    ok(d, "cert revoke --dir state --serial " + renewal + " --reason 'keyCompromise: leaked'");
+    cli.ok(d, "cert revoke --dir state --serial " + renewal +
+                  " --reason 'cessationOfOperation: done'");
+    cli.ok(d, "cert verify --dir state first.pem");
+    cli.ok(d, "cert revoke --dir state --serial " + renewal + " --reason 'keyCompromise: leaked'");
     refused(d, "cert verify --dir state first.pem", "revoked");
     refused(d, "cert issue --dir state --agent agent-7 --out third.pem", "keyCompromise");
     CHECK_FALSE(fs::exists(d / "third.pem"));
@@ -319,25 +269,25 @@ TEST_CASE("hardening-ca: a keyCompromise of a certificate revoked before still s
     CHECK(revoked[1]["payload"]["previous_reason"] == "cessationOfOperation: done");
     // The CA opens again from its log with the updated reason (the files still match it).
     refused(d, "cert issue --dir state --agent agent-7 --out third.pem", "keyCompromise");
-    ok(d, "crl --dir state --out crl-copy.pem");
+    cli.ok(d, "crl --dir state --out crl-copy.pem");
 }
 
 TEST_CASE("hardening-ca: a revocation for another reason revokes that certificate only",
           "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     const std::string first = issue(d, "first.pem");
     const std::string renewal = issue(d, "renewal.pem");
-    ok(d, "cert revoke --dir state --serial " + renewal + " --reason superseded");
+    cli.ok(d, "cert revoke --dir state --serial " + renewal + " --reason superseded");
     refused(d, "cert verify --dir state renewal.pem", "revoked");
-    ok(d, "cert verify --dir state first.pem");
+    cli.ok(d, "cert verify --dir state first.pem");
     issue(d, "third.pem");
 }
 
 // ---- item 17: an unwritable --out is refused before anything is issued --------------------------
 
 TEST_CASE("hardening-ca: cert issue with an unwritable --out issues nothing", "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     fs::create_directory(d / "a-directory");
     refused(d, "cert issue --dir state --agent agent-7 --out missing/agent.pem",
@@ -346,7 +296,7 @@ TEST_CASE("hardening-ca: cert issue with an unwritable --out issues nothing", "[
     CHECK(pem_files(d / "state/certs") == 0);
     CHECK(records_of(d / "state/audit/ca.jsonl", "certificate.issued").empty());
     // No temporary file is left behind either.
-    for (const auto& e : fs::directory_iterator(d.path))
+    for (const auto& e : fs::directory_iterator(d.path()))
         CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
 
     refused(d,
@@ -388,17 +338,18 @@ const char* const wide_scope = R"({"version":1,
 
 TEST_CASE("hardening-ca: a failed baseline approve leaves the approved baseline enforced",
           "[hardening-ca]") {
-    Dir d;
-    write(d / "scope.json", wide_scope);
-    ok(d, "ca init --dir state");
-    ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
-    ok(d, "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
-    write(d / "learn.csv", orders_csv(8));
-    ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
-              format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
-    ok(d,
-       "baseline approve --dir state --agent agent-7 --baseline learned.json "
-       "--approver 'C. Officer'");
+    test::TempDir d("kakunin-hardening-ca");
+    write_file(d / "scope.json", wide_scope);
+    cli.ok(d, "ca init --dir state");
+    cli.ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
+    cli.ok(d,
+           "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
+    write_file(d / "learn.csv", orders_csv(8));
+    cli.ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
+                  format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
+    cli.ok(d,
+           "baseline approve --dir state --agent agent-7 --baseline learned.json "
+           "--approver 'C. Officer'");
     const auto approvals_before = records_of(d / "state/audit/ca.jsonl", "baseline.approved");
 
     refused(d, "baseline approve --dir state --agent agent-7 --baseline learned.json --approver ''",
@@ -413,10 +364,11 @@ TEST_CASE("hardening-ca: a failed baseline approve leaves the approved baseline 
           approvals_before.size());
 
     // The approved version is still the one replay enforces: an unseen region warns.
-    write(d / "later.csv", orders_csv(1) + format_timestamp(t0 + day + 10 * hour) +
-                               ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1\n");
+    write_file(d / "later.csv", orders_csv(1) + format_timestamp(t0 + day + 10 * hour) +
+                                    ",BTC_EUR,exchange_a,BUY,0.2,40000,eu-central-1\n");
     const json s = json::parse(
-        ok(d, "replay --dir state --agent agent-7 --orders later.csv --json --audit-out l.jsonl")
+        cli.ok(d,
+               "replay --dir state --agent agent-7 --orders later.csv --json --audit-out l.jsonl")
             .out);
     CHECK(s["baseline"]["from_state"] == true);
     CHECK(s["baseline"]["approved_by"] == "C. Officer");
@@ -427,7 +379,7 @@ TEST_CASE("hardening-ca: a failed baseline approve leaves the approved baseline 
 
 TEST_CASE("hardening-ca: write_durable replaces or refuses, and leaves no temporary file",
           "[hardening-ca][durable]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     const std::string p = d / "file.txt";
     io::write_durable(p, "one\n");
     CHECK(slurp(p) == "one\n");
@@ -448,7 +400,7 @@ TEST_CASE("hardening-ca: write_durable replaces or refuses, and leaves no tempor
 
     // prepare() refuses an unusable path before the caller does anything.
     CHECK_THROWS_AS(io::DurableFile::prepare(d / "missing/x.txt"), Error);
-    CHECK_THROWS_AS(io::DurableFile::prepare(d.path), Error);
+    CHECK_THROWS_AS(io::DurableFile::prepare(d.path().string()), Error);
     CHECK_THROWS_AS(io::DurableFile::prepare(""), Error);
     {
         auto f = io::DurableFile::prepare(p);
@@ -463,7 +415,7 @@ TEST_CASE("hardening-ca: write_durable replaces or refuses, and leaves no tempor
     }
     CHECK(slurp(p) == "four\n");
     std::size_t files = 0;
-    for (const auto& e : fs::directory_iterator(d.path)) {
+    for (const auto& e : fs::directory_iterator(d.path())) {
         ++files;
         CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
     }
@@ -474,10 +426,10 @@ TEST_CASE("hardening-ca: the CA, the baseline store and the KMS write through th
           "[hardening-ca][durable]") {
     // What the helper guarantees that the old writers did not: an existing key file or baseline
     // is never replaced, and a failed write leaves no temporary file in the state directory.
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     const std::string serial = issue(d, "agent.pem");
-    ok(d, "cert revoke --dir state --serial " + serial + " --reason superseded");
+    cli.ok(d, "cert revoke --dir state --serial " + serial + " --reason superseded");
     for (const auto& e : fs::recursive_directory_iterator(d / "state"))
         CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
     auto kms = SoftwareKms::open(d / "state/keys", k_passphrase);
@@ -554,15 +506,16 @@ TEST_CASE("hardening-ca: a non-canonical signature on a scope approval is refuse
 TEST_CASE("hardening-ca: a non-canonical signature on a baseline approval is refused",
           "[hardening-ca][signature]") {
     auto kms = SoftwareKms::in_memory();
-    Dir d;
-    write(d / "learn.csv", orders_csv(8));
+    test::TempDir d("kakunin-hardening-ca");
+    write_file(d / "learn.csv", orders_csv(8));
     // A baseline learned by replay, read back as the officer would approve it.
-    write(d / "scope.json", wide_scope);
-    ok(d, "ca init --dir state");
-    ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
-    ok(d, "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
-    ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
-              format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
+    write_file(d / "scope.json", wide_scope);
+    cli.ok(d, "ca init --dir state");
+    cli.ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
+    cli.ok(d,
+           "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
+    cli.ok(d, "replay --dir state --agent agent-7 --orders learn.csv --observe-until " +
+                  format_timestamp(t0 + 8 * day) + " --baseline-out learned.json");
     const Baseline b = parse_baseline_json(slurp(d / "learned.json"));
     const BaselineApproval good = approve_baseline(*kms, b, "C. Officer", t0 + 9 * day, 1);
     REQUIRE(check_baseline_approval(good, b).empty());
@@ -578,7 +531,7 @@ TEST_CASE("hardening-ca: a non-canonical signature on a baseline approval is ref
 // ---- log ids: an agent cannot be registered under a name that claims another log ----------
 
 TEST_CASE("hardening-ca: agent register refuses the ids ca and AGENT.suffix", "[hardening-ca]") {
-    Dir d;
+    test::TempDir d("kakunin-hardening-ca");
     set_up(d);
     for (const char* id : {"ca", "CA", "agent-7.replay", "agent-7.x"})
         refused(d,
@@ -586,6 +539,7 @@ TEST_CASE("hardening-ca: agent register refuses the ids ca and AGENT.suffix", "[
                     " --owner 'Desk 3' --purpose p --by 'Jane Roe'",
                 "names the CA's own log");
     CHECK(records_of(d / "state/audit/ca.jsonl", "agent.registered").size() == 1);
-    ok(d,
-       "agent register --dir state --agent agent-8 --owner 'Desk 3' --purpose p --by 'Jane Roe'");
+    cli.ok(
+        d,
+        "agent register --dir state --agent agent-8 --owner 'Desk 3' --purpose p --by 'Jane Roe'");
 }

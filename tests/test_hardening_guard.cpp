@@ -2,8 +2,6 @@
 // names, rotation never goes back and a compromised key stays refused, a clock stepping back
 // never resets or loosens a limit, revocation-feed serials compare canonically, and halts and
 // revocations reach the Notifier. Deterministic on ManualClock unless a test says otherwise.
-#include <sys/wait.h>
-
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -12,14 +10,13 @@
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "cli_test_support.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/baseline.hpp"
 #include "kakunin/guard.hpp"
@@ -31,7 +28,6 @@
 
 using namespace kakunin;
 using test::good_order;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -502,76 +498,30 @@ TEST_CASE("resolving or reviewing an incident sends an incident notification",
 
 namespace {
 
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
+using test::Run;
+using test::slurp;
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-struct CliDir {
-    CliDir() {
-        std::string t = (fs::temp_directory_path() / "kakunin-hardening-guard-XXXXXX").string();
-        REQUIRE(::mkdtemp(t.data()) != nullptr);
-        path = t;
-    }
-    ~CliDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string operator/(const std::string& n) const { return (fs::path(path) / n).string(); }
-    std::string path;
-};
-
-struct CliRun {
-    int code = -1;
-    std::string out, err;
-};
-
-CliRun kakunin_cli(const CliDir& d, const std::string& args) {
-    const std::string line = "cd " + quote(d.path) + " && KAKUNIN_KMS_PASSPHRASE=hardening " +
-                             quote(KAKUNIN_CLI_PATH) + " " + args + " >" + quote(d / ".out") +
-                             " 2>" + quote(d / ".err");
-    const int status = std::system(line.c_str());
-    CliRun r;
-    r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(d / ".out");
-    r.err = slurp(d / ".err");
-    return r;
-}
-
-CliRun cli_ok(const CliDir& d, const std::string& args) {
-    CliRun r = kakunin_cli(d, args);
-    INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-    return r;
-}
+const test::Cli cli{"hardening"};
 
 }  // namespace
 
 TEST_CASE("agent reenable signs a statement bound to the halt named with --halt",
           "[hardening][reenable][cli]") {
-    CliDir d;
+    test::TempDir d("kakunin-hardening-guard");
     std::ofstream(d / "scope.json") << test::seed_scope_json;
-    cli_ok(d, "ca init --dir state");
-    cli_ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
-    cli_ok(d,
+    cli.ok(d, "ca init --dir state");
+    cli.ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
+    cli.ok(d,
            "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
 
-    const CliRun unbound = kakunin_cli(
+    const Run unbound = cli.run(
         d, "agent reenable --dir state --agent agent-7 --by 'D. Head' --reason 'feed fixed'");
     CHECK(unbound.code != 0);
     CHECK_THAT(unbound.err, Catch::Contains("--halt"));
-    const CliRun foreign = kakunin_cli(d,
-                                       "agent reenable --dir state --agent agent-7 --halt "
-                                       "halt-agent-8-20240108T130000Z-00ff00ff00ff00ff-1 --by "
-                                       "'D. Head' --reason 'feed fixed'");
+    const Run foreign = cli.run(d,
+                                "agent reenable --dir state --agent agent-7 --halt "
+                                "halt-agent-8-20240108T130000Z-00ff00ff00ff00ff-1 --by "
+                                "'D. Head' --reason 'feed fixed'");
     CHECK(foreign.code != 0);
     CHECK_THAT(foreign.err, Catch::Contains("not a halt of agent 'agent-7'"));
 
@@ -583,8 +533,8 @@ TEST_CASE("agent reenable signs a statement bound to the halt named with --halt"
                              R"({"by":"M. Rossi","halt":")" + halt + R"(","reason":"drill"})")
                .line()
         << "\n";
-    const CliRun r = cli_ok(d, "agent reenable --dir state --agent agent-7 --halt " + halt +
-                                   " --by 'D. Head' --reason 'feed fixed' --out reenable.json");
+    const Run r = cli.ok(d, "agent reenable --dir state --agent agent-7 --halt " + halt +
+                                " --by 'D. Head' --reason 'feed fixed' --out reenable.json");
     CHECK_THAT(r.out, Catch::Contains(halt));
     const Reenable st = reenable_from_json(slurp(d / "reenable.json"));
     CHECK(st.halt_id == halt);

@@ -7,7 +7,6 @@
 // of the period in a contiguous, provable extract.
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "audit_test_support.hpp"
+#include "cli_test_support.hpp"
 #include "export/export_internal.hpp"
 #include "kakunin/audit.hpp"
 #include "kakunin/ca.hpp"
@@ -45,25 +45,16 @@ struct TempDir : kakunin::test::TempDir {
     TempDir() : kakunin::test::TempDir("kakunin-hardening") {}
 };
 
-struct Run {
-    int code = -1;  ///< the exit status; -1 when the program died of a signal
-    std::string out, err;
-};
+using test::Run;
 
-/// Runs the real `kakunin` program with `args` (already quoted) in `dir`.
+const test::Cli kakunin_cli{k_passphrase};
+
+/// Runs the real `kakunin` program with `args` (already quoted) in `dir`; -1 when the program
+/// died of a signal.
 Run cli(const std::string& args, const TempDir& dir) {
-    const std::string out = dir / ".out", err = dir / ".err";
-    const std::string line = "cd " + shell_quote(dir / ".") +
-                             " && env KAKUNIN_KMS_PASSPHRASE=" + shell_quote(k_passphrase) + " " +
-                             shell_quote(KAKUNIN_CLI_PATH) + " " + args + " >" + shell_quote(out) +
-                             " 2>" + shell_quote(err);
-    const int status = std::system(line.c_str());
-    Run r;
+    Run r = kakunin_cli.run(dir, args);
     // sh reports a child killed by a signal as 128 + the signal.
-    r.code =
-        status != -1 && WIFEXITED(status) && WEXITSTATUS(status) < 128 ? WEXITSTATUS(status) : -1;
-    r.out = read_text(out);
-    r.err = read_text(err);
+    if (r.code >= 128) r.code = -1;
     return r;
 }
 

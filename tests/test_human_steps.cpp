@@ -13,9 +13,9 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
+#include "cli_test_support.hpp"
 #include "guard/step_ledger.hpp"
 #include "kakunin/audit_record.hpp"
 #include "kakunin/audit_sink.hpp"
@@ -37,60 +37,12 @@ namespace {
 
 const char* const passphrase = "human-steps";
 
-std::string quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
+using test::quote;
+using test::Run;
+using test::slurp;
+using test::write_file;
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-void write(const std::string& path, const std::string& text) {
-    std::ofstream(path, std::ios::binary) << text;
-}
-
-struct Dir {
-    Dir() {
-        std::string t = (fs::temp_directory_path() / "kakunin-human-steps-XXXXXX").string();
-        REQUIRE(::mkdtemp(t.data()) != nullptr);
-        path = t;
-    }
-    ~Dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string operator/(const std::string& n) const { return (fs::path(path) / n).string(); }
-    std::string path;
-};
-
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
-
-Run kakunin_cli(const Dir& d, const std::string& args) {
-    const std::string line = "cd " + quote(d.path) + " && KAKUNIN_KMS_PASSPHRASE=" + passphrase +
-                             " " + quote(KAKUNIN_CLI_PATH) + " " + args + " >" + quote(d / ".out") +
-                             " 2>" + quote(d / ".err");
-    const int status = std::system(line.c_str());
-    Run r;
-    r.code = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(d / ".out");
-    r.err = slurp(d / ".err");
-    return r;
-}
-
-Run ok(const Dir& d, const std::string& args) {
-    Run r = kakunin_cli(d, args);
-    INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-    return r;
-}
+const test::Cli cli{passphrase};
 
 const char* const scope_json = R"({"version":1,
  "max_transaction":{"currency":"EUR","amount":"50000000.00"},
@@ -127,7 +79,7 @@ Baseline learn(const Scope& scope, const std::string& agent) {
 /// A state directory with a CA, agent-7 registered, its scope approved and a certificate issued,
 /// and what a Guard of agent-7 needs.
 struct State {
-    Dir d;
+    test::TempDir d{"kakunin-human-steps"};
     std::string state = d / "state";
     std::string agent = "agent-7";
     std::string agent_log = state + "/audit/agent-7.jsonl";
@@ -137,12 +89,14 @@ struct State {
 
     State() {
         ::setenv(SoftwareKms::passphrase_variable, passphrase, 1);
-        write(d / "scope.json", scope_json);
-        ok(d, "ca init --dir state");
-        ok(d, "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
-        ok(d,
-           "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
-        ok(d, "cert issue --dir state --agent agent-7 --validity 24h --out agent-7.pem");
+        write_file(d / "scope.json", scope_json);
+        cli.ok(d, "ca init --dir state");
+        cli.ok(d,
+               "agent register --dir state --agent agent-7 --owner Desk --purpose 'market making'");
+        cli.ok(
+            d,
+            "scope approve --dir state --agent agent-7 --scope scope.json --approver 'A. Officer'");
+        cli.ok(d, "cert issue --dir state --agent agent-7 --validity 24h --out agent-7.pem");
         kms = SoftwareKms::open(state + "/keys");
         baseline = learn(parse_scope_json(scope_json), agent);
     }
@@ -300,8 +254,8 @@ TEST_CASE("kakunin incident ack reaches the running Guard in another process wit
     // The person learns the id from the warning; the CLI finds the incident in the agent's log.
     REQUIRE(wait_for_record(s.agent_log, "incident.opened")["incident"] == id);
 
-    ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id +
-                " --by 'On Call' --note 'looking at it'");
+    cli.ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id +
+                    " --by 'On Call' --note 'looking at it'");
     const auto acked_by_cli = std::chrono::steady_clock::now();
     const std::string state = read_line(to_parent[0], 1s);
     const auto delay = std::chrono::steady_clock::now() - acked_by_cli;
@@ -323,7 +277,7 @@ TEST_CASE("kakunin incident ack reaches the running Guard in another process wit
     CHECK(ack["by"] == "On Call");
     CHECK(ack["note"] == "looking at it");
     // A second ack is refused now that the Guard has recorded the first.
-    const Run again = kakunin_cli(
+    const Run again = cli.run(
         s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by 'On Call'");
     CHECK(again.code != 0);
     CHECK_THAT(again.err, Catch::Contains("is acknowledged"));
@@ -367,7 +321,7 @@ TEST_CASE("bogus human steps are refused with the reason and leave no record any
     const std::string cmd = " --dir state --agent agent-7 ";
     const auto refused = [&](const std::string& args, const std::string& reason) {
         const std::string ca_before = slurp(s.ca_log), agent_before = slurp(s.agent_log);
-        const Run r = kakunin_cli(s.d, args);
+        const Run r = cli.run(s.d, args);
         INFO("kakunin " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
         CHECK(r.code != 0);
         CHECK_THAT(r.err, Catch::Contains(reason));
@@ -400,12 +354,12 @@ TEST_CASE("bogus human steps are refused with the reason and leave no record any
 
     // The Guard is down: the first ack is taken (and waits in the CA log), a second is refused;
     // so is resolving twice.
-    ok(s.d, "incident ack" + cmd + "--incident " + open + " --by 'On Call' --note later");
+    cli.ok(s.d, "incident ack" + cmd + "--incident " + open + " --by 'On Call' --note later");
     refused("incident ack" + cmd + "--incident " + open + " --by 'Someone Else'",
             "incident " + open + " is acknowledged");
     refused("incident ack" + cmd + "--incident " + open + " --by 'Someone Else'",
             "not yet in the agent's log");
-    ok(s.d, "incident resolve" + cmd + "--incident " + open + " --by 'On Call' --note done");
+    cli.ok(s.d, "incident resolve" + cmd + "--incident " + open + " --by 'On Call' --note done");
     refused("incident resolve" + cmd + "--incident " + open + " --by 'On Call' --note twice",
             "incident " + open + " is resolved");
     refused("incident ack" + cmd + "--incident " + open + " --by X",
@@ -421,7 +375,7 @@ TEST_CASE("bogus human steps are refused with the reason and leave no record any
                             r["payload"]["incident"].get<std::string>());
     CHECK(steps ==
           std::vector<std::string>{"incident.acknowledged " + open, "incident.resolved " + open});
-    ok(s.d, "audit verify --log state/audit/ca.jsonl --ca state/ca.pem");
+    cli.ok(s.d, "audit verify --log state/audit/ca.jsonl --ca state/ca.pem");
 }
 
 TEST_CASE(
@@ -446,18 +400,18 @@ TEST_CASE(
     g.reduce_only("loss limit near", "Risk Desk");
     REQUIRE(wait_for_record(s.agent_log, "guard.reduce_only") != nullptr);
 
-    const Run stale = kakunin_cli(s.d, "agent reenable --dir state --agent agent-7 --halt " +
-                                           first + " --by D --reason x --out r.json");
+    const Run stale = cli.run(s.d, "agent reenable --dir state --agent agent-7 --halt " + first +
+                                       " --by D --reason x --out r.json");
     CHECK(stale.code != 0);
     CHECK_THAT(stale.err, Catch::Contains("is not in force: it was lifted"));
     CHECK_THAT(stale.err, Catch::Contains("the halt in force is " + halt));
 
-    ok(s.d, "agent reenable --dir state --agent agent-7 --halt " + halt +
-                " --by 'D. Head' --reason 'drill over' --out r.json");
+    cli.ok(s.d, "agent reenable --dir state --agent agent-7 --halt " + halt +
+                    " --by 'D. Head' --reason 'drill over' --out r.json");
     const auto until = std::chrono::steady_clock::now() + 2s;
     while (g.halted() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(2ms);
     CHECK_FALSE(g.halted());
-    ok(s.d, "agent lift-reduce-only --dir state --agent agent-7 --by 'Risk Head' --reason ok");
+    cli.ok(s.d, "agent lift-reduce-only --dir state --agent agent-7 --by 'Risk Head' --reason ok");
     const auto until2 = std::chrono::steady_clock::now() + 2s;
     while (g.reduce_only_in_force() && std::chrono::steady_clock::now() < until2)
         std::this_thread::sleep_for(2ms);
@@ -468,9 +422,9 @@ TEST_CASE(
     CHECK(resumed != nullptr);
     // Taken twice while the Guard has already applied them: refused, nothing recorded.
     const std::string ca_before = slurp(s.ca_log);
-    const Run again = kakunin_cli(s.d,
-                                  "agent lift-reduce-only --dir state --agent agent-7 "
-                                  "--by 'Risk Head' --reason ok");
+    const Run again = cli.run(s.d,
+                              "agent lift-reduce-only --dir state --agent agent-7 "
+                              "--by 'Risk Head' --reason ok");
     CHECK(again.code != 0);
     CHECK_THAT(again.err, Catch::Contains("reduce-only mode is not in force"));
     CHECK(slurp(s.ca_log) == ca_before);
@@ -491,8 +445,8 @@ TEST_CASE("a step taken while the Guard was down is delivered as history on subs
         g.process_incidents();
         id = g.incidents().at(0).id;
     }  // the Guard stops
-    ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id +
-                " --by 'On Call' --note 'while it was down'");
+    cli.ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id +
+                    " --by 'On Call' --note 'while it was down'");
 
     // A restarted process's feed hands the step over in subscribe(), before it returns.
     FileHumanStepFeed feed(s.state);
@@ -539,8 +493,9 @@ TEST_CASE("the file feed waits for a torn last line and skips lines the CA did n
         g.process_incidents();
         id = g.incidents().at(0).id;
     }
-    ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by A --note one");
-    ok(s.d, "incident resolve --dir state --agent agent-7 --incident " + id + " --by B --note two");
+    cli.ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by A --note one");
+    cli.ok(s.d,
+           "incident resolve --dir state --agent agent-7 --incident " + id + " --by B --note two");
 
     // A copy of the state directory whose CA log stops before the resolve record.
     std::vector<std::string> lines;
@@ -558,7 +513,7 @@ TEST_CASE("the file feed waits for a torn last line and skips lines the CA did n
     fs::copy_file(s.state + "/ca.pem", copy + "/ca.pem");
     std::string head;
     for (std::size_t i = 0; i < resolve; ++i) head += lines[i] + "\n";
-    write(copy + "/audit/ca.jsonl", head);
+    write_file(copy + "/audit/ca.jsonl", head);
 
     std::vector<std::string> errors;
     std::mutex errors_mutex;
@@ -642,13 +597,14 @@ TEST_CASE("postgres: a step taken with --postgres reaches a Guard through LISTEN
     const std::string pg = " --postgres " + quote(db.app());
 
     // Refused against the log in PostgreSQL (there is no file log): nothing published.
-    const Run bogus = kakunin_cli(
-        s.d, "incident ack --dir state --agent agent-7 --incident inc-nope --by X" + pg);
+    const Run bogus =
+        cli.run(s.d, "incident ack --dir state --agent agent-7 --incident inc-nope --by X" + pg);
     CHECK(bogus.code != 0);
     CHECK_THAT(bogus.err, Catch::Contains("no incident 'inc-nope' in agent 'agent-7's audit log"));
     CHECK(admin.value("SELECT count(*) FROM kakunin_audit.human_steps") == "0");
 
-    ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by 'On Call'" + pg);
+    cli.ok(s.d,
+           "incident ack --dir state --agent agent-7 --incident " + id + " --by 'On Call'" + pg);
     const auto acked = std::chrono::steady_clock::now();
     while (g.incidents()[0].state != IncidentState::acknowledged &&
            std::chrono::steady_clock::now() - acked < 2s)
@@ -659,8 +615,8 @@ TEST_CASE("postgres: a step taken with --postgres reaches a Guard through LISTEN
     CHECK(admin.value("SELECT event FROM kakunin_audit.human_steps") == "incident.acknowledged");
 
     // The second ack is refused: the Guard recorded the first in its log (or the CA log has it).
-    const Run twice = kakunin_cli(
-        s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by Y" + pg);
+    const Run twice =
+        cli.run(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by Y" + pg);
     CHECK(twice.code != 0);
     CHECK_THAT(twice.err, Catch::Contains("is acknowledged"));
     CHECK(admin.value("SELECT count(*) FROM kakunin_audit.human_steps") == "1");
@@ -693,26 +649,26 @@ TEST_CASE("a signed review of an automatic revocation reaches the Guard, a re-en
 
     const std::string ca_before = slurp(s.ca_log);
     const Run reenable =
-        kakunin_cli(s.d, "agent reenable --dir state --agent agent-7 --halt " +
-                             g.current_halt()->halt_id + " --by D --reason x --out r.json");
+        cli.run(s.d, "agent reenable --dir state --agent agent-7 --halt " +
+                         g.current_halt()->halt_id + " --by D --reason x --out r.json");
     CHECK(reenable.code != 0);
     CHECK_THAT(reenable.err, Catch::Contains("keyCompromise: no re-enable lifts it"));
     CHECK(slurp(s.ca_log) == ca_before);
     const Run ack =
-        kakunin_cli(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by X");
+        cli.run(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by X");
     CHECK(ack.code != 0);
     CHECK_THAT(ack.err, Catch::Contains("incident " + id + " is revoked"));
 
-    ok(s.d, "incident review --dir state --agent agent-7 --incident " + id +
-                " --by 'R. Reviewer' --root-cause 'size typo in the prompt'");
+    cli.ok(s.d, "incident review --dir state --agent agent-7 --incident " + id +
+                    " --by 'R. Reviewer' --root-cause 'size typo in the prompt'");
     const auto until = std::chrono::steady_clock::now() + 2s;
     while (g.incidents()[0].state != IncidentState::reviewed &&
            std::chrono::steady_clock::now() < until)
         std::this_thread::sleep_for(2ms);
     CHECK(g.incidents()[0].state == IncidentState::reviewed);
     CHECK(g.incidents()[0].history.back().note == "size typo in the prompt");
-    const Run twice = kakunin_cli(s.d, "incident review --dir state --agent agent-7 --incident " +
-                                           id + " --by 'R. Reviewer' --root-cause again");
+    const Run twice = cli.run(s.d, "incident review --dir state --agent agent-7 --incident " + id +
+                                       " --by 'R. Reviewer' --root-cause again");
     CHECK(twice.code != 0);
     CHECK_THAT(twice.err, Catch::Contains("is reviewed"));
     std::lock_guard<std::mutex> lock(errors_mutex);
@@ -863,7 +819,7 @@ TEST_CASE("a step for one Guard's incident is not an error for another Guard of 
     REQUIRE(a.wait_incidents(5s));
     const std::string id = a.incidents().at(0).id;
     REQUIRE(wait_for_record(s.agent_log, "incident.opened") != nullptr);
-    ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by 'On Call'");
+    cli.ok(s.d, "incident ack --dir state --agent agent-7 --incident " + id + " --by 'On Call'");
     const auto until = std::chrono::steady_clock::now() + 2s;
     while (a.incidents()[0].state != IncidentState::acknowledged &&
            std::chrono::steady_clock::now() < until)

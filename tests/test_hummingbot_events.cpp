@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../bench/hummingbot_orders.hpp"
+#include "cli_test_support.hpp"
 #include "kakunin/guard.hpp"
 #include "kakunin/replay.hpp"
 #include "kakunin/scope.hpp"
@@ -32,25 +33,7 @@ const std::string lifecycle_data = KAKUNIN_SOURCE_DIR "/../shared/data/hummingbo
 
 bool have_python() { return std::system("python3 -c 'import sqlite3, gzip, decimal'") == 0; }
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-struct TempDir {
-    std::string path;
-    TempDir() {
-        std::string t = (std::filesystem::temp_directory_path() / "kakunin-hb-XXXXXX").string();
-        REQUIRE(::mkdtemp(t.data()) != nullptr);
-        path = t;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-};
+using test::slurp;
 
 /// One row of events.csv, by the header's names.
 struct Row {
@@ -179,14 +162,14 @@ TEST_CASE(
         WARN("python3 with sqlite3 not found: the lifecycle evaluation was NOT run");
         return;
     }
-    TempDir out;
+    test::TempDir out("kakunin-hb");
     REQUIRE(std::system(("python3 " + converter + " convert --data " + lifecycle_data + " --out " +
-                         out.path + " 2>/dev/null")
+                         out.path().string() + " 2>/dev/null")
                             .c_str()) == 0);
-    const json facts = json::parse(slurp(out.path + "/facts.json"));
-    const json positions = json::parse(slurp(out.path + "/positions.json"));
-    const Scope scope = parse_scope_json(slurp(out.path + "/scope.json"));
-    const auto rows = read_events(out.path + "/events.csv");
+    const json facts = json::parse(slurp(out / "facts.json"));
+    const json positions = json::parse(slurp(out / "positions.json"));
+    const Scope scope = parse_scope_json(slurp(out / "scope.json"));
+    const auto rows = read_events(out / "events.csv");
     REQUIRE(rows.size() > 10'000);  // 3,200 orders, 8,914 status changes
     const std::set<std::string> crossing(facts.at("self_crossing_orders").begin(),
                                          facts.at("self_crossing_orders").end());
@@ -218,7 +201,7 @@ TEST_CASE(
             WARN("the kakunin program is not built (-DKAKUNIN_BUILD_CLI=ON): replay NOT run");
             return;
         }
-        const std::string o = out.path;
+        const std::string o = out.path().string();
         const std::string replay_args =
             cli + " replay --scope " + o + "/scope.json --events " + o + "/events.csv --json";
         REQUIRE(std::system((replay_args + " --decisions-out " + o + "/d.jsonl --state-out " + o +

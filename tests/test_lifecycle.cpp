@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
-#include <filesystem>
 #include <new>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -12,10 +11,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "cli_test_support.hpp"
 #include "kakunin/detail/order_limits.hpp"
 #include "kakunin/scope_extension.hpp"
 #include "kakunin/testing.hpp"
-#include "pkcs11_test_support.hpp"
 #include "support.hpp"
 
 #include "allocation_counter.hpp"
@@ -276,32 +275,20 @@ TEST_CASE("the certificate extension round-trips the lifecycle limits", "[lifecy
 }
 
 TEST_CASE("kakunin cert inspect prints the lifecycle limits", "[lifecycle][cli]") {
-    namespace fs = std::filesystem;
-    std::string templ = (fs::temp_directory_path() / "kakunin-lifecycle-XXXXXX").string();
-    REQUIRE(::mkdtemp(templ.data()) != nullptr);
-    const fs::path dir = templ;
+    test::TempDir dir("kakunin-lifecycle");
+    const test::Cli cli{"lifecycle-test"};
     const std::string scope_text = scope_with_limits(k_all_lifecycle);
-    kakunin_test::write_text(dir / "scope.json", scope_text);
-    auto run = [&](const std::string& args) {
-        const std::string line = "cd " + kakunin_test::shell_quote(dir.string()) +
-                                 " && KAKUNIN_KMS_PASSPHRASE=lifecycle-test " +
-                                 kakunin_test::shell_quote(KAKUNIN_CLI_PATH) + " " + args +
-                                 " > out.txt 2> err.txt";
-        const int status = std::system(line.c_str());
-        INFO(args << "\n" << kakunin_test::read_text(dir / "err.txt"));
-        REQUIRE(status == 0);
-        return kakunin_test::read_text(dir / "out.txt");
-    };
-    run("ca init --dir state");
-    run("agent register --dir state --agent agent-7 --owner 'Desk 3' --purpose 'BTC making' "
-        "--by 'Jane Roe'");
-    run("scope approve --dir state --agent agent-7 --scope scope.json --approver 'Jane Doe'");
-    run("cert issue --dir state --agent agent-7 --out agent.pem");
-    const json inspected = json::parse(run("cert inspect agent.pem"));
+    test::write_file(dir / "scope.json", scope_text);
+    cli.ok(dir, "ca init --dir state");
+    cli.ok(dir,
+           "agent register --dir state --agent agent-7 --owner 'Desk 3' --purpose 'BTC making' "
+           "--by 'Jane Roe'");
+    cli.ok(dir,
+           "scope approve --dir state --agent agent-7 --scope scope.json --approver 'Jane Doe'");
+    cli.ok(dir, "cert issue --dir state --agent agent-7 --out agent.pem");
+    const json inspected = json::parse(cli.ok(dir, "cert inspect agent.pem").out);
     CHECK(inspected.at("scope") == json::parse(to_json(parse_scope_json(scope_text))));
     CHECK(inspected.at("scope").at("limits").at("max_open_orders") == 20);
-    std::error_code ec;
-    fs::remove_all(dir, ec);
 }
 
 // ---- the engine: ids, capacity -------------------------------------------------------------

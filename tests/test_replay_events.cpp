@@ -2,7 +2,6 @@
 // end to end.
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli_test_support.hpp"
 #include "kakunin/replay.hpp"
 #include "pkcs11_test_support.hpp"
 #include "support.hpp"
@@ -117,23 +117,12 @@ struct TempDir : kakunin::test::TempDir {
     TempDir() : kakunin::test::TempDir("kakunin-replay-events") {}
 };
 
-struct Run {
-    int code = -1;
-    std::string out, err;
-};
+using test::Run;
 
-/// The kakunin program run in `dir`, stdout and stderr apart.
+/// The kakunin program run in `dir` under env(1) with `env` (VAR=value words), stdout and
+/// stderr apart.
 Run cli(const std::string& args, const TempDir& dir, const std::string& env = "") {
-    const std::string out = dir / ".out", err = dir / ".err";
-    const std::string line = "cd " + shell_quote(dir.path().string()) + " && env " + env + " " +
-                             shell_quote(KAKUNIN_CLI_PATH) + " " + args + " >" + shell_quote(out) +
-                             " 2>" + shell_quote(err);
-    const int status = std::system(line.c_str());
-    Run r;
-    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
-    r.out = read_text(out);
-    r.err = read_text(err);
-    return r;
+    return test::run_in(dir, "env " + env + " " + shell_quote(KAKUNIN_CLI_PATH) + " " + args);
 }
 
 void require_ok(const Run& r) {
