@@ -250,6 +250,46 @@ TEST_CASE("the SPSC ring is empty, fills to its capacity and wraps around in ord
     CHECK(ring.claim() == c);
 }
 
+TEST_CASE(
+    "the SPSC ring's producer reads the consumer's index only when its copy says full, "
+    "and never sees fewer entries than there are",
+    "[ring]") {
+    detail::SpscRing<Counted> ring(4);
+    for (int i = 0; i < 4; ++i) {
+        REQUIRE(ring.claim() != nullptr);
+        ring.publish();
+    }
+    CHECK(ring.size_seen() == 4);
+    ring.pop(3);  // the consumer frees three: the producer's copy is now stale, too high
+    CHECK(ring.size() == 1);
+    CHECK(ring.size_seen() == 4);  // fails closed: a stale view only overstates the queue
+    CHECK(ring.size_now() == 1);
+    CHECK(ring.size_seen() == 1);
+    // Refilled past the wrap, a claim on a full-looking ring reads the index again.
+    for (int i = 0; i < 3; ++i) {
+        Counted* c = ring.claim();
+        REQUIRE(c != nullptr);
+        c->value = 100 + static_cast<std::uint64_t>(i);
+        ring.publish();
+    }
+    CHECK(ring.claim() == nullptr);
+    ring.pop(2);
+    CHECK(ring.size_seen() == 4);
+    Counted* c = ring.claim();  // seen full, read again: two free
+    REQUIRE(c != nullptr);
+    CHECK(ring.size_seen() == 2);
+    c->value = 200;
+    ring.publish();
+    REQUIRE(ring.front() != nullptr);
+    CHECK(ring.front()->value == 101);
+    ring.pop(1);
+    REQUIRE(ring.front() != nullptr);
+    CHECK(ring.front()->value == 102);
+    ring.pop(1);
+    REQUIRE(ring.front() != nullptr);
+    CHECK(ring.front()->value == 200);  // the slot after the wrap, in order
+}
+
 TEST_CASE("the SPSC ring hands 1,000,000 items from one thread to another in order",
           "[ring][threads]") {
     constexpr std::uint64_t n = 1'000'000;

@@ -173,15 +173,15 @@ public:
 
     /// True when an order may be allowed: the queue has room beyond the reserve and the sink
     /// is healthy (no record has waited longer than the grace to become durable; a watchdog
-    /// thread keeps the flag, so this reads two indices and one flag, no clock).
+    /// thread keeps the flag, so this reads the producer's own indices and one flag, no clock;
+    /// the writer's index only when the queue looked too full by the copy last read).
     /// With `block_when_full` it first waits for that room (blocking the caller), and then
     /// refuses only while the sink has failed for longer than the grace.
-    bool accepting() const noexcept {
+    bool accepting() noexcept {
         if (m_block_when_full)
             return wait_for_room(m_order_limit - m_reserve) &&
                    !m_sink_down.load(std::memory_order_relaxed);
-        return m_queue.size() + m_reserve < m_order_limit &&
-               m_healthy.load(std::memory_order_relaxed);
+        return has_room(m_order_limit - m_reserve) && m_healthy.load(std::memory_order_relaxed);
     }
     /// Queues a decision. Returns false (and counts it) only when the queue is full up to the
     /// state changes' reserve, which can only happen to a rejected order.
@@ -337,8 +337,13 @@ private:
     void deliver_posted() noexcept;
     /// A slot while fewer than `limit` entries are queued, else nullptr; with block_when_full
     /// it waits for the writer to make room first (producer side, noexcept, no allocation).
+    /// Fewer than `limit` entries queued (producer side): the writer's index is read only when
+    /// the copy last read says otherwise.
+    bool has_room(std::size_t limit) noexcept {
+        return m_queue.size_seen() < limit || m_queue.size_now() < limit;
+    }
     detail::AuditEntry* claim_below(std::size_t limit) noexcept {
-        if (m_queue.size() >= limit && !(m_block_when_full && wait_for_room(limit))) return nullptr;
+        if (!has_room(limit) && !(m_block_when_full && wait_for_room(limit))) return nullptr;
         m_claimed = m_queue.claim();
         return m_claimed != nullptr ? &m_claimed->entry : nullptr;
     }

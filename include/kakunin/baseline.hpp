@@ -136,8 +136,13 @@ public:
     static constexpr double max_value = 1e15;
 
     QuantileSketch();
-    void add(double v) noexcept {
-        m_counts[index(v)] += 1;
+    void add(double v) noexcept { add_to(bucket(v)); }
+    /// The bucket that holds v: the same in every sketch (they share alpha and the range), so
+    /// one value added to several sketches takes one logarithm.
+    std::size_t bucket(double v) const noexcept { return index(v); }
+    /// add() with the bucket already known (from bucket()).
+    void add_to(std::size_t bucket) noexcept {
+        m_counts[bucket] += 1;
         ++m_total;
     }
     std::uint64_t total() const noexcept { return m_total; }
@@ -167,6 +172,14 @@ public:
         if (m_bucket == INT64_MIN) m_bucket = floor_div(t, m_width);
     }
     void add(TimeNs t) noexcept {
+        // The open bucket's times, [m_open_from, m_open_from + m_width): no division (an order
+        // usually falls in the bucket of the one before).
+        if (t >= m_open_from &&
+            static_cast<std::uint64_t>(t) - static_cast<std::uint64_t>(m_open_from) <
+                static_cast<std::uint64_t>(m_width)) {
+            ++m_count;
+            return;
+        }
         const std::int64_t b = floor_div(t, m_width);
         if (m_bucket == INT64_MIN) m_bucket = b;
         if (b > m_bucket) {
@@ -176,7 +189,10 @@ public:
             m_bucket = b;
             m_count = 0;
         }
-        if (b == m_bucket) ++m_count;
+        if (b == m_bucket) {
+            ++m_count;
+            m_open_from = b * m_width;
+        }
     }
     /// Mean and standard deviation over closed buckets (the open one is left out).
     double mean() const noexcept { return m_n == 0 ? 0.0 : m_mean; }
@@ -201,6 +217,7 @@ private:
     }
     TimeNs m_width;
     std::int64_t m_bucket = INT64_MIN;
+    TimeNs m_open_from = INT64_MAX;  ///< m_bucket's first nanosecond, once an order fell in it
     std::uint64_t m_count = 0;
     std::uint64_t m_n = 0;
     double m_mean = 0.0, m_m2 = 0.0;
@@ -229,9 +246,9 @@ public:
         if (m_first == 0 && m_count == 0) m_first = t;
         m_last = t;
         ++m_count;
-        const double n = detail::notional_of(o);
-        m_overall.add(n);
-        m_per_instrument[static_cast<std::size_t>(i)].add(n);
+        const std::size_t bucket = m_overall.bucket(detail::notional_of(o));
+        m_overall.add_to(bucket);
+        m_per_instrument[static_cast<std::size_t>(i)].add_to(bucket);
         if (r >= 0) ++m_region_orders[static_cast<std::size_t>(r)];
         ++m_hour_of_week[minute_of_week(t) / 60];
         m_hourly.add(t);

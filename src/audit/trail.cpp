@@ -884,7 +884,7 @@ bool AuditTrail::push_event(TimeNs at, std::string_view event,
     const std::size_t parts = 1 + (rest + room - 1) / room;
     if (parts > m_queue.capacity() / 2) return false;  // never more than half the queue
     const std::size_t limit = m_queue.capacity() - (parts - 1);
-    if (m_queue.size() >= limit && !(m_block_when_full && wait_for_room(limit))) return false;
+    if (!has_room(limit) && !(m_block_when_full && wait_for_room(limit))) return false;
     std::size_t offset = 0;
     for (std::size_t k = 0; k < parts; ++k) {
         detail::AuditEntry* e = claim_below(m_queue.capacity());

@@ -43,12 +43,29 @@ public:
     /// visible to the consumer until publish(); a claim not published is simply reused.
     T* claim() noexcept {
         const std::uint64_t head = m_head.load(std::memory_order_relaxed);
-        if (head - m_tail.load(std::memory_order_acquire) >= m_capacity) return nullptr;
-        return &m_slots[head % m_capacity];
+        // The consumer's tail is read (a cache line the other core writes) only when the copy
+        // the producer last read says the ring is full.
+        if (head - m_tail_seen >= m_capacity) {
+            m_tail_seen = m_tail.load(std::memory_order_acquire);
+            if (head - m_tail_seen >= m_capacity) return nullptr;
+        }
+        return &m_slots[m_head_slot];
     }
     /// Hands the slot from the last claim() to the consumer.
     void publish() noexcept {
+        if (++m_head_slot == m_capacity) m_head_slot = 0;
         m_head.store(m_head.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+    /// Entries published and not yet popped as the producer last saw the tail: never fewer than
+    /// size(), so a producer that refuses when this is too large fails closed; exact after a
+    /// claim() that found the ring full. Producer thread only.
+    std::size_t size_seen() const noexcept {
+        return static_cast<std::size_t>(m_head.load(std::memory_order_relaxed) - m_tail_seen);
+    }
+    /// size_seen() after reading the consumer's tail again (producer thread only).
+    std::size_t size_now() noexcept {
+        m_tail_seen = m_tail.load(std::memory_order_acquire);
+        return size_seen();
     }
 
     // ---- consumer ----
@@ -94,6 +111,9 @@ private:
     std::size_t m_capacity;
     // Each index on its own cache line: the producer writes one, the consumer the other.
     alignas(64) std::atomic<std::uint64_t> m_head{0};
+    // The producer's own: the tail it last read, and the head's slot (no division per claim).
+    std::uint64_t m_tail_seen = 0;
+    std::size_t m_head_slot = 0;
     alignas(64) std::atomic<std::uint64_t> m_tail{0};
 };
 
