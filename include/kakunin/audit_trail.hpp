@@ -335,13 +335,13 @@ private:
     /// with SharedThreads, handed to its reporter thread (deliver_posted()).
     void post_report(std::string message) noexcept;
     void deliver_posted() noexcept;
-    /// A slot while fewer than `limit` entries are queued, else nullptr; with block_when_full
-    /// it waits for the writer to make room first (producer side, noexcept, no allocation).
     /// Fewer than `limit` entries queued (producer side): the writer's index is read only when
     /// the copy last read says otherwise.
     bool has_room(std::size_t limit) noexcept {
         return m_queue.size_seen() < limit || m_queue.size_now() < limit;
     }
+    /// A slot while fewer than `limit` entries are queued, else nullptr; with block_when_full
+    /// it waits for the writer to make room first (producer side, noexcept, no allocation).
     detail::AuditEntry* claim_below(std::size_t limit) noexcept {
         if (!has_room(limit) && !(m_block_when_full && wait_for_room(limit))) return nullptr;
         m_claimed = m_queue.claim();

@@ -42,13 +42,9 @@ public:
     /// The next free slot to fill in place, or nullptr when the ring is full. Nothing is
     /// visible to the consumer until publish(); a claim not published is simply reused.
     T* claim() noexcept {
-        const std::uint64_t head = m_head.load(std::memory_order_relaxed);
         // The consumer's tail is read (a cache line the other core writes) only when the copy
         // the producer last read says the ring is full.
-        if (head - m_tail_seen >= m_capacity) {
-            m_tail_seen = m_tail.load(std::memory_order_acquire);
-            if (head - m_tail_seen >= m_capacity) return nullptr;
-        }
+        if (size_seen() >= m_capacity && size_now() >= m_capacity) return nullptr;
         return &m_slots[m_head_slot];
     }
     /// Hands the slot from the last claim() to the consumer.
