@@ -17,76 +17,18 @@
 namespace kakunin::bench {
 namespace {
 
-/// The typical scope of DESIGN §7: 3 instruments, 2 counterparties, 5 windows, every RTS 6 limit.
-const char* const typical_scope = R"({
-  "version": 1,
-  "max_transaction": {"currency": "EUR", "amount": "500000.00"},
-  "instruments": ["BTC_EUR", "ETH_EUR", "SOL_EUR"],
-  "counterparties": ["exchange_a", "exchange_b"],
-  "trading_hours": [{"days": ["Mon"], "from": "07:00", "to": "20:00"},
-                    {"days": ["Tue"], "from": "07:00", "to": "20:00"},
-                    {"days": ["Wed"], "from": "07:00", "to": "20:00"},
-                    {"days": ["Thu"], "from": "07:00", "to": "20:00"},
-                    {"days": ["Fri"], "from": "07:00", "to": "20:00"}],
-  "regions": ["eu-west-1", "eu-central-1"],
-  "limits": {
-    "max_order_quantity": {"BTC_EUR": "10", "ETH_EUR": "150"},
-    "price_collar_bps": 500,
-    "max_orders_per_second": 50,
-    "max_daily_notional": {"currency": "EUR", "amount": "5000000.00"}
-  }
-})";
-
-/// Moves 100 ms per reading through Monday 07:00-20:00 UTC, then jumps a week ahead: every order
-/// stays inside the trading hours, the message rate (10/s) and the daily notional.
-class StepClock final : public Clock {
-public:
-    TimeNs now_ns() const noexcept override {
-        if (++m_step == steps_per_session) {
-            m_step = 0;
-            m_session += 7 * 86'400'000'000'000;
-        }
-        return m_session + m_step * 100'000'000;
-    }
-
-private:
-    static constexpr TimeNs steps_per_session = 13 * 3600 * 10;
-    mutable TimeNs m_session = utc(2024, 1, 8, 7, 0, 0);
-    mutable TimeNs m_step = 0;
-};
-
-Order order(bool allowed) {
-    Order o;
-    o.client_order_id = "bench-1";
-    o.instrument = "ETH_EUR";
-    o.counterparty = allowed ? "exchange_b" : "exchange_z";
-    o.side = Side::buy;
-    o.quantity = Decimal{1, 3};    // 0.001
-    o.price = Decimal{250012, 2};  // 2500.12
-    o.reference_price = Decimal{250000, 2};
-    o.region = "eu-central-1";
-    return o;
-}
-
 /// The Guard under measurement: the typical scope with anomaly scoring on, against a baseline
 /// learned from a week of the same flow (one 13-hour session at 10 orders/s) and approved.
 std::unique_ptr<Guard> scoring_guard(const Clock& clock,
                                      std::shared_ptr<FirmLimitSource> firm = nullptr) {
-    const Scope scope = parse_scope_json(typical_scope);
-    StepClock learn_clock;
-    BaselineBuilder builder(scope, "bench-agent");
-    const Order o = order(true);
-    builder.start(learn_clock.now_ns());
-    TimeNs t = 0;
-    for (int i = 0; i < 13 * 3600 * 10; ++i) builder.observe(o, t = learn_clock.now_ns());
-    const Baseline baseline = builder.finalize(t + 7 * 86'400'000'000'000);
+    const Baseline baseline = typical_baseline("bench-agent");
     auto kms = SoftwareKms::in_memory();
     GuardOptions options;
     options.baseline = ApprovedBaseline{
         baseline, approve_baseline(*kms, baseline, "Bench Officer", baseline.observed_to_ns, 1)};
     options.incident_thread = false;
     options.firm_limits = std::move(firm);
-    return std::make_unique<Guard>(scope, clock, options);
+    return std::make_unique<Guard>(parse_scope_json(typical_scope), clock, options);
 }
 
 void run_check(benchmark::State& state, bool allowed, bool firm_lease = false) {
@@ -100,7 +42,7 @@ void run_check(benchmark::State& state, bool allowed, bool firm_lease = false) {
     auto scored = scoring_guard(clock, firm);
     if (firm) firm->lease()->grant(INT64_MAX / 4, 0, INT64_MAX);
     Guard& guard = *scored;
-    const Order o = order(allowed);
+    const Order o = typical_order(allowed);
     if (!guard.enforcing_baseline()) state.SkipWithError("anomaly scoring is not on");
     for (int i = 0; i < 1000; ++i) benchmark::DoNotOptimize(guard.check(o));  // warm
     const auto before = allocation_count();
@@ -125,7 +67,7 @@ void BM_check_allowed_firm(benchmark::State& state) { run_check(state, true, tru
 void BM_check_allowed_limits_only(benchmark::State& state) {
     StepClock clock;
     Guard guard(parse_scope_json(typical_scope), clock);
-    const Order o = order(true);
+    const Order o = typical_order(true);
     for (auto _ : state) benchmark::DoNotOptimize(guard.check(o));
 }
 void BM_check_rejected(benchmark::State& state) { run_check(state, false); }
@@ -135,7 +77,7 @@ void BM_check_allowed_latency(benchmark::State& state) {
     StepClock clock;
     auto scored = scoring_guard(clock);
     Guard& guard = *scored;
-    const Order o = order(true);
+    const Order o = typical_order(true);
     using C = std::chrono::steady_clock;
     constexpr std::size_t samples = 1 << 20;
     std::vector<std::int64_t> t(samples), overhead(samples);

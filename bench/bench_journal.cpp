@@ -16,68 +16,70 @@
 namespace kakunin::bench {
 namespace {
 
-/// Instruments, counterparties, size and collar limits, every day's hours; no rate or daily
-/// notional limit, so a clock moving 1 µs per order never makes a limit refuse.
-const char* const journal_scope = R"({
-  "version": 1,
-  "max_transaction": {"currency": "EUR", "amount": "500000.00"},
-  "instruments": ["BTC_EUR", "ETH_EUR", "SOL_EUR"],
-  "counterparties": ["exchange_a", "exchange_b"],
-  "trading_hours": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
-                     "from": "00:00", "to": "23:59"}],
-  "regions": ["eu-west-1", "eu-central-1"],
-  "limits": {"max_order_quantity": {"ETH_EUR": "150"}, "price_collar_bps": 500}
-})";
-
-Order journal_order() {
-    Order o;
-    o.client_order_id = "bench-1";
-    o.instrument = "ETH_EUR";
-    o.counterparty = "exchange_b";
-    o.side = Side::buy;
-    o.quantity = Decimal{1, 3};
-    o.price = Decimal{250012, 2};
-    o.reference_price = Decimal{250000, 2};
-    o.region = "eu-central-1";
-    return o;
-}
-
 void remove_log(const std::string& path) {
     for (const char* suffix : {"", ".started", ".journal"}) std::remove((path + suffix).c_str());
 }
 
-/// check() on a Guard whose audit trail writes a file log (records unsigned, as in
-/// audit_file_records_per_s), with or without the journal. Timed in bursts of 1,000 orders; the
-/// writer catches up between bursts with the timer stopped, so the queue never fills (on two
-/// cores the writer thread shares the machine with the loop either way).
+/// check() on the Guard of BM_check_allowed (the typical scope, the order 100 ms apart through
+/// the trading session, scored against an approved baseline of that flow), here on credentials
+/// and with the audit trail writing a file log (records unsigned, as in
+/// audit_file_records_per_s), with or without the journal. Beside check_allowed_median_ns the
+/// difference is the certificate's gate (validity, CRL freshness) and the audit trail. Timed in
+/// bursts of 1,000 orders; between bursts, with the timer stopped, the writer catches up (so the
+/// queue never fills: on two cores the writer thread shares the machine with the loop either
+/// way) and the CRL is renewed before it goes stale.
 void check_audited(benchmark::State& state, bool journal) {
-    TestAuthority authority;
+    SessionSteps steps(utc(2024, 1, 22, 7, 0, 0));  // after the baseline's observation ends
+    TestAuthority authority(steps.peek());
+    ManualClock& clock = authority.clock();
     const std::string path = temp_path(journal ? "journal.jsonl" : "nojournal.jsonl");
     remove_log(path);
     {
+        GuardCredentials credentials = authority.credentials_for(parse_scope_json(typical_scope),
+                                                                 std::chrono::hours(24 * 366 * 2));
+        const Baseline baseline = typical_baseline(credentials.certificate.agent_id());
         GuardOptions options;
         options.incident_thread = false;
+        options.baseline = ApprovedBaseline{
+            baseline, approve_baseline(*authority.kms(), baseline, TestAuthority::officer,
+                                       baseline.observed_to_ns, 1)};
         options.audit = AuditTrailOptions{std::make_shared<FileAuditSink>(path)};
         options.audit->record_signatures = false;
         options.audit->journal = journal;
-        Guard guard(authority.credentials_for(parse_scope_json(journal_scope)), authority.clock(),
-                    options);
-        const Order o = journal_order();
+        if (getenv("NOAUDIT")) options.audit.reset();
+        Guard guard(std::move(credentials), clock, options);
+        if (!guard.enforcing_baseline()) state.SkipWithError("anomaly scoring is not on");
+        const Order o = typical_order(true);
+        TimeNs crl_from = clock.now_ns();
         long wrong = 0;
+        ReasonSet why;
         std::uint64_t n = 0;
         for (auto _ : state) {
-            authority.clock().advance(std::chrono::microseconds(1));
-            const Decision d = guard.check(o);
-            wrong += !d.allowed();
-            if (++n % 1000 == 0) {
+            if (++n % 1000 == 0) {  // before every 1,000th order, the session's first included
                 state.PauseTiming();
-                guard.audit()->wait_durable(std::chrono::seconds(10));
+                if (guard.audit()) guard.audit()->wait_durable(std::chrono::seconds(10));
+                if (steps.peek() - crl_from >= 1'800'000'000'000) {  // half its validity
+                    clock.set(crl_from = steps.peek());
+                    guard.update_crl(authority.ca().issue_crl());
+                }
                 state.ResumeTiming();
+            }
+            clock.set(steps.next());
+            const Decision d = guard.check(o);
+            if (!d.allowed() || d.verdict == Verdict::warn) {
+                ++wrong;
+                why.merge(d.reasons);
             }
         }
         // (No allocation count here: the writer thread allocates while it builds records, and
         // the counter is the process's. tests/test_allocation.cpp counts check() alone.)
-        if (wrong != 0) state.SkipWithError("an order was refused in the benchmark loop");
+        if (wrong != 0) {
+            std::string reasons;
+            for (const ReasonCode r : why) reasons += std::string(" ") + to_string(r);
+            state.SkipWithError(
+                (std::to_string(wrong) + " orders refused or warned in the loop:" + reasons)
+                    .c_str());
+        }
     }
     remove_log(path);
 }
@@ -102,7 +104,7 @@ protected:
 /// journal, reading it, building, appending and syncing the records). Unsigned records.
 void BM_journal_recovery(benchmark::State& state) {
     TestAuthority authority;
-    const GuardCredentials creds = authority.credentials_for(parse_scope_json(journal_scope));
+    const GuardCredentials creds = authority.credentials_for(parse_scope_json(typical_scope));
     const std::string agent = creds.certificate.agent_id();
     const std::string path = temp_path("recovery.jsonl");
     const auto entries = static_cast<std::size_t>(state.range(0));
@@ -120,7 +122,7 @@ void BM_journal_recovery(benchmark::State& state) {
             o.error_handler = [](std::string_view) {};
             AuditTrail dead(o, authority.clock(), creds.kms, creds.key, agent,
                             creds.certificate.fingerprint());
-            const Order order = journal_order();
+            const Order order = typical_order(true);
             Decision d;
             d.verdict = Verdict::allow;
             for (std::size_t i = 0; i < entries; ++i) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -440,4 +441,31 @@ TEST_CASE("without a journal nothing is mapped, and a memory sink has none by de
     { AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<MemoryAuditSink>()}); }
     { AuditTrail trail = s.trail(AuditTrailOptions{std::make_shared<FileAuditSink>(log)}); }
     CHECK(std::filesystem::exists(log + ".journal"));
+}
+
+TEST_CASE("an entry's fields are copied byte for byte at every length, and nothing around them",
+          "[journal]") {
+    // copy_short's overlapping moves against memcpy, at each length up to a field's maximum and
+    // at each offset in a 16-byte word, into a buffer whose bytes outside the copy must stay.
+    std::vector<char> from(2 * max_order_field_length + 64);
+    for (std::size_t i = 0; i < from.size(); ++i) from[i] = static_cast<char>(i * 131 + 7);
+    for (std::size_t offset = 0; offset < 16; ++offset) {
+        for (std::size_t n = 0; n <= max_order_field_length + 20; ++n) {
+            std::vector<char> got(from.size() + 32, '#'), want(from.size() + 32, '#');
+            detail::copy_short(got.data() + 8 + offset, from.data() + offset, n);
+            std::memcpy(want.data() + 8 + offset, from.data() + offset, n);
+            if (got != want) FAIL("copy_short differs from memcpy at length " << n);
+        }
+    }
+    // Through set_text: each field back as it went in, the last one truncated to the room left.
+    detail::AuditEntry e;
+    const std::string id(max_order_field_length, 'i'), reasoning(2000, 'r');
+    const std::string_view fields[5] = {id, "ETH_EUR", "", "eu-central-1", reasoning};
+    e.set_text(fields, 5);
+    CHECK(e.field(0) == id);
+    CHECK(e.field(1) == "ETH_EUR");
+    CHECK(e.field(2).empty());
+    CHECK(e.field(3) == "eu-central-1");
+    CHECK(e.field(4) == std::string_view(reasoning).substr(
+                            0, detail::AuditEntry::text_capacity - id.size() - 7 - 12));
 }

@@ -20,6 +20,26 @@ namespace kakunin::detail {
 /// One queue entry: a decision and the order's text, a state change, an amend or cancel
 /// decision, an execution report as applied, or one part of an event with a JSON payload.
 /// Fixed size, trivially copyable.
+/// memcpy for the short fields of an entry (ids, names: mostly under 16 bytes), as overlapping
+/// fixed-size moves. An inlined memcpy of a length the compiler only knows to be at most 128
+/// bytes becomes `rep movsq`, whose start-up cost was a sixth of an audited check().
+inline void copy_short(char* to, const char* from, std::size_t n) noexcept {
+    if (n >= 16) {
+        for (std::size_t at = 0; at + 16 < n; at += 16) std::memcpy(to + at, from + at, 16);
+        std::memcpy(to + n - 16, from + n - 16, 16);
+    } else if (n >= 8) {
+        std::memcpy(to, from, 8);
+        std::memcpy(to + n - 8, from + n - 8, 8);
+    } else if (n >= 4) {
+        std::memcpy(to, from, 4);
+        std::memcpy(to + n - 4, from + n - 4, 4);
+    } else if (n != 0) {
+        to[0] = from[0];
+        to[n / 2] = from[n / 2];
+        to[n - 1] = from[n - 1];
+    }
+}
+
 struct AuditEntry {
     static constexpr std::size_t text_capacity = 1024;
     enum class Kind : std::uint8_t { order, state, json, amend, cancel, execution };
@@ -65,7 +85,7 @@ struct AuditEntry {
             const std::size_t cap =
                 i + 1 < n ? std::min<std::size_t>(room, max_order_field_length) : room;
             const std::size_t len = std::min(fields[i].size(), cap);
-            if (len != 0) std::memcpy(text + used, fields[i].data(), len);  // data() may be null
+            if (len != 0) copy_short(text + used, fields[i].data(), len);  // data() may be null
             length[i] = static_cast<std::uint16_t>(len);
             used += len;
         }
