@@ -17,12 +17,9 @@
 
 namespace kakunin::detail {
 
-/// One queue entry: a decision and the order's text, a state change, an amend or cancel
-/// decision, an execution report as applied, or one part of an event with a JSON payload.
-/// Fixed size, trivially copyable.
-/// memcpy for the short fields of an entry (ids, names: mostly under 16 bytes), as overlapping
-/// fixed-size moves. An inlined memcpy of a length the compiler only knows to be at most 128
-/// bytes becomes `rep movsq`, whose start-up cost was a sixth of an audited check().
+/// memcpy for an entry's fields (ids and names mostly under 16 bytes; a reasoning may be longer),
+/// as overlapping fixed-size moves. An inlined memcpy of a length the compiler only knows to be at
+/// most 128 bytes becomes `rep movsq`, whose start-up cost was a sixth of an audited check().
 inline void copy_short(char* to, const char* from, std::size_t n) noexcept {
     if (n >= 16) {
         for (std::size_t at = 0; at + 16 < n; at += 16) std::memcpy(to + at, from + at, 16);
@@ -40,6 +37,9 @@ inline void copy_short(char* to, const char* from, std::size_t n) noexcept {
     }
 }
 
+/// One queue entry: a decision and the order's text, a state change, an amend or cancel
+/// decision, an execution report as applied, or one part of an event with a JSON payload.
+/// Fixed size, trivially copyable.
 struct AuditEntry {
     static constexpr std::size_t text_capacity = 1024;
     enum class Kind : std::uint8_t { order, state, json, amend, cancel, execution };
