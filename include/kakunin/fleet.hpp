@@ -132,7 +132,8 @@ public:
     /// Publishes `guard` from the next interval on. While a fleet halt is in force (as far as
     /// the fleet has read) the Guard is halted before this returns; a halt the fleet made that
     /// the Guard restored from its log is lifted if the fleet was resumed meanwhile. The Guard
-    /// must outlive its remove(). Adding a Guard twice does nothing.
+    /// must outlive its remove(): the fleet's thread reads it, so remove it also on the way out
+    /// of an exception (a scope guard declared after the Guard). Adding it twice does nothing.
     void add(Guard& guard);
     /// After this returns the fleet does not touch `guard` (a publication or fleet step in
     /// progress is waited for). Its row stays and turns stale.
