@@ -307,6 +307,54 @@ TEST_CASE("postgres: a log written through PostgresAuditSink verifies and a writ
     CHECK_THROWS_AS(other.append(std::string_view(lines.at(0))), Error);
 }
 
+TEST_CASE("postgres: backslashes at every offset of a line are stored byte for byte") {
+    // The sink escapes a line for COPY eight bytes at a time; a backslash (JSON's own escapes)
+    // at each offset of a word, in runs, beside multi-byte UTF-8, must come back unchanged.
+    test::AuditTestDb db(test::shared_pg_conninfo());
+    test::AuditTestKms kms;
+    const test::TestIdentity id = test::make_identity(kms, "agent-esc");
+    AuditCertificates certs;
+    certs.add_der(id.cert_der);
+    ManualClock clock(kJan2024);
+    const std::string log_id = "agent-esc";
+    std::vector<std::string> payloads;
+    for (int k = 0; k < 24; ++k) {
+        std::string text(static_cast<std::size_t>(k), 'x');
+        text += R"(\"\\)";
+        text += std::string(static_cast<std::size_t>(k % 9), 'y');
+        text += k % 2 == 0 ? "\xc3\xa9\\n" : "\xc3\xa9\\\\";
+        payloads.push_back(R"({"reasoning":")" + text + R"("})");
+    }
+    {
+        PostgresAuditSink sink(db.app(), {log_id});
+        // No record signer: each record's canonical text is its whole line.
+        AuditLogWriter writer(sink, clock, id.signer(kms), {log_id, "", "", 10});
+        for (const std::string& p : payloads) {
+            writer.append(audit_event::order_allowed, p);
+            clock.advance(1ms);
+        }
+        writer.close();
+    }
+    const std::vector<std::string> lines = read_back(db.app(), log_id);
+    const AuditVerifyResult r = verify_audit_lines(lines, certs);
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(r.records == payloads.size());
+    std::size_t k = 0;
+    for (const std::string& line : lines) {
+        if (line.find(R"("seq":)") == std::string::npos) continue;  // a checkpoint
+        INFO(line);
+        REQUIRE(k < payloads.size());
+        CHECK(line.find(payloads[k].substr(1, payloads[k].size() - 2)) != std::string::npos);
+        ++k;
+    }
+    CHECK(k == payloads.size());
+    test::PgSession app(db.app());
+    CHECK(app.value("SELECT count(*) FROM kakunin_audit.audit_records WHERE log_id = $1 AND "
+                    "canonical IS DISTINCT FROM line",
+                    {log_id}) == "0");
+}
+
 TEST_CASE(
     "postgres: the sink COPYs straight into the month's partition whose own trigger checks seq") {
     test::AuditTestDb db(test::shared_pg_conninfo());
