@@ -1052,7 +1052,7 @@ std::uint64_t AuditTrail::take_entries() noexcept {
     if (im.writer->pending_lines() > im.options.batch_max) return 0;
     // Entries stay in the queue (the journal's slots) until their records are durable:
     // `in_queue` of them are appended already.
-    const std::uint64_t available = m_queue.size() - ws.in_queue;
+    const std::uint64_t available = m_queue.available() - ws.in_queue;
     const std::uint64_t n = std::min<std::uint64_t>(available, im.options.batch_max);
     std::uint64_t taken = 0;
     while (taken < n) {

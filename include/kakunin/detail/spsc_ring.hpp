@@ -6,12 +6,13 @@
 //   detail::SpscRing<Entry> ring(4096);
 //   if (Entry* e = ring.claim()) { e->x = 1; ring.publish(); }   // producer: nullptr when full
 //   while (Entry* e = ring.front()) { use(*e); ring.pop(); }     // consumer: nullptr when empty
+//   for (std::size_t i = 0, n = ring.available(); i < n; ++i) use(*ring.peek(i));  // a batch
 //
 // Threading: one producer thread (or callers serialised by a lock) calls claim()/publish(); one
-// consumer (likewise) calls front()/peek()/pop(); size() and the counters may be read from any
-// thread. Nothing allocates, blocks or throws after construction. A slot is the producer's from
-// claim() until publish() and the consumer's from front() until pop(): the other side never
-// touches it meanwhile, so the entries need no atomics of their own.
+// consumer (likewise) calls front()/peek()/available()/pop(); size() and the counters may be
+// read from any thread. Nothing allocates, blocks or throws after construction. A slot is the
+// producer's from claim() until publish() and the consumer's from front() until pop(): the
+// other side never touches it meanwhile, so the entries need no atomics of their own.
 #pragma once
 
 #include <atomic>
@@ -71,13 +72,24 @@ public:
     /// The i-th published entry after the oldest (0 is front()), or nullptr when fewer are
     /// published: a consumer may work on a batch in place and pop() it afterwards.
     T* peek(std::size_t i) noexcept {
+        // The producer's head (a cache line the other core writes on every publish) is read
+        // only when the copy the consumer last read has fewer entries than asked for.
         const std::uint64_t tail = m_tail.load(std::memory_order_relaxed);
-        if (m_head.load(std::memory_order_acquire) - tail <= i) return nullptr;
+        if (m_head_seen - tail <= i && available() <= i) return nullptr;
         return &m_slots[(tail + i) % m_capacity];
+    }
+    /// Entries published and not yet popped, reading the producer's head now: the entries a
+    /// batch may then peek() without reading it again (consumer thread only).
+    std::size_t available() noexcept {
+        m_head_seen = m_head.load(std::memory_order_acquire);
+        return static_cast<std::size_t>(m_head_seen - m_tail.load(std::memory_order_relaxed));
     }
     /// Gives the `n` oldest entries back to the producer (n <= size(), as seen by the consumer).
     void pop(std::size_t n = 1) noexcept {
-        m_tail.store(m_tail.load(std::memory_order_relaxed) + n, std::memory_order_release);
+        const std::uint64_t tail = m_tail.load(std::memory_order_relaxed) + n;
+        // What was popped was published: the head seen is never behind the tail.
+        if (m_head_seen < tail) m_head_seen = tail;
+        m_tail.store(tail, std::memory_order_release);
     }
 
     // ---- anyone ----
@@ -111,6 +123,7 @@ private:
     std::uint64_t m_tail_seen = 0;
     std::size_t m_head_slot = 0;
     alignas(64) std::atomic<std::uint64_t> m_tail{0};
+    std::uint64_t m_head_seen = 0;  ///< the consumer's own: the head it last read
 };
 
 }  // namespace kakunin::detail
