@@ -202,6 +202,22 @@ struct Counted {
     std::uint64_t value = 0;
 };
 
+/// A thread publishing `n` items into `ring`, the i-th holding i * 7 + 1, waiting while full.
+std::thread produce(detail::SpscRing<Counted>& ring, std::uint64_t n) {
+    return std::thread([&ring, n] {
+        for (std::uint64_t i = 0; i < n;) {
+            Counted* c = ring.claim();
+            if (c == nullptr) {
+                std::this_thread::yield();
+                continue;
+            }
+            c->value = i * 7 + 1;
+            ring.publish();
+            ++i;
+        }
+    });
+}
+
 }  // namespace
 
 TEST_CASE("the SPSC ring is empty, fills to its capacity and wraps around in order", "[ring]") {
@@ -333,18 +349,7 @@ TEST_CASE("the SPSC ring hands 1,000,000 items from one thread to another in bat
           "[ring][threads]") {
     constexpr std::uint64_t n = 1'000'000;
     detail::SpscRing<Counted> ring(64);
-    std::thread producer([&] {
-        for (std::uint64_t i = 0; i < n;) {
-            Counted* c = ring.claim();
-            if (c == nullptr) {
-                std::this_thread::yield();
-                continue;
-            }
-            c->value = i * 7 + 1;
-            ring.publish();
-            ++i;
-        }
-    });
+    std::thread producer = produce(ring, n);
     std::uint64_t received = 0, out_of_order = 0, missing = 0;
     while (received < n) {
         const std::size_t batch = ring.available();
@@ -374,18 +379,7 @@ TEST_CASE("the SPSC ring hands 1,000,000 items from one thread to another in ord
           "[ring][threads]") {
     constexpr std::uint64_t n = 1'000'000;
     detail::SpscRing<Counted> ring(64);
-    std::thread producer([&] {
-        for (std::uint64_t i = 0; i < n;) {
-            Counted* c = ring.claim();
-            if (c == nullptr) {
-                std::this_thread::yield();
-                continue;
-            }
-            c->value = i * 7 + 1;
-            ring.publish();
-            ++i;
-        }
-    });
+    std::thread producer = produce(ring, n);
     std::uint64_t received = 0, out_of_order = 0, largest = 0;
     while (received < n) {
         Counted* c = ring.front();
